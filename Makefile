@@ -1,0 +1,32 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench migrate clean
+
+# The venv is rebuilt whenever the pinned versions or the package metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/distill up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check service worker tests migrations benchmarks
+	$(BIN)/ruff format --check service worker tests migrations benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/hinton_mnist.py
+
+migrate: $(STAMP)
+	$(BIN)/distill migrate
+
+clean:
+	rm -rf $(VENV) var

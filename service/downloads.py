@@ -1,0 +1,62 @@
+"""Streamed downloads of stored objects with `ETag` (the sha256), `Range` and `If-None-Match`."""
+
+import re
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from service.errors import error_response
+from service.storage import Storage, read_chunks
+
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive byte span of a single-range `Range` header; None if it cannot be satisfied."""
+    match = RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":  # the last N bytes
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    return (start, end) if start <= end and start < size else None
+
+
+def stream_object(
+    request: Request, storage: Storage, key: str, size: int, sha256: str, content_type: str, filename: str
+) -> Response:
+    etag = f'"{sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    if request.headers.get("if-none-match") in (etag, "*"):
+        return Response(status_code=304, headers=headers)
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if range_header is None or (if_range is not None and if_range != etag):
+        return _stream(storage, key, 0, size, 200, content_type, headers)
+    span = parse_range(range_header, size)
+    if span is None:
+        return error_response(
+            416,
+            "range_not_satisfiable",
+            f"Range {range_header!r} is not a single satisfiable byte range of this {size}-byte object.",
+            "Range",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return _stream(storage, key, start, end - start + 1, 206, content_type, headers)
+
+
+def _stream(storage: Storage, key: str, start: int, length: int, status: int, content_type: str, headers: dict):
+    def body():
+        with storage.open(key) as stream:
+            yield from read_chunks(stream, start, length)
+
+    headers = {**headers, "Content-Length": str(length)}
+    return StreamingResponse(body(), status_code=status, media_type=content_type, headers=headers)

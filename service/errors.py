@@ -1,0 +1,86 @@
+"""Every non-2xx answer is `{"error": {"code", "message", "param"}}` (the spec's error body)."""
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+
+def not_found(kind: str, id_: str, param: str | None = None) -> APIError:
+    return APIError(404, "not_found", f"No {kind} with id {id_!r}.", param)
+
+
+def error_response(status: int, code: str, message: str, param: str | None = None, headers=None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, param=param))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+# Pydantic puts the tag of a discriminated union into the location; users never typed it.
+def _param_path(loc: tuple, body: object) -> str | None:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "form") else loc)
+    path: list[str] = []
+    node = body
+    for part in parts:
+        if isinstance(node, dict) and part not in node and isinstance(part, str) and path:
+            continue  # a union tag such as "mlp", not a key of the request
+        path.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else (
+            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        )
+    return ".".join(path) or None
+
+
+def _validation_message(error: dict, param: str | None) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "json_invalid":
+        return f"The request body is not valid JSON ({error.get('ctx', {}).get('error', message)})."
+    if param is None and error["type"] in ("model_attributes_type", "dict_type", "missing"):
+        return "The request body must be a JSON object, sent with `Content-Type: application/json`."
+    if error["type"] == "extra_forbidden":
+        return f"Unknown field {param!r}: remove it (see the API reference for the accepted fields)."
+    if error["type"] == "union_tag_invalid":
+        return f"{param}: {message}"
+    return f"{param}: {message}" if param else message
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError):
+        return error_response(exc.status, exc.code, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        # A JSON syntax error's location is a character offset, not a field.
+        param = None if first["type"] == "json_invalid" else _param_path(tuple(first["loc"]), exc.body)
+        return error_response(422, "invalid_request", _validation_message(first, param), param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):
+            message = f"{message}: {request.method} {request.url.path} is not an endpoint of this API (see /docs)."
+        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        return error_response(500, "internal_error", f"Unexpected server error ({type(exc).__name__}).")

@@ -1,0 +1,74 @@
+"""`Idempotency-Key` on POST: the same key and body replay the first response; another body is a 409."""
+
+import hashlib
+import json
+import time
+
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import APIError
+from service.models import IdempotencyRecord
+
+KEY_TTL_SECONDS = 24 * 3600
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def replay(session: Session, tenant_id: str, key: str | None, route: str, request_hash: str) -> JSONResponse | None:
+    """The stored response for this key, or None if the key is new (or absent)."""
+    if key is None:
+        return None
+    record = session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == tenant_id,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.route == route,
+            IdempotencyRecord.expires_at > int(time.time()),
+        )
+    )
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise APIError(
+            409,
+            "idempotency_key_reused",
+            f"Idempotency-Key {key!r} was already used with a different request body: use a new key.",
+            "Idempotency-Key",
+        )
+    return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
+
+
+def remember(
+    session: Session, tenant_id: str, key: str | None, route: str, request_hash: str, status: int, body: dict
+) -> None:
+    """Store the response in the caller's transaction; a concurrent twin makes this raise IntegrityError."""
+    if key is None:
+        return
+    now = int(time.time())
+    session.execute(
+        delete(IdempotencyRecord).where(
+            IdempotencyRecord.tenant_id == tenant_id,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.route == route,
+            IdempotencyRecord.expires_at <= now,
+        )
+    )
+    session.add(
+        IdempotencyRecord(
+            tenant_id=tenant_id,
+            key=key,
+            route=route,
+            request_hash=request_hash,
+            status_code=status,
+            response=body,
+            expires_at=now + KEY_TTL_SECONDS,
+        )
+    )
+
+
+__all__ = ["IntegrityError", "fingerprint", "remember", "replay"]

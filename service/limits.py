@@ -1,0 +1,63 @@
+"""Refuse oversized request bodies as they arrive, before anything buffers them (413)."""
+
+from service.config import get_settings
+from service.errors import error_response
+
+JSON_BODY_LIMIT = 1024 * 1024
+MULTIPART_OVERHEAD = 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: checks `Content-Length` up front and counts the bytes of chunked bodies."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self._limit(scope)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._refuse(scope, receive, send, limit)
+
+        received = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send, limit)
+
+    @staticmethod
+    def _limit(scope) -> int:
+        if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/files":
+            return get_settings().max_upload_bytes + MULTIPART_OVERHEAD
+        return JSON_BODY_LIMIT
+
+    @staticmethod
+    async def _refuse(scope, receive, send, limit: int):
+        what = "upload" if scope["path"].startswith("/v1/files") else "request body"
+        response = error_response(
+            413, "payload_too_large", f"The {what} is larger than this server accepts ({limit} bytes).", None,
+            headers={"Connection": "close"},
+        )  # fmt: skip
+        await response(scope, receive, send)

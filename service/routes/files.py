@@ -1,0 +1,139 @@
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from service import idempotency
+from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
+from service.downloads import stream_object
+from service.errors import APIError, ErrorBody, not_found
+from service.models import File as FileRow
+from service.models import Job, JobFile, new_id
+from service.pagination import After, Limit, paginate
+from service.schemas import ACTIVE_STATUSES, DeletedObject, FileObject, Page, Purpose
+from service.storage import CHUNK_BYTES, TooLarge
+from service.upload_formats import UploadRejected, detect_format
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
+CONTENT_TYPES = {"npz": "application/zip", "pt2": "application/zip", "json": "application/json"}
+
+
+def to_object(row: FileRow) -> FileObject:
+    return FileObject(
+        id=row.id, purpose=row.purpose, filename=row.filename, bytes=row.bytes, sha256=row.sha256,
+        format=row.format, created_at=row.created_at,
+    )  # fmt: skip
+
+
+def get_file(session, tenant_id: str, file_id: str, param: str | None = None) -> FileRow:
+    row = session.scalar(select(FileRow).where(FileRow.id == file_id, FileRow.tenant_id == tenant_id))
+    if row is None:
+        raise not_found("file", file_id, param)
+    return row
+
+
+def safe_filename(name: str | None) -> str:
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = re.sub(r"[\x00-\x1f\x7f\"]", "", base).strip().lstrip(".")
+    return base[:255] or "upload"
+
+
+@router.post("", status_code=201, response_model=FileObject, responses=ERRORS)
+def upload_file(
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
+    file: Annotated[UploadFile, File(description="The file's bytes.")],
+    purpose: Annotated[Purpose, Form()],
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+):
+    file_id = new_id("file")
+    key = f"files/{tenant_id}/{file_id}"
+    stored = _store_upload(storage, key, file, settings.max_upload_bytes)
+    filename = safe_filename(file.filename)
+    request_hash = idempotency.fingerprint(purpose, filename, stored.sha256)
+    try:
+        replayed = idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/files", request_hash)
+        if replayed is not None:
+            storage.delete(key)
+            return replayed
+        with storage.local_path(key) as path:
+            file_format = detect_format(purpose, path)
+    except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
+        storage.delete(key)
+        if isinstance(exc, UploadRejected):
+            raise APIError(422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file") from None
+        raise
+    row = FileRow(
+        id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=file_format,
+        bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    body = to_object(row).model_dump(mode="json")
+    idempotency.remember(session, tenant_id, idempotency_key, "POST /v1/files", request_hash, 201, body)
+    try:
+        session.commit()
+    except idempotency.IntegrityError:  # a concurrent request with the same key won
+        session.rollback()
+        storage.delete(key)
+        return idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/files", request_hash)
+    return to_object(row)
+
+
+def _store_upload(storage, key: str, upload: UploadFile, limit: int):
+    def chunks():
+        while chunk := upload.file.read(CHUNK_BYTES):
+            yield chunk
+
+    try:
+        return storage.write(key, chunks(), max_bytes=limit)
+    except TooLarge:
+        raise APIError(
+            413, "file_too_large", f"The file is larger than this server's limit of {limit} bytes.", "file"
+        ) from None
+
+
+@router.get("", response_model=Page[FileObject])
+def list_files(
+    session: SessionDep, tenant_id: TenantDep, limit: Limit = 20, after: After = None, purpose: Purpose | None = None
+):
+    query = select(FileRow).where(FileRow.tenant_id == tenant_id)
+    if purpose is not None:
+        query = query.where(FileRow.purpose == purpose)
+    rows, has_more = paginate(session, query, FileRow, after, limit)
+    return Page[FileObject](data=[to_object(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{file_id}", response_model=FileObject, responses=ERRORS)
+def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
+    return to_object(get_file(session, tenant_id, file_id))
+
+
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+)
+def download_file(file_id: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
+    row = get_file(session, tenant_id, file_id)
+    content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
+    return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)
+
+
+@router.delete("/{file_id}", response_model=DeletedObject, responses=ERRORS)
+def delete_file(file_id: str, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
+    row = get_file(session, tenant_id, file_id)
+    users = session.scalars(
+        select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(ACTIVE_STATUSES))
+    ).all()
+    if users:
+        raise APIError(409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}.")
+    session.delete(row)
+    session.commit()
+    storage.delete(row.storage_key)
+    return DeletedObject(id=file_id, object="file")

@@ -1,0 +1,32 @@
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from service.db import get_engine
+from service.queue import broker_problem
+from service.schemas import HealthStatus, ReadyStatus
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthStatus)
+def healthz():
+    return HealthStatus(status="ok")
+
+
+@router.get("/readyz", response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
+def readyz():
+    database = _database_problem() or "ok"
+    broker = broker_problem() or "ok"
+    ready = database == broker == "ok"
+    body = ReadyStatus(status="ok" if ready else "unavailable", database=database, broker=broker)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+def _database_problem() -> str | None:
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means "not ready"
+        return f"{type(exc).__name__}: {exc}"
+    return None

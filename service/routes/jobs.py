@@ -1,0 +1,216 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from service import idempotency
+from service.deps import SessionDep, StorageDep, TenantDep
+from service.downloads import stream_object
+from service.errors import APIError, ErrorBody, not_found
+from service.job_state import add_event, transition
+from service.models import Artifact, Job, JobEvent, JobFile, JobMetric
+from service.pagination import After, Limit, paginate
+from service.queue import enqueue_job
+from service.routes.files import get_file
+from service.schemas import (
+    ACTIVE_STATUSES,
+    ArtifactObject,
+    ArtifactRef,
+    EventObject,
+    JobCreate,
+    JobObject,
+    JobStatus,
+    MetricList,
+    MetricPoint,
+    Page,
+    Progress,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
+
+
+def to_object(job: Job) -> JobObject:
+    return JobObject(
+        id=job.id, name=job.name, status=job.status, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, request=JobCreate.model_validate(job.request), progress=job.progress,
+        metrics=job.metrics, error=job.error,
+        artifacts=[ArtifactRef(name=a.name, bytes=a.bytes, sha256=a.sha256) for a in job.artifacts],
+    )  # fmt: skip
+
+
+def get_job(session, tenant_id: str, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+@router.post("", status_code=201, response_model=JobObject, responses={**ERRORS, 503: {"model": ErrorBody}})
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+):
+    request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
+    replayed = idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/jobs", request_hash)
+    if replayed is not None:
+        return replayed
+    files = _resolve_files(session, tenant_id, body)
+    job = Job(
+        tenant_id=tenant_id, name=body.name, request=body.model_dump(mode="json"),
+        progress=Progress(epochs=body.training.epochs).model_dump(),
+        files=[JobFile(file_id=file_id, role=role) for role, file_id in files.items()],
+    )  # fmt: skip
+    session.add(job)
+    session.flush()
+    add_event(session, job.pk, "Job created and queued.")
+    response = to_object(job).model_dump(mode="json")
+    idempotency.remember(session, tenant_id, idempotency_key, "POST /v1/jobs", request_hash, 201, response)
+    try:
+        session.commit()
+    except idempotency.IntegrityError:  # a concurrent request with the same key won
+        session.rollback()
+        return idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/jobs", request_hash)
+    _enqueue(session, job)
+    return response
+
+
+def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
+    """Check each named file exists with the right purpose; fill the teacher's format. Returns role → id."""
+    wanted = {
+        "teacher": (body.teacher.file_id, "teacher", "teacher.file_id"),
+        "train": (body.dataset.train_file_id, "dataset", "dataset.train_file_id"),
+        "validation": (body.dataset.validation_file_id, "dataset", "dataset.validation_file_id"),
+    }
+    for file_id, purpose, param in (w for w in wanted.values() if w[0] is not None):
+        row = get_file(session, tenant_id, file_id, param)
+        if row.purpose != purpose:
+            raise APIError(
+                422, "wrong_file_purpose",
+                f"File {file_id} was uploaded with purpose {row.purpose!r}; this field needs a {purpose!r} file.",
+                param,
+            )  # fmt: skip
+    teacher_file = get_file(session, tenant_id, body.teacher.file_id)
+    _check_teacher(body, teacher_file.format)
+    return {role: w[0] for role, w in wanted.items() if w[0] is not None}
+
+
+def _check_teacher(body: JobCreate, detected_format: str) -> None:
+    teacher = body.teacher
+    if teacher.format is None:
+        teacher.format = detected_format
+    elif teacher.format != detected_format:
+        raise APIError(
+            422, "format_mismatch",
+            f"teacher.format is {teacher.format!r} but file {teacher.file_id} is a {detected_format!r} file.",
+            "teacher.format",
+        )  # fmt: skip
+    if teacher.format == "safetensors" and teacher.architecture is None:
+        raise APIError(
+            422, "architecture_required",
+            "A safetensors teacher holds weights only: give its `architecture` (a model spec).",
+            "teacher.architecture",
+        )  # fmt: skip
+    if teacher.format == "pt2" and teacher.architecture is not None:
+        raise APIError(
+            422, "unexpected_architecture",
+            "A pt2 teacher carries its own architecture: remove teacher.architecture.",
+            "teacher.architecture",
+        )  # fmt: skip
+    if teacher.architecture and teacher.architecture.num_classes != body.student.architecture.num_classes:
+        raise APIError(
+            422, "incompatible_shapes",
+            f"The teacher has {teacher.architecture.num_classes} classes but the student "
+            f"{body.student.architecture.num_classes}: they must agree.",
+            "student.architecture.num_classes",
+        )  # fmt: skip
+
+
+def _enqueue(session, job: Job) -> None:
+    try:
+        enqueue_job(job.id)
+    except Exception as exc:  # the broker is down: the job must not sit in `queued` forever
+        error = {"code": "queue_unavailable", "message": f"The job queue did not accept the job ({exc}). Retry."}
+        transition(session, job.id, ["queued"], "failed", error=error)
+        add_event(session, job.pk, error["message"], "error")
+        session.commit()
+        raise APIError(503, "queue_unavailable", error["message"]) from None
+
+
+@router.get("", response_model=Page[JobObject], responses=ERRORS)
+def list_jobs(
+    session: SessionDep, tenant_id: TenantDep, limit: Limit = 20, after: After = None, status: JobStatus | None = None
+):
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    rows, has_more = paginate(session, query, Job, after, limit)
+    return Page[JobObject](data=[to_object(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
+def retrieve_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    return to_object(get_job(session, tenant_id, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
+def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    job = get_job(session, tenant_id, job_id)
+    if transition(session, job.id, ["queued"], "cancelled"):
+        add_event(session, job.pk, "Job cancelled before it started.")
+    elif transition(session, job.id, ["validating", "running"], "cancelling"):
+        add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
+    elif job.status != "cancelling":
+        raise APIError(409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel.")
+    session.commit()
+    session.refresh(job)
+    return to_object(job)
+
+
+@router.get("/{job_id}/events", response_model=Page[EventObject], responses=ERRORS)
+def list_events(job_id: str, session: SessionDep, tenant_id: TenantDep, limit: Limit = 100, after: After = None):
+    job = get_job(session, tenant_id, job_id)
+    query = select(JobEvent).where(JobEvent.job_pk == job.pk)
+    rows, has_more = paginate(session, query, JobEvent, after, limit, newest_first=False)
+    events = [EventObject(id=e.id, created_at=e.created_at, level=e.level, message=e.message) for e in rows]
+    return Page[EventObject](data=events, has_more=has_more)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricList, responses=ERRORS)
+def list_metrics(job_id: str, session: SessionDep, tenant_id: TenantDep, name: str | None = None):
+    job = get_job(session, tenant_id, job_id)
+    query = select(JobMetric).where(JobMetric.job_pk == job.pk)
+    if name is not None:
+        query = query.where(JobMetric.name == name)
+    rows = session.scalars(query.order_by(JobMetric.step, JobMetric.pk))
+    return MetricList(data=[MetricPoint(step=m.step, epoch=m.epoch, name=m.name, value=m.value) for m in rows])
+
+
+@router.get("/{job_id}/artifacts", response_model=Page[ArtifactObject], responses=ERRORS)
+def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
+    job = get_job(session, tenant_id, job_id)
+    artifacts = [
+        ArtifactObject(name=a.name, bytes=a.bytes, sha256=a.sha256, content_type=a.content_type)
+        for a in job.artifacts
+    ]
+    return Page[ArtifactObject](data=artifacts)
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+)
+def download_artifact(
+    job_id: str, name: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
+):
+    job = get_job(session, tenant_id, job_id)
+    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk, Artifact.name == name))
+    if artifact is None:
+        raise not_found("artifact", name)
+    return stream_object(
+        request, storage, artifact.storage_key, artifact.bytes, artifact.sha256, artifact.content_type, artifact.name
+    )

@@ -1,0 +1,159 @@
+"""Request and response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from worker.engine.specs import ArchitectureSpec, DistillationConfig, Spec, TrainingConfig
+
+Purpose = Literal["teacher", "dataset", "tokenizer"]
+JobStatus = Literal["queued", "validating", "running", "succeeded", "failed", "cancelling", "cancelled"]
+ACTIVE_STATUSES = ("queued", "validating", "running", "cancelling")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool = False
+
+
+# Files
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    purpose: Purpose
+    filename: str
+    bytes: int
+    sha256: str
+    format: str = Field(description="Detected on upload: `safetensors`, `pt2`, `npz` or `json`.")
+    created_at: int
+
+
+class DeletedObject(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+# Job requests
+
+
+class TeacherRef(Spec):
+    file_id: str = Field(max_length=64)
+    format: Literal["safetensors", "pt2"] | None = Field(
+        default=None, description="Default: the format detected when the file was uploaded."
+    )
+    architecture: ArchitectureSpec | None = Field(
+        default=None, description="Required for `safetensors` (weights only); a `pt2` archive carries its own."
+    )
+
+
+class StudentRef(Spec):
+    architecture: ArchitectureSpec
+
+
+class DatasetRef(Spec):
+    train_file_id: str = Field(max_length=64)
+    validation_file_id: str | None = Field(
+        default=None, max_length=64, description="Default: a seeded hold-out of the training file."
+    )
+
+
+class JobCreate(Spec):
+    teacher: TeacherRef
+    student: StudentRef
+    dataset: DatasetRef
+    distillation: DistillationConfig = DistillationConfig()
+    training: TrainingConfig = TrainingConfig()
+    name: str | None = Field(default=None, max_length=255)
+
+
+# Job resources
+
+
+class Progress(BaseModel):
+    epoch: int = 0
+    epochs: int
+    step: int = 0
+    total_steps: int = 0
+    fraction: float = 0.0
+    eta_seconds: float | None = None
+
+
+class ModelMetrics(BaseModel):
+    accuracy: float | None
+    parameters: int
+
+
+class JobMetrics(BaseModel):
+    teacher: ModelMetrics
+    student: ModelMetrics
+    agreement: float
+    accuracy_retention: float | None
+    compression: float
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class ArtifactRef(BaseModel):
+    name: str
+    bytes: int
+    sha256: str
+
+
+class ArtifactObject(ArtifactRef):
+    content_type: str
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["distillation.job"] = "distillation.job"
+    name: str | None
+    status: JobStatus
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    request: JobCreate
+    progress: Progress
+    metrics: JobMetrics | None = Field(description="Set when the job has succeeded.")
+    error: JobError | None
+    artifacts: list[ArtifactRef]
+
+
+class EventObject(BaseModel):
+    id: str
+    object: Literal["job.event"] = "job.event"
+    created_at: int
+    level: Literal["info", "warning", "error"]
+    message: str
+
+
+class MetricPoint(BaseModel):
+    step: int
+    epoch: int
+    name: str
+    value: float | None
+
+
+class MetricList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[MetricPoint]
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyStatus(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: str
+    broker: str

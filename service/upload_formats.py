@@ -1,0 +1,172 @@
+"""Recognise and sanity-check uploaded files from their headers, before any job reads them.
+
+Nothing here unpickles or loads whole arrays: the checks read headers only, so a bad upload is a
+422 at once instead of a failed job later. The engine checks the contents again when it loads them.
+"""
+
+import json
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+PICKLE_HINT = (
+    "Pickled PyTorch checkpoints (.pt/.pth) are never unpickled by the service: save the state dict "
+    "as safetensors (`safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors')`) "
+    "or export the model with `torch.export.save`."
+)
+
+
+# What a damaged zip archive raises once `zipfile.is_zipfile` has let it through.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+
+
+class UploadRejected(Exception):
+    """The upload is not a usable file of its purpose; the message says why and what to do."""
+
+
+def detect_format(purpose: str, path: Path) -> str:
+    checks = {"teacher": _teacher_format, "dataset": _dataset_format, "tokenizer": _tokenizer_format}
+    return checks[purpose](path)
+
+
+def _damaged_zip(exc: Exception) -> UploadRejected:
+    return UploadRejected(f"The zip archive is damaged or uses an unsupported feature ({exc}): upload it again.")
+
+
+def _teacher_format(path: Path) -> str:
+    if zipfile.is_zipfile(path):
+        return _zip_teacher_format(path)
+    check_safetensors(path)
+    return "safetensors"
+
+
+def _zip_teacher_format(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except ZIP_ERRORS as exc:
+        raise _damaged_zip(exc) from None
+    if any(name.endswith("/data.pkl") for name in names):
+        raise UploadRejected(PICKLE_HINT)
+    if any(name.endswith("/archive_format") for name in names) and any("/models/" in n for n in names):
+        return "pt2"
+    raise UploadRejected("This zip archive is not a torch.export archive (.pt2); " + PICKLE_HINT)
+
+
+def check_safetensors(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise UploadRejected("Not a safetensors file: it is shorter than the 8-byte header length.")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
+            raise UploadRejected(
+                f"Not a safetensors file (or truncated): its header claims {header_len} bytes "
+                f"but the file has {size}."
+            )
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise UploadRejected(f"Not a safetensors file: its header is not JSON ({exc}).") from None
+    _check_safetensors_header(header, data_bytes=size - 8 - header_len)
+
+
+def _check_safetensors_header(header: object, data_bytes: int) -> None:
+    if not isinstance(header, dict):
+        raise UploadRejected("Not a safetensors file: its header is not a JSON object.")
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        spans.append((*_tensor_span(name, entry), name))
+    end_of_previous = 0
+    for begin, end, name in sorted(spans):
+        if begin < end_of_previous:
+            raise UploadRejected(f"Corrupt safetensors file: tensor {name!r} overlaps another tensor.")
+        end_of_previous = end
+    if end_of_previous > data_bytes:
+        raise UploadRejected(
+            f"Truncated safetensors file: the tensors need {end_of_previous} bytes of data, "
+            f"the file holds {data_bytes}. Upload the whole file again."
+        )
+
+
+def _tensor_span(name: str, entry: object) -> tuple[int, int]:
+    try:
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        numel = int(np.prod(shape, dtype=np.float64)) if shape else 1
+        ok = (
+            dtype in SAFETENSORS_DTYPE_BYTES
+            and all(isinstance(d, int) and d >= 0 for d in shape)
+            and isinstance(begin, int)
+            and isinstance(end, int)
+            and 0 <= begin <= end
+            and end - begin == numel * SAFETENSORS_DTYPE_BYTES[dtype]
+        )
+    except (TypeError, KeyError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise UploadRejected(f"Corrupt safetensors file: the header entry of tensor {name!r} is invalid.")
+    return begin, end
+
+
+def _dataset_format(path: Path) -> str:
+    if not zipfile.is_zipfile(path):
+        raise UploadRejected(
+            "A dataset must be an .npz file (numpy.savez) with an array `x` [N, ...] and optionally `y` [N]."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            headers = {name: _npy_header(archive, name) for name in ("x.npy", "y.npy") if name in archive.namelist()}
+    except ZIP_ERRORS as exc:
+        raise _damaged_zip(exc) from None
+    if "x.npy" not in headers:
+        raise UploadRejected("The .npz has no array `x`: save the inputs as `x` (numpy.savez(path, x=..., y=...)).")
+    x_shape, x_dtype = headers["x.npy"]
+    if len(x_shape) < 2 or x_shape[0] == 0 or x_dtype.kind not in "fiub":
+        raise UploadRejected(f"`x` must be a numeric array [N, ...] with N > 0; got {x_dtype} {list(x_shape)}.")
+    if "y.npy" in headers:
+        y_shape, y_dtype = headers["y.npy"]
+        if len(y_shape) != 1 or y_dtype.kind not in "iu":
+            raise UploadRejected(f"`y` must be a 1-D integer array of class ids; got {y_dtype} {list(y_shape)}.")
+        if y_shape[0] != x_shape[0]:
+            raise UploadRejected(f"`x` has {x_shape[0]} samples but `y` has {y_shape[0]} labels.")
+    return "npz"
+
+
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    with archive.open(name) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+                np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read_header(f)
+        except (ValueError, OSError, EOFError) as exc:
+            raise UploadRejected(f"Array {name.removesuffix('.npy')!r} in the .npz is unreadable: {exc}") from None
+    if dtype.hasobject:
+        raise UploadRejected(
+            f"Array {name.removesuffix('.npy')!r} holds Python objects, which would need unpickling: "
+            "save numeric arrays only."
+        )
+    return shape, dtype
+
+
+def _tokenizer_format(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            document = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UploadRejected(f"A tokenizer must be a Hugging Face `tokenizers` JSON file: {exc}") from None
+    if not isinstance(document, dict) or "model" not in document:
+        raise UploadRejected("A tokenizer must be a Hugging Face `tokenizers` JSON file with a `model` entry.")
+    return "json"

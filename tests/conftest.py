@@ -1,0 +1,54 @@
+"""Fixtures shared by every test: a private DISTILL_HOME, real servers, real processes.
+
+Settings are read once per process, so the environment is set here before any service module loads.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="distill-test-"))
+os.environ["DISTILL_HOME"] = str(_HOME)
+for _name in ("DISTILL_DATABASE_URL", "DISTILL_BROKER_URL", "DISTILL_STORAGE_URL", "DISTILL_AUTH"):
+    os.environ.pop(_name, None)
+
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tests.servers import postgres_database, redis_url  # noqa: E402
+from tests.stack import ServiceStack  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def client(home) -> TestClient:
+    """The API in-process over the migrated embedded database (jobs queue up; no worker consumes them)."""
+    from service.main import create_app
+    from service.migrate import upgrade
+
+    upgrade()
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_broker_url():
+    with redis_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> ServiceStack:
+    """A real API process and a real Celery worker process on SQLite + the filesystem broker."""
+    with ServiceStack(tmp_path_factory.mktemp("stack")) as running:
+        yield running

@@ -1,0 +1,66 @@
+"""Real PostgreSQL and Redis for the tests: a fresh database / Redis db per run, dropped afterwards.
+
+Under CI=true an unreachable server fails the test; elsewhere it skips with a message naming it.
+"""
+
+import os
+import secrets
+from contextlib import contextmanager
+
+import pytest
+
+POSTGRES_ADMIN_URL = os.environ.get("DISTILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_SERVER_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def unavailable(what: str, exc: Exception):
+    message = f"{what} is not reachable ({exc})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; under CI=true this test must run", pytrace=False)
+    pytest.skip(message)
+
+
+@contextmanager
+def postgres_database():
+    import psycopg
+
+    name = f"distill_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}", exc)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+            yield f"{base}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def redis_url():
+    import redis
+
+    server = redis.Redis.from_url(REDIS_SERVER_URL, socket_connect_timeout=3)
+    try:
+        server.ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis at {REDIS_SERVER_URL}", exc)
+    db = _free_redis_db(server)
+    url = f"{REDIS_SERVER_URL.rstrip('/')}/{db}"
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
+
+
+def _free_redis_db(server) -> int:
+    """An empty Redis db number, claimed with a marker key so parallel runs do not share it."""
+    import redis
+
+    for db in secrets.SystemRandom().sample(range(1, 16), 15):
+        client = redis.Redis.from_url(f"{REDIS_SERVER_URL.rstrip('/')}/{db}")
+        if client.dbsize() == 0 and client.set("distill-test-claim", "1", nx=True, ex=3600):
+            return db
+    pytest.fail("no empty Redis db number (1-15) for this test run")

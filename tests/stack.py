@@ -1,0 +1,92 @@
+"""Start the real service as a user would: an API process and a Celery worker process."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceStack:
+    def __init__(self, home: Path, database_url: str | None = None, broker_url: str | None = None):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "DISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1",
+                    "DISTILL_PROGRESS_INTERVAL_SECONDS": "0.2"}  # fmt: skip
+        for name, value in (("DISTILL_DATABASE_URL", database_url), ("DISTILL_BROKER_URL", broker_url)):
+            if value:
+                self.env[name] = value
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def __enter__(self) -> "ServiceStack":
+        self._cli("migrate").check_returncode()
+        self._start("api", "api", "--port", str(self.port))
+        self._start("worker", "worker", "--concurrency", "1")
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self._wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    def _start(self, name: str, *args: str) -> None:
+        log = (self.home / f"{name}.log").open("w")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}.log\n{(self.home / f'{name}.log').read_text()[-6000:]}" for name in self.processes)
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API did not become ready in {timeout}s\n{self.logs()}")
+
+    def wait_for_job(self, job_id: str, timeout: float = 180) -> dict:
+        """Poll until the job ends; fail with both processes' logs if it does not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s\n{self.logs()}")
+
+    def upload(self, path: Path, purpose: str) -> dict:
+        with path.open("rb") as f:
+            response = self.client.post("/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose})
+        assert response.status_code == 201, response.text
+        return response.json()

@@ -1,0 +1,1 @@
+"""The distillation engine: plain PyTorch, no web framework, no task queue."""

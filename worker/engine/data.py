@@ -1,0 +1,143 @@
+"""Datasets: `.npz` archives with an `x` array of samples and an optional `y` array of class indices.
+
+Everything lives in memory as tensors, so batches are index slices rather than a DataLoader.
+"""
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worker.engine.errors import DistillError
+
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+INTEGER_KINDS = "iu"
+
+
+@dataclass
+class ArrayDataset:
+    x: Tensor  # float32, [N, ...]
+    y: Tensor | None  # int64, [N]
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def labeled(self) -> bool:
+        return self.y is not None
+
+    def subset(self, indices: Tensor) -> "ArrayDataset":
+        return ArrayDataset(self.x[indices], None if self.y is None else self.y[indices])
+
+
+def invalid(message: str) -> DistillError:
+    return DistillError("dataset_invalid", message)
+
+
+def load_npz(path: Path) -> ArrayDataset:
+    """Load and check a dataset; every problem is a `dataset_invalid` error that says what to fix."""
+    arrays = _read_arrays(path)
+    x = _check_x(arrays.get("x"), path)
+    y = arrays.get("y")
+    if y is not None:
+        y = _check_y(y, len(x), path)
+    return ArrayDataset(
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        y=None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
+    )
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The `x` and `y` arrays of the archive, never unpickling anything."""
+    if not zipfile.is_zipfile(path):
+        raise invalid(
+            f"{path.name} is not an .npz archive: save the dataset with numpy.savez(path, x=..., y=...)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in ("x", "y") if name in archive.files}
+    except ValueError as error:
+        # numpy refuses object arrays rather than unpickling them when allow_pickle=False.
+        if "allow_pickle" in str(error):
+            raise invalid(
+                f"{path.name} holds an array of Python objects (dtype=object), which is not loaded for "
+                "safety: save x and y as numeric numpy arrays"
+            ) from None
+        raise invalid(f"{path.name} could not be read as an .npz archive: {error}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise invalid(f"{path.name} could not be read as an .npz archive: {error}") from None
+
+
+def _check_x(x: np.ndarray | None, path: Path) -> np.ndarray:
+    if x is None:
+        raise invalid(
+            f"{path.name} has no array named 'x': save the samples with numpy.savez(path, x=..., y=...)"
+        )
+    if x.dtype.kind not in NUMERIC_KINDS:
+        raise invalid(f"array 'x' has dtype {x.dtype}; it must be numeric (floats or integers)")
+    if x.ndim < 2:
+        raise invalid(
+            f"array 'x' has shape {list(x.shape)}; it must be [samples, ...features], "
+            "with at least 2 dimensions"
+        )
+    if len(x) == 0:
+        raise invalid("array 'x' is empty: the dataset needs at least one sample")
+    if x.dtype.kind == "f":
+        non_finite = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if non_finite:
+            raise invalid(f"array 'x' has {non_finite:,} NaN or infinite values; clean or impute them first")
+    return x
+
+
+def _check_y(y: np.ndarray, num_samples: int, path: Path) -> np.ndarray:
+    if y.ndim != 1:
+        raise invalid(f"array 'y' has shape {list(y.shape)}; it must be 1-D: one class index per sample")
+    if y.dtype.kind not in INTEGER_KINDS:
+        raise invalid(
+            f"array 'y' has dtype {y.dtype}; it must hold integer class indices (e.g. y.astype(numpy.int64))"
+        )
+    if len(y) != num_samples:
+        raise invalid(f"array 'y' has {len(y):,} labels but 'x' has {num_samples:,} samples; they must match")
+    return y
+
+
+def split_holdout(dataset: ArrayDataset, fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """A seeded random split into (train, validation), with at least one sample on each side."""
+    n = len(dataset)
+    if n < 2:
+        raise invalid(f"the dataset has {n} sample; at least 2 are needed to hold out a validation set")
+    num_validation = min(max(round(n * fraction), 1), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return dataset.subset(order[num_validation:]), dataset.subset(order[:num_validation])
+
+
+def batch_bounds(num_samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch. A lone trailing sample joins the previous batch, because
+    BatchNorm cannot normalize a batch of one in training mode."""
+    bounds = [(start, min(start + batch_size, num_samples)) for start in range(0, num_samples, batch_size)]
+    if batch_size > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], num_samples)]
+    return bounds
+
+
+def count_batches(num_samples: int, batch_size: int) -> int:
+    return len(batch_bounds(num_samples, batch_size))
+
+
+def iterate_batches(
+    dataset: ArrayDataset, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = False
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """(x, y) batches; y is None for an unlabeled dataset. `generator` drives the shuffle."""
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    for start, end in batch_bounds(n, batch_size):
+        index = slice(start, end) if order is None else order[start:end].to(dataset.x.device)
+        yield dataset.x[index], None if dataset.y is None else dataset.y[index]
+
+
+def smallest_batch(num_samples: int, batch_size: int) -> int:
+    return min(end - start for start, end in batch_bounds(num_samples, batch_size))

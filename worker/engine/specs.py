@@ -1,0 +1,88 @@
+"""What a job asks of the engine: model architectures and training settings.
+
+Pydantic models without torch, so the API validates requests with exactly the rules the
+engine builds from. Every model forbids unknown fields: a typo is an error, not a silent default.
+"""
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MLPSpec(Spec):
+    """A multilayer perceptron over flattened inputs."""
+
+    family: Literal["mlp"] = "mlp"
+    input_shape: list[PositiveInt] = Field(min_length=1, max_length=4, description="Shape of one sample.")
+    num_classes: int = Field(ge=2, le=100_000)
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default=[], max_length=64)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+
+
+class CNNSpec(Spec):
+    """A small ResNet-style network for `[C, H, W]` inputs.
+
+    A 3x3 stem, then one stage per entry of `widths`; each stage has `blocks_per_stage` residual
+    blocks and every stage after the first halves the resolution. Global average pooling, then
+    a linear classifier.
+    """
+
+    family: Literal["cnn"] = "cnn"
+    input_shape: list[PositiveInt] = Field(
+        min_length=3, max_length=3, description="[channels, height, width]."
+    )
+    num_classes: int = Field(ge=2, le=100_000)
+    widths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default=[16, 32, 64], min_length=1, max_length=8
+    )
+    blocks_per_stage: int = Field(default=1, ge=1, le=16)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+
+
+ArchitectureSpec = Annotated[MLPSpec | CNNSpec, Field(discriminator="family")]
+
+
+class DistillationConfig(Spec):
+    """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y)."""
+
+    temperature: float = Field(default=4.0, gt=0.0, le=1000.0, description="Softmax temperature T.")
+    alpha: float = Field(default=0.9, ge=0.0, le=1000.0, description="Weight of the soft (teacher) loss.")
+    beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> Self:
+        if self.alpha == 0 and self.beta == 0:
+            raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
+        return self
+
+
+class TrainingConfig(Spec):
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Only for `sgd`.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    validation_fraction: float = Field(
+        default=0.1, gt=0.0, le=0.5, description="Seeded hold-out used when no validation file is given."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="`auto`: CUDA when there is one."
+    )
+
+
+class EngineJob(Spec):
+    """Everything the engine needs besides the files themselves."""
+
+    teacher_format: Literal["safetensors", "pt2"]
+    teacher_architecture: ArchitectureSpec | None = None
+    student_architecture: ArchitectureSpec
+    distillation: DistillationConfig = DistillationConfig()
+    training: TrainingConfig = TrainingConfig()

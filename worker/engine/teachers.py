@@ -1,0 +1,91 @@
+"""Loading the teacher: a safetensors state dict plus its architecture, or a torch.export program."""
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from worker.engine.errors import DistillError
+from worker.engine.models import build_model
+from worker.engine.specs import CNNSpec, MLPSpec
+
+MAX_LISTED_PROBLEMS = 20
+
+
+def load_teacher(
+    path: Path, format: Literal["safetensors", "pt2"], architecture: MLPSpec | CNNSpec | None = None
+) -> nn.Module:
+    """A frozen teacher on the CPU, in eval mode where the format allows it.
+
+    `pt2` programs ignore `architecture` and cannot be switched to eval mode afterwards: they
+    keep the mode they were exported in, so teachers must be exported from a model in eval mode
+    (otherwise dropout stays active and BatchNorm normalizes with batch statistics).
+    """
+    if format == "safetensors":
+        teacher = _load_safetensors(path, architecture)
+    elif format == "pt2":
+        teacher = _load_exported_program(path)
+    else:
+        raise DistillError(
+            "teacher_load_failed", f"unknown teacher format {format!r}: use safetensors or pt2"
+        )
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def _load_safetensors(path: Path, architecture: MLPSpec | CNNSpec | None) -> nn.Module:
+    if architecture is None:
+        raise DistillError(
+            "architecture_required",
+            "a safetensors teacher holds only weights: give teacher_architecture so they can be loaded",
+        )
+    try:
+        state_dict = load_file(path, device="cpu")
+    except Exception as error:
+        raise DistillError(
+            "teacher_load_failed", f"{path.name} is not a valid safetensors file: {error}"
+        ) from None
+    model = build_model(architecture)
+    problems = state_dict_mismatches(state_dict, model.state_dict())
+    if problems:
+        raise DistillError(
+            "teacher_load_failed",
+            f"{path.name} does not match teacher_architecture: {_capped(problems)}",
+        )
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def _load_exported_program(path: Path) -> nn.Module:
+    try:
+        module = torch.export.load(path).module()
+    except Exception as error:
+        raise DistillError(
+            "teacher_load_failed", f"{path.name} is not a valid torch.export (.pt2) program: {error}"
+        ) from None
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass  # unlifted exported modules refuse train()/eval(); see load_teacher
+    return module
+
+
+def state_dict_mismatches(checkpoint: dict[str, Tensor], expected: dict[str, Tensor]) -> list[str]:
+    """Every key or shape that keeps `checkpoint` from loading into a model with `expected`."""
+    missing = [f"missing key {key}" for key in expected if key not in checkpoint]
+    unexpected = [f"unexpected key {key}" for key in checkpoint if key not in expected]
+    wrong_shapes = [
+        f"{key}: checkpoint {list(checkpoint[key].shape)} vs architecture {list(tensor.shape)}"
+        for key, tensor in expected.items()
+        if key in checkpoint and checkpoint[key].shape != tensor.shape
+    ]
+    return missing + unexpected + wrong_shapes
+
+
+def _capped(problems: list[str]) -> str:
+    listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    hidden = len(problems) - MAX_LISTED_PROBLEMS
+    return f"{listed}; and {hidden} more" if hidden > 0 else listed

@@ -1,0 +1,60 @@
+"""The engine's Reporter, backed by the database: events, status, throttled progress and cancel checks."""
+
+import time
+
+from sqlalchemy import update
+
+from service.db import session_scope
+from service.job_state import add_event, status_of, transition
+from service.models import Job, JobMetric
+
+
+class DatabaseReporter:
+    def __init__(self, job_id: str, job_pk: int, progress_interval: float, cancel_interval: float):
+        self.job_id, self.job_pk = job_id, job_pk
+        self.progress_interval, self.cancel_interval = progress_interval, cancel_interval
+        self._last_progress = self._last_cancel_check = float("-inf")
+        self._running_since: float | None = None
+        self._stop_requested = False
+
+    def event(self, message: str, level: str = "info") -> None:
+        with session_scope() as session:
+            add_event(session, self.job_pk, message, level)
+
+    def phase(self, phase: str) -> None:
+        with session_scope() as session:
+            if transition(session, self.job_id, ["validating"], phase):
+                add_event(session, self.job_pk, f"Phase: {phase}.")
+        if phase == "running":
+            self._running_since = time.monotonic()
+
+    def progress(self, epoch: int, epochs: int, step: int, total_steps: int) -> None:
+        now = time.monotonic()
+        if step < total_steps and now - self._last_progress < self.progress_interval:
+            return
+        self._last_progress = now
+        fraction = step / total_steps if total_steps else 0.0
+        eta = None
+        if self._running_since is not None and fraction > 0:
+            eta = round((now - self._running_since) * (1 - fraction) / fraction, 1)
+        progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
+                    "fraction": round(fraction, 6), "eta_seconds": eta}  # fmt: skip
+        with session_scope() as session:
+            session.execute(
+                update(Job).where(Job.id == self.job_id).values(progress=progress, heartbeat_at=time.time())
+            )
+
+    def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None:
+        with session_scope() as session:
+            session.add_all(
+                JobMetric(job_pk=self.job_pk, epoch=epoch, step=step, name=name, value=value)
+                for name, value in values.items()
+            )
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop_requested and now - self._last_cancel_check >= self.cancel_interval:
+            self._last_cancel_check = now
+            with session_scope() as session:
+                self._stop_requested = status_of(session, self.job_id) == "cancelling"
+        return self._stop_requested

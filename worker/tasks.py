@@ -1,0 +1,117 @@
+"""The Celery task: run one distillation job from the database, write its results back.
+
+The engine (`worker.engine`) knows nothing of Celery or the database; this module is the glue.
+"""
+
+import logging
+import mimetypes
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service.config import get_settings
+from service.db import session_scope
+from service.job_state import add_event, transition
+from service.models import Artifact, File, Job, now
+from service.schemas import JobCreate
+from service.storage import get_storage, read_chunks
+from worker.celery_app import RUN_JOB_TASK, app
+from worker.engine.errors import DistillError, JobCancelled
+from worker.engine.pipeline import run_distillation
+from worker.engine.specs import EngineJob
+from worker.reporter import DatabaseReporter
+
+log = logging.getLogger(__name__)
+CONTENT_TYPES = {".safetensors": "application/octet-stream", ".pt2": "application/zip", ".json": "application/json"}
+
+
+@app.task(name=RUN_JOB_TASK)
+def run_job(job_id: str) -> None:
+    job = _claim(job_id)
+    if job is None:
+        log.info("job %s is not queued any more; skipping", job_id)
+        return
+    settings = get_settings()
+    reporter = DatabaseReporter(job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir:
+            result = _distill(job, Path(out_dir), reporter)
+            if reporter.should_stop():
+                raise JobCancelled
+            _finish(job, result)
+    except JobCancelled:
+        _end(job, "cancelled", "Job cancelled; no student was saved.")
+    except DistillError as exc:
+        _end(job, "failed", f"Job failed ({exc.code}): {exc.message}", {"code": exc.code, "message": exc.message})
+    except Exception as exc:  # never leave a job `running`: any surprise ends it `failed`, with the reason
+        log.exception("job %s crashed", job.id)
+        message = f"Unexpected error in the worker: {type(exc).__name__}: {exc}"
+        _end(job, "failed", message, {"code": "internal_error", "message": message})
+
+
+def _claim(job_id: str) -> Job | None:
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        if job is None or not transition(session, job_id, ["queued"], "validating", started_at=now()):
+            return None
+        job.attempts += 1
+        add_event(session, job.pk, "A worker picked up the job. Phase: validating.")
+        return job
+
+
+def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter):
+    request = JobCreate.model_validate(job.request)
+    engine_job = EngineJob(
+        teacher_format=request.teacher.format,
+        teacher_architecture=request.teacher.architecture,
+        student_architecture=request.student.architecture,
+        distillation=request.distillation,
+        training=request.training,
+    )
+    storage = get_storage()
+    keys = _storage_keys(job)
+    with ExitStack() as stack:
+        paths = {role: stack.enter_context(storage.local_path(key)) for role, key in keys.items()}
+        return run_distillation(
+            engine_job, paths["teacher"], paths["train"], paths.get("validation"), out_dir, reporter
+        )
+
+
+def _storage_keys(job: Job) -> dict[str, str]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(File.id, File.storage_key).where(File.id.in_([f.file_id for f in job.files]))
+        ).all()
+    key_of = dict(rows)
+    missing = [f.file_id for f in job.files if f.file_id not in key_of]
+    if missing:
+        raise DistillError("file_missing", f"File(s) {', '.join(missing)} were deleted before the job ran.")
+    return {f.role: key_of[f.file_id] for f in job.files}
+
+
+def _finish(job: Job, result) -> None:
+    storage = get_storage()
+    artifacts = []
+    for name, path in result.artifacts.items():
+        key = f"jobs/{job.tenant_id}/{job.id}/{name}"
+        with path.open("rb") as stream:
+            stored = storage.write(key, read_chunks(stream))
+        content_type = CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
+                                  content_type=content_type, storage_key=key))  # fmt: skip
+    with session_scope() as session:
+        if transition(session, job.id, ["running"], "succeeded", metrics=result.metrics):
+            session.add_all(artifacts)
+            add_event(session, job.pk, "Job succeeded: the student is ready to download.")
+            return
+    for artifact in artifacts:  # cancelled at the last moment: keep no student
+        storage.delete(artifact.storage_key)
+    raise JobCancelled
+
+
+def _end(job: Job, status: str, message: str, error: dict | None = None) -> None:
+    with session_scope() as session:
+        if transition(session, job.id, ["validating", "running", "cancelling"], status, error=error):
+            add_event(session, job.pk, message, "error" if status == "failed" else "info")
