@@ -50,7 +50,8 @@ def up(args) -> None:
 
 
 def _refuse_open_bind_without_auth(host: str) -> None:
-    if get_settings().auth == "on":
+    settings = get_settings()
+    if settings.auth == "on" or settings.allow_unauthenticated_bind:
         return
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

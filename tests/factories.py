@@ -6,17 +6,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from examples.toy_teacher import blobs, fit
 from worker.engine.models import build_model
-from worker.engine.specs import MLPSpec
 
-
-def blobs(n: int, dim: int = 16, classes: int = 4, seed: int = 0, spread: float = 1.6):
-    """Gaussian clusters, one per class: easy enough for tiny models, hard enough to need training."""
-    rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(1234).normal(0, 1, (classes, dim)) * spread
-    y = rng.integers(0, classes, n)
-    x = centers[y] + rng.normal(0, 1, (n, dim))
-    return x.astype(np.float32), y.astype(np.int64)
+__all__ = ["blobs", "save_npz", "train_teacher", "save_teacher", "accuracy"]
 
 
 def save_npz(path: Path, x, y=None) -> Path:
@@ -25,17 +18,9 @@ def save_npz(path: Path, x, y=None) -> Path:
     return path
 
 
-def train_teacher(spec: MLPSpec, x, y, epochs: int = 30, seed: int = 0) -> torch.nn.Module:
+def train_teacher(spec, x, y, epochs: int = 30, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = build_model(spec)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        for i in range(0, len(xs), 64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(xs[i : i + 64]), ys[i : i + 64]).backward()
-            optimizer.step()
-    return model.eval()
+    return fit(build_model(spec), x, y, epochs, seed)
 
 
 def save_teacher(path: Path, model: torch.nn.Module) -> Path:

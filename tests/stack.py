@@ -75,12 +75,12 @@ class ServiceStack:
             time.sleep(0.2)
         raise TimeoutError(f"the API did not become ready in {timeout}s\n{self.logs()}")
 
-    def wait_for_job(self, job_id: str, timeout: float = 180) -> dict:
-        """Poll until the job ends; fail with both processes' logs if it does not."""
+    def wait_for_job(self, job_id: str, timeout: float = 180, until=None) -> dict:
+        """Poll until the job ends (or `until(job)` holds); fail with both processes' logs if it does not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] in ("succeeded", "failed", "cancelled") or (until and until(job)):
                 return job
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s\n{self.logs()}")

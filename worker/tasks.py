@@ -57,7 +57,7 @@ def _claim(job_id: str) -> Job | None:
         if job is None or not transition(session, job_id, ["queued"], "validating", started_at=now()):
             return None
         job.attempts += 1
-        add_event(session, job.pk, "A worker picked up the job. Phase: validating.")
+        add_event(session, job.pk, f"A worker picked up the job (attempt {job.attempts}).")
         return job
 
 

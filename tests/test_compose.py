@@ -1,0 +1,23 @@
+"""docker-compose.yml is a valid Compose file with the scaled-out stack in it."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose_command() -> list[str]:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("no Docker Compose client on this machine (docker compose / docker-compose)")
+
+
+def test_compose_file_is_accepted_and_has_the_stack():
+    result = subprocess.run([*compose_command(), "config", "--services"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) >= {"api", "worker", "postgres", "redis", "migrate"}
