@@ -4,6 +4,7 @@ Everything lives in memory as tensors, so batches are index slices rather than a
 """
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,23 +54,30 @@ def load_npz(path: Path) -> ArrayDataset:
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """The `x` and `y` arrays of the archive, never unpickling anything."""
+    if not path.is_file():
+        raise invalid(f"dataset file {path.name} does not exist")
     if not zipfile.is_zipfile(path):
         raise invalid(
             f"{path.name} is not an .npz archive: save the dataset with numpy.savez(path, x=..., y=...)"
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in ("x", "y") if name in archive.files}
+            return {name: _read_array(archive, name) for name in ("x", "y") if name in archive.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        raise invalid(f"{path.name} could not be read as an .npz archive: {error}") from None
+
+
+def _read_array(archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    try:
+        return archive[name]
     except ValueError as error:
-        # numpy refuses object arrays rather than unpickling them when allow_pickle=False.
-        if "allow_pickle" in str(error):
-            raise invalid(
-                f"{path.name} holds an array of Python objects (dtype=object), which is not loaded for "
-                "safety: save x and y as numeric numpy arrays"
-            ) from None
-        raise invalid(f"{path.name} could not be read as an .npz archive: {error}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise invalid(f"{path.name} could not be read as an .npz archive: {error}") from None
+        # With allow_pickle=False numpy refuses object arrays instead of unpickling them.
+        if "allow_pickle" not in str(error):
+            raise
+        raise invalid(
+            f"array '{name}' holds Python objects (dtype=object), which are not loaded for safety: "
+            "save it as a numeric numpy array"
+        ) from None
 
 
 def _check_x(x: np.ndarray | None, path: Path) -> np.ndarray:

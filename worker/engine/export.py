@@ -37,8 +37,8 @@ def export_student(
 def export_program(model: nn.Module, example_input: Tensor) -> torch.export.ExportedProgram:
     """A program that accepts any batch size >= 1.
 
-    torch.export specializes a dimension whose example size is 0 or 1, so the example is always a
-    batch of two; the explicit `min=1` then keeps batch size 1 valid (Dim.DYNAMIC would infer min=2).
+    torch.export specializes a dimension whose example size is 0 or 1 (and then refuses to make it
+    dynamic), so the example is always a batch of two; `min=1` states that batch size 1 is valid.
     """
     sample = example_input[:1]
     example = sample.expand(2, *sample.shape[1:]).contiguous()

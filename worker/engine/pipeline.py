@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from worker.engine.data import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
 from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.evaluate import classification_metrics, final_metrics, predict
+from worker.engine.evaluate import accuracy, classification_metrics, final_metrics, predict
 from worker.engine.export import export_student
 from worker.engine.losses import LossTerms, distillation_loss
 from worker.engine.models import build_model, cnn_output_size, count_parameters
@@ -113,17 +113,19 @@ def prepare(
     spec, batch_size = job.student_architecture, job.training.batch_size
     train, validation = load_datasets(job.training, train_path, validation_path, reporter)
     check_student_input(spec, train)
-    check_labels(train, validation, job, reporter)
     check_batch_norm_batches(spec, len(train), batch_size)
 
     teacher = load_teacher(teacher_path, job.teacher_format, job.teacher_architecture).to(device)
     reporter.event(f"Teacher loaded ({job.teacher_format}): {count_parameters(teacher):,} parameters")
+    # Before the label check: a wrong num_classes is the likelier cause of out-of-range labels.
     probe_teacher(teacher, train, batch_size, spec.num_classes, device)
+    check_labels(train, validation, job, reporter)
     with teacher_rejections(validation.x[:batch_size]):
         teacher_validation_logits = predict(teacher, validation.x, batch_size, device)
     if validation.labeled:
-        scores = classification_metrics(teacher_validation_logits, teacher_validation_logits, validation.y)
-        reporter.event(f"Teacher validation accuracy: {scores['teacher_accuracy']:.2%}")
+        reporter.event(
+            f"Teacher validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}"
+        )
 
     torch.manual_seed(job.training.seed)  # right before building: the student's init depends on the seed only
     student = build_model(spec).to(device)

@@ -1,0 +1,64 @@
+"""Tiny datasets, models and a recording reporter, shared by the engine tests."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worker.engine.specs import MLPSpec
+
+NUM_CLASSES = 4
+FEATURES = 8
+TEACHER_SPEC = MLPSpec(input_shape=[FEATURES], num_classes=NUM_CLASSES, hidden_sizes=[64, 64])
+STUDENT_SPEC = MLPSpec(input_shape=[FEATURES], num_classes=NUM_CLASSES, hidden_sizes=[16])
+
+
+def gaussian_blobs(num_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """NUM_CLASSES well-separated clusters in FEATURES dimensions, with the same centers for every seed."""
+    centers = np.random.default_rng(1234).normal(0.0, 3.0, size=(NUM_CLASSES, FEATURES))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, NUM_CLASSES, size=num_samples)
+    x = centers[y] + rng.normal(0.0, 1.0, size=(num_samples, FEATURES))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+@dataclass
+class RecordingReporter:
+    """Keeps every call; `stop_after` makes should_stop() answer True from that call on."""
+
+    stop_after: int | None = None
+    events: list[tuple[str, str]] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+    progress_calls: list[tuple[int, int, int, int]] = field(default_factory=list)
+    metric_calls: list[tuple[int, int, dict]] = field(default_factory=list)
+    stop_checks: int = 0
+
+    def event(self, message: str, level: str = "info") -> None:
+        self.events.append((level, message))
+
+    def phase(self, phase: str) -> None:
+        self.phases.append(phase)
+
+    def progress(self, epoch: int, epochs: int, step: int, total_steps: int) -> None:
+        self.progress_calls.append((epoch, epochs, step, total_steps))
+
+    def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None:
+        self.metric_calls.append((epoch, step, dict(values)))
+
+    def should_stop(self) -> bool:
+        self.stop_checks += 1
+        return self.stop_after is not None and self.stop_checks >= self.stop_after
+
+
+def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 60) -> nn.Module:
+    torch.manual_seed(0)
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
