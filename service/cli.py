@@ -35,11 +35,23 @@ def worker(args) -> None:
 def up(args) -> None:
     """Migrate, start one worker process beside the API, and stop both together."""
     migrate(args)
-    command = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1", "--loglevel", args.loglevel]
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "worker",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        args.loglevel,
+    ]
     worker_process = subprocess.Popen(command)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        print(f"distill: serving on http://{args.host}:{args.port} (worker pid {worker_process.pid})", flush=True)
+        print(
+            f"distill: serving on http://{args.host}:{args.port} (worker pid {worker_process.pid})",
+            flush=True,
+        )
         api(args)
     finally:
         worker_process.terminate()
@@ -58,7 +70,9 @@ def _refuse_open_bind_without_auth(host: str) -> None:
     except ValueError:
         loopback = False
     if not loopback:
-        sys.exit(f"distill: refusing to listen on {host} with DISTILL_AUTH=off; bind 127.0.0.1 or turn auth on.")
+        sys.exit(
+            f"distill: refusing to listen on {host} with DISTILL_AUTH=off; bind 127.0.0.1 or turn auth on."
+        )
 
 
 def _redacted(url: str) -> str:
@@ -72,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=migrate)
-    for name, run, help_ in (("api", api, "serve the HTTP API"), ("up", up, "migrate, then serve API + worker")):
+    for name, run, help_ in (
+        ("api", api, "serve the HTTP API"),
+        ("up", up, "migrate, then serve API + worker"),
+    ):
         command = commands.add_parser(name, help=help_)
         command.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         command.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))

@@ -17,11 +17,14 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(default=None, description="A local path. Default: `home`/storage.")
     auth: Literal["off", "on"] = "off"
     allow_unauthenticated_bind: bool = Field(
-        default=False, description="Serve a non-loopback address with auth off (a container published on loopback)."
+        default=False,
+        description="Serve a non-loopback address with auth off (a container published on loopback).",
     )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
     task_queue: str = "gpu"
-    progress_interval_seconds: float = Field(default=1.0, ge=0.0, description="Least time between progress writes.")
+    progress_interval_seconds: float = Field(
+        default=1.0, ge=0.0, description="Least time between progress writes."
+    )
     cancel_check_seconds: float = Field(default=0.25, ge=0.0, description="Least time between cancel checks.")
 
     @property

@@ -1,6 +1,7 @@
 """Streamed downloads of stored objects with `ETag` (the sha256), `Range` and `If-None-Match`."""
 
 import re
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -31,9 +32,9 @@ def stream_object(
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Disposition": _content_disposition(filename),
     }
-    if request.headers.get("if-none-match") in (etag, "*"):
+    if _etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
@@ -53,7 +54,25 @@ def stream_object(
     return _stream(storage, key, start, end - start + 1, 206, content_type, headers)
 
 
-def _stream(storage: Storage, key: str, start: int, length: int, status: int, content_type: str, headers: dict):
+def _content_disposition(filename: str) -> str:
+    """Headers are latin-1: a non-ASCII name goes in `filename*` (RFC 6266), with an ASCII fallback."""
+    ascii_name = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    if ascii_name == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """`If-None-Match` is a list of tags, compared weakly (RFC 9110 13.1.2)."""
+    if if_none_match is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _stream(
+    storage: Storage, key: str, start: int, length: int, status: int, content_type: str, headers: dict
+):
     def body():
         with storage.open(key) as stream:
             yield from read_chunks(stream, start, length)

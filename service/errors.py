@@ -27,7 +27,9 @@ def not_found(kind: str, id_: str, param: str | None = None) -> APIError:
     return APIError(404, "not_found", f"No {kind} with id {id_!r}.", param)
 
 
-def error_response(status: int, code: str, message: str, param: str | None = None, headers=None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, param: str | None = None, headers=None
+) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, param=param))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -37,12 +39,17 @@ def _param_path(loc: tuple, body: object) -> str | None:
     parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "form") else loc)
     path: list[str] = []
     node = body
-    for part in parts:
-        if isinstance(node, dict) and part not in node and isinstance(part, str) and path:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1  # the last part may be a missing field, never a tag
+        if isinstance(node, dict) and part not in node and isinstance(part, str) and path and not last:
             continue  # a union tag such as "mlp", not a key of the request
         path.append(str(part))
-        node = node.get(part) if isinstance(node, dict) else (
-            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (
+                node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+            )
         )
     return ".".join(path) or None
 
@@ -78,7 +85,9 @@ def install_error_handlers(app: FastAPI) -> None:
         code = codes.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code in (404, 405):
-            message = f"{message}: {request.method} {request.url.path} is not an endpoint of this API (see /docs)."
+            message = (
+                f"{message}: {request.method} {request.url.path} is not an endpoint of this API (see /docs)."
+            )
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

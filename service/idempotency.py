@@ -19,7 +19,9 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def replay(session: Session, tenant_id: str, key: str | None, route: str, request_hash: str) -> JSONResponse | None:
+def replay(
+    session: Session, tenant_id: str, key: str | None, route: str, request_hash: str
+) -> JSONResponse | None:
     """The stored response for this key, or None if the key is new (or absent)."""
     if key is None:
         return None
@@ -40,7 +42,9 @@ def replay(session: Session, tenant_id: str, key: str | None, route: str, reques
             f"Idempotency-Key {key!r} was already used with a different request body: use a new key.",
             "Idempotency-Key",
         )
-    return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
+    return JSONResponse(
+        record.response, status_code=record.status_code, headers={"Idempotent-Replayed": "true"}
+    )
 
 
 def remember(

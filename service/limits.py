@@ -26,26 +26,30 @@ class BodySizeLimit:
             return await self._refuse(scope, receive, send, limit)
 
         received = 0
-        started = False
+        started = exceeded = False
 
         async def counting_receive():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
+                exceeded = True
                 raise _TooLarge
             return message
 
         async def tracking_send(message):
             nonlocal started
+            if exceeded and not started:
+                return  # the app's answer to the cut-off body (FastAPI makes it a 400): the 413 replaces it
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
-            if not started:
-                await self._refuse(scope, receive, send, limit)
+            pass
+        if exceeded and not started:
+            await self._refuse(scope, receive, send, limit)
 
     @staticmethod
     def _limit(scope) -> int:

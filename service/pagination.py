@@ -9,14 +9,21 @@ from sqlalchemy.orm import Session
 from service.errors import APIError
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
-After = Annotated[str | None, Query(max_length=64, description="Return items after this id (the last of the previous page).")]
+After = Annotated[
+    str | None,
+    Query(max_length=64, description="Return items after this id (the last of the previous page)."),
+]
 
 
-def paginate(session: Session, query: Select, model, after: str | None, limit: int, newest_first: bool = True):
+def paginate(
+    session: Session, query: Select, model, after: str | None, limit: int, newest_first: bool = True
+):
     """One page of `query`'s rows and whether more follow; `after` must be an id the query itself returns."""
     order = model.pk.desc() if newest_first else model.pk.asc()
     if after is not None:
-        cursor = session.scalar(select(model.pk).where(model.id == after, model.pk.in_(query.with_only_columns(model.pk))))
+        cursor = session.scalar(
+            select(model.pk).where(model.id == after, model.pk.in_(query.with_only_columns(model.pk)))
+        )
         if cursor is None:
             raise APIError(422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after")
         query = query.where(model.pk < cursor if newest_first else model.pk > cursor)

@@ -50,7 +50,8 @@ class TeacherRef(Spec):
         default=None, description="Default: the format detected when the file was uploaded."
     )
     architecture: ArchitectureSpec | None = Field(
-        default=None, description="Required for `safetensors` (weights only); a `pt2` archive carries its own."
+        default=None,
+        description="Required for `safetensors` (weights only); a `pt2` archive carries its own.",
     )
 
 

@@ -38,14 +38,27 @@ def detect_format(purpose: str, path: Path) -> str:
 
 
 def _damaged_zip(exc: Exception) -> UploadRejected:
-    return UploadRejected(f"The zip archive is damaged or uses an unsupported feature ({exc}): upload it again.")
+    return UploadRejected(
+        f"The zip archive is damaged or uses an unsupported feature ({exc}): upload it again"
+    )
 
 
 def _teacher_format(path: Path) -> str:
     if zipfile.is_zipfile(path):
         return _zip_teacher_format(path)
-    check_safetensors(path)
+    try:
+        check_safetensors(path)
+    except UploadRejected:
+        if _is_pickle(path):  # a legacy (non-zip) torch.save file
+            raise UploadRejected(PICKLE_HINT) from None
+        raise
     return "safetensors"
+
+
+def _is_pickle(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # pickle's PROTO opcode
 
 
 def _zip_teacher_format(path: Path) -> str:
@@ -126,18 +139,25 @@ def _dataset_format(path: Path) -> str:
         )
     try:
         with zipfile.ZipFile(path) as archive:
-            headers = {name: _npy_header(archive, name) for name in ("x.npy", "y.npy") if name in archive.namelist()}
+            names = archive.namelist()
+            headers = {name: _npy_header(archive, name) for name in ("x.npy", "y.npy") if name in names}
     except ZIP_ERRORS as exc:
         raise _damaged_zip(exc) from None
     if "x.npy" not in headers:
-        raise UploadRejected("The .npz has no array `x`: save the inputs as `x` (numpy.savez(path, x=..., y=...)).")
+        raise UploadRejected(
+            "The .npz has no array `x`: save the inputs as `x` (numpy.savez(path, x=..., y=...))."
+        )
     x_shape, x_dtype = headers["x.npy"]
     if len(x_shape) < 2 or x_shape[0] == 0 or x_dtype.kind not in "fiub":
-        raise UploadRejected(f"`x` must be a numeric array [N, ...] with N > 0; got {x_dtype} {list(x_shape)}.")
+        raise UploadRejected(
+            f"`x` must be a numeric array [N, ...] with N > 0; got {x_dtype} {list(x_shape)}."
+        )
     if "y.npy" in headers:
         y_shape, y_dtype = headers["y.npy"]
         if len(y_shape) != 1 or y_dtype.kind not in "iu":
-            raise UploadRejected(f"`y` must be a 1-D integer array of class ids; got {y_dtype} {list(y_shape)}.")
+            raise UploadRejected(
+                f"`y` must be a 1-D integer array of class ids; got {y_dtype} {list(y_shape)}."
+            )
         if y_shape[0] != x_shape[0]:
             raise UploadRejected(f"`x` has {x_shape[0]} samples but `y` has {y_shape[0]} labels.")
     return "npz"
@@ -147,12 +167,16 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
     with archive.open(name) as f:
         try:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
-                np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else (np.lib.format.read_array_header_2_0)
             )
             shape, _fortran, dtype = read_header(f)
         except (ValueError, OSError, EOFError) as exc:
-            raise UploadRejected(f"Array {name.removesuffix('.npy')!r} in the .npz is unreadable: {exc}") from None
+            raise UploadRejected(
+                f"Array {name.removesuffix('.npy')!r} in the .npz is unreadable: {exc}"
+            ) from None
     if dtype.hasobject:
         raise UploadRejected(
             f"Array {name.removesuffix('.npy')!r} holds Python objects, which would need unpickling: "
@@ -168,5 +192,7 @@ def _tokenizer_format(path: Path) -> str:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UploadRejected(f"A tokenizer must be a Hugging Face `tokenizers` JSON file: {exc}") from None
     if not isinstance(document, dict) or "model" not in document:
-        raise UploadRejected("A tokenizer must be a Hugging Face `tokenizers` JSON file with a `model` entry.")
+        raise UploadRejected(
+            "A tokenizer must be a Hugging Face `tokenizers` JSON file with a `model` entry."
+        )
     return "json"

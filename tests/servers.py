@@ -9,7 +9,9 @@ from contextlib import contextmanager
 
 import pytest
 
-POSTGRES_ADMIN_URL = os.environ.get("DISTILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DISTILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_SERVER_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 

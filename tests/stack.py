@@ -55,11 +55,17 @@ class ServiceStack:
     def _start(self, name: str, *args: str) -> None:
         log = (self.home / f"{name}.log").open("w")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "service.cli", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name}.log\n{(self.home / f'{name}.log').read_text()[-6000:]}" for name in self.processes)
+        return "\n".join(
+            f"--- {name}.log\n{(self.home / f'{name}.log').read_text()[-6000:]}" for name in self.processes
+        )
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -87,6 +93,8 @@ class ServiceStack:
 
     def upload(self, path: Path, purpose: str) -> dict:
         with path.open("rb") as f:
-            response = self.client.post("/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose})
+            response = self.client.post(
+                "/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose}
+            )
         assert response.status_code == 201, response.text
         return response.json()

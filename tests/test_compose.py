@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def compose_command() -> list[str]:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -18,6 +21,8 @@ def compose_command() -> list[str]:
 
 
 def test_compose_file_is_accepted_and_has_the_stack():
-    result = subprocess.run([*compose_command(), "config", "--services"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [*compose_command(), "config", "--services"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) >= {"api", "worker", "postgres", "redis", "migrate"}

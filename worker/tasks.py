@@ -24,7 +24,11 @@ from worker.engine.specs import EngineJob
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
-CONTENT_TYPES = {".safetensors": "application/octet-stream", ".pt2": "application/zip", ".json": "application/json"}
+CONTENT_TYPES = {
+    ".safetensors": "application/octet-stream",
+    ".pt2": "application/zip",
+    ".json": "application/json",
+}
 
 
 @app.task(name=RUN_JOB_TASK)
@@ -34,7 +38,9 @@ def run_job(job_id: str) -> None:
         log.info("job %s is not queued any more; skipping", job_id)
         return
     settings = get_settings()
-    reporter = DatabaseReporter(job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds)
+    reporter = DatabaseReporter(
+        job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
+    )
     try:
         with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir:
             result = _distill(job, Path(out_dir), reporter)
@@ -44,7 +50,12 @@ def run_job(job_id: str) -> None:
     except JobCancelled:
         _end(job, "cancelled", "Job cancelled; no student was saved.")
     except DistillError as exc:
-        _end(job, "failed", f"Job failed ({exc.code}): {exc.message}", {"code": exc.code, "message": exc.message})
+        _end(
+            job,
+            "failed",
+            f"Job failed ({exc.code}): {exc.message}",
+            {"code": exc.code, "message": exc.message},
+        )
     except Exception as exc:  # never leave a job `running`: any surprise ends it `failed`, with the reason
         log.exception("job %s crashed", job.id)
         message = f"Unexpected error in the worker: {type(exc).__name__}: {exc}"
@@ -98,7 +109,9 @@ def _finish(job: Job, result) -> None:
         key = f"jobs/{job.tenant_id}/{job.id}/{name}"
         with path.open("rb") as stream:
             stored = storage.write(key, read_chunks(stream))
-        content_type = CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        content_type = (
+            CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        )
         artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
                                   content_type=content_type, storage_key=key))  # fmt: skip
     with session_scope() as session:

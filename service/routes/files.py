@@ -66,7 +66,9 @@ def upload_file(
     except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
         storage.delete(key)
         if isinstance(exc, UploadRejected):
-            raise APIError(422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file") from None
+            raise APIError(
+                422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file"
+            ) from None
         raise
     row = FileRow(
         id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=file_format,
@@ -98,9 +100,13 @@ def _store_upload(storage, key: str, upload: UploadFile, limit: int):
         ) from None
 
 
-@router.get("", response_model=Page[FileObject])
+@router.get("", response_model=Page[FileObject], responses=ERRORS)
 def list_files(
-    session: SessionDep, tenant_id: TenantDep, limit: Limit = 20, after: After = None, purpose: Purpose | None = None
+    session: SessionDep,
+    tenant_id: TenantDep,
+    limit: Limit = 20,
+    after: After = None,
+    purpose: Purpose | None = None,
 ):
     query = select(FileRow).where(FileRow.tenant_id == tenant_id)
     if purpose is not None:
@@ -117,9 +123,15 @@ def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
 @router.get(
     "/{file_id}/content",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+    responses={
+        **ERRORS,
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content"},
+    },
 )
-def download_file(file_id: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
+def download_file(
+    file_id: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
+):
     row = get_file(session, tenant_id, file_id)
     content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
     return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)

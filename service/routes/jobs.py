@@ -14,7 +14,6 @@ from service.pagination import After, Limit, paginate
 from service.queue import enqueue_job
 from service.routes.files import get_file
 from service.schemas import (
-    ACTIVE_STATUSES,
     ArtifactObject,
     ArtifactRef,
     EventObject,
@@ -90,7 +89,8 @@ def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
         if row.purpose != purpose:
             raise APIError(
                 422, "wrong_file_purpose",
-                f"File {file_id} was uploaded with purpose {row.purpose!r}; this field needs a {purpose!r} file.",
+                f"File {file_id} was uploaded with purpose {row.purpose!r}; "
+                f"this field needs a {purpose!r} file.",
                 param,
             )  # fmt: skip
     teacher_file = get_file(session, tenant_id, body.teacher.file_id)
@@ -133,7 +133,10 @@ def _enqueue(session, job: Job) -> None:
     try:
         enqueue_job(job.id)
     except Exception as exc:  # the broker is down: the job must not sit in `queued` forever
-        error = {"code": "queue_unavailable", "message": f"The job queue did not accept the job ({exc}). Retry."}
+        error = {
+            "code": "queue_unavailable",
+            "message": f"The job queue did not accept the job ({exc}). Retry.",
+        }
         transition(session, job.id, ["queued"], "failed", error=error)
         add_event(session, job.pk, error["message"], "error")
         session.commit()
@@ -142,7 +145,11 @@ def _enqueue(session, job: Job) -> None:
 
 @router.get("", response_model=Page[JobObject], responses=ERRORS)
 def list_jobs(
-    session: SessionDep, tenant_id: TenantDep, limit: Limit = 20, after: After = None, status: JobStatus | None = None
+    session: SessionDep,
+    tenant_id: TenantDep,
+    limit: Limit = 20,
+    after: After = None,
+    status: JobStatus | None = None,
 ):
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
@@ -164,14 +171,18 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
     elif transition(session, job.id, ["validating", "running"], "cancelling"):
         add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
     elif job.status != "cancelling":
-        raise APIError(409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel.")
+        raise APIError(
+            409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel."
+        )
     session.commit()
     session.refresh(job)
     return to_object(job)
 
 
 @router.get("/{job_id}/events", response_model=Page[EventObject], responses=ERRORS)
-def list_events(job_id: str, session: SessionDep, tenant_id: TenantDep, limit: Limit = 100, after: After = None):
+def list_events(
+    job_id: str, session: SessionDep, tenant_id: TenantDep, limit: Limit = 100, after: After = None
+):
     job = get_job(session, tenant_id, job_id)
     query = select(JobEvent).where(JobEvent.job_pk == job.pk)
     rows, has_more = paginate(session, query, JobEvent, after, limit, newest_first=False)
@@ -186,7 +197,9 @@ def list_metrics(job_id: str, session: SessionDep, tenant_id: TenantDep, name: s
     if name is not None:
         query = query.where(JobMetric.name == name)
     rows = session.scalars(query.order_by(JobMetric.step, JobMetric.pk))
-    return MetricList(data=[MetricPoint(step=m.step, epoch=m.epoch, name=m.name, value=m.value) for m in rows])
+    return MetricList(
+        data=[MetricPoint(step=m.step, epoch=m.epoch, name=m.name, value=m.value) for m in rows]
+    )
 
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactObject], responses=ERRORS)
@@ -202,7 +215,11 @@ def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+    responses={
+        **ERRORS,
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content"},
+    },
 )
 def download_artifact(
     job_id: str, name: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
@@ -212,5 +229,11 @@ def download_artifact(
     if artifact is None:
         raise not_found("artifact", name)
     return stream_object(
-        request, storage, artifact.storage_key, artifact.bytes, artifact.sha256, artifact.content_type, artifact.name
+        request,
+        storage,
+        artifact.storage_key,
+        artifact.bytes,
+        artifact.sha256,
+        artifact.content_type,
+        artifact.name,
     )

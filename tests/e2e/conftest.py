@@ -38,7 +38,9 @@ def task(tmp_path_factory) -> Task:
 def job_request(teacher_id: str, train_id: str, validation_id: str | None = None, **overrides) -> dict:
     request = {
         "teacher": {"file_id": teacher_id, "format": "safetensors", "architecture": TEACHER.model_dump()},
-        "student": {"architecture": {"family": "mlp", "input_shape": [16], "num_classes": 4, "hidden_sizes": [16]}},
+        "student": {
+            "architecture": {"family": "mlp", "input_shape": [16], "num_classes": 4, "hidden_sizes": [16]}
+        },
         "dataset": {"train_file_id": train_id, "validation_file_id": validation_id},
         "distillation": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
         "training": {"epochs": 4, "batch_size": 64, "learning_rate": 0.01, "seed": 0},

@@ -69,7 +69,9 @@ def test_diverging_loss(stack, uploaded, tmp_path):
 def test_cancel_a_running_job(stack, uploaded):
     request = job_request(uploaded["teacher"], uploaded["train"], training={"epochs": 2000, "batch_size": 8})
     job_id = stack.client.post("/v1/jobs", json=request).json()["id"]
-    running = stack.wait_for_job(job_id, until=lambda job: job["status"] == "running" and job["progress"]["step"])
+    running = stack.wait_for_job(
+        job_id, until=lambda job: job["status"] == "running" and job["progress"]["step"]
+    )
     assert running["status"] == "running", stack.logs()
 
     cancelling = stack.client.post(f"/v1/jobs/{job_id}/cancel").json()
@@ -96,7 +98,9 @@ def test_pt2_cnn_teacher_distils_into_a_smaller_cnn(stack, tmp_path):
     train_id = stack.upload(save_npz(tmp_path / "images.npz", x, y), "dataset")["id"]
     request = {
         "teacher": {"file_id": teacher_id},
-        "student": {"architecture": {"family": "cnn", "input_shape": [1, 8, 8], "num_classes": 3, "widths": [4]}},
+        "student": {
+            "architecture": {"family": "cnn", "input_shape": [1, 8, 8], "num_classes": 3, "widths": [4]}
+        },
         "dataset": {"train_file_id": train_id},
         "training": {"epochs": 3, "batch_size": 32, "learning_rate": 0.01},
     }
@@ -105,4 +109,3 @@ def test_pt2_cnn_teacher_distils_into_a_smaller_cnn(stack, tmp_path):
     assert job["request"]["teacher"]["format"] == "pt2"
     assert job["metrics"]["student"]["accuracy"] > 0.8
     assert job["metrics"]["compression"] > 1
-
