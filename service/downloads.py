@@ -38,7 +38,7 @@ def stream_object(
         return Response(status_code=304, headers=headers)
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
-    if range_header is None or (if_range is not None and if_range != etag):
+    if not _single_byte_range(range_header) or (if_range is not None and if_range != etag):
         return _stream(storage, key, 0, size, 200, content_type, headers)
     span = parse_range(range_header, size)
     if span is None:
@@ -52,6 +52,11 @@ def stream_object(
     start, end = span
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return _stream(storage, key, start, end - start + 1, 206, content_type, headers)
+
+
+def _single_byte_range(header: str | None) -> bool:
+    """Other units and multiple ranges are ignored (RFC 9110 §14.2): the whole object is sent."""
+    return header is not None and header.strip().startswith("bytes=") and "," not in header
 
 
 def _content_disposition(filename: str) -> str:

@@ -34,24 +34,30 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-# Pydantic puts the tag of a discriminated union into the location; users never typed it.
 def _param_path(loc: tuple, body: object) -> str | None:
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "form") else loc)
+    """The request field an error is about, as the user wrote it (`student.architecture.hidden_sizes`)."""
+    source, *parts = loc or ("body",)
+    if source == "header":
+        return "-".join(word.capitalize() for word in str(parts[0]).split("-")) if parts else None
+    if source not in ("body", "query", "path", "form"):
+        parts = [source, *parts]
     path: list[str] = []
     node = body
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1  # the last part may be a missing field, never a tag
-        if isinstance(node, dict) and part not in node and isinstance(part, str) and path and not last:
-            continue  # a union tag such as "mlp", not a key of the request
+    for part in parts:
+        # Pydantic puts the tag of a discriminated union ("mlp") into the location; users never typed it.
+        if isinstance(node, dict) and part not in node and part in node.values():
+            continue
         path.append(str(part))
-        node = (
-            node.get(part)
-            if isinstance(node, dict)
-            else (
-                node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
-            )
-        )
+        node = _child(node, part)
     return ".".join(path) or None
+
+
+def _child(node: object, part: object) -> object:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
 
 
 def _validation_message(error: dict, param: str | None) -> str:

@@ -1,7 +1,7 @@
 """Refuse oversized request bodies as they arrive, before anything buffers them (413)."""
 
 from service.config import get_settings
-from service.errors import error_response
+from service.errors import APIError, error_response
 
 JSON_BODY_LIMIT = 1024 * 1024
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -9,6 +9,17 @@ MULTIPART_OVERHEAD = 1024 * 1024
 
 class _TooLarge(Exception):
     pass
+
+
+def upload_too_large(limit: int) -> APIError:
+    """The one answer to an oversized upload, whether refused here or while storing it."""
+    return APIError(
+        413, "file_too_large", f"The file is larger than this server's limit of {limit} bytes.", "file"
+    )
+
+
+def _is_upload(scope) -> bool:
+    return scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/files"
 
 
 class BodySizeLimit:
@@ -53,15 +64,17 @@ class BodySizeLimit:
 
     @staticmethod
     def _limit(scope) -> int:
-        if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/files":
-            return get_settings().max_upload_bytes + MULTIPART_OVERHEAD
-        return JSON_BODY_LIMIT
+        # The multipart envelope is allowed for here; storing holds the file itself to the limit.
+        return get_settings().max_upload_bytes + MULTIPART_OVERHEAD if _is_upload(scope) else JSON_BODY_LIMIT
 
     @staticmethod
     async def _refuse(scope, receive, send, limit: int):
-        what = "upload" if scope["path"].startswith("/v1/files") else "request body"
+        if _is_upload(scope):
+            error = upload_too_large(get_settings().max_upload_bytes)
+        else:
+            message = f"The request body is larger than this server accepts ({limit} bytes)."
+            error = APIError(413, "payload_too_large", message)
         response = error_response(
-            413, "payload_too_large", f"The {what} is larger than this server accepts ({limit} bytes).", None,
-            headers={"Connection": "close"},
-        )  # fmt: skip
+            error.status, error.code, error.message, error.param, {"Connection": "close"}
+        )
         await response(scope, receive, send)

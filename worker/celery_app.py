@@ -10,11 +10,16 @@ RUN_JOB_TASK = "distill.run_job"
 def broker_transport_options(settings: Settings) -> dict:
     url = settings.resolved_broker_url
     if url.startswith("filesystem://"):
-        folder = settings.broker_folder
-        for sub in ("queue", "processed"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                "processed_folder": str(folder / "processed"), "store_processed": False}  # fmt: skip
+        folders = {name: settings.broker_folder / name for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),  # else kombu writes into the working directory
+            "store_processed": False,
+        }
     # Redis and SQS redeliver an unacknowledged task after this long; training jobs run for hours.
     return {"visibility_timeout": 12 * 3600, "socket_connect_timeout": 5}
 

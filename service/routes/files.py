@@ -9,6 +9,7 @@ from service import idempotency
 from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import stream_object
 from service.errors import APIError, ErrorBody, not_found
+from service.limits import upload_too_large
 from service.models import File as FileRow
 from service.models import Job, JobFile, new_id
 from service.pagination import After, Limit, paginate
@@ -95,9 +96,7 @@ def _store_upload(storage, key: str, upload: UploadFile, limit: int):
     try:
         return storage.write(key, chunks(), max_bytes=limit)
     except TooLarge:
-        raise APIError(
-            413, "file_too_large", f"The file is larger than this server's limit of {limit} bytes.", "file"
-        ) from None
+        raise upload_too_large(limit) from None
 
 
 @router.get("", response_model=Page[FileObject], responses=ERRORS)

@@ -8,6 +8,7 @@ from service import idempotency
 from service.deps import SessionDep, StorageDep, TenantDep
 from service.downloads import stream_object
 from service.errors import APIError, ErrorBody, not_found
+from service.event_stream import job_event_stream
 from service.job_state import add_event, transition
 from service.models import Artifact, Job, JobEvent, JobFile, JobMetric
 from service.pagination import After, Limit, paginate
@@ -179,12 +180,37 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
     return to_object(job)
 
 
-@router.get("/{job_id}/events", response_model=Page[EventObject], responses=ERRORS)
+@router.get(
+    "/{job_id}/events",
+    response_model=Page[EventObject],
+    responses={
+        **ERRORS,
+        200: {
+            "description": "The events; with `Accept: text/event-stream`, a live stream of `job.event` "
+            "messages (then one `end` message) until the job ends. Resumes after `Last-Event-ID`.",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
 def list_events(
-    job_id: str, session: SessionDep, tenant_id: TenantDep, limit: Limit = 100, after: After = None
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    limit: Limit = 100,
+    after: After = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ):
     job = get_job(session, tenant_id, job_id)
     query = select(JobEvent).where(JobEvent.job_pk == job.pk)
+    if "text/event-stream" in request.headers.get("accept", ""):
+        resume = session.scalar(
+            select(JobEvent.pk).where(JobEvent.job_pk == job.pk, JobEvent.id == (last_event_id or after))
+        )
+        stream = job_event_stream(job.pk, after_pk=resume or 0)
+        return StreamingResponse(
+            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
     rows, has_more = paginate(session, query, JobEvent, after, limit, newest_first=False)
     events = [EventObject(id=e.id, created_at=e.created_at, level=e.level, message=e.message) for e in rows]
     return Page[EventObject](data=events, has_more=has_more)

@@ -1,6 +1,8 @@
 """Bad input that only training can reveal: each ends the job `failed` with an error a user can act on,
 never a job stuck in `running`. Also cancellation of a running job, and a pt2 CNN teacher."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,22 @@ def test_pt2_cnn_teacher_distils_into_a_smaller_cnn(stack, tmp_path):
     assert job["request"]["teacher"]["format"] == "pt2"
     assert job["metrics"]["student"]["accuracy"] > 0.8
     assert job["metrics"]["compression"] > 1
+
+
+def test_event_stream_is_live_until_the_job_ends(stack, uploaded):
+    job_id = stack.client.post("/v1/jobs", json=job_request(uploaded["teacher"], uploaded["train"])).json()[
+        "id"
+    ]
+    messages = []
+    with stack.client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}, timeout=120
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: {}":
+                messages.append(json.loads(line.removeprefix("data: "))["message"])
+            if line == "event: end":
+                break
+    assert messages[0] == "Job created and queued."
+    assert any(m.startswith("Epoch 4/4") for m in messages)
+    assert "succeeded" in messages[-1]
+    assert stack.client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"

@@ -1,0 +1,48 @@
+"""`GET /v1/jobs/{id}/events` with `Accept: text/event-stream`: the job's events live, until it ends."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from service.db import get_sessionmaker
+from service.models import Job, JobEvent
+from service.schemas import FINISHED_STATUSES, EventObject
+
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+
+
+def _read_after(job_pk: int, after_pk: int) -> tuple[list[JobEvent], bool]:
+    """Events after `after_pk`, and whether the job has ended. The status is read first: a finished
+    job's last events were committed with (or before) its final status, so none can be missed."""
+    with get_sessionmaker()() as session:
+        finished = session.scalar(select(Job.status).where(Job.pk == job_pk)) in FINISHED_STATUSES
+        query = (
+            select(JobEvent).where(JobEvent.job_pk == job_pk, JobEvent.pk > after_pk).order_by(JobEvent.pk)
+        )
+        return list(session.scalars(query)), finished
+
+
+def _frame(event: JobEvent) -> str:
+    body = EventObject(id=event.id, created_at=event.created_at, level=event.level, message=event.message)
+    return f"id: {event.id}\nevent: job.event\ndata: {json.dumps(body.model_dump())}\n\n"
+
+
+async def job_event_stream(job_pk: int, after_pk: int) -> AsyncIterator[str]:
+    last_sent = time.monotonic()
+    while True:
+        events, finished = await run_in_threadpool(_read_after, job_pk, after_pk)
+        for event in events:
+            yield _frame(event)
+            after_pk, last_sent = event.pk, time.monotonic()
+        if finished:
+            yield "event: end\ndata: {}\n\n"
+            return
+        if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await asyncio.sleep(POLL_SECONDS)

@@ -1,0 +1,114 @@
+"""The OpenAPI document agrees with the spec: every path, and the job request's documented fields."""
+
+import pytest
+
+SPEC_OPERATIONS = {
+    "/healthz": {"get"},
+    "/readyz": {"get"},
+    "/v1/files": {"get", "post"},
+    "/v1/files/{file_id}": {"get", "delete"},
+    "/v1/files/{file_id}/content": {"get"},
+    "/v1/jobs": {"get", "post"},
+    "/v1/jobs/{job_id}": {"get"},
+    "/v1/jobs/{job_id}/cancel": {"post"},
+    "/v1/jobs/{job_id}/events": {"get"},
+    "/v1/jobs/{job_id}/metrics": {"get"},
+    "/v1/jobs/{job_id}/artifacts": {"get"},
+    "/v1/jobs/{job_id}/artifacts/{name}": {"get"},
+}
+
+
+@pytest.fixture(scope="module")
+def openapi(client) -> dict:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def resolve(document: dict, schema: dict) -> dict:
+    """Follow `$ref` (and a single-entry `allOf`/`anyOf` with null) to the schema object."""
+    while True:
+        if "$ref" in schema:
+            schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        elif "anyOf" in schema:
+            options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+            if len(options) != 1:
+                return schema
+            schema = options[0]
+        elif "allOf" in schema and len(schema["allOf"]) == 1:
+            schema = schema["allOf"][0]
+        else:
+            return schema
+
+
+def test_every_spec_path_is_documented(openapi):
+    paths = openapi["paths"]
+    for path, methods in SPEC_OPERATIONS.items():
+        assert path in paths, path
+        assert methods <= set(paths[path]), (path, set(paths[path]))
+
+
+def test_job_create_documents_the_request(openapi):
+    operation = openapi["paths"]["/v1/jobs"]["post"]
+    body = resolve(openapi, operation["requestBody"]["content"]["application/json"]["schema"])
+    assert {"teacher", "student", "dataset", "distillation", "training", "name"} <= set(body["properties"])
+    assert set(body["required"]) == {"teacher", "student", "dataset"}
+
+    distillation = resolve(openapi, body["properties"]["distillation"])["properties"]
+    assert distillation["temperature"]["exclusiveMinimum"] == 0
+    assert distillation["temperature"]["default"] == 4.0
+    assert distillation["alpha"]["minimum"] == 0 and distillation["alpha"]["default"] == 0.9
+    assert distillation["beta"]["minimum"] == 0 and distillation["beta"]["default"] == 0.1
+    assert all(field.get("description") for field in distillation.values())
+
+    training = resolve(openapi, body["properties"]["training"])["properties"]
+    assert training["epochs"]["default"] == 10 and training["epochs"]["minimum"] == 1
+    assert training["batch_size"]["default"] == 128
+    assert training["learning_rate"]["default"] == 0.001
+    assert training["seed"]["default"] == 0
+
+    teacher = resolve(openapi, body["properties"]["teacher"])["properties"]
+    assert {"file_id", "format", "architecture"} <= set(teacher)
+    formats = resolve(openapi, teacher["format"])
+    assert set(formats["enum"]) == {"safetensors", "pt2"}
+    dataset = resolve(openapi, body["properties"]["dataset"])["properties"]
+    assert {"train_file_id", "validation_file_id"} <= set(dataset)
+
+
+def test_architecture_is_a_union_of_families(openapi):
+    student = resolve(openapi, openapi["components"]["schemas"]["StudentRef"]["properties"]["architecture"])
+    assert student["discriminator"]["propertyName"] == "family"
+    assert {"mlp", "cnn"} <= set(student["discriminator"]["mapping"])
+
+
+def test_file_upload_documents_purpose(openapi):
+    operation = openapi["paths"]["/v1/files"]["post"]
+    form = resolve(openapi, operation["requestBody"]["content"]["multipart/form-data"]["schema"])
+    assert {"file", "purpose"} <= set(form["required"])
+    assert set(resolve(openapi, form["properties"]["purpose"])["enum"]) == {"teacher", "dataset", "tokenizer"}
+    assert "201" in operation["responses"]
+
+
+def test_job_object_documents_status_values(openapi):
+    job = openapi["components"]["schemas"]["JobObject"]["properties"]
+    assert set(resolve(openapi, job["status"])["enum"]) == {
+        "queued",
+        "validating",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelling",
+        "cancelled",
+    }
+    assert {"request", "progress", "metrics", "error", "artifacts"} <= set(job)
+
+
+def test_documented_422_bodies_are_the_error_body(openapi):
+    """Every documented 422 is the spec's `{"error": {...}}`, not FastAPI's default `{"detail": [...]}`."""
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            response = operation.get("responses", {}).get("422")
+            if response is None:
+                continue
+            schema = response["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
