@@ -19,11 +19,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check service worker tests migrations benchmarks
-	$(BIN)/ruff format --check service worker tests migrations benchmarks
+	$(BIN)/ruff check service worker tests migrations benchmarks examples
+	$(BIN)/ruff format --check service worker tests migrations benchmarks examples
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/hinton_mnist.py
+	$(BIN)/python benchmarks/mnist_service.py
 
 migrate: $(STAMP)
 	$(BIN)/distill migrate

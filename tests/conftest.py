@@ -15,7 +15,7 @@ for _name in ("DISTILL_DATABASE_URL", "DISTILL_BROKER_URL", "DISTILL_STORAGE_URL
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.servers import postgres_database, redis_url  # noqa: E402
+from tests.servers import postgres_database, rabbitmq_queue, redis_url  # noqa: E402
 from tests.stack import ServiceStack  # noqa: E402
 
 
@@ -45,6 +45,12 @@ def postgres_url():
 def redis_broker_url():
     with redis_url() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    with rabbitmq_queue() as url_and_queue:
+        yield url_and_queue
 
 
 @pytest.fixture(scope="module")

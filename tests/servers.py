@@ -13,6 +13,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "DISTILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_SERVER_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+RABBITMQ_URL = os.environ.get("DISTILL_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def unavailable(what: str, exc: Exception):
@@ -66,3 +67,22 @@ def _free_redis_db(server) -> int:
         if client.dbsize() == 0 and client.set("distill-test-claim", "1", nx=True, ex=3600):
             return db
     pytest.fail("no empty Redis db number (1-15) for this test run")
+
+
+@contextmanager
+def rabbitmq_queue():
+    """The RabbitMQ URL and a queue name of this run's own, deleted afterwards."""
+    from kombu import Connection
+
+    queue = f"distill-test-{secrets.token_hex(4)}"
+    connection = Connection(RABBITMQ_URL, connect_timeout=3)
+    try:
+        connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises the transport's own errors
+        unavailable(f"RabbitMQ at {RABBITMQ_URL}", exc)
+    try:
+        yield RABBITMQ_URL, queue
+    finally:
+        with connection.channel() as channel:
+            channel.queue_delete(queue)
+        connection.release()

@@ -19,13 +19,24 @@ def free_port() -> int:
 
 
 class ServiceStack:
-    def __init__(self, home: Path, database_url: str | None = None, broker_url: str | None = None):
+    def __init__(
+        self,
+        home: Path,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        queue: str | None = None,
+    ):
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1",
                     "DISTILL_PROGRESS_INTERVAL_SECONDS": "0.2"}  # fmt: skip
-        for name, value in (("DISTILL_DATABASE_URL", database_url), ("DISTILL_BROKER_URL", broker_url)):
+        settings = {
+            "DISTILL_DATABASE_URL": database_url,
+            "DISTILL_BROKER_URL": broker_url,
+            "DISTILL_TASK_QUEUE": queue,
+        }
+        for name, value in settings.items():
             if value:
                 self.env[name] = value
         self.processes: dict[str, subprocess.Popen] = {}

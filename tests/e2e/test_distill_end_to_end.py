@@ -90,3 +90,10 @@ def test_scaled_out_postgres_and_redis(tmp_path, postgres_url, redis_broker_url,
     with ServiceStack(tmp_path, database_url=postgres_url, broker_url=redis_broker_url) as stack:
         job = distill_and_check(stack, task)
         assert job["metrics"]["student"]["accuracy"] > 0.85
+
+
+@pytest.mark.rabbitmq
+def test_rabbitmq_broker(tmp_path, rabbitmq, task):
+    broker_url, queue = rabbitmq
+    with ServiceStack(tmp_path, broker_url=broker_url, queue=queue) as stack:
+        distill_and_check(stack, task)
