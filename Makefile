@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check service worker tests migrations benchmarks examples
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/mnist_service.py
+	$(BIN)/python -m benchmarks.mnist_service
 
 migrate: $(STAMP)
 	$(BIN)/distill migrate

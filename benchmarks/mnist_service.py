@@ -4,7 +4,7 @@ Trains a 784-512-512-10 teacher with plain PyTorch, starts the embedded service 
 processes), uploads teacher and data, distils a 784-64-10 student over HTTP, downloads student.pt2
 and measures it on the 10,000 test images outside the service.
 
-    .venv/bin/python benchmarks/mnist_service.py [--data ../shared/datasets/mnist] [--epochs 5]
+    .venv/bin/python -m benchmarks.mnist_service [--data ../shared/datasets/mnist] [--epochs 5]
 """
 
 import argparse

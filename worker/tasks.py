@@ -4,7 +4,6 @@ The engine (`worker.engine`) knows nothing of Celery or the database; this modul
 """
 
 import logging
-import mimetypes
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +18,7 @@ from service.schemas import JobCreate
 from service.storage import get_storage, read_chunks
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.pipeline import run_distillation
+from worker.engine.pipeline import DistillResult, run_distillation
 from worker.engine.specs import EngineJob
 from worker.reporter import DatabaseReporter
 
@@ -72,7 +71,7 @@ def _claim(job_id: str) -> Job | None:
         return job
 
 
-def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter):
+def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResult:
     request = JobCreate.model_validate(job.request)
     engine_job = EngineJob(
         teacher_format=request.teacher.format,
@@ -102,16 +101,14 @@ def _storage_keys(job: Job) -> dict[str, str]:
     return {f.role: key_of[f.file_id] for f in job.files}
 
 
-def _finish(job: Job, result) -> None:
+def _finish(job: Job, result: DistillResult) -> None:
     storage = get_storage()
     artifacts = []
     for name, path in result.artifacts.items():
         key = f"jobs/{job.tenant_id}/{job.id}/{name}"
         with path.open("rb") as stream:
             stored = storage.write(key, read_chunks(stream))
-        content_type = (
-            CONTENT_TYPES.get(path.suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        )
+        content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
                                   content_type=content_type, storage_key=key))  # fmt: skip
     with session_scope() as session:

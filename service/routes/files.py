@@ -8,13 +8,14 @@ from sqlalchemy import select
 from service import idempotency
 from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import stream_object
-from service.errors import APIError, ErrorBody, not_found
+from service.errors import APIError, ErrorBody
 from service.limits import upload_too_large
 from service.models import File as FileRow
 from service.models import Job, JobFile, new_id
 from service.pagination import After, Limit, paginate
 from service.schemas import ACTIVE_STATUSES, DeletedObject, FileObject, Page, Purpose
 from service.storage import CHUNK_BYTES, TooLarge
+from service.tenancy import get_owned, owned_by
 from service.upload_formats import UploadRejected, detect_format
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -27,13 +28,6 @@ def to_object(row: FileRow) -> FileObject:
         id=row.id, purpose=row.purpose, filename=row.filename, bytes=row.bytes, sha256=row.sha256,
         format=row.format, created_at=row.created_at,
     )  # fmt: skip
-
-
-def get_file(session, tenant_id: str, file_id: str, param: str | None = None) -> FileRow:
-    row = session.scalar(select(FileRow).where(FileRow.id == file_id, FileRow.tenant_id == tenant_id))
-    if row is None:
-        raise not_found("file", file_id, param)
-    return row
 
 
 def safe_filename(name: str | None) -> str:
@@ -107,7 +101,7 @@ def list_files(
     after: After = None,
     purpose: Purpose | None = None,
 ):
-    query = select(FileRow).where(FileRow.tenant_id == tenant_id)
+    query = owned_by(FileRow, tenant_id)
     if purpose is not None:
         query = query.where(FileRow.purpose == purpose)
     rows, has_more = paginate(session, query, FileRow, after, limit)
@@ -116,7 +110,7 @@ def list_files(
 
 @router.get("/{file_id}", response_model=FileObject, responses=ERRORS)
 def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
-    return to_object(get_file(session, tenant_id, file_id))
+    return to_object(get_owned(session, FileRow, tenant_id, file_id))
 
 
 @router.get(
@@ -131,14 +125,14 @@ def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
 def download_file(
     file_id: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
 ):
-    row = get_file(session, tenant_id, file_id)
+    row = get_owned(session, FileRow, tenant_id, file_id)
     content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
     return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses=ERRORS)
 def delete_file(file_id: str, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
-    row = get_file(session, tenant_id, file_id)
+    row = get_owned(session, FileRow, tenant_id, file_id)
     users = session.scalars(
         select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(ACTIVE_STATUSES))
     ).all()

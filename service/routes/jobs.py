@@ -10,10 +10,9 @@ from service.downloads import stream_object
 from service.errors import APIError, ErrorBody, not_found
 from service.event_stream import job_event_stream
 from service.job_state import add_event, transition
-from service.models import Artifact, Job, JobEvent, JobFile, JobMetric
+from service.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from service.pagination import After, Limit, paginate
 from service.queue import enqueue_job
-from service.routes.files import get_file
 from service.schemas import (
     ArtifactObject,
     ArtifactRef,
@@ -26,6 +25,7 @@ from service.schemas import (
     Page,
     Progress,
 )
+from service.tenancy import get_owned, owned_by
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
@@ -38,13 +38,6 @@ def to_object(job: Job) -> JobObject:
         metrics=job.metrics, error=job.error,
         artifacts=[ArtifactRef(name=a.name, bytes=a.bytes, sha256=a.sha256) for a in job.artifacts],
     )  # fmt: skip
-
-
-def get_job(session, tenant_id: str, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
-    if job is None:
-        raise not_found("job", job_id)
-    return job
 
 
 @router.post("", status_code=201, response_model=JobObject, responses={**ERRORS, 503: {"model": ErrorBody}})
@@ -85,18 +78,20 @@ def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
         "train": (body.dataset.train_file_id, "dataset", "dataset.train_file_id"),
         "validation": (body.dataset.validation_file_id, "dataset", "dataset.validation_file_id"),
     }
-    for file_id, purpose, param in (w for w in wanted.values() if w[0] is not None):
-        row = get_file(session, tenant_id, file_id, param)
-        if row.purpose != purpose:
+    rows = {}
+    for role, (file_id, purpose, param) in wanted.items():
+        if file_id is None:
+            continue
+        rows[role] = get_owned(session, File, tenant_id, file_id, param)
+        if rows[role].purpose != purpose:
             raise APIError(
                 422, "wrong_file_purpose",
-                f"File {file_id} was uploaded with purpose {row.purpose!r}; "
+                f"File {file_id} was uploaded with purpose {rows[role].purpose!r}; "
                 f"this field needs a {purpose!r} file.",
                 param,
             )  # fmt: skip
-    teacher_file = get_file(session, tenant_id, body.teacher.file_id)
-    _check_teacher(body, teacher_file.format)
-    return {role: w[0] for role, w in wanted.items() if w[0] is not None}
+    _check_teacher(body, rows["teacher"].format)
+    return {role: row.id for role, row in rows.items()}
 
 
 def _check_teacher(body: JobCreate, detected_format: str) -> None:
@@ -152,7 +147,7 @@ def list_jobs(
     after: After = None,
     status: JobStatus | None = None,
 ):
-    query = select(Job).where(Job.tenant_id == tenant_id)
+    query = owned_by(Job, tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
     rows, has_more = paginate(session, query, Job, after, limit)
@@ -161,12 +156,12 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
 def retrieve_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
-    return to_object(get_job(session, tenant_id, job_id))
+    return to_object(get_owned(session, Job, tenant_id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
 def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
-    job = get_job(session, tenant_id, job_id)
+    job = get_owned(session, Job, tenant_id, job_id)
     if transition(session, job.id, ["queued"], "cancelled"):
         add_event(session, job.pk, "Job cancelled before it started.")
     elif transition(session, job.id, ["validating", "running"], "cancelling"):
@@ -201,7 +196,7 @@ def list_events(
     after: After = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ):
-    job = get_job(session, tenant_id, job_id)
+    job = get_owned(session, Job, tenant_id, job_id)
     query = select(JobEvent).where(JobEvent.job_pk == job.pk)
     if "text/event-stream" in request.headers.get("accept", ""):
         resume = session.scalar(
@@ -218,7 +213,7 @@ def list_events(
 
 @router.get("/{job_id}/metrics", response_model=MetricList, responses=ERRORS)
 def list_metrics(job_id: str, session: SessionDep, tenant_id: TenantDep, name: str | None = None):
-    job = get_job(session, tenant_id, job_id)
+    job = get_owned(session, Job, tenant_id, job_id)
     query = select(JobMetric).where(JobMetric.job_pk == job.pk)
     if name is not None:
         query = query.where(JobMetric.name == name)
@@ -230,7 +225,7 @@ def list_metrics(job_id: str, session: SessionDep, tenant_id: TenantDep, name: s
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactObject], responses=ERRORS)
 def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
-    job = get_job(session, tenant_id, job_id)
+    job = get_owned(session, Job, tenant_id, job_id)
     artifacts = [
         ArtifactObject(name=a.name, bytes=a.bytes, sha256=a.sha256, content_type=a.content_type)
         for a in job.artifacts
@@ -250,7 +245,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
 def download_artifact(
     job_id: str, name: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
 ):
-    job = get_job(session, tenant_id, job_id)
+    job = get_owned(session, Job, tenant_id, job_id)
     artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk, Artifact.name == name))
     if artifact is None:
         raise not_found("artifact", name)

@@ -1,0 +1,26 @@
+"""Every file and job belongs to a tenant; these are the only ways routes reach them.
+
+Another tenant's id answers exactly as an id that does not exist (404).
+"""
+
+from typing import TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from service.errors import not_found
+from service.models import File, Job
+
+KIND = {File: "file", Job: "job"}
+Row = TypeVar("Row", File, Job)
+
+
+def owned_by(model: type[File | Job], tenant_id: str) -> Select:
+    return select(model).where(model.tenant_id == tenant_id)
+
+
+def get_owned(session: Session, model: type[Row], tenant_id: str, id_: str, param: str | None = None) -> Row:
+    row = session.scalar(owned_by(model, tenant_id).where(model.id == id_))
+    if row is None:
+        raise not_found(KIND[model], id_, param)
+    return row
