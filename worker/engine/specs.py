@@ -44,7 +44,32 @@ class CNNSpec(Spec):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
 
 
-ArchitectureSpec = Annotated[MLPSpec | CNNSpec, Field(discriminator="family")]
+class TransformerSpec(Spec):
+    """A BERT-style encoder classifier over token ids `[N, max_length]` (0 = padding).
+
+    Token and position embeddings, `num_layers` post-norm encoder layers, and a linear classifier
+    over the `pooling` of the last hidden states.
+    """
+
+    family: Literal["transformer"] = "transformer"
+    vocab_size: int = Field(ge=2, le=1_000_000)
+    max_length: int = Field(ge=1, le=8192, description="Longest token sequence; longer text is truncated.")
+    num_classes: int = Field(ge=2, le=100_000)
+    hidden_size: int = Field(default=128, ge=8, le=8192)
+    num_layers: int = Field(default=2, ge=1, le=48)
+    num_heads: int = Field(default=2, ge=1, le=128)
+    intermediate_size: int = Field(default=512, ge=8, le=32768)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pooling: Literal["cls", "mean"] = Field(default="cls", description="`cls`: the first token's state.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> Self:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+ArchitectureSpec = Annotated[MLPSpec | CNNSpec | TransformerSpec, Field(discriminator="family")]
 
 
 class DistillationConfig(Spec):
