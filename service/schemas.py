@@ -53,6 +53,9 @@ class TeacherRef(Spec):
         default=None,
         description="Required for `safetensors` (weights only); a `pt2` archive carries its own.",
     )
+    weight: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Share in a teacher ensemble (`teachers`)."
+    )
 
 
 class StudentRef(Spec):
@@ -67,12 +70,26 @@ class DatasetRef(Spec):
 
 
 class JobCreate(Spec):
-    teacher: TeacherRef
+    teacher: TeacherRef | None = Field(
+        default=None, description="The teacher; or give several as `teachers`."
+    )
+    teachers: list[TeacherRef] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Several teachers (multi-teacher distillation), combined by `distillation.ensemble`.",
+    )
     student: StudentRef
     dataset: DatasetRef
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
     name: str | None = Field(default=None, max_length=255)
+
+    def teacher_refs(self) -> list[tuple[str, TeacherRef]]:
+        """Each teacher with the request field it came from."""
+        if self.teachers is not None:
+            return [(f"teachers.{i}", teacher) for i, teacher in enumerate(self.teachers)]
+        return [("teacher", self.teacher)] if self.teacher is not None else []
 
 
 # Job resources

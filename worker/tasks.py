@@ -19,7 +19,7 @@ from service.storage import get_storage, read_chunks
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.engine.errors import DistillError, JobCancelled
 from worker.engine.pipeline import DistillResult, run_distillation
-from worker.engine.specs import EngineJob
+from worker.engine.specs import EngineJob, TeacherSource
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,11 @@ def _claim(job_id: str) -> Job | None:
 
 def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResult:
     request = JobCreate.model_validate(job.request)
+    teachers = [teacher for _field, teacher in request.teacher_refs()]
     engine_job = EngineJob(
-        teacher_format=request.teacher.format,
-        teacher_architecture=request.teacher.architecture,
+        teachers=[
+            TeacherSource(format=t.format, architecture=t.architecture, weight=t.weight) for t in teachers
+        ],
         student_architecture=request.student.architecture,
         distillation=request.distillation,
         training=request.training,
@@ -83,22 +85,27 @@ def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResu
     storage = get_storage()
     keys = _storage_keys(job)
     with ExitStack() as stack:
-        paths = {role: stack.enter_context(storage.local_path(key)) for role, key in keys.items()}
+        path_of = {file_id: stack.enter_context(storage.local_path(key)) for file_id, key in keys.items()}
+        validation_id = request.dataset.validation_file_id
         return run_distillation(
-            engine_job, paths["teacher"], paths["train"], paths.get("validation"), out_dir, reporter
+            engine_job,
+            [path_of[teacher.file_id] for teacher in teachers],
+            path_of[request.dataset.train_file_id],
+            path_of[validation_id] if validation_id else None,
+            out_dir,
+            reporter,
         )
 
 
 def _storage_keys(job: Job) -> dict[str, str]:
+    """Storage key of each file the job reads, by file id."""
+    wanted = [f.file_id for f in job.files]
     with session_scope() as session:
-        rows = session.execute(
-            select(File.id, File.storage_key).where(File.id.in_([f.file_id for f in job.files]))
-        ).all()
-    key_of = dict(rows)
-    missing = [f.file_id for f in job.files if f.file_id not in key_of]
+        key_of = dict(session.execute(select(File.id, File.storage_key).where(File.id.in_(wanted))).all())
+    missing = [file_id for file_id in wanted if file_id not in key_of]
     if missing:
         raise DistillError("file_missing", f"File(s) {', '.join(missing)} were deleted before the job ran.")
-    return {f.role: key_of[f.file_id] for f in job.files}
+    return key_of
 
 
 def _finish(job: Job, result: DistillResult) -> None:

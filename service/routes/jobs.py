@@ -24,6 +24,7 @@ from service.schemas import (
     MetricPoint,
     Page,
     Progress,
+    TeacherRef,
 )
 from service.tenancy import get_owned, owned_by
 
@@ -55,7 +56,7 @@ def create_job(
     job = Job(
         tenant_id=tenant_id, name=body.name, request=body.model_dump(mode="json"),
         progress=Progress(epochs=body.training.epochs).model_dump(),
-        files=[JobFile(file_id=file_id, role=role) for role, file_id in files.items()],
+        files=[JobFile(file_id=file_id, role=role) for file_id, role in files.items()],
     )  # fmt: skip
     session.add(job)
     session.flush()
@@ -72,57 +73,78 @@ def create_job(
 
 
 def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
-    """Check each named file exists with the right purpose; fill the teacher's format. Returns role → id."""
-    wanted = {
-        "teacher": (body.teacher.file_id, "teacher", "teacher.file_id"),
-        "train": (body.dataset.train_file_id, "dataset", "dataset.train_file_id"),
-        "validation": (body.dataset.validation_file_id, "dataset", "dataset.validation_file_id"),
-    }
-    rows = {}
-    for role, (file_id, purpose, param) in wanted.items():
-        if file_id is None:
-            continue
-        rows[role] = get_owned(session, File, tenant_id, file_id, param)
-        if rows[role].purpose != purpose:
-            raise APIError(
-                422, "wrong_file_purpose",
-                f"File {file_id} was uploaded with purpose {rows[role].purpose!r}; "
-                f"this field needs a {purpose!r} file.",
-                param,
-            )  # fmt: skip
-    _check_teacher(body, rows["teacher"].format)
-    return {role: row.id for role, row in rows.items()}
+    """Check each named file exists with the right purpose and fill each teacher's format.
+    Returns file id → role."""
+    if (body.teacher is None) == (body.teachers is None):
+        raise APIError(
+            422, "invalid_request",
+            "Give the teacher as `teacher`, or several as `teachers`: exactly one of them.", "teacher",
+        )  # fmt: skip
+    roles = {}
+    for field, teacher in body.teacher_refs():
+        row = _named_file(session, tenant_id, teacher.file_id, f"{field}.file_id", "teacher")
+        _check_teacher(field, teacher, row.format, body.student.architecture.num_classes)
+        roles.setdefault(row.id, "teacher")
+    for role in ("train", "validation"):
+        file_id = getattr(body.dataset, f"{role}_file_id")
+        if file_id is not None:
+            roles.setdefault(
+                _named_file(session, tenant_id, file_id, f"dataset.{role}_file_id", "dataset").id, role
+            )
+    _check_feature_pairs(body, len(body.teacher_refs()))
+    return roles
 
 
-def _check_teacher(body: JobCreate, detected_format: str) -> None:
-    teacher = body.teacher
+def _named_file(session, tenant_id: str, file_id: str, param: str, purpose: str) -> File:
+    row = get_owned(session, File, tenant_id, file_id, param)
+    if row.purpose != purpose:
+        raise APIError(
+            422, "wrong_file_purpose",
+            f"File {file_id} was uploaded with purpose {row.purpose!r}; this field needs a {purpose!r} file.",
+            param,
+        )  # fmt: skip
+    return row
+
+
+def _check_teacher(field: str, teacher: TeacherRef, detected_format: str, num_classes: int) -> None:
     if teacher.format is None:
         teacher.format = detected_format
     elif teacher.format != detected_format:
         raise APIError(
             422, "format_mismatch",
-            f"teacher.format is {teacher.format!r} but file {teacher.file_id} is a {detected_format!r} file.",
-            "teacher.format",
+            f"{field}.format is {teacher.format!r} but file {teacher.file_id} is a {detected_format!r} file.",
+            f"{field}.format",
         )  # fmt: skip
     if teacher.format == "safetensors" and teacher.architecture is None:
         raise APIError(
             422, "architecture_required",
             "A safetensors teacher holds weights only: give its `architecture` (a model spec).",
-            "teacher.architecture",
+            f"{field}.architecture",
         )  # fmt: skip
     if teacher.format == "pt2" and teacher.architecture is not None:
         raise APIError(
             422, "unexpected_architecture",
-            "A pt2 teacher carries its own architecture: remove teacher.architecture.",
-            "teacher.architecture",
+            f"A pt2 teacher carries its own architecture: remove {field}.architecture.",
+            f"{field}.architecture",
         )  # fmt: skip
-    if teacher.architecture and teacher.architecture.num_classes != body.student.architecture.num_classes:
+    if teacher.architecture and teacher.architecture.num_classes != num_classes:
         raise APIError(
             422, "incompatible_shapes",
-            f"The teacher has {teacher.architecture.num_classes} classes but the student "
-            f"{body.student.architecture.num_classes}: they must agree.",
+            f"The teacher has {teacher.architecture.num_classes} classes but the student {num_classes}: "
+            "they must agree.",
             "student.architecture.num_classes",
         )  # fmt: skip
+
+
+def _check_feature_pairs(body: JobCreate, teacher_count: int) -> None:
+    for i, pair in enumerate(body.distillation.features):
+        if pair.teacher_index >= teacher_count:
+            raise APIError(
+                422, "unknown_teacher",
+                f"Feature pair {i} reads teacher {pair.teacher_index}, but the job has {teacher_count} "
+                "teacher(s) (counted from 0).",
+                f"distillation.features.{i}.teacher_index",
+            )  # fmt: skip
 
 
 def _enqueue(session, job: Job) -> None:

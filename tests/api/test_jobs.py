@@ -69,12 +69,23 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "file_id": teacher_file["id"],
         "format": "safetensors",  # filled in from the uploaded file
         "architecture": {**mlp_spec(hidden_sizes=[16]), "dropout": 0.0, "activation": "relu"},
+        "weight": 1.0,
     }
+    assert request["teachers"] is None
     assert request["student"] == {
         "architecture": {**mlp_spec(hidden_sizes=[4]), "dropout": 0.0, "activation": "relu"}
     }
     assert request["dataset"] == {"train_file_id": dataset_file["id"], "validation_file_id": None}
-    assert request["distillation"] == {"temperature": 4.0, "alpha": 0.9, "beta": 0.1}
+    assert request["distillation"] == {
+        "temperature": 4.0,
+        "final_temperature": None,
+        "temperature_schedule": "linear",
+        "alpha": 0.9,
+        "beta": 0.1,
+        "soft_loss": "kl",
+        "ensemble": "mean",
+        "features": [],
+    }
     assert request["training"] == TRAINING_DEFAULTS
     assert request["name"] is None
 
@@ -93,7 +104,7 @@ def test_create_job_keeps_given_values(client, teacher_file, dataset_file):
     assert job["name"] == "mnist small"
     assert job["progress"]["epochs"] == 3
     assert job["request"]["dataset"]["validation_file_id"] == validation_file["id"]
-    assert job["request"]["distillation"] == {"temperature": 2.5, "alpha": 0.0, "beta": 1.0}
+    assert job["request"]["distillation"].items() >= {"temperature": 2.5, "alpha": 0.0, "beta": 1.0}.items()
     training = job["request"]["training"]
     assert training == {
         **TRAINING_DEFAULTS,
@@ -109,7 +120,12 @@ def test_create_job_with_pt2_teacher(client, dataset_file):
     teacher = upload_ok(client, pt2_teacher(), "teacher", "teacher.pt2")
     request = job_request(teacher["id"], dataset_file["id"], teacher={"file_id": teacher["id"]})
     job = create(client, request)
-    assert job["request"]["teacher"] == {"file_id": teacher["id"], "format": "pt2", "architecture": None}
+    assert job["request"]["teacher"] == {
+        "file_id": teacher["id"],
+        "format": "pt2",
+        "architecture": None,
+        "weight": 1.0,
+    }
 
 
 def test_create_job_with_explicit_matching_format(client, teacher_file, dataset_file):

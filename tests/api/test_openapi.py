@@ -51,8 +51,10 @@ def test_every_spec_path_is_documented(openapi):
 def test_job_create_documents_the_request(openapi):
     operation = openapi["paths"]["/v1/jobs"]["post"]
     body = resolve(openapi, operation["requestBody"]["content"]["application/json"]["schema"])
-    assert {"teacher", "student", "dataset", "distillation", "training", "name"} <= set(body["properties"])
-    assert set(body["required"]) == {"teacher", "student", "dataset"}
+    assert {"teacher", "teachers", "student", "dataset", "distillation", "training", "name"} <= set(
+        body["properties"]
+    )
+    assert set(body["required"]) == {"student", "dataset"}  # and one of `teacher` / `teachers`
 
     distillation = resolve(openapi, body["properties"]["distillation"])["properties"]
     assert distillation["temperature"]["exclusiveMinimum"] == 0
@@ -67,8 +69,8 @@ def test_job_create_documents_the_request(openapi):
     assert training["learning_rate"]["default"] == 0.001
     assert training["seed"]["default"] == 0
 
-    teacher = resolve(openapi, body["properties"]["teacher"])["properties"]
-    assert {"file_id", "format", "architecture"} <= set(teacher)
+    teacher = openapi["components"]["schemas"]["TeacherRef"]["properties"]
+    assert {"file_id", "format", "architecture", "weight"} <= set(teacher)
     formats = resolve(openapi, teacher["format"])
     assert set(formats["enum"]) == {"safetensors", "pt2"}
     dataset = resolve(openapi, body["properties"]["dataset"])["properties"]

@@ -54,10 +54,9 @@ def blob_task(tmp_path_factory: pytest.TempPathFactory) -> BlobTask:
 def make_job():
     """An EngineJob for the blob task: a 4,996-parameter teacher into a 212-parameter student."""
 
-    def make(**overrides) -> EngineJob:
+    def make(teacher_format="safetensors", teacher_architecture=TEACHER_SPEC, **overrides) -> EngineJob:
         fields = {
-            "teacher_format": "safetensors",
-            "teacher_architecture": TEACHER_SPEC,
+            "teachers": [{"format": teacher_format, "architecture": teacher_architecture}],
             "student_architecture": STUDENT_SPEC,
             "distillation": {"temperature": 2.0, "alpha": 0.5, "beta": 0.5},
             "training": {"epochs": 4, "batch_size": 32, "learning_rate": 1e-2, "device": "cpu"},

@@ -5,8 +5,26 @@ import math
 import pytest
 import torch
 
-from worker.engine.losses import distillation_loss, hard_loss, soft_loss
+from worker.engine.losses import (
+    TeacherOutputs,
+    cross_entropy_loss,
+    feature_cosine,
+    feature_mse,
+    hard_loss,
+    kl_loss,
+    logit_mse_loss,
+    scheduled_temperature,
+)
+from worker.engine.objective import Objective
 from worker.engine.specs import DistillationConfig
+
+
+def soft_loss(student, teacher, temperature):
+    return kl_loss(student, TeacherOutputs.single(teacher), temperature)
+
+
+def objective_terms(student, teacher, labels, config):
+    return Objective(config)(student, TeacherOutputs.single(teacher), labels, config.temperature, {}, [])
 
 
 def softmax(logits: list[float], temperature: float = 1.0) -> list[float]:
@@ -63,25 +81,69 @@ def test_hard_loss_is_the_mean_cross_entropy():
 
 def test_total_weights_the_soft_and_hard_terms():
     config = DistillationConfig(temperature=2.0, alpha=0.7, beta=0.3)
-    terms = distillation_loss(STUDENT, TEACHER, torch.tensor([1]), config)
+    terms = objective_terms(STUDENT, TEACHER, torch.tensor([1]), config)
     soft = 4 * kl(softmax([2.0, 0.0], 2.0), softmax([0.0, 0.0], 2.0))
     hard = math.log(2)
-    assert terms.soft.item() == pytest.approx(soft, rel=1e-6)
-    assert terms.hard.item() == pytest.approx(hard, rel=1e-6)
-    assert terms.total.item() == pytest.approx(0.7 * soft + 0.3 * hard, rel=1e-6)
+    assert terms["soft_loss"].item() == pytest.approx(soft, rel=1e-6)
+    assert terms["hard_loss"].item() == pytest.approx(hard, rel=1e-6)
+    assert terms["loss"].item() == pytest.approx(0.7 * soft + 0.3 * hard, rel=1e-6)
 
 
 def test_without_labels_the_hard_term_is_skipped():
     config = DistillationConfig(temperature=1.0, alpha=0.7, beta=0.3)
-    terms = distillation_loss(STUDENT, TEACHER, None, config)
-    assert terms.hard is None
-    assert terms.total.item() == pytest.approx(0.7 * kl(softmax([2.0, 0.0]), [0.5, 0.5]), rel=1e-6)
+    terms = objective_terms(STUDENT, TEACHER, None, config)
+    assert "hard_loss" not in terms
+    assert terms["loss"].item() == pytest.approx(0.7 * kl(softmax([2.0, 0.0]), [0.5, 0.5]), rel=1e-6)
 
 
 def test_gradients_flow_to_the_student_only():
     student = STUDENT.clone().requires_grad_()
     teacher = TEACHER.clone().requires_grad_()
     config = DistillationConfig(temperature=2.0, alpha=1.0, beta=1.0)
-    distillation_loss(student, teacher.detach(), torch.tensor([0]), config).total.backward()
+    objective_terms(student, teacher.detach(), torch.tensor([0]), config)["loss"].backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
     assert teacher.grad is None
+
+
+def test_cross_entropy_soft_loss_is_the_kl_plus_the_teachers_entropy_times_t_squared():
+    p = softmax([2.0, 0.0], 2.0)
+    entropy = -sum(pi * math.log(pi) for pi in p)
+    expected = 4 * (kl(p, [0.5, 0.5]) + entropy)  # = 4 * log 2: the student is uniform
+    assert expected == pytest.approx(4 * math.log(2), rel=1e-9)
+    assert cross_entropy_loss(STUDENT, TeacherOutputs.single(TEACHER), 2.0).item() == pytest.approx(expected)
+
+
+def test_mse_soft_loss_matches_logits_whatever_the_temperature():
+    # ((0 - 2)^2 + (0 - 0)^2) / 2 = 2
+    for temperature in (1.0, 5.0):
+        assert logit_mse_loss(STUDENT, TeacherOutputs.single(TEACHER), temperature).item() == pytest.approx(
+            2.0
+        )
+
+
+def test_two_teachers_mean_is_the_average_of_their_softened_distributions():
+    first, second = [2.0, 0.0], [0.0, 1.0]
+    for weights, mix in (([0.5, 0.5], 0.5), ([0.75, 0.25], 0.75)):
+        target = [
+            mix * a + (1 - mix) * b for a, b in zip(softmax(first, 2.0), softmax(second, 2.0), strict=True)
+        ]
+        teachers = TeacherOutputs(torch.tensor([[first], [second]]), torch.tensor(weights))
+        assert teachers.log_probabilities(2.0).exp()[0].tolist() == pytest.approx(target, rel=1e-6)
+        expected = 4 * kl(target, softmax([0.0, 0.0], 2.0))
+        assert kl_loss(STUDENT, teachers, 2.0).item() == pytest.approx(expected, abs=1e-6)  # float32
+
+
+def test_temperature_schedule_runs_from_the_start_to_the_final_value():
+    assert scheduled_temperature(8.0, None, "linear", 0.7) == 8.0
+    assert [scheduled_temperature(8.0, 2.0, "linear", p) for p in (0, 0.5, 1)] == [8.0, 5.0, 2.0]
+    assert [scheduled_temperature(8.0, 2.0, "cosine", p) for p in (0, 0.5, 1)] == pytest.approx(
+        [8.0, 5.0, 2.0]
+    )
+    assert scheduled_temperature(8.0, 2.0, "cosine", 0.25) > scheduled_temperature(8.0, 2.0, "linear", 0.25)
+
+
+def test_feature_losses_by_hand():
+    student, teacher = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    assert feature_mse(student, teacher).item() == pytest.approx((1 + 4) / 2)
+    assert feature_cosine(student, teacher).item() == pytest.approx(1.0)  # orthogonal
+    assert feature_cosine(teacher * 3, teacher).item() == pytest.approx(0.0, abs=1e-7)

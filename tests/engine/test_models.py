@@ -67,9 +67,9 @@ def test_cnn_stem_projection_when_first_width_differs_from_channels():
 
 def test_unknown_family_and_duplicate_registration_are_refused():
     class Fake:
-        family = "transformer"
+        family = "rnn"
 
-    with pytest.raises(ValueError, match="unknown model family 'transformer'"):
+    with pytest.raises(ValueError, match="unknown model family 'rnn'"):
         build_model(Fake())
     with pytest.raises(ValueError, match="already registered"):
         register("mlp")(lambda spec: nn.Identity())

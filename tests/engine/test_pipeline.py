@@ -26,7 +26,7 @@ def distill(job, task, out_dir, reporter=None, train_path=None, validation_path=
     reporter = reporter or RecordingReporter()
     result = run_distillation(
         job,
-        teacher_path or task.teacher_path,
+        [teacher_path or task.teacher_path],
         train_path or task.train_path,
         validation_path,
         out_dir,
@@ -298,7 +298,7 @@ def test_cnn_on_tiny_images(make_job, tmp_path):
 def run_and_check_cnn(job, tmp_path):
     reporter = RecordingReporter()
     result = run_distillation(
-        job, tmp_path / "teacher.safetensors", tmp_path / "train.npz", None, tmp_path / "out", reporter
+        job, [tmp_path / "teacher.safetensors"], tmp_path / "train.npz", None, tmp_path / "out", reporter
     )
     assert set(result.artifacts) == STUDENT_FILES | {"metrics.json"}
     assert len(reporter.metric_calls) == 2

@@ -1,46 +1,44 @@
 """A distillation job from files to artifacts.
 
-Phase "validating" checks everything that can fail cheaply (files, shapes, labels, the teacher on
-real batches) so a job fails in seconds with an actionable error, not after hours of training.
-Phase "running" trains the student against the frozen teacher, evaluates it and exports it.
+Phase "validating" checks everything that can fail cheaply (files, shapes, labels, the teachers on
+real batches, the feature layers) so a job fails in seconds with an actionable error, not after hours.
+Phase "running" trains the student against the frozen teachers, evaluates it and exports it.
 """
 
 import json
 import math
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
+from worker.engine.checks import (
+    check_batch_norm_batches,
+    check_labels,
+    check_student_input,
+    probe_teacher,
+    teacher_rejections,
+)
 from worker.engine.data import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
+from worker.engine.ensemble import TeacherEnsemble
 from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.evaluate import accuracy, classification_metrics, final_metrics, predict
+from worker.engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
 from worker.engine.export import export_student
-from worker.engine.losses import LossTerms, distillation_loss
-from worker.engine.models import build_model, cnn_output_size, count_parameters
-from worker.engine.specs import CNNSpec, EngineJob, MLPSpec, TrainingConfig
+from worker.engine.features import FeatureDistiller, sample_shapes
+from worker.engine.hooks import LayerTaps
+from worker.engine.losses import TeacherOutputs, scheduled_temperature
+from worker.engine.models import build_model, count_parameters
+from worker.engine.objective import Objective
+from worker.engine.reporting import Reporter
+from worker.engine.specs import EngineJob, TrainingConfig
 from worker.engine.teachers import load_teacher
 
 METRICS_FILE = "metrics.json"
-MAX_REASON_CHARS = 600
 
-
-class Reporter(Protocol):
-    def event(self, message: str, level: str = "info") -> None: ...  # human-readable events
-
-    def phase(self, phase: str) -> None: ...  # "validating" then "running"
-
-    def progress(self, epoch: int, epochs: int, step: int, total_steps: int) -> None: ...  # every step
-
-    def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None: ...  # once per epoch
-
-    def should_stop(self) -> bool: ...  # checked every step
+__all__ = ["DistillResult", "Reporter", "run_distillation"]
 
 
 @dataclass
@@ -57,14 +55,16 @@ class Setup:
     device: torch.device
     train: ArrayDataset
     validation: ArrayDataset
-    teacher: nn.Module
-    teacher_validation_logits: Tensor  # computed once: the teacher is frozen
+    teachers: TeacherEnsemble
+    teacher_validation_logits: Tensor  # computed once: the teachers are frozen
     student: nn.Module
+    student_taps: LayerTaps
+    objective: Objective
 
 
 def run_distillation(
     job: EngineJob,
-    teacher_path: Path,
+    teacher_paths: list[Path],
     train_path: Path,
     validation_path: Path | None,
     out_dir: Path,
@@ -75,7 +75,7 @@ def run_distillation(
     try:
         reporter.phase("validating")
         device = resolve_device(job.training.device)
-        setup = prepare(job, teacher_path, train_path, validation_path, device, reporter)
+        setup = prepare(job, teacher_paths, train_path, validation_path, device, reporter)
         reporter.phase("running")
         series = train_student(setup, job, reporter)
         return finish(setup, job, series, out_dir, started, reporter)
@@ -103,7 +103,7 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare(
     job: EngineJob,
-    teacher_path: Path,
+    teacher_paths: list[Path],
     train_path: Path,
     validation_path: Path | None,
     device: torch.device,
@@ -115,22 +115,75 @@ def prepare(
     check_student_input(spec, train)
     check_batch_norm_batches(spec, len(train), batch_size)
 
-    teacher = load_teacher(teacher_path, job.teacher_format, job.teacher_architecture).to(device)
-    reporter.event(f"Teacher loaded ({job.teacher_format}): {count_parameters(teacher):,} parameters")
-    # Before the label check: a wrong num_classes is the likelier cause of out-of-range labels.
-    probe_teacher(teacher, train, batch_size, spec.num_classes, device)
-    check_labels(train, validation, job, reporter)
+    teachers = load_teachers(job, teacher_paths, train, device, reporter)
+    check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
     with teacher_rejections(validation.x[:batch_size]):
-        teacher_validation_logits = predict(teacher, validation.x, batch_size, device)
+        teacher_validation_logits = teachers.predict(validation.x, batch_size, device)
     if validation.labeled:
-        reporter.event(
-            f"Teacher validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}"
-        )
+        who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
+        reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
 
     torch.manual_seed(job.training.seed)  # right before building: the student's init depends on the seed only
     student = build_model(spec).to(device)
     reporter.event(f"Student built ({spec.family}): {count_parameters(student):,} parameters")
-    return Setup(device, train, validation, teacher, teacher_validation_logits, student)
+    student_taps = LayerTaps(student, [pair.student for pair in job.distillation.features], "student")
+    objective = Objective(
+        job.distillation, feature_distiller(job, student, student_taps, teachers, train)
+    ).to(device)
+    return Setup(
+        device, train, validation, teachers, teacher_validation_logits, student, student_taps, objective
+    )
+
+
+def load_teachers(
+    job: EngineJob, paths: list[Path], train: ArrayDataset, device: torch.device, reporter: Reporter
+) -> TeacherEnsemble:
+    models = []
+    for number, (source, path) in enumerate(zip(job.teachers, paths, strict=True), start=1):
+        teacher = load_teacher(path, source.format, source.architecture).to(device)
+        name = "Teacher" if len(job.teachers) == 1 else f"Teacher {number} of {len(job.teachers)}"
+        reporter.event(f"{name} loaded ({source.format}): {count_parameters(teacher):,} parameters")
+        probe_teacher(teacher, train, job.training.batch_size, job.student_architecture.num_classes, device)
+        models.append(teacher)
+    for pair in job.distillation.features:
+        if pair.teacher_index >= len(models):
+            raise DistillError(
+                "unknown_teacher",
+                f"a feature pair reads teacher {pair.teacher_index} but the job has {len(models)} "
+                "teacher(s); teacher_index counts from 0",
+            )
+    layer_paths = [
+        [p.teacher for p in job.distillation.features if p.teacher_index == i] for i in range(len(models))
+    ]
+    weights = [source.weight for source in job.teachers]
+    return TeacherEnsemble(models, weights, job.distillation.ensemble, layer_paths)
+
+
+def feature_distiller(
+    job: EngineJob,
+    student: nn.Module,
+    student_taps: LayerTaps,
+    teachers: TeacherEnsemble,
+    train: ArrayDataset,
+) -> FeatureDistiller | None:
+    """Projections sized from one probe batch through the student and the teachers."""
+    pairs = job.distillation.features
+    if not pairs:
+        return None
+    x = train.x[:2].to(next(student.parameters()).device)
+    with evaluating(student), torch.no_grad():
+        student(x)
+        teachers(x)
+    missing = [p.teacher for p in pairs if p.teacher not in teachers.layer_outputs()[p.teacher_index]]
+    if missing:
+        raise DistillError(
+            "unknown_layer",
+            f"teacher layer(s) {', '.join(map(repr, missing))} produced no output: a pt2 teacher is one flat "
+            "graph whose layers cannot be tapped; use a safetensors teacher for feature distillation",
+        )
+    student_shapes = sample_shapes(student_taps.outputs, "student")
+    teacher_shapes = [sample_shapes(outputs, "teacher") for outputs in teachers.layer_outputs()]
+    return FeatureDistiller(pairs, student_shapes, teacher_shapes)
 
 
 def load_datasets(
@@ -157,126 +210,14 @@ def load_datasets(
     return train, validation
 
 
-def check_student_input(spec: MLPSpec | CNNSpec, train: ArrayDataset) -> None:
-    sample_shape = list(train.x.shape[1:])
-    if spec.family == "mlp":
-        # An MLP flattens its input, so only the number of values per sample matters.
-        if math.prod(sample_shape) != math.prod(spec.input_shape):
-            raise DistillError(
-                "incompatible_shapes",
-                f"dataset samples have shape {sample_shape} ({math.prod(sample_shape):,} values) but "
-                f"student_architecture.input_shape is {spec.input_shape} "
-                f"({math.prod(spec.input_shape):,} values)",
-            )
-    elif sample_shape != spec.input_shape:
-        raise DistillError(
-            "incompatible_shapes",
-            f"dataset samples have shape {sample_shape} but student_architecture.input_shape is "
-            f"{spec.input_shape}",
-        )
-
-
-def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, reporter: Reporter) -> None:
-    num_classes = job.student_architecture.num_classes
-    for name, dataset in (("training", train), ("validation", validation)):
-        if dataset.y is None:
-            continue
-        out_of_range = (dataset.y < 0) | (dataset.y >= num_classes)
-        if out_of_range.any():
-            raise DistillError(
-                "labels_out_of_range",
-                f"{int(out_of_range.sum()):,} {name} labels are outside [0, {num_classes}) "
-                f"(min {int(dataset.y.min())}, max {int(dataset.y.max())}): labels must be class indices "
-                "below student_architecture.num_classes",
-            )
-    if train.labeled:
-        return
-    if job.distillation.alpha == 0:
-        raise DistillError(
-            "labels_required",
-            "alpha is 0, so only the hard-label loss would train the student, but the training set has no "
-            "'y' array: add labels or set alpha > 0",
-        )
-    if job.distillation.beta > 0:
-        reporter.event(
-            f"The training set has no labels: the hard-label loss (beta={job.distillation.beta}) is skipped "
-            "and the student learns from the teacher alone",
-            level="warning",
-        )
-
-
-def check_batch_norm_batches(spec: MLPSpec | CNNSpec, num_train: int, batch_size: int) -> None:
-    """BatchNorm in training mode needs more than one value per channel; a CNN whose last stage
-    is 1x1 gets exactly one from a batch of one sample."""
-    if spec.family != "cnn" or cnn_output_size(spec) != (1, 1):
-        return
-    if min(end - start for start, end in batch_bounds(num_train, batch_size)) == 1:
-        raise DistillError(
-            "incompatible_shapes",
-            f"the student's last stage sees 1x1 feature maps, which BatchNorm cannot train on batches of "
-            f"one sample (batch_size {batch_size}, {num_train} training samples): use batch_size >= 2 "
-            "or fewer stages in widths",
-        )
-
-
-def probe_teacher(
-    teacher: nn.Module, train: ArrayDataset, batch_size: int, num_classes: int, device: torch.device
-) -> None:
-    """Run the teacher on every batch size training will feed it, so a teacher exported with a
-    fixed batch size or expecting other inputs fails now rather than mid-epoch."""
-    sizes = sorted({end - start for start, end in batch_bounds(len(train), batch_size)}, reverse=True)
-    for size in sizes:
-        x = train.x[:size]
-        with teacher_rejections(x), torch.no_grad():
-            output = teacher(x.to(device))
-        check_teacher_output(output, x, num_classes)
-
-
-@contextmanager
-def teacher_rejections(x: Tensor) -> Iterator[None]:
-    """Turn any exception from running the teacher on `x` into `teacher_rejected_input`."""
-    try:
-        yield
-    except DistillError:
-        raise
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        if len(reason) > MAX_REASON_CHARS:
-            reason = reason[:MAX_REASON_CHARS] + " ..."
-        raise DistillError(
-            "teacher_rejected_input",
-            f"the teacher failed on a batch of shape {list(x.shape)} (dataset x has samples of shape "
-            f"{list(x.shape[1:])}): {reason}",
-        ) from None
-
-
-def check_teacher_output(output: object, x: Tensor, num_classes: int) -> None:
-    expected = f"logits of shape [{len(x)}, classes] for a batch of shape {list(x.shape)}"
-    if not isinstance(output, Tensor) or not output.is_floating_point():
-        kind = f"a {output.dtype} tensor" if isinstance(output, Tensor) else type(output).__name__
-        raise DistillError(
-            "teacher_rejected_input", f"the teacher returned {kind}; expected float {expected}"
-        )
-    if output.ndim != 2 or output.shape[0] != len(x):
-        raise DistillError(
-            "teacher_rejected_input", f"the teacher returned shape {list(output.shape)}; expected {expected}"
-        )
-    if output.shape[1] != num_classes:
-        raise DistillError(
-            "incompatible_shapes",
-            f"the teacher outputs {output.shape[1]} classes but student_architecture.num_classes is "
-            f"{num_classes}; they must be equal",
-        )
-
-
 # --- running ----------------------------------------------------------------------------------
 
 
 def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict]:
-    config, student, teacher, device = job.training, setup.student, setup.teacher, setup.device
+    config, distillation, student = job.training, job.distillation, setup.student
     generator = torch.Generator().manual_seed(config.seed)  # the shuffle order, independent of model RNG
     total_steps = config.epochs * len(batch_bounds(len(setup.train), config.batch_size))
-    optimizer = make_optimizer(student, config)
+    optimizer = make_optimizer([*student.parameters(), *setup.objective.parameters()], config)
     scheduler = make_scheduler(optimizer, config.lr_schedule, total_steps)
     series: list[dict] = []
     step = 0
@@ -287,20 +228,29 @@ def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict
             if reporter.should_stop():
                 raise JobCancelled(f"stopped at epoch {epoch}, step {step} of {total_steps}")
             step += 1
-            x, y = x.to(device), None if y is None else y.to(device)
-            with torch.no_grad():
-                teacher_logits = teacher(x).float()
-            terms = distillation_loss(student(x), teacher_logits, y, job.distillation)
+            x, y = x.to(setup.device), None if y is None else y.to(setup.device)
+            temperature = temperature_at(distillation, step, total_steps)
+            teachers = setup.teachers(x, generator)
+            terms = setup.objective(
+                student(x),
+                teachers,
+                y,
+                temperature,
+                setup.student_taps.outputs,
+                setup.teachers.layer_outputs(),
+            )
             losses = loss_values(terms)
             if not math.isfinite(losses["loss"]):
-                raise divergence(losses["loss"], teacher_logits, epoch, step, job)
+                raise divergence(losses["loss"], teachers, epoch, step, job)
             optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            terms["loss"].backward()
             optimizer.step()
             scheduler.step()
             epoch_losses.add(losses, weight=len(x))
             reporter.progress(epoch, config.epochs, step, total_steps)
         values = epoch_losses.means() | validation_scores(setup, config.batch_size)
+        if distillation.final_temperature is not None:
+            values["temperature"] = temperature
         reporter.metrics(epoch, step, values)
         series += [
             {"step": step, "epoch": epoch, "name": name, "value": value} for name, value in values.items()
@@ -309,8 +259,15 @@ def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict
     return series
 
 
-def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    parameters, lr, decay = model.parameters(), config.learning_rate, config.weight_decay
+def temperature_at(distillation, step: int, total_steps: int) -> float:
+    progress = (step - 1) / max(total_steps - 1, 1)
+    return scheduled_temperature(
+        distillation.temperature, distillation.final_temperature, distillation.temperature_schedule, progress
+    )
+
+
+def make_optimizer(parameters: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+    lr, decay = config.learning_rate, config.weight_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=decay)
     if config.optimizer == "adamw":
@@ -329,11 +286,10 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def loss_values(terms: LossTerms) -> dict[str, float]:
+def loss_values(terms: dict[str, Tensor]) -> dict[str, float]:
     """The batch's loss terms as floats, in one device-to-host copy."""
-    names = ["loss", "soft_loss"] + ([] if terms.hard is None else ["hard_loss"])
-    tensors = [terms.total, terms.soft] + ([] if terms.hard is None else [terms.hard])
-    return dict(zip(names, torch.stack(tensors).detach().tolist(), strict=True))
+    values = torch.stack([term.detach().float() for term in terms.values()]).tolist()
+    return dict(zip(terms, values, strict=True))
 
 
 class RunningMeans:
@@ -352,8 +308,8 @@ class RunningMeans:
         return {name: total / self.weight for name, total in self.sums.items()}
 
 
-def divergence(loss: float, teacher_logits: Tensor, epoch: int, step: int, job: EngineJob) -> DistillError:
-    if not torch.isfinite(teacher_logits).all():
+def divergence(loss: float, teachers: TeacherOutputs, epoch: int, step: int, job: EngineJob) -> DistillError:
+    if not torch.isfinite(teachers.logits).all():
         return DistillError(
             "loss_diverged",
             f"the teacher produced NaN or infinite logits at epoch {epoch}, step {step}, so the loss is "
@@ -395,9 +351,10 @@ def finish(
         setup.teacher_validation_logits,
         student_logits,
         setup.validation.y,
-        teacher_parameters=count_parameters(setup.teacher),
+        teacher_parameters=setup.teachers.parameter_count(),
         student_parameters=count_parameters(setup.student),
     )
+    setup.student_taps.remove()  # the exported student must carry no hooks
     artifacts = export_student(setup.student, job.student_architecture, setup.train.x[:1], out_dir)
     seconds = time.perf_counter() - started
     metrics_path = out_dir / METRICS_FILE

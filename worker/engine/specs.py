@@ -72,16 +72,54 @@ class TransformerSpec(Spec):
 ArchitectureSpec = Annotated[MLPSpec | CNNSpec | TransformerSpec, Field(discriminator="family")]
 
 
+class FeaturePair(Spec):
+    """FitNets-style hint: the student's layer output, through a learned projection, imitates the teacher's.
+
+    Layers are module paths (e.g. `hidden.0`, `stages.1`), reached with forward hooks. The projection
+    (a linear map, or a 1x1 convolution for feature maps) trains with the student and is not exported.
+    """
+
+    teacher: str = Field(min_length=1, max_length=256, description="Module path in the teacher.")
+    student: str = Field(min_length=1, max_length=256, description="Module path in the student.")
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+    loss: Literal["mse", "cosine"] = "mse"
+    teacher_index: int = Field(default=0, ge=0, le=63, description="Which teacher, with several.")
+
+
 class DistillationConfig(Spec):
-    """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y)."""
+    """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
+    plus the weighted feature losses of `features`."""
 
     temperature: float = Field(default=4.0, gt=0.0, le=1000.0, description="Softmax temperature T.")
+    final_temperature: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1000.0,
+        description="If set, T moves from `temperature` to this over training.",
+    )
+    temperature_schedule: Literal["linear", "cosine"] = Field(
+        default="linear", description="How T moves to `final_temperature`."
+    )
     alpha: float = Field(default=0.9, ge=0.0, le=1000.0, description="Weight of the soft (teacher) loss.")
     beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
+    soft_loss: Literal["kl", "ce", "mse"] = Field(
+        default="kl",
+        description="`kl`: KL(teacher || student) at T, times T^2. `ce`: cross-entropy with the softened "
+        "teacher distribution, times T^2 (KL plus the teacher's constant entropy). `mse`: squared error "
+        "between the logits (logit matching; T cancels out).",
+    )
+    ensemble: Literal["mean", "random"] = Field(
+        default="mean",
+        description="With several teachers: `mean` averages their softened distributions (by weight); "
+        "`random` draws one teacher per batch (by weight).",
+    )
+    features: list[FeaturePair] = Field(
+        default=[], max_length=64, description="Feature (hint) losses between named layers, added to the loss."
+    )
 
     @model_validator(mode="after")
     def _some_loss(self) -> Self:
-        if self.alpha == 0 and self.beta == 0:
+        if self.alpha == 0 and self.beta == 0 and not self.features:
             raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
         return self
 
@@ -103,11 +141,16 @@ class TrainingConfig(Spec):
     )
 
 
+class TeacherSource(Spec):
+    format: Literal["safetensors", "pt2"]
+    architecture: ArchitectureSpec | None = None
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0, description="Share in the teacher ensemble.")
+
+
 class EngineJob(Spec):
     """Everything the engine needs besides the files themselves."""
 
-    teacher_format: Literal["safetensors", "pt2"]
-    teacher_architecture: ArchitectureSpec | None = None
+    teachers: list[TeacherSource] = Field(min_length=1, max_length=64)
     student_architecture: ArchitectureSpec
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()

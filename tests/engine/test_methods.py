@@ -1,0 +1,129 @@
+"""Each distillation method does what it exists for, on the blob task."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from worker.engine.errors import DistillError
+from worker.engine.models import build_model
+from worker.engine.pipeline import run_distillation
+from worker.engine.specs import CNNSpec
+
+from .factories import TEACHER_SPEC, RecordingReporter
+
+
+def run(job, teacher_paths, train_path, out_dir):
+    reporter = RecordingReporter()
+    result = run_distillation(job, teacher_paths, train_path, None, out_dir, reporter)
+    return result, reporter
+
+
+def series(reporter, name):
+    return [values[name] for _epoch, _step, values in reporter.metric_calls if name in values]
+
+
+@pytest.mark.parametrize("soft_loss", ["kl", "ce", "mse"])
+def test_every_soft_loss_trains_a_good_student(make_job, blob_task, tmp_path, soft_loss):
+    job = make_job(distillation={"soft_loss": soft_loss})
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    assert result.metrics["student"]["accuracy"] > 0.9
+    assert series(reporter, "soft_loss")[-1] < series(reporter, "soft_loss")[0]
+
+
+def test_temperature_schedule_is_reported_per_epoch(make_job, blob_task, tmp_path):
+    job = make_job(distillation={"temperature": 8.0, "final_temperature": 1.0})
+    _, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    temperatures = series(reporter, "temperature")
+    assert len(temperatures) == 4 and temperatures[-1] == pytest.approx(1.0)
+    assert temperatures == sorted(temperatures, reverse=True)
+
+
+def test_feature_pairs_learn_a_projection_and_the_feature_loss_falls(make_job, blob_task, tmp_path):
+    # student hidden.0 has 16 units, teacher hidden.1 has 64: a learned 16 -> 64 projection bridges them
+    pairs = [{"teacher": "hidden.1", "student": "hidden.0", "weight": 1.0, "loss": "mse"}]
+    job = make_job(distillation={"features": pairs}, training={"epochs": 6})
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    feature_losses = series(reporter, "feature_loss")
+    assert len(feature_losses) == 6 and feature_losses[-1] < 0.8 * feature_losses[0]
+    assert result.metrics["student"]["accuracy"] > 0.9
+    exported = torch.export.load(result.artifacts["student.pt2"]).module()
+    assert sum(p.numel() for p in exported.parameters()) == result.metrics["student"]["parameters"]
+
+
+def test_feature_pairs_alone_can_train_on_unlabeled_data(make_job, blob_task, tmp_path):
+    pairs = [{"teacher": "head", "student": "head", "loss": "cosine"}]
+    job = make_job(distillation={"alpha": 0.0, "beta": 0.0, "features": pairs})
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.unlabeled_path, tmp_path)
+    assert series(reporter, "feature_loss")[-1] < series(reporter, "feature_loss")[0]
+    assert result.metrics["agreement"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("pair", "code", "phrase"),
+    [
+        ({"teacher": "hidden.7", "student": "hidden.0"}, "unknown_layer", "hidden.1"),
+        ({"teacher": "hidden.0", "student": "nope"}, "unknown_layer", "head"),
+        ({"teacher": "hidden.0", "student": "hidden.0", "teacher_index": 1}, "unknown_teacher", "1 teacher"),
+    ],
+)
+def test_bad_feature_pairs_fail_before_training(make_job, blob_task, tmp_path, pair, code, phrase):
+    job = make_job(distillation={"features": [pair]})
+    with pytest.raises(DistillError) as raised:
+        run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    assert raised.value.code == code and phrase in raised.value.message
+
+
+def test_feature_pair_between_a_map_and_a_vector_is_refused(make_job, tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "images.npz", x=x, y=np.arange(40) % 4)
+    teacher_spec = CNNSpec(input_shape=[1, 8, 8], num_classes=4, widths=[4, 8])
+    save_file(build_model(teacher_spec).state_dict(), tmp_path / "teacher.safetensors")
+    student = {"family": "mlp", "input_shape": [1, 8, 8], "num_classes": 4, "hidden_sizes": [16]}
+    job = make_job(
+        teacher_architecture=teacher_spec,
+        student_architecture=student,
+        distillation={"features": [{"teacher": "stages.1", "student": "hidden.0"}]},
+    )
+    with pytest.raises(DistillError) as raised:
+        run(job, [tmp_path / "teacher.safetensors"], tmp_path / "images.npz", tmp_path / "out")
+    assert raised.value.code == "incompatible_features" and "[8, 4, 4]" in raised.value.message
+
+
+def test_cnn_feature_maps_are_projected_with_a_1x1_convolution(make_job, tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    x = rng.normal(0, 0.3, (200, 1, 8, 8)).astype(np.float32)
+    x[np.arange(200), 0, y * 2, :] += 2.0
+    np.savez(tmp_path / "images.npz", x=x, y=y)
+    teacher_spec = CNNSpec(input_shape=[1, 8, 8], num_classes=4, widths=[8, 16])
+    save_file(build_model(teacher_spec).state_dict(), tmp_path / "teacher.safetensors")
+    student_spec = {"family": "cnn", "input_shape": [1, 8, 8], "num_classes": 4, "widths": [4, 4]}
+    job = make_job(
+        teacher_architecture=teacher_spec,
+        student_architecture=student_spec,
+        distillation={"features": [{"teacher": "stages.1", "student": "stages.1"}]},
+        training={"epochs": 3},
+    )
+    _, reporter = run(job, [tmp_path / "teacher.safetensors"], tmp_path / "images.npz", tmp_path / "out")
+    assert series(reporter, "feature_loss")[-1] < series(reporter, "feature_loss")[0]
+
+
+@pytest.fixture(scope="module")
+def second_teacher(blob_task, tmp_path_factory):
+    """An untrained teacher: mixing it in visibly changes the ensemble's targets."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("second") / "teacher.safetensors"
+    save_file(build_model(TEACHER_SPEC).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("ensemble", ["mean", "random"])
+def test_two_teachers_are_counted_and_distilled(make_job, blob_task, second_teacher, tmp_path, ensemble):
+    teachers = [{"format": "safetensors", "architecture": TEACHER_SPEC, "weight": w} for w in (3.0, 1.0)]
+    job = make_job(teachers=teachers, distillation={"ensemble": ensemble})
+    result, reporter = run(job, [blob_task.teacher_path, second_teacher], blob_task.train_path, tmp_path)
+    single_teacher_parameters = sum(p.numel() for p in blob_task.teacher.parameters())
+    assert result.metrics["teacher"]["parameters"] == 2 * single_teacher_parameters
+    assert "Teacher 2 of 2 loaded" in " ".join(message for _, message in reporter.events)
+    assert result.metrics["student"]["accuracy"] > 0.8  # the trained teacher carries 3/4 of the weight

@@ -1,0 +1,129 @@
+"""Checks of the validating phase: cheap, before any training, each failure a `DistillError` that says
+what to change."""
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from worker.engine.data import ArrayDataset, batch_bounds
+from worker.engine.errors import DistillError
+from worker.engine.models import cnn_output_size
+from worker.engine.reporting import Reporter
+from worker.engine.specs import ArchitectureSpec, EngineJob
+
+MAX_REASON_CHARS = 600
+
+
+def check_student_input(spec: ArchitectureSpec, train: ArrayDataset) -> None:
+    sample_shape = list(train.x.shape[1:])
+    if spec.family == "mlp":
+        # An MLP flattens its input, so only the number of values per sample matters.
+        if math.prod(sample_shape) != math.prod(spec.input_shape):
+            raise DistillError(
+                "incompatible_shapes",
+                f"dataset samples have shape {sample_shape} ({math.prod(sample_shape):,} values) but "
+                f"student_architecture.input_shape is {spec.input_shape} "
+                f"({math.prod(spec.input_shape):,} values)",
+            )
+    elif sample_shape != spec.input_shape:
+        raise DistillError(
+            "incompatible_shapes",
+            f"dataset samples have shape {sample_shape} but student_architecture.input_shape is "
+            f"{spec.input_shape}",
+        )
+
+
+def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, reporter: Reporter) -> None:
+    num_classes = job.student_architecture.num_classes
+    for name, dataset in (("training", train), ("validation", validation)):
+        if dataset.y is None:
+            continue
+        out_of_range = (dataset.y < 0) | (dataset.y >= num_classes)
+        if out_of_range.any():
+            raise DistillError(
+                "labels_out_of_range",
+                f"{int(out_of_range.sum()):,} {name} labels are outside [0, {num_classes}) "
+                f"(min {int(dataset.y.min())}, max {int(dataset.y.max())}): labels must be class indices "
+                "below student_architecture.num_classes",
+            )
+    if train.labeled:
+        return
+    if job.distillation.alpha == 0 and not job.distillation.features:
+        raise DistillError(
+            "labels_required",
+            "alpha is 0, so only the hard-label loss would train the student, but the training set has no "
+            "'y' array: add labels or set alpha > 0",
+        )
+    if job.distillation.beta > 0:
+        reporter.event(
+            f"The training set has no labels: the hard-label loss (beta={job.distillation.beta}) is skipped "
+            "and the student learns from the teacher alone",
+            level="warning",
+        )
+
+
+def check_batch_norm_batches(spec: ArchitectureSpec, num_train: int, batch_size: int) -> None:
+    """BatchNorm in training mode needs more than one value per channel; a CNN whose last stage
+    is 1x1 gets exactly one from a batch of one sample."""
+    if spec.family != "cnn" or cnn_output_size(spec) != (1, 1):
+        return
+    if min(end - start for start, end in batch_bounds(num_train, batch_size)) == 1:
+        raise DistillError(
+            "incompatible_shapes",
+            f"the student's last stage sees 1x1 feature maps, which BatchNorm cannot train on batches of "
+            f"one sample (batch_size {batch_size}, {num_train} training samples): use batch_size >= 2 "
+            "or fewer stages in widths",
+        )
+
+
+def probe_teacher(
+    teacher: nn.Module, train: ArrayDataset, batch_size: int, num_classes: int, device: torch.device
+) -> None:
+    """Run the teacher on every batch size training will feed it, so a teacher exported with a
+    fixed batch size or expecting other inputs fails now rather than mid-epoch."""
+    sizes = sorted({end - start for start, end in batch_bounds(len(train), batch_size)}, reverse=True)
+    for size in sizes:
+        x = train.x[:size]
+        with teacher_rejections(x), torch.no_grad():
+            output = teacher(x.to(device))
+        check_teacher_output(output, x, num_classes)
+
+
+@contextmanager
+def teacher_rejections(x: Tensor) -> Iterator[None]:
+    """Turn any exception from running the teacher on `x` into `teacher_rejected_input`."""
+    try:
+        yield
+    except DistillError:
+        raise
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS] + " ..."
+        raise DistillError(
+            "teacher_rejected_input",
+            f"the teacher failed on a batch of shape {list(x.shape)} (dataset x has samples of shape "
+            f"{list(x.shape[1:])}): {reason}",
+        ) from None
+
+
+def check_teacher_output(output: object, x: Tensor, num_classes: int) -> None:
+    expected = f"logits of shape [{len(x)}, classes] for a batch of shape {list(x.shape)}"
+    if not isinstance(output, Tensor) or not output.is_floating_point():
+        kind = f"a {output.dtype} tensor" if isinstance(output, Tensor) else type(output).__name__
+        raise DistillError(
+            "teacher_rejected_input", f"the teacher returned {kind}; expected float {expected}"
+        )
+    if output.ndim != 2 or output.shape[0] != len(x):
+        raise DistillError(
+            "teacher_rejected_input", f"the teacher returned shape {list(output.shape)}; expected {expected}"
+        )
+    if output.shape[1] != num_classes:
+        raise DistillError(
+            "incompatible_shapes",
+            f"the teacher outputs {output.shape[1]} classes but student_architecture.num_classes is "
+            f"{num_classes}; they must be equal",
+        )

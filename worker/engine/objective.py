@@ -1,0 +1,37 @@
+"""What the student minimises on a batch: alpha·soft + beta·hard + the weighted feature losses."""
+
+from torch import Tensor, nn
+
+from worker.engine.features import FeatureDistiller
+from worker.engine.losses import RESPONSE_LOSSES, TeacherOutputs, hard_loss
+from worker.engine.specs import DistillationConfig
+
+
+class Objective(nn.Module):
+    """Returns every term by name, plus their weighted sum as `loss`. Its parameters (the feature
+    projections) train with the student."""
+
+    def __init__(self, config: DistillationConfig, features: FeatureDistiller | None = None):
+        super().__init__()
+        self.config = config
+        self.features = features
+        self.response_loss = RESPONSE_LOSSES[config.soft_loss]
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teachers: TeacherOutputs,
+        labels: Tensor | None,
+        temperature: float,
+        student_layers: dict[str, Tensor],
+        teacher_layers: list[dict[str, Tensor]],
+    ) -> dict[str, Tensor]:
+        terms = {"soft_loss": self.response_loss(student_logits, teachers, temperature)}
+        loss = self.config.alpha * terms["soft_loss"]
+        if labels is not None:  # unlabeled data: the hard term is skipped whatever beta is
+            terms["hard_loss"] = hard_loss(student_logits, labels)
+            loss = loss + self.config.beta * terms["hard_loss"]
+        if self.features is not None:
+            terms["feature_loss"] = self.features(student_layers, teacher_layers)
+            loss = loss + terms["feature_loss"]
+        return {"loss": loss} | terms
