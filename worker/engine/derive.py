@@ -1,0 +1,190 @@
+"""Students designed from their teacher, DistilBERT-style (Sanh et al., 2019).
+
+A student keeps the teacher's family and task but fewer layers (`depth`) and narrower layers
+(`width`), and starts from the teacher's weights instead of from scratch: each student layer copies
+one teacher layer (chosen by `layer_selection`), everything outside the layers (stem, embeddings,
+classifier) copies the tensor of the same name.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import torch
+from pydantic.fields import FieldInfo
+from torch import Tensor, nn
+
+from worker.engine.errors import DistillError
+from worker.engine.specs import CNNSpec, MLPSpec, TransformerSpec
+
+StudentSpec = MLPSpec | CNNSpec | TransformerSpec
+
+# Where each family keeps its repeated layers, and the group of a state-dict key that holds the index.
+_LAYER_KEY = {
+    "mlp": re.compile(r"^(hidden\.)(\d+)(\.)"),
+    "cnn": re.compile(r"^(stages\.\d+\.)(\d+)(\.)"),
+    "transformer": re.compile(r"^(layers\.)(\d+)(\.)"),
+}
+
+
+def derive_spec(teacher_spec: StudentSpec, depth: float, width: float) -> StudentSpec:
+    """The teacher's architecture with `depth` of its layers and `width` of its layer sizes.
+
+    Counts and sizes round half up and never drop below 1 (below a field's minimum for transformers).
+    MLP: the kept hidden layers are those `layer_selection` picks, each narrowed. CNN: every stage
+    stays, with fewer blocks and narrower widths. Transformer: fewer encoder layers; `hidden_size`
+    narrowed to a multiple of `num_heads` (the head count stays), `intermediate_size` narrowed.
+    Raises ValueError unless 0 < depth <= 1 and 0 < width <= 1: the job spec bounds them, so this is a
+    guard, and a ValueError inside a pydantic validator becomes an ordinary validation error.
+    """
+    for name, fraction in (("depth", depth), ("width", width)):
+        if not 0 < fraction <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {fraction}")
+    if isinstance(teacher_spec, MLPSpec):
+        return _derive_mlp(teacher_spec, depth, width)
+    if isinstance(teacher_spec, CNNSpec):
+        return _derive_cnn(teacher_spec, depth, width)
+    return _derive_transformer(teacher_spec, depth, width)
+
+
+def _scaled(size: int, fraction: float, minimum: int = 1) -> int:
+    # Half up, not Python's round-half-to-even: depth 0.5 of 5 layers is 3, as a reader expects.
+    return max(minimum, math.floor(size * fraction + 0.5))
+
+
+def _derive_mlp(spec: MLPSpec, depth: float, width: float) -> MLPSpec:
+    teacher_sizes = spec.hidden_sizes
+    kept = layer_selection(len(teacher_sizes), _scaled(len(teacher_sizes), depth) if teacher_sizes else 0)
+    hidden_sizes = [_scaled(teacher_sizes[index], width) for index in kept]
+    return _validated(spec, hidden_sizes=hidden_sizes)
+
+
+def _derive_cnn(spec: CNNSpec, depth: float, width: float) -> CNNSpec:
+    return _validated(
+        spec,
+        blocks_per_stage=_scaled(spec.blocks_per_stage, depth),
+        widths=[_scaled(stage_width, width) for stage_width in spec.widths],
+    )
+
+
+def _derive_transformer(spec: TransformerSpec, depth: float, width: float) -> TransformerSpec:
+    limits = TransformerSpec.model_fields
+    heads = spec.num_heads
+    minimum_hidden = math.ceil(_field_minimum(limits["hidden_size"]) / heads) * heads
+    hidden_size = max(minimum_hidden, _scaled(spec.hidden_size // heads, width) * heads)
+    return _validated(
+        spec,
+        num_layers=_scaled(spec.num_layers, depth),
+        hidden_size=hidden_size,
+        intermediate_size=_scaled(spec.intermediate_size, width, _field_minimum(limits["intermediate_size"])),
+    )
+
+
+def _field_minimum(field_info: FieldInfo) -> int:
+    return next(rule.ge for rule in field_info.metadata if hasattr(rule, "ge"))
+
+
+def _validated(spec: StudentSpec, **changes) -> StudentSpec:
+    # model_copy(update=...) skips validation; rebuilding checks the new sizes against the field limits.
+    return type(spec).model_validate(spec.model_dump() | changes)
+
+
+def layer_selection(teacher_count: int, student_count: int) -> list[int]:
+    """Which teacher layer initialises each student layer: `floor(i * teacher_count / student_count)`.
+
+    Evenly spaced and starting at the first layer, so halving the depth takes every second layer
+    (12 -> 6: 0, 2, 4, 6, 8, 10), as DistilBERT does. Strictly increasing, since the step is >= 1.
+    """
+    if not 0 <= student_count <= teacher_count:
+        raise ValueError(f"cannot pick {student_count} of {teacher_count} teacher layers")
+    return [index * teacher_count // student_count for index in range(student_count)]
+
+
+@dataclass
+class InitReport:
+    """What `init_from_teacher` did with each tensor of the student's state dict."""
+
+    layer_map: list[int]
+    copied: list[str] = field(default_factory=list)
+    sliced: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        layers = ", ".join(map(str, self.layer_map)) or "none"
+        return (
+            f"Student initialised from the teacher (teacher layers {layers}): {len(self.copied)} tensors "
+            f"copied, {len(self.sliced)} cut to their leading slice, {len(self.skipped)} left as initialised."
+        )
+
+
+def init_from_teacher(
+    student: nn.Module, teacher_state: dict[str, Tensor], student_spec: StudentSpec, teacher_spec: StudentSpec
+) -> InitReport:
+    """Copy teacher tensors (parameters and buffers, BatchNorm statistics included) into `student`.
+
+    Student layer `i` takes teacher layer `layer_selection(...)[i]`; other tensors match by name.
+    Where the student is narrower, it gets the teacher tensor's leading slice along every dimension
+    (the first rows, columns, channels). That is a heuristic: the kept units are not chosen by
+    importance, and sliced layers no longer see every input they were trained with, so a sliced
+    student is a better starting point than random weights, not a working model. Tensors with no
+    teacher counterpart, a different rank or a larger size keep their fresh initialisation.
+    Raises DistillError for a student of another family or with more layers than the teacher.
+    """
+    if student_spec.family != teacher_spec.family:
+        raise DistillError(
+            "init_family_mismatch",
+            f"a {student_spec.family} student cannot be initialised from a {teacher_spec.family} teacher; "
+            "use the teacher's family or turn off initialisation from the teacher",
+        )
+    teacher_layers, student_layers = _layer_count(teacher_spec), _layer_count(student_spec)
+    if student_layers > teacher_layers:
+        raise DistillError(
+            "init_student_deeper",
+            f"the student has {student_layers} layers (blocks per stage for cnn) and the teacher "
+            f"{teacher_layers}: each student layer starts from its own teacher layer, so use at most "
+            f"{teacher_layers} or turn off initialisation from the teacher",
+        )
+    layer_map = layer_selection(teacher_layers, student_layers)
+    report = InitReport(layer_map=layer_map)
+    # state_dict() tensors share storage with the student's parameters and buffers: copying into
+    # them writes the student.
+    with torch.no_grad():
+        for name, target in student.state_dict().items():
+            source = teacher_state.get(_teacher_name(name, student_spec.family, layer_map))
+            _copy_tensor(name, target, source, report)
+    return report
+
+
+def _layer_count(spec: StudentSpec) -> int:
+    if isinstance(spec, MLPSpec):
+        return len(spec.hidden_sizes)
+    if isinstance(spec, CNNSpec):
+        return spec.blocks_per_stage
+    return spec.num_layers
+
+
+def _teacher_name(student_name: str, family: str, layer_map: list[int]) -> str:
+    def teacher_layer(match: re.Match) -> str:
+        return f"{match[1]}{layer_map[int(match[2])]}{match[3]}"
+
+    return _LAYER_KEY[family].sub(teacher_layer, student_name, count=1)
+
+
+def _copy_tensor(name: str, target: Tensor, source: Tensor | None, report: InitReport) -> None:
+    if source is None:
+        report.skipped[name] = "the teacher has no such tensor"
+    elif source.dim() != target.dim():
+        report.skipped[name] = (
+            f"teacher shape {list(source.shape)} has another rank than {list(target.shape)}"
+        )
+    elif source.shape == target.shape:
+        target.copy_(source)
+        report.copied.append(name)
+    elif all(wanted <= available for wanted, available in zip(target.shape, source.shape, strict=True)):
+        target.copy_(source[tuple(slice(0, size) for size in target.shape)])
+        report.sliced.append(name)
+    else:
+        report.skipped[name] = (
+            f"student shape {list(target.shape)} exceeds the teacher's {list(source.shape)}"
+        )
