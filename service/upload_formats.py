@@ -1,7 +1,8 @@
 """Recognise and sanity-check uploaded files from their headers, before any job reads them.
 
-Nothing here unpickles or loads whole arrays: the checks read headers only, so a bad upload is a
-422 at once instead of a failed job later. The engine checks the contents again when it loads them.
+Nothing here unpickles or loads whole arrays: the checks read headers (or a JSON Lines file's first
+lines) only, so a bad upload is a 422 at once instead of a failed job later. The engine checks the
+contents again when it loads them.
 """
 
 import json
@@ -21,6 +22,14 @@ PICKLE_HINT = (
     "Pickled PyTorch checkpoints (.pt/.pth) are never unpickled by the service: save the state dict "
     "as safetensors (`safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors')`) "
     "or export the model with `torch.export.save`."
+)
+
+JSONL_CHECKED_LINES = 100
+MAX_JSONL_LINE_BYTES = 1024 * 1024
+JSONL_EXAMPLE = '{"text": "a sentence", "label": 0}'
+DATASET_HINT = (
+    "A dataset must be an .npz file (numpy.savez) with an array `x` [N, ...] and optionally `y` [N], "
+    f"or a JSON Lines file with one JSON object per line, like {JSONL_EXAMPLE} (`label` optional)"
 )
 
 
@@ -133,10 +142,10 @@ def _tensor_span(name: str, entry: object) -> tuple[int, int]:
 
 
 def _dataset_format(path: Path) -> str:
-    if not zipfile.is_zipfile(path):
-        raise UploadRejected(
-            "A dataset must be an .npz file (numpy.savez) with an array `x` [N, ...] and optionally `y` [N]."
-        )
+    return _npz_format(path) if zipfile.is_zipfile(path) else _jsonl_format(path)
+
+
+def _npz_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -161,6 +170,52 @@ def _dataset_format(path: Path) -> str:
         if y_shape[0] != x_shape[0]:
             raise UploadRejected(f"`x` has {x_shape[0]} samples but `y` has {y_shape[0]} labels.")
     return "npz"
+
+
+def _jsonl_format(path: Path) -> str:
+    """Checks the first lines only; a line too long to read whole ends the check (the engine reads it)."""
+    labeled: set[bool] = set()
+    with path.open("rb") as f:
+        for number in range(1, JSONL_CHECKED_LINES + 1):
+            line = f.readline(MAX_JSONL_LINE_BYTES)
+            if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
+                if not line.lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"{"):
+                    raise _bad_jsonl_line(number, "is not a JSON object")
+                return "jsonl"
+            if not line:
+                break
+            if line.strip():
+                labeled.add(_jsonl_record_is_labeled(line, number))
+    if not labeled:
+        raise UploadRejected(
+            f"The file has no records in its first {JSONL_CHECKED_LINES} lines. {DATASET_HINT}."
+        )
+    if len(labeled) > 1:
+        raise UploadRejected(
+            "Some lines have a `label` and others do not: label every line, or none for an unlabeled dataset."
+        )
+    return "jsonl"
+
+
+def _jsonl_record_is_labeled(line: bytes, number: int) -> bool:
+    try:
+        record = json.loads(line.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise _bad_jsonl_line(number, "is not UTF-8 text") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise _bad_jsonl_line(number, "is not JSON") from None
+    if not isinstance(record, dict):
+        raise _bad_jsonl_line(number, "is not a JSON object")
+    if not isinstance(record.get("text"), str):
+        raise _bad_jsonl_line(number, "has no string `text`")
+    label = record.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+        raise _bad_jsonl_line(number, f"has `label` {json.dumps(label)[:40]}, not an integer class id")
+    return label is not None
+
+
+def _bad_jsonl_line(number: int, problem: str) -> UploadRejected:
+    return UploadRejected(f"Line {number} {problem}. {DATASET_HINT}.")
 
 
 def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -1,5 +1,7 @@
 """Datasets: `.npz` archives with an `x` array of samples and an optional `y` array of class indices.
 
+`x` is loaded as float32 features, or with `token_ids=True` as int64 token ids (0 = padding).
+
 Everything lives in memory as tensors, so batches are index slices rather than a DataLoader.
 """
 
@@ -21,7 +23,7 @@ INTEGER_KINDS = "iu"
 
 @dataclass
 class ArrayDataset:
-    x: Tensor  # float32, [N, ...]
+    x: Tensor  # float32 [N, ...], or int64 token ids [N, L]
     y: Tensor | None  # int64, [N]
 
     def __len__(self) -> int:
@@ -39,15 +41,21 @@ def invalid(message: str) -> DistillError:
     return DistillError("dataset_invalid", message)
 
 
-def load_npz(path: Path) -> ArrayDataset:
-    """Load and check a dataset; every problem is a `dataset_invalid` error that says what to fix."""
+def load_npz(path: Path, token_ids: bool = False) -> ArrayDataset:
+    """Load and check a dataset; every problem is a `dataset_invalid` error that says what to fix.
+
+    `token_ids`: `x` holds token ids for a transformer ([N, L] non-negative integers, kept int64)
+    rather than features (converted to float32).
+    """
     arrays = _read_arrays(path)
     x = _check_x(arrays.get("x"), path)
+    if token_ids:
+        _check_token_ids(x)
     y = arrays.get("y")
     if y is not None:
         y = _check_y(y, len(x), path)
     return ArrayDataset(
-        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64 if token_ids else np.float32)),
         y=None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
     )
 
@@ -99,6 +107,19 @@ def _check_x(x: np.ndarray | None, path: Path) -> np.ndarray:
         if non_finite:
             raise invalid(f"array 'x' has {non_finite:,} NaN or infinite values; clean or impute them first")
     return x
+
+
+def _check_token_ids(x: np.ndarray) -> None:
+    if x.dtype.kind not in INTEGER_KINDS:
+        raise invalid(
+            f"array 'x' has dtype {x.dtype}; token ids must be integers (e.g. x.astype(numpy.int64))"
+        )
+    if x.ndim != 2:
+        raise invalid(f"array 'x' has shape {list(x.shape)}; token ids must be [samples, sequence_length]")
+    if x.min() < 0:
+        raise invalid(f"array 'x' has negative token ids (min {int(x.min())}); ids must be >= 0, 0 = padding")
+    if x.max() > np.iinfo(np.int64).max:  # only a uint64 array can hold these
+        raise invalid(f"array 'x' has token ids up to {int(x.max())}, beyond the int64 range")
 
 
 def _check_y(y: np.ndarray, num_samples: int, path: Path) -> np.ndarray:

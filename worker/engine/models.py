@@ -136,3 +136,8 @@ def cnn_output_size(spec: CNNSpec) -> tuple[int, int]:
     for _ in spec.widths[1:]:
         height, width = math.ceil(height / 2), math.ceil(width / 2)
     return height, width
+
+
+# Families defined in their own modules register themselves when imported; importing them here
+# (after `register` exists) means `build_model` knows every family once this module is loaded.
+from worker.engine import transformer  # noqa: E402, F401

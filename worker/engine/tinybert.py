@@ -1,0 +1,153 @@
+"""TinyBERT's intermediate-layer losses (Jiao et al. 2020), between two `transformer` models.
+
+Student layer m (1-based) learns from teacher layer g(m): its output hidden states through a
+learned projection W_h, its attention probabilities directly; the embedding outputs through W_e.
+The projections are parameters of `TinyBertLoss`: they train with the student and are never exported.
+
+Captures are the forward-hook outputs at the module paths of `transformer.capture_points`, keyed
+by those paths. Padded positions are left out of every mean.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from worker.engine.errors import DistillError
+from worker.engine.specs import TransformerSpec
+from worker.engine.transformer import capture_points
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """0-based teacher layer for each student layer: g(m) = m * N / M, rounded up, for m = 1..M.
+
+    Rounding up never maps a student layer to the embeddings (g = 0) and always maps the last
+    student layer to the last teacher layer, also when the student is the deeper model.
+    """
+    return [-(-m * teacher_layers // student_layers) - 1 for m in range(1, student_layers + 1)]
+
+
+def check_layer_map(layer_map: list[int], student_layers: int, teacher_layers: int) -> list[int]:
+    if len(layer_map) != student_layers:
+        raise DistillError(
+            "invalid_layer_map",
+            f"layer_map has {len(layer_map)} entries but the student has {student_layers} layers: give one "
+            f"teacher layer index per student layer (the teacher has {teacher_layers} layers: "
+            f"0 to {teacher_layers - 1})",
+        )
+    out_of_range = [index for index in layer_map if not is_layer_index(index, teacher_layers)]
+    if out_of_range:
+        raise DistillError(
+            "invalid_layer_map",
+            f"layer_map entries {out_of_range} are not teacher layer indices: the teacher has "
+            f"{teacher_layers} layers, so each entry must be in [0, {teacher_layers - 1}] (0-based)",
+        )
+    return list(layer_map)
+
+
+def is_layer_index(index: object, num_layers: int) -> bool:
+    return isinstance(index, int) and not isinstance(index, bool) and 0 <= index < num_layers
+
+
+def projection(student_width: int, teacher_width: int) -> nn.Module:
+    if student_width == teacher_width:
+        return nn.Identity()
+    return nn.Linear(student_width, teacher_width)
+
+
+def masked_mse(student: Tensor, teacher: Tensor, keep: Tensor) -> Tensor:
+    """Mean squared error over the entries where `keep` (broadcast to the inputs' shape) is True."""
+    keep = keep.expand_as(student)
+    squared = torch.where(keep, (student - teacher) ** 2, 0.0)
+    return squared.sum() / keep.sum().clamp(min=1)
+
+
+class CapturePairs:
+    """Looks up a student capture and its teacher counterpart; the teacher side carries no gradient."""
+
+    def __init__(self, student: dict[str, Tensor], teacher: dict[str, Tensor]):
+        self.student, self.teacher = student, teacher
+
+    def get(self, student_path: str, teacher_path: str) -> tuple[Tensor, Tensor]:
+        student = self._find(self.student, student_path, "student")
+        teacher = self._find(self.teacher, teacher_path, "teacher").detach().to(student.dtype)
+        return student, teacher
+
+    @staticmethod
+    def _find(captures: dict[str, Tensor], path: str, side: str) -> Tensor:
+        try:
+            return captures[path]
+        except KeyError:
+            raise KeyError(f"no {side} capture at {path!r}; captured: {sorted(captures)}") from None
+
+
+class TinyBertLoss(nn.Module):
+    """Embedding, hidden-state and attention losses, and their weighted sum `tinybert_loss`.
+
+    Attention: with equal head counts, student head i is compared with teacher head i; otherwise
+    both sides are first averaged over their heads, so only the mean attention pattern is matched.
+    A term whose weight is 0 is not computed (its captures need not be present) and reads 0.
+    """
+
+    def __init__(
+        self,
+        student_spec: TransformerSpec,
+        teacher_spec: TransformerSpec,
+        layer_map: list[int] | None = None,
+        embedding_weight: float = 1.0,
+        hidden_weight: float = 1.0,
+        attention_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.weights = {"embedding": embedding_weight, "hidden": hidden_weight, "attention": attention_weight}
+        if any(weight < 0 for weight in self.weights.values()):
+            raise ValueError(f"TinyBERT loss weights must be >= 0; got {self.weights}")
+        student_layers, teacher_layers = student_spec.num_layers, teacher_spec.num_layers
+        if layer_map is None:
+            self.layer_map = uniform_layer_map(student_layers, teacher_layers)
+        else:
+            self.layer_map = check_layer_map(layer_map, student_layers, teacher_layers)
+        self.student_points = capture_points(student_spec)
+        self.teacher_points = capture_points(teacher_spec)
+        self.embedding_projection = projection(student_spec.hidden_size, teacher_spec.hidden_size)
+        # One W_h shared by all layers, as in the paper.
+        self.hidden_projection = projection(student_spec.hidden_size, teacher_spec.hidden_size)
+
+    def forward(
+        self, student_captures: dict[str, Tensor], teacher_captures: dict[str, Tensor], padding_mask: Tensor
+    ) -> dict[str, Tensor]:
+        """`padding_mask` [B, L] is True at padding (input_ids == 0). Returns `embedding_loss`,
+        `hidden_loss`, `attention_loss` (each a mean over mapped layers) and `tinybert_loss`."""
+        keep = ~padding_mask.bool()
+        pairs = CapturePairs(student_captures, teacher_captures)
+        terms = {
+            "embedding": self._embedding_loss,
+            "hidden": self._hidden_loss,
+            "attention": self._attention_loss,
+        }
+        losses = {}
+        for name, compute in terms.items():
+            skipped = self.weights[name] == 0
+            losses[f"{name}_loss"] = torch.zeros((), device=keep.device) if skipped else compute(pairs, keep)
+        losses["tinybert_loss"] = sum(self.weights[name] * losses[f"{name}_loss"] for name in terms)
+        return losses
+
+    def _embedding_loss(self, pairs: CapturePairs, keep: Tensor) -> Tensor:
+        student, teacher = pairs.get(self.student_points["embeddings"], self.teacher_points["embeddings"])
+        return masked_mse(self.embedding_projection(student), teacher, keep[..., None])
+
+    def _hidden_loss(self, pairs: CapturePairs, keep: Tensor) -> Tensor:
+        losses = []
+        for student_path, teacher_index in zip(self.student_points["hidden"], self.layer_map, strict=True):
+            student, teacher = pairs.get(student_path, self.teacher_points["hidden"][teacher_index])
+            losses.append(masked_mse(self.hidden_projection(student), teacher, keep[..., None]))
+        return torch.stack(losses).mean()
+
+    def _attention_loss(self, pairs: CapturePairs, keep: Tensor) -> Tensor:
+        # Only (query, key) pairs of two real tokens: [B, 1, L, L].
+        keep_pairs = (keep[:, :, None] & keep[:, None, :])[:, None]
+        losses = []
+        for student_path, teacher_index in zip(self.student_points["attention"], self.layer_map, strict=True):
+            student, teacher = pairs.get(student_path, self.teacher_points["attention"][teacher_index])
+            if student.shape[1] != teacher.shape[1]:
+                student, teacher = student.mean(dim=1, keepdim=True), teacher.mean(dim=1, keepdim=True)
+            losses.append(masked_mse(student, teacher, keep_pairs))
+        return torch.stack(losses).mean()
