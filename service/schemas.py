@@ -58,8 +58,25 @@ class TeacherRef(Spec):
     )
 
 
+class StudentDerivation(Spec):
+    """A student of the teacher's family with fewer and narrower layers (DistilBERT-style)."""
+
+    depth: float = Field(default=0.5, gt=0.0, le=1.0, description="Share of the teacher's layers kept.")
+    width: float = Field(default=1.0, gt=0.0, le=1.0, description="Share of each layer's width kept.")
+    init: Literal["teacher", "random"] = Field(
+        default="teacher",
+        description="`teacher`: each student layer starts as a copy of a teacher layer (every second one at "
+        "depth 0.5), narrower tensors as the teacher's leading slice.",
+    )
+
+
 class StudentRef(Spec):
-    architecture: ArchitectureSpec
+    architecture: ArchitectureSpec | None = Field(
+        default=None, description="The student's model spec; filled in from `derive` when that is given."
+    )
+    derive: StudentDerivation | None = Field(
+        default=None, description="Design the student from the (first) teacher's architecture instead."
+    )
 
 
 class DatasetRef(Spec):
@@ -83,6 +100,11 @@ class JobCreate(Spec):
     dataset: DatasetRef
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
+    export: list[Literal["int8"]] = Field(
+        default=[],
+        description="Extra artifacts: `int8` adds `student.int8.pt2` (int8 weights) with its own measured "
+        "accuracy and size in `metrics.int8`.",
+    )
     name: str | None = Field(default=None, max_length=255)
 
     def teacher_refs(self) -> list[tuple[str, TeacherRef]]:
@@ -109,12 +131,20 @@ class ModelMetrics(BaseModel):
     parameters: int
 
 
+class Int8Metrics(BaseModel):
+    accuracy: float | None
+    agreement: float = Field(description="Top-1 agreement with the float student.")
+    bytes: int = Field(description="Size of `student.int8.pt2`.")
+    float_bytes: int = Field(description="Size of `student.pt2`.")
+
+
 class JobMetrics(BaseModel):
     teacher: ModelMetrics
     student: ModelMetrics
     agreement: float
     accuracy_retention: float | None
     compression: float
+    int8: Int8Metrics | None = Field(default=None, description="When `export` asked for `int8`.")
 
 
 class JobError(BaseModel):

@@ -79,6 +79,8 @@ def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResu
             TeacherSource(format=t.format, architecture=t.architecture, weight=t.weight) for t in teachers
         ],
         student_architecture=request.student.architecture,
+        student_init=request.student.derive.init if request.student.derive else "random",
+        export=request.export,
         distillation=request.distillation,
         training=request.training,
     )

@@ -27,6 +27,7 @@ from service.schemas import (
     TeacherRef,
 )
 from service.tenancy import get_owned, owned_by
+from worker.engine.design import derive_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
@@ -53,6 +54,8 @@ def create_job(
     if replayed is not None:
         return replayed
     files = _resolve_files(session, tenant_id, body)
+    _design_student(body)
+    _check_classes(body)
     job = Job(
         tenant_id=tenant_id, name=body.name, request=body.model_dump(mode="json"),
         progress=Progress(epochs=body.training.epochs).model_dump(),
@@ -83,7 +86,7 @@ def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
     roles = {}
     for field, teacher in body.teacher_refs():
         row = _named_file(session, tenant_id, teacher.file_id, f"{field}.file_id", "teacher")
-        _check_teacher(field, teacher, row.format, body.student.architecture.num_classes)
+        _check_teacher(field, teacher, row.format)
         roles.setdefault(row.id, "teacher")
     for role in ("train", "validation"):
         file_id = getattr(body.dataset, f"{role}_file_id")
@@ -106,7 +109,7 @@ def _named_file(session, tenant_id: str, file_id: str, param: str, purpose: str)
     return row
 
 
-def _check_teacher(field: str, teacher: TeacherRef, detected_format: str, num_classes: int) -> None:
+def _check_teacher(field: str, teacher: TeacherRef, detected_format: str) -> None:
     if teacher.format is None:
         teacher.format = detected_format
     elif teacher.format != detected_format:
@@ -127,13 +130,40 @@ def _check_teacher(field: str, teacher: TeacherRef, detected_format: str, num_cl
             f"A pt2 teacher carries its own architecture: remove {field}.architecture.",
             f"{field}.architecture",
         )  # fmt: skip
-    if teacher.architecture and teacher.architecture.num_classes != num_classes:
+
+
+def _design_student(body: JobCreate) -> None:
+    """Fill `student.architecture` from `student.derive` and the first teacher's architecture."""
+    student = body.student
+    if (student.architecture is None) == (student.derive is None):
         raise APIError(
-            422, "incompatible_shapes",
-            f"The teacher has {teacher.architecture.num_classes} classes but the student {num_classes}: "
-            "they must agree.",
-            "student.architecture.num_classes",
+            422, "invalid_request",
+            "Give the student's `architecture`, or `derive` to design it from the teacher: exactly one.",
+            "student.architecture",
         )  # fmt: skip
+    if student.derive is None:
+        return
+    field, teacher = body.teacher_refs()[0]
+    if teacher.architecture is None:
+        raise APIError(
+            422, "architecture_required",
+            f"student.derive designs the student from {field}'s architecture, which a pt2 teacher does not "
+            "declare: use a safetensors teacher, or give student.architecture.",
+            "student.derive",
+        )  # fmt: skip
+    student.architecture = derive_spec(teacher.architecture, student.derive.depth, student.derive.width)
+
+
+def _check_classes(body: JobCreate) -> None:
+    num_classes = body.student.architecture.num_classes
+    for field, teacher in body.teacher_refs():
+        if teacher.architecture and teacher.architecture.num_classes != num_classes:
+            raise APIError(
+                422, "incompatible_shapes",
+                f"{field} has {teacher.architecture.num_classes} classes but the student {num_classes}: "
+                "they must agree.",
+                "student.architecture.num_classes",
+            )  # fmt: skip
 
 
 def _check_feature_pairs(body: JobCreate, teacher_count: int) -> None:

@@ -31,6 +31,7 @@ TRAINING_DEFAULTS = {
     "seed": 0,
     "validation_fraction": 0.1,
     "device": "auto",
+    "augmentation": {"shift": 0, "flip": False},
 }
 
 
@@ -73,8 +74,10 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
     }
     assert request["teachers"] is None
     assert request["student"] == {
-        "architecture": {**mlp_spec(hidden_sizes=[4]), "dropout": 0.0, "activation": "relu"}
+        "architecture": {**mlp_spec(hidden_sizes=[4]), "dropout": 0.0, "activation": "relu"},
+        "derive": None,
     }
+    assert request["export"] == []
     assert request["dataset"] == {"train_file_id": dataset_file["id"], "validation_file_id": None}
     assert request["distillation"] == {
         "temperature": 4.0,

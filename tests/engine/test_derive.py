@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.derive import derive_spec, init_from_teacher, layer_selection
+from worker.engine.derive import init_from_teacher
+from worker.engine.design import derive_spec, layer_selection
 from worker.engine.errors import DistillError
 from worker.engine.models import build_model
 from worker.engine.specs import CNNSpec, MLPSpec, TransformerSpec

@@ -5,10 +5,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from worker.engine.augment import random_shift
+from worker.engine.design import derive_spec
 from worker.engine.errors import DistillError
 from worker.engine.models import build_model
 from worker.engine.pipeline import run_distillation
-from worker.engine.specs import CNNSpec
+from worker.engine.specs import CNNSpec, MLPSpec
 
 from .factories import TEACHER_SPEC, RecordingReporter
 
@@ -127,3 +129,66 @@ def test_two_teachers_are_counted_and_distilled(make_job, blob_task, second_teac
     assert result.metrics["teacher"]["parameters"] == 2 * single_teacher_parameters
     assert "Teacher 2 of 2 loaded" in " ".join(message for _, message in reporter.events)
     assert result.metrics["student"]["accuracy"] > 0.8  # the trained teacher carries 3/4 of the weight
+
+
+def test_a_student_derived_at_full_size_and_initialised_from_the_teacher_starts_as_the_teacher(
+    make_job, blob_task, tmp_path
+):
+    student_spec = derive_spec(TEACHER_SPEC, depth=1.0, width=1.0)
+    job = make_job(
+        student_architecture=student_spec, student_init="teacher", training={"learning_rate": 1e-9}
+    )
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    assert result.metrics["agreement"] == 1.0
+    assert result.metrics["student"]["accuracy"] == result.metrics["teacher"]["accuracy"]
+    assert any("initialised from the teacher" in message for _, message in reporter.events)
+
+
+def test_a_half_depth_student_takes_every_second_teacher_layer(make_job, blob_task, tmp_path):
+    student_spec = derive_spec(TEACHER_SPEC, depth=0.5, width=1.0)  # 2 hidden layers -> 1
+    job = make_job(student_architecture=student_spec, student_init="teacher", training={"epochs": 1})
+    _, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    assert any("teacher layers 0" in message for _, message in reporter.events)
+
+
+def test_int8_export_is_smaller_and_measured(make_job, blob_task, tmp_path):
+    student = {"family": "mlp", "input_shape": [8], "num_classes": 4, "hidden_sizes": [256, 256]}
+    job = make_job(student_architecture=student, export=["int8"])
+    result, _ = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    int8 = result.metrics["int8"]
+    assert int8["bytes"] < 0.5 * int8["float_bytes"]
+    assert int8["agreement"] > 0.95 and abs(int8["accuracy"] - result.metrics["student"]["accuracy"]) < 0.05
+    program = torch.export.load(result.artifacts["student.int8.pt2"]).module()
+    assert program(torch.randn(3, 8)).shape == (3, 4)
+
+
+def test_augmented_image_training_runs_and_flat_data_is_refused(make_job, tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "images.npz", x=x, y=np.arange(64) % 4)
+    spec = {"family": "mlp", "input_shape": [1, 8, 8], "num_classes": 4, "hidden_sizes": [8]}
+    save_file(build_model(MLPSpec(**spec)).state_dict(), tmp_path / "teacher.safetensors")
+    augmentation = {"augmentation": {"shift": 2, "flip": True}, "epochs": 1}
+    job = make_job(teacher_architecture=spec, student_architecture=spec, training=augmentation)
+    result, _ = run(job, [tmp_path / "teacher.safetensors"], tmp_path / "images.npz", tmp_path / "out")
+    assert "student.pt2" in result.artifacts
+
+    np.savez(tmp_path / "flat.npz", x=x.reshape(64, 64), y=np.arange(64) % 4)
+    flat_job = make_job(teacher_architecture=spec, student_architecture=spec, training=augmentation)
+    with pytest.raises(DistillError) as raised:
+        run(flat_job, [tmp_path / "teacher.safetensors"], tmp_path / "flat.npz", tmp_path / "out2")
+    assert raised.value.code == "augmentation_unsupported"
+
+
+def test_random_shift_moves_each_image_within_the_bound_and_fills_zeros():
+    images = torch.arange(1, 26, dtype=torch.float32).view(1, 1, 5, 5).repeat(50, 1, 1, 1)
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape
+    for image in shifted[:, 0]:
+        kept = image[image > 0]
+        assert 9 <= len(kept) <= 25  # a 2-pixel shift keeps at least a 3x3 block
+        rows, cols = (image > 0).nonzero(as_tuple=True)
+        assert torch.equal(
+            image[rows.min(), cols.min() :][: cols.max() - cols.min() + 1].diff(),
+            torch.ones(cols.max() - cols.min()),
+        )
+    assert len({tuple(image.flatten().tolist()) for image in shifted[:, 0]}) > 5  # shifts differ per image

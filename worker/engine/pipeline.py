@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from worker.engine.augment import augment, check_augmentation
 from worker.engine.checks import (
     check_batch_norm_batches,
     check_labels,
@@ -23,6 +24,7 @@ from worker.engine.checks import (
     teacher_rejections,
 )
 from worker.engine.data import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
+from worker.engine.derive import init_from_teacher
 from worker.engine.ensemble import TeacherEnsemble
 from worker.engine.errors import DistillError, JobCancelled
 from worker.engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
@@ -32,6 +34,7 @@ from worker.engine.hooks import LayerTaps
 from worker.engine.losses import TeacherOutputs, scheduled_temperature
 from worker.engine.models import build_model, count_parameters
 from worker.engine.objective import Objective
+from worker.engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from worker.engine.reporting import Reporter
 from worker.engine.specs import EngineJob, TrainingConfig
 from worker.engine.teachers import load_teacher
@@ -114,6 +117,7 @@ def prepare(
     train, validation = load_datasets(job.training, train_path, validation_path, reporter)
     check_student_input(spec, train)
     check_batch_norm_batches(spec, len(train), batch_size)
+    check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
 
     teachers = load_teachers(job, teacher_paths, train, device, reporter)
     check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
@@ -126,6 +130,8 @@ def prepare(
     torch.manual_seed(job.training.seed)  # right before building: the student's init depends on the seed only
     student = build_model(spec).to(device)
     reporter.event(f"Student built ({spec.family}): {count_parameters(student):,} parameters")
+    if job.student_init == "teacher":
+        reporter.event(initialise_from_teacher(student, job, teachers))
     student_taps = LayerTaps(student, [pair.student for pair in job.distillation.features], "student")
     objective = Objective(
         job.distillation, feature_distiller(job, student, student_taps, teachers, train)
@@ -157,6 +163,18 @@ def load_teachers(
     ]
     weights = [source.weight for source in job.teachers]
     return TeacherEnsemble(models, weights, job.distillation.ensemble, layer_paths)
+
+
+def initialise_from_teacher(student: nn.Module, job: EngineJob, teachers: TeacherEnsemble) -> str:
+    teacher_spec = job.teachers[0].architecture
+    if teacher_spec is None:
+        raise DistillError(
+            "architecture_required",
+            "the student is initialised from the teacher's layers, which needs the teacher's architecture: "
+            "use a safetensors teacher",
+        )
+    state = teachers.teachers[0].state_dict()
+    return init_from_teacher(student, state, job.student_architecture, teacher_spec).summary
 
 
 def feature_distiller(
@@ -229,6 +247,7 @@ def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict
                 raise JobCancelled(f"stopped at epoch {epoch}, step {step} of {total_steps}")
             step += 1
             x, y = x.to(setup.device), None if y is None else y.to(setup.device)
+            x = augment(x, config.augmentation, generator)
             temperature = temperature_at(distillation, step, total_steps)
             teachers = setup.teachers(x, generator)
             terms = setup.objective(
@@ -342,6 +361,18 @@ def epoch_summary(epoch: int, epochs: int, values: dict[str, float]) -> str:
 # --- finishing --------------------------------------------------------------------------------
 
 
+def int8_metrics(setup: Setup, student_logits: Tensor, artifacts: dict[str, Path], batch_size: int) -> dict:
+    """The int8 student measured on the validation set like the float one, and both files' sizes."""
+    int8_logits = predict(quantize_int8(setup.student), setup.validation.x, batch_size, setup.device)
+    labels = setup.validation.y
+    return {
+        "accuracy": None if labels is None else accuracy(int8_logits, labels),
+        "agreement": accuracy(int8_logits, student_logits.argmax(dim=1)),
+        "bytes": artifacts[INT8_PROGRAM].stat().st_size,
+        "float_bytes": artifacts["student.pt2"].stat().st_size,
+    }
+
+
 def finish(
     setup: Setup, job: EngineJob, series: list[dict], out_dir: Path, started: float, reporter: Reporter
 ) -> DistillResult:
@@ -355,7 +386,11 @@ def finish(
         student_parameters=count_parameters(setup.student),
     )
     setup.student_taps.remove()  # the exported student must carry no hooks
-    artifacts = export_student(setup.student, job.student_architecture, setup.train.x[:1], out_dir)
+    example = setup.train.x[:1]
+    artifacts = export_student(setup.student, job.student_architecture, example, out_dir)
+    if "int8" in job.export:
+        artifacts[INT8_PROGRAM] = export_int8(setup.student, example, out_dir)
+        metrics["int8"] = int8_metrics(setup, student_logits, artifacts, batch_size)
     seconds = time.perf_counter() - started
     metrics_path = out_dir / METRICS_FILE
     summary = {"final": metrics, "series": series, "device": str(setup.device), "seconds": seconds}

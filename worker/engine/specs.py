@@ -114,7 +114,9 @@ class DistillationConfig(Spec):
         "`random` draws one teacher per batch (by weight).",
     )
     features: list[FeaturePair] = Field(
-        default=[], max_length=64, description="Feature (hint) losses between named layers, added to the loss."
+        default=[],
+        max_length=64,
+        description="Feature (hint) losses between named layers, added to the loss.",
     )
 
     @model_validator(mode="after")
@@ -122,6 +124,15 @@ class DistillationConfig(Spec):
         if self.alpha == 0 and self.beta == 0 and not self.features:
             raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
         return self
+
+
+class Augmentation(Spec):
+    """Random changes to image batches `[C, H, W]`, the same for the teachers' and the student's input."""
+
+    shift: int = Field(
+        default=0, ge=0, le=16, description="Shift by up to this many pixels each way (zero fill)."
+    )
+    flip: bool = Field(default=False, description="Mirror half the images left-right.")
 
 
 class TrainingConfig(Spec):
@@ -139,6 +150,7 @@ class TrainingConfig(Spec):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="`auto`: CUDA when there is one."
     )
+    augmentation: Augmentation = Field(default=Augmentation(), description="For image data only.")
 
 
 class TeacherSource(Spec):
@@ -152,5 +164,7 @@ class EngineJob(Spec):
 
     teachers: list[TeacherSource] = Field(min_length=1, max_length=64)
     student_architecture: ArchitectureSpec
+    student_init: Literal["random", "teacher"] = "random"
+    export: list[Literal["int8"]] = []
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
