@@ -36,7 +36,7 @@ from worker.engine.models import build_model, count_parameters
 from worker.engine.objective import Objective
 from worker.engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from worker.engine.reporting import Reporter
-from worker.engine.specs import EngineJob, TrainingConfig
+from worker.engine.specs import ArchitectureSpec, EngineJob, TrainingConfig
 from worker.engine.teachers import load_teacher
 
 METRICS_FILE = "metrics.json"
@@ -60,8 +60,15 @@ class Setup:
     validation: ArrayDataset
     teachers: TeacherEnsemble
     teacher_validation_logits: Tensor  # computed once: the teachers are frozen
-    student: nn.Module
-    student_taps: LayerTaps
+
+
+@dataclass
+class Student:
+    """A student with what trains it: its layer taps and its objective (whose projections train too)."""
+
+    spec: ArchitectureSpec
+    model: nn.Module
+    taps: LayerTaps
     objective: Objective
 
 
@@ -79,9 +86,10 @@ def run_distillation(
         reporter.phase("validating")
         device = resolve_device(job.training.device)
         setup = prepare(job, teacher_paths, train_path, validation_path, device, reporter)
+        student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
         reporter.phase("running")
-        series = train_student(setup, job, reporter)
-        return finish(setup, job, series, out_dir, started, reporter)
+        series = train_student(setup, student, job, reporter)
+        return finish(setup, student, job, series, out_dir, started, reporter)
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.
         traceback.clear_frames(error.__traceback__)
@@ -127,18 +135,7 @@ def prepare(
         who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
         reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
 
-    torch.manual_seed(job.training.seed)  # right before building: the student's init depends on the seed only
-    student = build_model(spec).to(device)
-    reporter.event(f"Student built ({spec.family}): {count_parameters(student):,} parameters")
-    if job.student_init == "teacher":
-        reporter.event(initialise_from_teacher(student, job, teachers))
-    student_taps = LayerTaps(student, [pair.student for pair in job.distillation.features], "student")
-    objective = Objective(
-        job.distillation, feature_distiller(job, student, student_taps, teachers, train)
-    ).to(device)
-    return Setup(
-        device, train, validation, teachers, teacher_validation_logits, student, student_taps, objective
-    )
+    return Setup(device, train, validation, teachers, teacher_validation_logits)
 
 
 def load_teachers(
@@ -163,6 +160,19 @@ def load_teachers(
     ]
     weights = [source.weight for source in job.teachers]
     return TeacherEnsemble(models, weights, job.distillation.ensemble, layer_paths)
+
+
+def build_student(
+    setup: Setup, job: EngineJob, spec: ArchitectureSpec, seed: int, reporter: Reporter
+) -> Student:
+    torch.manual_seed(seed)  # right before building: the student's init depends on the seed only
+    model = build_model(spec).to(setup.device)
+    reporter.event(f"Student built ({spec.family}): {count_parameters(model):,} parameters")
+    if job.student_init == "teacher":
+        reporter.event(initialise_from_teacher(model, job, setup.teachers))
+    taps = LayerTaps(model, [pair.student for pair in job.distillation.features], "student")
+    features = feature_distiller(job, model, taps, setup.teachers, setup.train)
+    return Student(spec, model, taps, Objective(job.distillation, features).to(setup.device))
 
 
 def initialise_from_teacher(student: nn.Module, job: EngineJob, teachers: TeacherEnsemble) -> str:
@@ -231,11 +241,11 @@ def load_datasets(
 # --- running ----------------------------------------------------------------------------------
 
 
-def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict]:
-    config, distillation, student = job.training, job.distillation, setup.student
+def train_student(setup: Setup, trained: Student, job: EngineJob, reporter: Reporter) -> list[dict]:
+    config, distillation, student = job.training, job.distillation, trained.model
     generator = torch.Generator().manual_seed(config.seed)  # the shuffle order, independent of model RNG
     total_steps = config.epochs * len(batch_bounds(len(setup.train), config.batch_size))
-    optimizer = make_optimizer([*student.parameters(), *setup.objective.parameters()], config)
+    optimizer = make_optimizer([*student.parameters(), *trained.objective.parameters()], config)
     scheduler = make_scheduler(optimizer, config.lr_schedule, total_steps)
     series: list[dict] = []
     step = 0
@@ -250,12 +260,12 @@ def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict
             x = augment(x, config.augmentation, generator)
             temperature = temperature_at(distillation, step, total_steps)
             teachers = setup.teachers(x, generator)
-            terms = setup.objective(
+            terms = trained.objective(
                 student(x),
                 teachers,
                 y,
                 temperature,
-                setup.student_taps.outputs,
+                trained.taps.outputs,
                 setup.teachers.layer_outputs(),
             )
             losses = loss_values(terms)
@@ -267,7 +277,7 @@ def train_student(setup: Setup, job: EngineJob, reporter: Reporter) -> list[dict
             scheduler.step()
             epoch_losses.add(losses, weight=len(x))
             reporter.progress(epoch, config.epochs, step, total_steps)
-        values = epoch_losses.means() | validation_scores(setup, config.batch_size)
+        values = epoch_losses.means() | validation_scores(setup, student, config.batch_size)
         if distillation.final_temperature is not None:
             values["temperature"] = temperature
         reporter.metrics(epoch, step, values)
@@ -341,8 +351,8 @@ def divergence(loss: float, teachers: TeacherOutputs, epoch: int, step: int, job
     )
 
 
-def validation_scores(setup: Setup, batch_size: int) -> dict[str, float]:
-    student_logits = predict(setup.student, setup.validation.x, batch_size, setup.device)
+def validation_scores(setup: Setup, student: nn.Module, batch_size: int) -> dict[str, float]:
+    student_logits = predict(student, setup.validation.x, batch_size, setup.device)
     scores = classification_metrics(setup.teacher_validation_logits, student_logits, setup.validation.y)
     values = {"validation_agreement": scores["agreement"]}
     if scores["student_accuracy"] is not None:
@@ -361,9 +371,11 @@ def epoch_summary(epoch: int, epochs: int, values: dict[str, float]) -> str:
 # --- finishing --------------------------------------------------------------------------------
 
 
-def int8_metrics(setup: Setup, student_logits: Tensor, artifacts: dict[str, Path], batch_size: int) -> dict:
+def int8_metrics(
+    setup: Setup, student: nn.Module, student_logits: Tensor, artifacts: dict[str, Path], batch_size: int
+) -> dict:
     """The int8 student measured on the validation set like the float one, and both files' sizes."""
-    int8_logits = predict(quantize_int8(setup.student), setup.validation.x, batch_size, setup.device)
+    int8_logits = predict(quantize_int8(student), setup.validation.x, batch_size, setup.device)
     labels = setup.validation.y
     return {
         "accuracy": None if labels is None else accuracy(int8_logits, labels),
@@ -374,23 +386,30 @@ def int8_metrics(setup: Setup, student_logits: Tensor, artifacts: dict[str, Path
 
 
 def finish(
-    setup: Setup, job: EngineJob, series: list[dict], out_dir: Path, started: float, reporter: Reporter
+    setup: Setup,
+    trained: Student,
+    job: EngineJob,
+    series: list[dict],
+    out_dir: Path,
+    started: float,
+    reporter: Reporter,
 ) -> DistillResult:
+    student = trained.model
     batch_size = job.training.batch_size
-    student_logits = predict(setup.student, setup.validation.x, batch_size, setup.device)
+    student_logits = predict(student, setup.validation.x, batch_size, setup.device)
     metrics = final_metrics(
         setup.teacher_validation_logits,
         student_logits,
         setup.validation.y,
         teacher_parameters=setup.teachers.parameter_count(),
-        student_parameters=count_parameters(setup.student),
+        student_parameters=count_parameters(student),
     )
-    setup.student_taps.remove()  # the exported student must carry no hooks
+    trained.taps.remove()  # the exported student must carry no hooks
     example = setup.train.x[:1]
-    artifacts = export_student(setup.student, job.student_architecture, example, out_dir)
+    artifacts = export_student(student, trained.spec, example, out_dir)
     if "int8" in job.export:
-        artifacts[INT8_PROGRAM] = export_int8(setup.student, example, out_dir)
-        metrics["int8"] = int8_metrics(setup, student_logits, artifacts, batch_size)
+        artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)
+        metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
     seconds = time.perf_counter() - started
     metrics_path = out_dir / METRICS_FILE
     summary = {"final": metrics, "series": series, "device": str(setup.device), "seconds": seconds}
