@@ -44,9 +44,12 @@ def _param_path(loc: tuple, body: object) -> str | None:
     path: list[str] = []
     node = body
     for part in parts:
-        # Pydantic puts the tag of a discriminated union ("mlp") into the location; users never typed it.
+        # Pydantic puts union tags into the location ("mlp" of a discriminated union, "constrained-float"
+        # of `float | "auto"`); users never typed them.
         if isinstance(node, dict) and part not in node and part in node.values():
             continue
+        if path and node is not None and not isinstance(node, dict | list):
+            break  # a value's own union branches
         path.append(str(part))
         node = _child(node, part)
     return ".".join(path) or None

@@ -138,6 +138,27 @@ class Int8Metrics(BaseModel):
     float_bytes: int = Field(description="Size of `student.pt2`.")
 
 
+class CandidateMetrics(BaseModel):
+    name: str = Field(description="`student`, `peer1`, …, or `generation1`, …")
+    family: str
+    parameters: int
+    accuracy: float | None
+    agreement: float = Field(description="Top-1 agreement with the teacher(s).")
+    exported: bool = Field(description="The best on the validation set is the job's student.")
+
+
+class Trial(BaseModel):
+    temperature: float
+    alpha: float
+    validation_accuracy: float
+
+
+class SearchResult(BaseModel):
+    temperature: float = Field(description="The chosen temperature.")
+    alpha: float = Field(description="The chosen alpha.")
+    trials: list[Trial]
+
+
 class JobMetrics(BaseModel):
     teacher: ModelMetrics
     student: ModelMetrics
@@ -145,6 +166,11 @@ class JobMetrics(BaseModel):
     accuracy_retention: float | None
     compression: float
     int8: Int8Metrics | None = Field(default=None, description="When `export` asked for `int8`.")
+    students: list[CandidateMetrics] | None = Field(default=None, description="`mutual`: every student.")
+    generations: list[CandidateMetrics] | None = Field(
+        default=None, description="`born_again`: every generation."
+    )
+    search: SearchResult | None = Field(default=None, description="`auto` temperature or alpha: the trials.")
 
 
 class JobError(BaseModel):

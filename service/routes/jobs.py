@@ -56,6 +56,7 @@ def create_job(
     files = _resolve_files(session, tenant_id, body)
     _design_student(body)
     _check_classes(body)
+    _check_method(body)
     job = Job(
         tenant_id=tenant_id, name=body.name, request=body.model_dump(mode="json"),
         progress=Progress(epochs=body.training.epochs).model_dump(),
@@ -163,6 +164,25 @@ def _check_classes(body: JobCreate) -> None:
                 f"{field} has {teacher.architecture.num_classes} classes but the student {num_classes}: "
                 "they must agree.",
                 "student.architecture.num_classes",
+            )  # fmt: skip
+
+
+def _check_method(body: JobCreate) -> None:
+    distillation = body.distillation
+    if distillation.method == "born_again" and distillation.features:
+        raise APIError(
+            422, "unsupported_combination",
+            "born_again generations are taught by the previous student, which lacks the teacher layers that "
+            "`features` names: drop `features` or use another method.",
+            "distillation.features",
+        )  # fmt: skip
+    num_classes = body.student.architecture.num_classes
+    for i, peer in enumerate(distillation.peers):
+        if peer.num_classes != num_classes:
+            raise APIError(
+                422, "incompatible_shapes",
+                f"Peer {i} has {peer.num_classes} classes but the student {num_classes}: they must agree.",
+                f"distillation.peers.{i}.num_classes",
             )  # fmt: skip
 
 

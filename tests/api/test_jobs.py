@@ -87,6 +87,11 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "beta": 0.1,
         "soft_loss": "kl",
         "ensemble": "mean",
+        "method": "standard",
+        "peers": [],
+        "mutual_weight": 1.0,
+        "generations": 2,
+        "search": {"temperatures": [1.0, 2.0, 4.0, 8.0, 16.0], "alphas": [0.5, 0.9], "trial_epochs": 1},
         "features": [],
     }
     assert request["training"] == TRAINING_DEFAULTS

@@ -57,9 +57,10 @@ def test_job_create_documents_the_request(openapi):
     assert set(body["required"]) == {"student", "dataset"}  # and one of `teacher` / `teachers`
 
     distillation = resolve(openapi, body["properties"]["distillation"])["properties"]
-    assert distillation["temperature"]["exclusiveMinimum"] == 0
-    assert distillation["temperature"]["default"] == 4.0
-    assert distillation["alpha"]["minimum"] == 0 and distillation["alpha"]["default"] == 0.9
+    temperature, alpha = distillation["temperature"], distillation["alpha"]
+    assert {"type": "number", "exclusiveMinimum": 0.0, "maximum": 1000.0} in temperature["anyOf"]
+    assert {"const": "auto", "type": "string"} in temperature["anyOf"] and temperature["default"] == 4.0
+    assert {"type": "number", "minimum": 0.0, "maximum": 1000.0} in alpha["anyOf"] and alpha["default"] == 0.9
     assert distillation["beta"]["minimum"] == 0 and distillation["beta"]["default"] == 0.1
     assert all(field.get("description") for field in distillation.values())
 

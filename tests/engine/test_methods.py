@@ -192,3 +192,56 @@ def test_random_shift_moves_each_image_within_the_bound_and_fills_zeros():
             torch.ones(cols.max() - cols.min()),
         )
     assert len({tuple(image.flatten().tolist()) for image in shifted[:, 0]}) > 5  # shifts differ per image
+
+
+def test_mutual_students_agree_more_over_time_and_all_are_reported(make_job, blob_task, tmp_path):
+    peer = {"family": "mlp", "input_shape": [8], "num_classes": 4, "hidden_sizes": [32]}
+    distillation = {"method": "mutual", "peers": [peer], "alpha": 0.0, "beta": 1.0}
+    job = make_job(distillation=distillation, training={"learning_rate": 1e-3})  # slow enough to see it happen
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    agreement = series(reporter, "mutual_agreement")
+    assert len(agreement) == 4 and agreement[-1] > agreement[0]
+    assert series(reporter, "mutual_loss")[-1] < series(reporter, "mutual_loss")[0]
+    assert len(series(reporter, "peer1_validation_accuracy")) == 4
+    students = result.metrics["students"]
+    assert [s["name"] for s in students] == ["student", "peer1"]
+    assert sum(s["exported"] for s in students) == 1
+    exported = next(s for s in students if s["exported"])
+    assert (
+        exported["accuracy"] == max(s["accuracy"] for s in students) == result.metrics["student"]["accuracy"]
+    )
+    assert exported["parameters"] == result.metrics["student"]["parameters"]
+
+
+def test_born_again_generations_each_teach_the_next_and_are_all_reported(make_job, blob_task, tmp_path):
+    job = make_job(distillation={"method": "born_again", "generations": 3}, training={"epochs": 2})
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    generations = result.metrics["generations"]
+    assert [g["name"] for g in generations] == ["generation1", "generation2", "generation3"]
+    assert sum(g["exported"] for g in generations) == 1
+    events = [message for _, message in reporter.events]
+    assert "Generation 3 of 3, taught by generation 2" in events
+    assert len(series(reporter, "loss")) == 2 and len(series(reporter, "generation3_loss")) == 2
+    assert reporter.progress_calls[-1][2] == reporter.progress_calls[-1][3]  # progress spans all generations
+    assert reporter.progress_calls[-1][1] == 6
+
+
+def test_auto_temperature_and_alpha_pick_a_grid_value_and_record_the_trials(make_job, blob_task, tmp_path):
+    search = {"temperatures": [1.0, 4.0], "alphas": [0.2, 0.8], "trial_epochs": 1}
+    job = make_job(distillation={"temperature": "auto", "alpha": "auto", "search": search})
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    chosen = result.metrics["search"]
+    assert len(chosen["trials"]) == 4
+    assert (chosen["temperature"], chosen["alpha"]) in {(t, a) for t in (1.0, 4.0) for a in (0.2, 0.8)}
+    best = max(chosen["trials"], key=lambda t: t["validation_accuracy"])
+    assert (best["temperature"], best["alpha"]) == (chosen["temperature"], chosen["alpha"])
+    assert len(series(reporter, "trial3_validation_accuracy")) == 1
+    assert any(message.startswith("Chosen by 4 trials") for _, message in reporter.events)
+    assert len(series(reporter, "loss")) == 4  # then the full run with the chosen values
+
+
+def test_auto_needs_validation_labels(make_job, blob_task, tmp_path):
+    job = make_job(distillation={"temperature": "auto"})
+    with pytest.raises(DistillError) as raised:
+        run(job, [blob_task.teacher_path], blob_task.unlabeled_path, tmp_path)
+    assert raised.value.code == "labels_required" and "auto" in raised.value.message

@@ -5,6 +5,9 @@ real batches, the feature layers) so a job fails in seconds with an actionable e
 Phase "running" trains the student against the frozen teachers, evaluates it and exports it.
 """
 
+import copy
+import dataclasses
+import itertools
 import json
 import math
 import time
@@ -31,12 +34,12 @@ from worker.engine.evaluate import accuracy, classification_metrics, evaluating,
 from worker.engine.export import export_student
 from worker.engine.features import FeatureDistiller, sample_shapes
 from worker.engine.hooks import LayerTaps
-from worker.engine.losses import TeacherOutputs, scheduled_temperature
+from worker.engine.losses import TeacherOutputs, kl_loss, scheduled_temperature
 from worker.engine.models import build_model, count_parameters
 from worker.engine.objective import Objective
 from worker.engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from worker.engine.reporting import Reporter
-from worker.engine.specs import ArchitectureSpec, EngineJob, TrainingConfig
+from worker.engine.specs import ArchitectureSpec, DistillationConfig, EngineJob, TrainingConfig
 from worker.engine.teachers import load_teacher
 
 METRICS_FILE = "metrics.json"
@@ -87,9 +90,15 @@ def run_distillation(
         device = resolve_device(job.training.device)
         setup = prepare(job, teacher_paths, train_path, validation_path, device, reporter)
         student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
+        check_method(setup, job)
         reporter.phase("running")
-        series = train_student(setup, student, job, reporter)
-        return finish(setup, student, job, series, out_dir, started, reporter)
+        clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job))
+        search, trial_series = None, []
+        if job.distillation.searched:
+            job, search, trial_series = search_hyperparameters(setup, job, reporter, clock)
+            student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
+        candidates = METHODS[job.distillation.method](setup, student, job, reporter, clock)
+        return finish(setup, candidates, job, trial_series, search, out_dir, started, reporter)
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.
         traceback.clear_frames(error.__traceback__)
@@ -241,54 +250,114 @@ def load_datasets(
 # --- running ----------------------------------------------------------------------------------
 
 
-def train_student(setup: Setup, trained: Student, job: EngineJob, reporter: Reporter) -> list[dict]:
-    config, distillation, student = job.training, job.distillation, trained.model
+class Clock:
+    """Counts steps and epochs across every training run of a job (trials, peers, generations), for
+    progress, and checks for cancellation at every step."""
+
+    def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int):
+        self.reporter, self.epochs, self.total_steps = reporter, epochs, epochs * steps_per_epoch
+        self.epoch = self.step = 0
+
+    def tick(self) -> None:
+        if self.reporter.should_stop():
+            raise JobCancelled(f"stopped at step {self.step} of {self.total_steps}")
+        self.step += 1
+        self.reporter.progress(self.epoch, self.epochs, self.step, self.total_steps)
+
+
+def steps_per_epoch(setup: Setup, job: EngineJob) -> int:
+    return len(batch_bounds(len(setup.train), job.training.batch_size))
+
+
+def planned_epochs(job: EngineJob) -> int:
+    distillation, epochs = job.distillation, job.training.epochs
+    trials = len(search_grid(distillation)) * distillation.search.trial_epochs if distillation.searched else 0
+    return trials + epochs * (distillation.generations if distillation.method == "born_again" else 1)
+
+
+def train_cohort(
+    setup: Setup, cohort: list[Student], job: EngineJob, reporter: Reporter, clock: Clock, run: str = ""
+) -> list[dict]:
+    """Train the students together against the teachers; with several, each also learns from the
+    others' softened outputs (deep mutual learning). Returns the per-epoch series it reported.
+
+    A job's main run reports under plain metric names; its other runs (`run`: `trial2`, `generation2`)
+    under `<run>_<name>`."""
+    config, distillation = job.training, job.distillation
     generator = torch.Generator().manual_seed(config.seed)  # the shuffle order, independent of model RNG
-    total_steps = config.epochs * len(batch_bounds(len(setup.train), config.batch_size))
-    optimizer = make_optimizer([*student.parameters(), *trained.objective.parameters()], config)
-    scheduler = make_scheduler(optimizer, config.lr_schedule, total_steps)
+    run_steps = config.epochs * steps_per_epoch(setup, job)
+    optimizers = [make_optimizer([*s.model.parameters(), *s.objective.parameters()], config) for s in cohort]
+    schedulers = [make_scheduler(o, config.lr_schedule, run_steps) for o in optimizers]
     series: list[dict] = []
-    step = 0
+    run_step = 0
     for epoch in range(1, config.epochs + 1):
-        student.train()
-        epoch_losses = RunningMeans()
+        clock.epoch += 1
+        means = [RunningMeans() for _ in cohort]
+        for student in cohort:
+            student.model.train()
         for x, y in iterate_batches(setup.train, config.batch_size, generator, shuffle=True):
-            if reporter.should_stop():
-                raise JobCancelled(f"stopped at epoch {epoch}, step {step} of {total_steps}")
-            step += 1
+            clock.tick()
+            run_step += 1
             x, y = x.to(setup.device), None if y is None else y.to(setup.device)
             x = augment(x, config.augmentation, generator)
-            temperature = temperature_at(distillation, step, total_steps)
+            temperature = temperature_at(distillation, run_step, run_steps)
             teachers = setup.teachers(x, generator)
-            terms = trained.objective(
-                student(x),
-                teachers,
-                y,
-                temperature,
-                trained.taps.outputs,
-                setup.teachers.layer_outputs(),
-            )
-            losses = loss_values(terms)
-            if not math.isfinite(losses["loss"]):
-                raise divergence(losses["loss"], teachers, epoch, step, job)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            scheduler.step()
-            epoch_losses.add(losses, weight=len(x))
-            reporter.progress(epoch, config.epochs, step, total_steps)
-        values = epoch_losses.means() | validation_scores(setup, student, config.batch_size)
+            logits = [student.model(x) for student in cohort]
+            for k, (student, optimizer, scheduler) in enumerate(
+                zip(cohort, optimizers, schedulers, strict=True)
+            ):
+                terms = student.objective(
+                    logits[k], teachers, y, temperature, student.taps.outputs, setup.teachers.layer_outputs()
+                )
+                if len(cohort) > 1:
+                    terms = terms | mutual_terms(
+                        logits, k, temperature, distillation.mutual_weight, terms["loss"]
+                    )
+                losses = loss_values(terms)
+                if not math.isfinite(losses["loss"]):
+                    raise divergence(losses["loss"], teachers, clock.epoch, clock.step, job)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                scheduler.step()
+                means[k].add(losses, weight=len(x))
+        values = epoch_values(setup, cohort, means, config.batch_size)
         if distillation.final_temperature is not None:
             values["temperature"] = temperature
-        reporter.metrics(epoch, step, values)
+        reporter.event(epoch_summary(epoch, config.epochs, values, run))
+        values = {f"{run}_{name}" if run else name: value for name, value in values.items()}
+        reporter.metrics(clock.epoch, clock.step, values)
         series += [
-            {"step": step, "epoch": epoch, "name": name, "value": value} for name, value in values.items()
+            {"step": clock.step, "epoch": clock.epoch, "name": n, "value": v} for n, v in values.items()
         ]
-        reporter.event(epoch_summary(epoch, config.epochs, values))
     return series
 
 
-def temperature_at(distillation, step: int, total_steps: int) -> float:
+def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float, loss: Tensor) -> dict:
+    """Student k's KL to its peers' (detached) mean softened distribution, added to its loss."""
+    peers = torch.stack([other.detach() for j, other in enumerate(logits) if j != k])
+    peer_outputs = TeacherOutputs(peers, torch.full((len(peers),), 1 / len(peers), device=peers.device))
+    mutual = kl_loss(logits[k], peer_outputs, temperature)
+    return {"loss": loss + weight * mutual, "mutual_loss": mutual}
+
+
+def epoch_values(setup: Setup, cohort: list[Student], means: list["RunningMeans"], batch_size: int) -> dict:
+    """The first student's losses and scores under plain names, its peers' as `peer<k>_…`, and how
+    often the whole cohort agrees."""
+    values = means[0].means() | validation_scores(setup, cohort[0].model, batch_size)
+    if len(cohort) == 1:
+        return values
+    predictions = [predict(s.model, setup.validation.x, batch_size, setup.device).argmax(1) for s in cohort]
+    for k, student in enumerate(cohort[1:], start=1):
+        peer = {"loss": means[k].means()["loss"]} | validation_scores(setup, student.model, batch_size)
+        values |= {f"peer{k}_{name}": value for name, value in peer.items()}
+    values["mutual_agreement"] = (
+        torch.stack([p == predictions[0] for p in predictions]).all(0).float().mean().item()
+    )
+    return values
+
+
+def temperature_at(distillation: DistillationConfig, step: int, total_steps: int) -> float:
     progress = (step - 1) / max(total_steps - 1, 1)
     return scheduled_temperature(
         distillation.temperature, distillation.final_temperature, distillation.temperature_schedule, progress
@@ -360,15 +429,160 @@ def validation_scores(setup: Setup, student: nn.Module, batch_size: int) -> dict
     return values
 
 
-def epoch_summary(epoch: int, epochs: int, values: dict[str, float]) -> str:
+def epoch_summary(epoch: int, epochs: int, values: dict[str, float], run: str = "") -> str:
     parts = [f"loss {values['loss']:.4f}"]
     if "validation_accuracy" in values:
         parts.append(f"validation accuracy {values['validation_accuracy']:.2%}")
     parts.append(f"agreement with the teacher {values['validation_agreement']:.2%}")
-    return f"Epoch {epoch}/{epochs}: " + ", ".join(parts)
+    if "mutual_agreement" in values:
+        parts.append(f"students agree on {values['mutual_agreement']:.2%}")
+    return f"{run.capitalize() + ' ' if run else ''}Epoch {epoch}/{epochs}: " + ", ".join(parts)
+
+
+# --- methods: which students train, and how -------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """A trained student that may become the artifact."""
+
+    name: str  # "student", "peer1", "generation2"
+    student: Student
+    series: list[dict]
+
+
+def check_method(setup: Setup, job: EngineJob) -> None:
+    distillation = job.distillation
+    if distillation.searched and not setup.validation.labeled:
+        raise DistillError(
+            "labels_required",
+            "temperature or alpha 'auto' picks values by validation accuracy, but the validation set has no "
+            "labels: give a labeled validation file (or labeled training data), or fixed values",
+        )
+    if distillation.method == "born_again" and distillation.features:
+        raise DistillError(
+            "unsupported_combination",
+            "born_again generations are taught by the previous student, which has none of the teacher's "
+            "layers that `features` names: drop `features` or use method 'standard'",
+        )
+
+
+def distill_standard(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
+    return [Candidate("student", student, train_cohort(setup, [student], job, reporter, clock))]
+
+
+def distill_mutual(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
+    """Deep mutual learning (Zhang et al. 2018), with the teacher's soft targets too when alpha > 0."""
+    specs = job.distillation.peers or [job.student_architecture]
+    peers = [
+        build_student(setup, job, spec, job.training.seed + k, reporter) for k, spec in enumerate(specs, 1)
+    ]
+    reporter.event(f"Mutual learning: {len(peers) + 1} students train together")
+    series = train_cohort(setup, [student, *peers], job, reporter, clock)
+    return [Candidate("student", student, series)] + [
+        Candidate(f"peer{k}", p, []) for k, p in enumerate(peers, 1)
+    ]
+
+
+def distill_born_again(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
+    """Born-again networks (Furlanello et al. 2018): each generation, freshly initialised, learns from
+    the previous one; the first from the job's teachers."""
+    generations = job.distillation.generations
+    fresh = job.model_copy(update={"student_init": "random"})
+    candidates, taught_by = [], setup
+    for generation in range(1, generations + 1):
+        if generation > 1:
+            spec, seed = job.student_architecture, job.training.seed + generation - 1
+            student = build_student(taught_by, fresh, spec, seed, reporter)
+        teacher = "the teacher" if generation == 1 else f"generation {generation - 1}"
+        reporter.event(f"Generation {generation} of {generations}, taught by {teacher}")
+        run = "" if generation == 1 else f"generation{generation}"
+        candidates.append(
+            Candidate(
+                f"generation{generation}",
+                student,
+                train_cohort(taught_by, [student], job, reporter, clock, run),
+            )
+        )
+        taught_by = student_as_teacher(setup, student, job.training.batch_size)
+    return candidates
+
+
+def student_as_teacher(setup: Setup, student: Student, batch_size: int) -> Setup:
+    student.taps.remove()
+    frozen = copy.deepcopy(student.model).eval().requires_grad_(False)
+    teachers = TeacherEnsemble([frozen], [1.0], "mean", [[]])
+    logits = teachers.predict(setup.validation.x, batch_size, setup.device)
+    return dataclasses.replace(setup, teachers=teachers, teacher_validation_logits=logits)
+
+
+METHODS = {"standard": distill_standard, "mutual": distill_mutual, "born_again": distill_born_again}
+
+
+def search_grid(distillation: DistillationConfig) -> list[tuple[float, float]]:
+    temperatures = (
+        distillation.search.temperatures if distillation.temperature == "auto" else [distillation.temperature]
+    )
+    alphas = distillation.search.alphas if distillation.alpha == "auto" else [distillation.alpha]
+    return list(itertools.product(temperatures, alphas))
+
+
+def search_hyperparameters(
+    setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock
+) -> tuple[EngineJob, dict, list[dict]]:
+    """Short trials over the grid, each a fresh student of the same seed; the best validation accuracy
+    wins (the first of equals). Returns the job with the chosen values, the trials, and their series."""
+    grid, distillation = search_grid(job.distillation), job.distillation
+    trials, series = [], []
+    for number, (temperature, alpha) in enumerate(grid, start=1):
+        trial = with_values(job, temperature, alpha, epochs=distillation.search.trial_epochs)
+        student = build_student(setup, trial, job.student_architecture, job.training.seed, reporter)
+        series += train_cohort(setup, [student], trial, reporter, clock, f"trial{number}")
+        student.taps.remove()
+        logits = predict(student.model, setup.validation.x, job.training.batch_size, setup.device)
+        trials.append(
+            {
+                "temperature": temperature,
+                "alpha": alpha,
+                "validation_accuracy": accuracy(logits, setup.validation.y),
+            }
+        )
+        reporter.event(
+            f"Trial {number} of {len(grid)}: T={temperature:g}, alpha={alpha:g}: "
+            f"validation accuracy {trials[-1]['validation_accuracy']:.2%}"
+        )
+    best = max(trials, key=lambda t: t["validation_accuracy"])
+    reporter.event(f"Chosen by {len(grid)} trials: T={best['temperature']:g}, alpha={best['alpha']:g}")
+    chosen = with_values(job, best["temperature"], best["alpha"], epochs=job.training.epochs)
+    return chosen, {"temperature": best["temperature"], "alpha": best["alpha"], "trials": trials}, series
+
+
+def with_values(job: EngineJob, temperature: float, alpha: float, epochs: int) -> EngineJob:
+    distillation = job.distillation.model_copy(update={"temperature": temperature, "alpha": alpha})
+    training = job.training.model_copy(update={"epochs": epochs})
+    return job.model_copy(update={"distillation": distillation, "training": training})
 
 
 # --- finishing --------------------------------------------------------------------------------
+
+
+def candidate_score(setup: Setup, logits: Tensor) -> float:
+    """Validation accuracy, or agreement with the teacher where there are no labels."""
+    if setup.validation.labeled:
+        return accuracy(logits, setup.validation.y)
+    return accuracy(logits, setup.teacher_validation_logits.argmax(dim=1))
+
+
+def candidate_summary(setup: Setup, candidate: Candidate, logits: Tensor, exported: bool) -> dict:
+    scores = classification_metrics(setup.teacher_validation_logits, logits, setup.validation.y)
+    return {
+        "name": candidate.name,
+        "family": candidate.student.spec.family,
+        "parameters": count_parameters(candidate.student.model),
+        "accuracy": scores["student_accuracy"],
+        "agreement": scores["agreement"],
+        "exported": exported,
+    }
 
 
 def int8_metrics(
@@ -387,16 +601,18 @@ def int8_metrics(
 
 def finish(
     setup: Setup,
-    trained: Student,
+    candidates: list[Candidate],
     job: EngineJob,
-    series: list[dict],
+    trial_series: list[dict],
+    search: dict | None,
     out_dir: Path,
     started: float,
     reporter: Reporter,
 ) -> DistillResult:
-    student = trained.model
     batch_size = job.training.batch_size
-    student_logits = predict(student, setup.validation.x, batch_size, setup.device)
+    scored = [(c, predict(c.student.model, setup.validation.x, batch_size, setup.device)) for c in candidates]
+    best, student_logits = max(scored, key=lambda pair: candidate_score(setup, pair[1]))
+    student = best.student.model
     metrics = final_metrics(
         setup.teacher_validation_logits,
         student_logits,
@@ -404,12 +620,19 @@ def finish(
         teacher_parameters=setup.teachers.parameter_count(),
         student_parameters=count_parameters(student),
     )
-    trained.taps.remove()  # the exported student must carry no hooks
+    if len(candidates) > 1:
+        group = "generations" if job.distillation.method == "born_again" else "students"
+        metrics[group] = [candidate_summary(setup, c, logits, c is best) for c, logits in scored]
+        reporter.event(f"Best on the validation set: {best.name}; it is the exported student")
+    if search is not None:
+        metrics["search"] = search
+    best.student.taps.remove()  # the exported student must carry no hooks
     example = setup.train.x[:1]
-    artifacts = export_student(student, trained.spec, example, out_dir)
+    artifacts = export_student(student, best.student.spec, example, out_dir)
     if "int8" in job.export:
         artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)
         metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
+    series = trial_series + [point for c in candidates for point in c.series]
     seconds = time.perf_counter() - started
     metrics_path = out_dir / METRICS_FILE
     summary = {"final": metrics, "series": series, "device": str(setup.device), "seconds": seconds}

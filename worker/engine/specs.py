@@ -86,11 +86,27 @@ class FeaturePair(Spec):
     teacher_index: int = Field(default=0, ge=0, le=63, description="Which teacher, with several.")
 
 
+class Search(Spec):
+    """The grid that `temperature: "auto"` and `alpha: "auto"` try, each trial a short training run."""
+
+    temperatures: list[Annotated[float, Field(gt=0.0, le=1000.0)]] = Field(
+        default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=16
+    )
+    alphas: list[Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(
+        default=[0.5, 0.9], min_length=1, max_length=16
+    )
+    trial_epochs: int = Field(default=1, ge=1, le=100, description="Epochs of each trial.")
+
+
 class DistillationConfig(Spec):
     """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
     plus the weighted feature losses of `features`."""
 
-    temperature: float = Field(default=4.0, gt=0.0, le=1000.0, description="Softmax temperature T.")
+    temperature: Annotated[float, Field(gt=0.0, le=1000.0)] | Literal["auto"] = Field(
+        default=4.0,
+        description="Softmax temperature T. `auto`: short trials over `search.temperatures` pick it by "
+        "validation accuracy (needs validation labels).",
+    )
     final_temperature: float | None = Field(
         default=None,
         gt=0.0,
@@ -100,7 +116,10 @@ class DistillationConfig(Spec):
     temperature_schedule: Literal["linear", "cosine"] = Field(
         default="linear", description="How T moves to `final_temperature`."
     )
-    alpha: float = Field(default=0.9, ge=0.0, le=1000.0, description="Weight of the soft (teacher) loss.")
+    alpha: Annotated[float, Field(ge=0.0, le=1000.0)] | Literal["auto"] = Field(
+        default=0.9,
+        description="Weight of the soft (teacher) loss. `auto`: picked by trials over `search.alphas`.",
+    )
     beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
     soft_loss: Literal["kl", "ce", "mse"] = Field(
         default="kl",
@@ -113,6 +132,23 @@ class DistillationConfig(Spec):
         description="With several teachers: `mean` averages their softened distributions (by weight); "
         "`random` draws one teacher per batch (by weight).",
     )
+    method: Literal["standard", "mutual", "born_again"] = Field(
+        default="standard",
+        description="`mutual`: the student and its `peers` train together, each also learning from the "
+        "others' softened outputs (deep mutual learning; with alpha 0, from the peers and labels only). "
+        "`born_again`: `generations` students of the same architecture, each taught by the previous one "
+        "(the first by the teacher). The best on the validation set is the artifact; all are reported.",
+    )
+    peers: list[ArchitectureSpec] = Field(
+        default=[],
+        max_length=7,
+        description="`mutual`: the other students (default: one of the student's own).",
+    )
+    mutual_weight: float = Field(
+        default=1.0, ge=0.0, le=1000.0, description="`mutual`: weight of the peers' loss."
+    )
+    generations: int = Field(default=2, ge=1, le=10, description="`born_again`: how many students in turn.")
+    search: Search = Field(default=Search(), description="Trials for `auto` T and alpha.")
     features: list[FeaturePair] = Field(
         default=[],
         max_length=64,
@@ -121,9 +157,13 @@ class DistillationConfig(Spec):
 
     @model_validator(mode="after")
     def _some_loss(self) -> Self:
-        if self.alpha == 0 and self.beta == 0 and not self.features:
+        if self.alpha == 0 and self.beta == 0 and not self.features and self.method != "mutual":
             raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
         return self
+
+    @property
+    def searched(self) -> bool:
+        return "auto" in (self.temperature, self.alpha)
 
 
 class Augmentation(Spec):
