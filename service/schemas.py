@@ -84,6 +84,12 @@ class DatasetRef(Spec):
     validation_file_id: str | None = Field(
         default=None, max_length=64, description="Default: a seeded hold-out of the training file."
     )
+    tokenizer_file_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A `tokenizer` file (Hugging Face `tokenizers` JSON, padding id 0) that tokenizes JSON "
+        "Lines datasets for a transformer student: required when a dataset file is `jsonl`.",
+    )
 
 
 class JobCreate(Spec):

@@ -88,7 +88,7 @@ def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResu
     keys = _storage_keys(job)
     with ExitStack() as stack:
         path_of = {file_id: stack.enter_context(storage.local_path(key)) for file_id, key in keys.items()}
-        validation_id = request.dataset.validation_file_id
+        validation_id, tokenizer_id = request.dataset.validation_file_id, request.dataset.tokenizer_file_id
         return run_distillation(
             engine_job,
             [path_of[teacher.file_id] for teacher in teachers],
@@ -96,6 +96,7 @@ def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResu
             path_of[validation_id] if validation_id else None,
             out_dir,
             reporter,
+            tokenizer_path=path_of[tokenizer_id] if tokenizer_id else None,
         )
 
 

@@ -28,6 +28,8 @@ from service.schemas import (
 )
 from service.tenancy import get_owned, owned_by
 from worker.engine.design import derive_spec
+from worker.engine.errors import DistillError
+from worker.engine.layer_map import check_layer_map
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
@@ -53,10 +55,12 @@ def create_job(
     replayed = idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/jobs", request_hash)
     if replayed is not None:
         return replayed
-    files = _resolve_files(session, tenant_id, body)
+    files, dataset_formats = _resolve_files(session, tenant_id, body)
     _design_student(body)
     _check_classes(body)
     _check_method(body)
+    _check_text_models(body, dataset_formats)
+    _check_transformer_distillation(body)
     job = Job(
         tenant_id=tenant_id, name=body.name, request=body.model_dump(mode="json"),
         progress=Progress(epochs=body.training.epochs).model_dump(),
@@ -76,9 +80,9 @@ def create_job(
     return response
 
 
-def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
+def _resolve_files(session, tenant_id: str, body: JobCreate) -> tuple[dict[str, str], dict[str, str]]:
     """Check each named file exists with the right purpose and fill each teacher's format.
-    Returns file id → role."""
+    Returns file id → role, and dataset role (`train`, `validation`) → detected format."""
     if (body.teacher is None) == (body.teachers is None):
         raise APIError(
             422, "invalid_request",
@@ -89,14 +93,27 @@ def _resolve_files(session, tenant_id: str, body: JobCreate) -> dict[str, str]:
         row = _named_file(session, tenant_id, teacher.file_id, f"{field}.file_id", "teacher")
         _check_teacher(field, teacher, row.format)
         roles.setdefault(row.id, "teacher")
+    dataset_formats = {}
     for role in ("train", "validation"):
         file_id = getattr(body.dataset, f"{role}_file_id")
         if file_id is not None:
-            roles.setdefault(
-                _named_file(session, tenant_id, file_id, f"dataset.{role}_file_id", "dataset").id, role
-            )
+            row = _named_file(session, tenant_id, file_id, f"dataset.{role}_file_id", "dataset")
+            roles.setdefault(row.id, role)
+            dataset_formats[role] = row.format
+    tokenizer_id = body.dataset.tokenizer_file_id
+    if tokenizer_id is not None:
+        tokenizer = _named_file(session, tenant_id, tokenizer_id, "dataset.tokenizer_file_id", "tokenizer")
+        roles.setdefault(tokenizer.id, "tokenizer")
+    elif "jsonl" in dataset_formats.values():
+        role = next(role for role, file_format in dataset_formats.items() if file_format == "jsonl")
+        raise APIError(
+            422, "tokenizer_required",
+            f"dataset.{role}_file_id is a JSON Lines text file, which is tokenized with the models' own "
+            "tokenizer: upload it (purpose `tokenizer`) and give it as dataset.tokenizer_file_id.",
+            "dataset.tokenizer_file_id",
+        )  # fmt: skip
     _check_feature_pairs(body, len(body.teacher_refs()))
-    return roles
+    return roles, dataset_formats
 
 
 def _named_file(session, tenant_id: str, file_id: str, param: str, purpose: str) -> File:
@@ -184,6 +201,94 @@ def _check_method(body: JobCreate) -> None:
                 f"Peer {i} has {peer.num_classes} classes but the student {num_classes}: they must agree.",
                 f"distillation.peers.{i}.num_classes",
             )  # fmt: skip
+
+
+DATASET_FORMATS = {"transformer": ("npz", "jsonl")}  # by student family; every other family: npz
+
+
+def _check_text_models(body: JobCreate, dataset_formats: dict[str, str]) -> None:
+    """A transformer reads token ids (npz, or JSON Lines with a tokenizer), every other family features
+    (npz): the student, the data and each teacher of declared architecture must agree."""
+    student = body.student.architecture
+    text = student.family == "transformer"
+    readable = DATASET_FORMATS.get(student.family, ("npz",))
+    for role, file_format in dataset_formats.items():
+        if file_format not in readable:
+            raise APIError(
+                422, "incompatible_dataset",
+                f"dataset.{role}_file_id is a {file_format!r} file, which a {student.family} student does "
+                f"not read (it reads {' or '.join(readable)}): JSON Lines text needs a transformer student.",
+                f"dataset.{role}_file_id",
+            )  # fmt: skip
+    if body.dataset.tokenizer_file_id is not None and not text:
+        raise APIError(
+            422, "unexpected_tokenizer",
+            f"A tokenizer serves a transformer student's text data, but the student is a {student.family} "
+            "model: remove dataset.tokenizer_file_id.",
+            "dataset.tokenizer_file_id",
+        )  # fmt: skip
+    for field, teacher in body.teacher_refs():
+        architecture = teacher.architecture
+        if architecture is None:
+            continue
+        if (architecture.family == "transformer") != text:
+            raise APIError(
+                422, "incompatible_architectures",
+                f"{field} is a {architecture.family} model but the student a {student.family} model: a "
+                "transformer reads token ids and the other families features, so both must be transformers "
+                "or neither.",
+                f"{field}.architecture",
+            )  # fmt: skip
+        if text and architecture.max_length < student.max_length:
+            raise APIError(
+                422, "incompatible_shapes",
+                f"The student reads up to {student.max_length} tokens but {field} only "
+                f"{architecture.max_length} (its max_length), so the student's later positions could never "
+                f"be taught: set student.architecture.max_length to at most {architecture.max_length}.",
+                "student.architecture.max_length",
+            )  # fmt: skip
+
+
+def _check_transformer_distillation(body: JobCreate) -> None:
+    """TinyBERT: a transformer student, a first teacher that is a transformer of declared architecture,
+    and a layer map (checked with the engine's rules) that fits both."""
+    distillation = body.distillation
+    config = distillation.transformer
+    if config is None:
+        return
+    student = body.student.architecture
+    if student.family != "transformer":
+        raise APIError(
+            422, "transformer_required",
+            f"distillation.transformer (TinyBERT) matches transformer layers, but the student is a "
+            f"{student.family} model: use a transformer student, or remove distillation.transformer.",
+            "distillation.transformer",
+        )  # fmt: skip
+    field, teacher = body.teacher_refs()[0]
+    if teacher.architecture is None or teacher.architecture.family != "transformer":
+        what = (
+            "a pt2 program, whose architecture is not declared" if teacher.architecture is None
+            else f"a {teacher.architecture.family} model"
+        )  # fmt: skip
+        raise APIError(
+            422, "transformer_required",
+            f"distillation.transformer (TinyBERT) reads the layers of {field}, which is {what}: make it a "
+            "safetensors transformer teacher with its architecture.",
+            "distillation.transformer",
+        )  # fmt: skip
+    if config.layer_map is not None:
+        try:
+            check_layer_map(config.layer_map, student.num_layers, teacher.architecture.num_layers)
+        except DistillError as error:
+            message = error.message[0].upper() + error.message[1:] + "."
+            raise APIError(422, error.code, message, "distillation.transformer.layer_map") from None
+    if distillation.method == "born_again":
+        raise APIError(
+            422, "unsupported_combination",
+            "born_again generations are taught by the previous student, which lacks the teacher layers that "
+            "distillation.transformer (TinyBERT) reads: remove it or use another method.",
+            "distillation.transformer",
+        )  # fmt: skip
 
 
 def _check_feature_pairs(body: JobCreate, teacher_count: int) -> None:

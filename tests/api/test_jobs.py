@@ -78,7 +78,11 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "derive": None,
     }
     assert request["export"] == []
-    assert request["dataset"] == {"train_file_id": dataset_file["id"], "validation_file_id": None}
+    assert request["dataset"] == {
+        "train_file_id": dataset_file["id"],
+        "validation_file_id": None,
+        "tokenizer_file_id": None,
+    }
     assert request["distillation"] == {
         "temperature": 4.0,
         "final_temperature": None,
@@ -93,6 +97,7 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "generations": 2,
         "search": {"temperatures": [1.0, 2.0, 4.0, 8.0, 16.0], "alphas": [0.5, 0.9], "trial_epochs": 1},
         "features": [],
+        "transformer": None,
     }
     assert request["training"] == TRAINING_DEFAULTS
     assert request["name"] is None

@@ -16,7 +16,9 @@ def imported_top_level_modules(statement: str) -> set[str]:
 
 
 def test_specs_import_without_torch():
-    modules = imported_top_level_modules("import worker.engine, worker.engine.specs, worker.engine.errors")
+    modules = imported_top_level_modules(
+        "import worker.engine, worker.engine.specs, worker.engine.errors, worker.engine.layer_map"
+    )
     assert "torch" not in modules and "numpy" not in modules
 
 

@@ -197,7 +197,7 @@ def test_random_shift_moves_each_image_within_the_bound_and_fills_zeros():
 def test_mutual_students_agree_more_over_time_and_all_are_reported(make_job, blob_task, tmp_path):
     peer = {"family": "mlp", "input_shape": [8], "num_classes": 4, "hidden_sizes": [32]}
     distillation = {"method": "mutual", "peers": [peer], "alpha": 0.0, "beta": 1.0}
-    job = make_job(distillation=distillation, training={"learning_rate": 1e-3})  # slow enough to see it happen
+    job = make_job(distillation=distillation, training={"learning_rate": 1e-3})  # slow: agreement grows
     result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
     agreement = series(reporter, "mutual_agreement")
     assert len(agreement) == 4 and agreement[-1] > agreement[0]

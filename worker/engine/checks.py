@@ -12,14 +12,16 @@ from worker.engine.data import ArrayDataset, batch_bounds
 from worker.engine.errors import DistillError
 from worker.engine.models import cnn_output_size
 from worker.engine.reporting import Reporter
-from worker.engine.specs import ArchitectureSpec, EngineJob
+from worker.engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 
 MAX_REASON_CHARS = 600
 
 
 def check_student_input(spec: ArchitectureSpec, train: ArrayDataset) -> None:
     sample_shape = list(train.x.shape[1:])
-    if spec.family == "mlp":
+    if spec.family == "transformer":
+        check_token_ids(spec, train.x)
+    elif spec.family == "mlp":
         # An MLP flattens its input, so only the number of values per sample matters.
         if math.prod(sample_shape) != math.prod(spec.input_shape):
             raise DistillError(
@@ -33,6 +35,32 @@ def check_student_input(spec: ArchitectureSpec, train: ArrayDataset) -> None:
             "incompatible_shapes",
             f"dataset samples have shape {sample_shape} but student_architecture.input_shape is "
             f"{spec.input_shape}",
+        )
+
+
+def check_token_ids(spec: TransformerSpec, x: Tensor) -> None:
+    """Token ids [N, L] that the transformer can embed: L <= max_length, every id < vocab_size."""
+    if x.ndim != 2 or x.is_floating_point():
+        kind = "float features" if x.is_floating_point() else f"{x.dtype} values"
+        raise DistillError(
+            "incompatible_shapes",
+            f"dataset samples are {kind} of shape {list(x.shape[1:])}, but a transformer student reads "
+            "integer token ids [sequence_length]: save x as int64 ids [N, L], or upload JSON Lines text "
+            "with a tokenizer",
+        )
+    if x.shape[1] > spec.max_length:
+        raise DistillError(
+            "incompatible_shapes",
+            f"dataset sequences have {x.shape[1]} tokens but student_architecture.max_length is "
+            f"{spec.max_length}: truncate the ids to at most {spec.max_length}, or raise max_length",
+        )
+    largest = int(x.max()) if x.numel() else 0
+    if largest >= spec.vocab_size:
+        raise DistillError(
+            "vocabulary_mismatch",
+            f"the dataset has token id {largest:,} but student_architecture.vocab_size is "
+            f"{spec.vocab_size:,} (ids 0 to {spec.vocab_size - 1:,}): set vocab_size to at least "
+            f"{largest + 1:,}, or tokenize with the tokenizer the models were built for",
         )
 
 
@@ -51,7 +79,8 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
             )
     if train.labeled:
         return
-    if job.distillation.alpha == 0 and not job.distillation.features:
+    distillation = job.distillation
+    if distillation.alpha == 0 and not distillation.features and distillation.transformer is None:
         raise DistillError(
             "labels_required",
             "alpha is 0, so only the hard-label loss would train the student, but the training set has no "

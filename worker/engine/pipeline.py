@@ -26,7 +26,7 @@ from worker.engine.checks import (
     probe_teacher,
     teacher_rejections,
 )
-from worker.engine.data import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
+from worker.engine.data import ArrayDataset, batch_bounds, iterate_batches, split_holdout
 from worker.engine.derive import init_from_teacher
 from worker.engine.ensemble import TeacherEnsemble
 from worker.engine.errors import DistillError, JobCancelled
@@ -41,6 +41,15 @@ from worker.engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from worker.engine.reporting import Reporter
 from worker.engine.specs import ArchitectureSpec, DistillationConfig, EngineJob, TrainingConfig
 from worker.engine.teachers import load_teacher
+from worker.engine.transformer_distillation import (
+    capture_paths,
+    check_tokenizer,
+    check_transformer_distillation,
+    common_length,
+    load_dataset,
+    student_layer_taps,
+    transformer_term,
+)
 
 METRICS_FILE = "metrics.json"
 
@@ -82,13 +91,15 @@ def run_distillation(
     validation_path: Path | None,
     out_dir: Path,
     reporter: Reporter,
+    tokenizer_path: Path | None = None,
 ) -> DistillResult:
+    """`tokenizer_path`: the `tokenizers` JSON file that JSON Lines datasets are tokenized with."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:
         reporter.phase("validating")
         device = resolve_device(job.training.device)
-        setup = prepare(job, teacher_paths, train_path, validation_path, device, reporter)
+        setup = prepare(job, teacher_paths, train_path, validation_path, device, reporter, tokenizer_path)
         student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
         check_method(setup, job)
         reporter.phase("running")
@@ -128,11 +139,18 @@ def prepare(
     validation_path: Path | None,
     device: torch.device,
     reporter: Reporter,
+    tokenizer_path: Path | None = None,
 ) -> Setup:
     reporter.event(f"Device: {device}")
     spec, batch_size = job.student_architecture, job.training.batch_size
-    train, validation = load_datasets(job.training, train_path, validation_path, reporter)
+    check_transformer_distillation(job)
+    if tokenizer_path is not None:
+        check_tokenizer(job, tokenizer_path, reporter)
+    train, validation = load_datasets(
+        job.training, train_path, validation_path, reporter, spec, tokenizer_path
+    )
     check_student_input(spec, train)
+    check_student_input(spec, validation)
     check_batch_norm_batches(spec, len(train), batch_size)
     check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
 
@@ -150,25 +168,33 @@ def prepare(
 def load_teachers(
     job: EngineJob, paths: list[Path], train: ArrayDataset, device: torch.device, reporter: Reporter
 ) -> TeacherEnsemble:
+    layer_paths = teacher_layer_paths(job)
     models = []
     for number, (source, path) in enumerate(zip(job.teachers, paths, strict=True), start=1):
-        teacher = load_teacher(path, source.format, source.architecture).to(device)
+        teacher = load_teacher(path, source.format, source.architecture, tapped=bool(layer_paths[number - 1]))
+        teacher = teacher.to(device)
         name = "Teacher" if len(job.teachers) == 1 else f"Teacher {number} of {len(job.teachers)}"
         reporter.event(f"{name} loaded ({source.format}): {count_parameters(teacher):,} parameters")
         probe_teacher(teacher, train, job.training.batch_size, job.student_architecture.num_classes, device)
         models.append(teacher)
-    for pair in job.distillation.features:
-        if pair.teacher_index >= len(models):
-            raise DistillError(
-                "unknown_teacher",
-                f"a feature pair reads teacher {pair.teacher_index} but the job has {len(models)} "
-                "teacher(s); teacher_index counts from 0",
-            )
-    layer_paths = [
-        [p.teacher for p in job.distillation.features if p.teacher_index == i] for i in range(len(models))
-    ]
     weights = [source.weight for source in job.teachers]
     return TeacherEnsemble(models, weights, job.distillation.ensemble, layer_paths)
+
+
+def teacher_layer_paths(job: EngineJob) -> list[list[str]]:
+    """The layers the job reads from each teacher: feature pairs' and TinyBERT's."""
+    count = len(job.teachers)
+    for pair in job.distillation.features:
+        if pair.teacher_index >= count:
+            raise DistillError(
+                "unknown_teacher",
+                f"a feature pair reads teacher {pair.teacher_index} but the job has {count} "
+                "teacher(s); teacher_index counts from 0",
+            )
+    paths = [[p.teacher for p in job.distillation.features if p.teacher_index == i] for i in range(count)]
+    if job.distillation.transformer is not None:
+        paths[0] += capture_paths(job.teachers[0].architecture)
+    return paths
 
 
 def build_student(
@@ -179,9 +205,10 @@ def build_student(
     reporter.event(f"Student built ({spec.family}): {count_parameters(model):,} parameters")
     if job.student_init == "teacher":
         reporter.event(initialise_from_teacher(model, job, setup.teachers))
-    taps = LayerTaps(model, [pair.student for pair in job.distillation.features], "student")
+    taps = student_layer_taps(job, model, spec)
     features = feature_distiller(job, model, taps, setup.teachers, setup.train)
-    return Student(spec, model, taps, Objective(job.distillation, features).to(setup.device))
+    transformer = transformer_term(job, spec, taps)
+    return Student(spec, model, taps, Objective(job.distillation, features, transformer).to(setup.device))
 
 
 def initialise_from_teacher(student: nn.Module, job: EngineJob, teachers: TeacherEnsemble) -> str:
@@ -215,8 +242,9 @@ def feature_distiller(
     if missing:
         raise DistillError(
             "unknown_layer",
-            f"teacher layer(s) {', '.join(map(repr, missing))} produced no output: a pt2 teacher is one flat "
-            "graph whose layers cannot be tapped; use a safetensors teacher for feature distillation",
+            f"teacher layer(s) {', '.join(map(repr, missing))} produced no output: the module exists but "
+            "its forward never ran (in a pt2 teacher, torch.export may have inlined or merged the call); "
+            "pick a layer that runs in forward, or use a safetensors teacher for feature distillation",
         )
     student_shapes = sample_shapes(student_taps.outputs, "student")
     teacher_shapes = [sample_shapes(outputs, "teacher") for outputs in teachers.layer_outputs()]
@@ -224,12 +252,20 @@ def feature_distiller(
 
 
 def load_datasets(
-    config: TrainingConfig, train_path: Path, validation_path: Path | None, reporter: Reporter
+    config: TrainingConfig,
+    train_path: Path,
+    validation_path: Path | None,
+    reporter: Reporter,
+    student: ArchitectureSpec | None = None,
+    tokenizer_path: Path | None = None,
 ) -> tuple[ArrayDataset, ArrayDataset]:
-    train = load_npz(train_path)
+    """Features from .npz archives; for a transformer `student`, token ids (see `load_dataset`)."""
+    train = load_dataset(train_path, student, tokenizer_path)
     if validation_path is not None:
-        validation = load_npz(validation_path)
+        validation = load_dataset(validation_path, student, tokenizer_path)
         source = "from the validation file"
+        if student is not None and student.family == "transformer":
+            train, validation = common_length(train, validation)
     else:
         train, validation = split_holdout(train, config.validation_fraction, config.seed)
         source = f"held out from the training file ({config.validation_fraction:.0%}, seed {config.seed})"

@@ -98,6 +98,44 @@ class Search(Spec):
     trial_epochs: int = Field(default=1, ge=1, le=100, description="Epochs of each trial.")
 
 
+class TransformerDistillation(Spec):
+    """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models.
+
+    Student layer m learns the hidden states (through a learned projection W_h) and the attention
+    probabilities of teacher layer `layer_map[m]`; the embedding outputs are matched through W_e.
+    Padded positions are left out. The projections train with the student and are not exported.
+    """
+
+    embedding_weight: float = Field(
+        default=1.0, ge=0.0, le=1000.0, description="Weight of the embedding-output loss (MSE through W_e)."
+    )
+    hidden_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Weight of the hidden-state loss (MSE through W_h, mean over mapped layers).",
+    )
+    attention_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Weight of the attention-probability loss (MSE, mean over mapped layers; averaged "
+        "over heads when the head counts differ).",
+    )
+    layer_map: list[int] | None = Field(
+        default=None,
+        max_length=48,
+        description="0-based teacher layer for each student layer (one entry per student layer). "
+        "Default: uniform, student layer m (1-based) of M reads teacher layer ceil(m * N / M) of N.",
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if self.embedding_weight == self.hidden_weight == self.attention_weight == 0:
+            raise ValueError("embedding_weight, hidden_weight and attention_weight are all 0: give one > 0")
+        return self
+
+
 class DistillationConfig(Spec):
     """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
     plus the weighted feature losses of `features`."""
@@ -154,10 +192,22 @@ class DistillationConfig(Spec):
         max_length=64,
         description="Feature (hint) losses between named layers, added to the loss.",
     )
+    transformer: TransformerDistillation | None = Field(
+        default=None,
+        description="TinyBERT layer distillation between a transformer student and the (first) teacher, a "
+        "transformer with a given architecture: embedding, hidden-state and attention losses, reported "
+        "per epoch and their weighted sum `tinybert_loss` added to the loss. Default: off.",
+    )
 
     @model_validator(mode="after")
     def _some_loss(self) -> Self:
-        if self.alpha == 0 and self.beta == 0 and not self.features and self.method != "mutual":
+        if (
+            self.alpha == 0
+            and self.beta == 0
+            and not self.features
+            and self.transformer is None
+            and self.method != "mutual"
+        ):
             raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
         return self
 

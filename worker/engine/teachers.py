@@ -1,5 +1,6 @@
 """Loading the teacher: a safetensors state dict plus its architecture, or a torch.export program."""
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -9,24 +10,28 @@ from torch import Tensor, nn
 
 from worker.engine.errors import DistillError
 from worker.engine.models import build_model
-from worker.engine.specs import CNNSpec, MLPSpec
+from worker.engine.specs import ArchitectureSpec
 
 MAX_LISTED_PROBLEMS = 20
 
 
 def load_teacher(
-    path: Path, format: Literal["safetensors", "pt2"], architecture: MLPSpec | CNNSpec | None = None
+    path: Path,
+    format: Literal["safetensors", "pt2"],
+    architecture: ArchitectureSpec | None = None,
+    tapped: bool = False,
 ) -> nn.Module:
     """A frozen teacher on the CPU, in eval mode where the format allows it.
 
     `pt2` programs ignore `architecture` and cannot be switched to eval mode afterwards: they
     keep the mode they were exported in, so teachers must be exported from a model in eval mode
-    (otherwise dropout stays active and BatchNorm normalizes with batch statistics).
+    (otherwise dropout stays active and BatchNorm normalizes with batch statistics). A `tapped`
+    program (one whose layers the job reads) is unflattened so its layers keep their module paths.
     """
     if format == "safetensors":
         teacher = _load_safetensors(path, architecture)
     elif format == "pt2":
-        teacher = _load_exported_program(path)
+        teacher = _load_exported_program(path, tapped)
     else:
         raise DistillError(
             "teacher_load_failed", f"unknown teacher format {format!r}: use safetensors or pt2"
@@ -36,7 +41,7 @@ def load_teacher(
     return teacher
 
 
-def _load_safetensors(path: Path, architecture: MLPSpec | CNNSpec | None) -> nn.Module:
+def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.Module:
     if architecture is None:
         raise DistillError(
             "architecture_required",
@@ -59,9 +64,12 @@ def _load_safetensors(path: Path, architecture: MLPSpec | CNNSpec | None) -> nn.
     return model.eval()
 
 
-def _load_exported_program(path: Path) -> nn.Module:
+def _load_exported_program(path: Path, tapped: bool) -> nn.Module:
     try:
-        module = torch.export.load(path).module()
+        program = torch.export.load(path)
+        module = _unflattened(program) if tapped else None
+        if module is None:
+            module = program.module()
     except Exception as error:
         raise DistillError(
             "teacher_load_failed", f"{path.name} is not a valid torch.export (.pt2) program: {error}"
@@ -71,6 +79,21 @@ def _load_exported_program(path: Path) -> nn.Module:
     except NotImplementedError:
         pass  # unlifted exported modules refuse train()/eval(); see load_teacher
     return module
+
+
+def _unflattened(program: torch.export.ExportedProgram) -> nn.Module | None:
+    """The program with its original module hierarchy, or None where torch cannot rebuild it.
+
+    `program.module()` is one flat graph: forward hooks on its submodules never fire. The unflattened
+    module computes the same and calls a submodule per original module, so feature pairs and TinyBERT
+    can tap a pt2 teacher's layers by path. It is slower (2.6x on a small CNN), hence only when tapped.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
+            return torch.export.unflatten(program)
+    except Exception:
+        return None
 
 
 def state_dict_mismatches(checkpoint: dict[str, Tensor], expected: dict[str, Tensor]) -> list[str]:
