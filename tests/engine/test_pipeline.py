@@ -12,8 +12,9 @@ from torch.export import Dim
 
 from worker.engine.errors import DistillError, JobCancelled
 from worker.engine.models import build_model
-from worker.engine.pipeline import make_scheduler, run_distillation
+from worker.engine.pipeline import run_distillation
 from worker.engine.specs import CNNSpec, MLPSpec
+from worker.engine.training import make_scheduler
 
 from .factories import FEATURES, NUM_CLASSES, RecordingReporter, gaussian_blobs
 

@@ -21,7 +21,8 @@ from tests.text_factories import (
     write_jsonl,
 )
 from worker.engine.errors import DistillError
-from worker.engine.pipeline import load_datasets, run_distillation
+from worker.engine.pipeline import run_distillation
+from worker.engine.setup import load_datasets
 from worker.engine.specs import EngineJob, TrainingConfig
 from worker.engine.teachers import load_teacher
 

@@ -1,0 +1,142 @@
+"""Which students a job trains and how: one (standard), a cohort (mutual learning), generations
+(born-again), after short trials that pick T and alpha when they are "auto"."""
+
+import copy
+import dataclasses
+import itertools
+from dataclasses import dataclass
+
+from worker.engine.ensemble import TeacherEnsemble
+from worker.engine.errors import DistillError
+from worker.engine.evaluate import accuracy, predict
+from worker.engine.reporting import Reporter
+from worker.engine.setup import Setup, Student, build_student
+from worker.engine.specs import DistillationConfig, EngineJob
+from worker.engine.training import Clock, train_cohort
+
+
+@dataclass
+class Candidate:
+    """A trained student that may become the artifact."""
+
+    name: str  # "student", "peer1", "generation2"
+    student: Student
+    series: list[dict]
+
+
+def check_method(setup: Setup, job: EngineJob) -> None:
+    distillation = job.distillation
+    if distillation.searched and not setup.validation.labeled:
+        raise DistillError(
+            "labels_required",
+            "temperature or alpha 'auto' picks values by validation accuracy, but the validation set has no "
+            "labels: give a labeled validation file (or labeled training data), or fixed values",
+        )
+    if distillation.method == "born_again" and distillation.features:
+        raise DistillError(
+            "unsupported_combination",
+            "born_again generations are taught by the previous student, which has none of the teacher's "
+            "layers that `features` names: drop `features` or use method 'standard'",
+        )
+
+
+def planned_epochs(job: EngineJob) -> int:
+    distillation, epochs = job.distillation, job.training.epochs
+    trials = len(search_grid(distillation)) * distillation.search.trial_epochs if distillation.searched else 0
+    return trials + epochs * (distillation.generations if distillation.method == "born_again" else 1)
+
+
+def distill_standard(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
+    return [Candidate("student", student, train_cohort(setup, [student], job, reporter, clock))]
+
+
+def distill_mutual(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
+    """Deep mutual learning (Zhang et al. 2018), with the teacher's soft targets too when alpha > 0."""
+    specs = job.distillation.peers or [job.student_architecture]
+    peers = [
+        build_student(setup, job, spec, job.training.seed + k, reporter) for k, spec in enumerate(specs, 1)
+    ]
+    reporter.event(f"Mutual learning: {len(peers) + 1} students train together")
+    series = train_cohort(setup, [student, *peers], job, reporter, clock)
+    return [Candidate("student", student, series)] + [
+        Candidate(f"peer{k}", p, []) for k, p in enumerate(peers, 1)
+    ]
+
+
+def distill_born_again(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
+    """Born-again networks (Furlanello et al. 2018): each generation, freshly initialised, learns from
+    the previous one; the first from the job's teachers."""
+    generations = job.distillation.generations
+    fresh = job.model_copy(update={"student_init": "random"})
+    candidates, taught_by = [], setup
+    for generation in range(1, generations + 1):
+        if generation > 1:
+            spec, seed = job.student_architecture, job.training.seed + generation - 1
+            student = build_student(taught_by, fresh, spec, seed, reporter)
+        teacher = "the teacher" if generation == 1 else f"generation {generation - 1}"
+        reporter.event(f"Generation {generation} of {generations}, taught by {teacher}")
+        run = "" if generation == 1 else f"generation{generation}"
+        candidates.append(
+            Candidate(
+                f"generation{generation}",
+                student,
+                train_cohort(taught_by, [student], job, reporter, clock, run),
+            )
+        )
+        taught_by = student_as_teacher(setup, student, job.training.batch_size)
+    return candidates
+
+
+def student_as_teacher(setup: Setup, student: Student, batch_size: int) -> Setup:
+    student.taps.remove()
+    frozen = copy.deepcopy(student.model).eval().requires_grad_(False)
+    teachers = TeacherEnsemble([frozen], [1.0], "mean", [[]])
+    logits = teachers.predict(setup.validation.x, batch_size, setup.device)
+    return dataclasses.replace(setup, teachers=teachers, teacher_validation_logits=logits)
+
+
+METHODS = {"standard": distill_standard, "mutual": distill_mutual, "born_again": distill_born_again}
+
+
+def search_grid(distillation: DistillationConfig) -> list[tuple[float, float]]:
+    temperatures = (
+        distillation.search.temperatures if distillation.temperature == "auto" else [distillation.temperature]
+    )
+    alphas = distillation.search.alphas if distillation.alpha == "auto" else [distillation.alpha]
+    return list(itertools.product(temperatures, alphas))
+
+
+def search_hyperparameters(
+    setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock
+) -> tuple[EngineJob, dict, list[dict]]:
+    """Short trials over the grid, each a fresh student of the same seed; the best validation accuracy
+    wins (the first of equals). Returns the job with the chosen values, the trials, and their series."""
+    grid, distillation = search_grid(job.distillation), job.distillation
+    trials, series = [], []
+    for number, (temperature, alpha) in enumerate(grid, start=1):
+        trial = with_values(job, temperature, alpha, epochs=distillation.search.trial_epochs)
+        student = build_student(setup, trial, job.student_architecture, job.training.seed, reporter)
+        series += train_cohort(setup, [student], trial, reporter, clock, f"trial{number}")
+        student.taps.remove()
+        logits = predict(student.model, setup.validation.x, job.training.batch_size, setup.device)
+        trials.append(
+            {
+                "temperature": temperature,
+                "alpha": alpha,
+                "validation_accuracy": accuracy(logits, setup.validation.y),
+            }
+        )
+        reporter.event(
+            f"Trial {number} of {len(grid)}: T={temperature:g}, alpha={alpha:g}: "
+            f"validation accuracy {trials[-1]['validation_accuracy']:.2%}"
+        )
+    best = max(trials, key=lambda t: t["validation_accuracy"])
+    reporter.event(f"Chosen by {len(grid)} trials: T={best['temperature']:g}, alpha={best['alpha']:g}")
+    chosen = with_values(job, best["temperature"], best["alpha"], epochs=job.training.epochs)
+    return chosen, {"temperature": best["temperature"], "alpha": best["alpha"], "trials": trials}, series
+
+
+def with_values(job: EngineJob, temperature: float, alpha: float, epochs: int) -> EngineJob:
+    distillation = job.distillation.model_copy(update={"temperature": temperature, "alpha": alpha})
+    training = job.training.model_copy(update={"epochs": epochs})
+    return job.model_copy(update={"distillation": distillation, "training": training})
