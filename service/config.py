@@ -21,11 +21,27 @@ class Settings(BaseSettings):
         description="Serve a non-loopback address with auth off (a container published on loopback).",
     )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_concurrent_jobs: int | None = Field(
+        default=None, gt=0, description="Per tenant: jobs queued, validating, running or cancelling at once."
+    )
+    max_stored_bytes: int | None = Field(
+        default=None, gt=0, description="Per tenant: the bytes of all its uploaded files together."
+    )
+    allow_pt2: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="pt2 teachers can unpickle when loaded: `auto` allows them only while auth is off.",
+    )
     task_queue: str = "gpu"
     progress_interval_seconds: float = Field(
         default=1.0, ge=0.0, description="Least time between progress writes."
     )
     cancel_check_seconds: float = Field(default=0.25, ge=0.0, description="Least time between cancel checks.")
+    heartbeat_seconds: float = Field(default=5.0, gt=0.0, description="How often a running job says it is alive.")
+    heartbeat_timeout_seconds: float = Field(
+        default=60.0, gt=0.0, description="A job silent this long lost its worker: it is re-queued."
+    )
+    reaper_interval_seconds: float = Field(default=15.0, gt=0.0, description="How often workers look for them.")
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Worker losses before a job fails.")
 
     @property
     def resolved_database_url(self) -> str:
@@ -38,6 +54,11 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return (self.home / "broker").resolve()
+
+    @property
+    def pt2_allowed(self) -> bool:
+        """Loading a pt2 archive can unpickle: trust every uploader only in the single-user default."""
+        return self.allow_pt2 == "on" or (self.allow_pt2 == "auto" and self.auth == "off")
 
     @property
     def storage_root(self) -> Path:

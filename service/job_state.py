@@ -16,13 +16,17 @@ def add_event(session: Session, job_pk: int, message: str, level: str = "info") 
     session.add(JobEvent(job_pk=job_pk, message=message, level=level))
 
 
-def transition(session: Session, job_id: str, allowed_from: Iterable[str], to: str, **fields) -> bool:
-    """Move the job to `to` if its status is one of `allowed_from`; True if it moved."""
+def transition(
+    session: Session, job_id: str, allowed_from: Iterable[str], to: str, attempt: int | None = None, **fields
+) -> bool:
+    """Move the job to `to` if its status is one of `allowed_from` (and, given `attempt`, if no later
+    attempt has taken the job over since); True if it moved."""
     if to in ("succeeded", "failed", "cancelled"):
         fields.setdefault("finished_at", now())
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(tuple(allowed_from))).values(status=to, **fields)
-    )
+    conditions = [Job.id == job_id, Job.status.in_(tuple(allowed_from))]
+    if attempt is not None:
+        conditions.append(Job.attempts == attempt)
+    result = session.execute(update(Job).where(*conditions).values(status=to, **fields))
     return result.rowcount == 1
 
 

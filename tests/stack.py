@@ -25,13 +25,15 @@ class ServiceStack:
         database_url: str | None = None,
         broker_url: str | None = None,
         queue: str | None = None,
+        **settings: str,
     ):
+        """`settings`: further DISTILL_* settings by lower-case name (heartbeat_seconds="0.5")."""
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1",
                     "DISTILL_PROGRESS_INTERVAL_SECONDS": "0.2"}  # fmt: skip
-        settings = {
+        settings = {f"DISTILL_{name.upper()}": value for name, value in settings.items()} | {
             "DISTILL_DATABASE_URL": database_url,
             "DISTILL_BROKER_URL": broker_url,
             "DISTILL_TASK_QUEUE": queue,
@@ -72,6 +74,13 @@ class ServiceStack:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def training_processes(self) -> list[int]:
+        """The worker's child processes: the prefork pool, where jobs run."""
+        result = subprocess.run(
+            ["pgrep", "-P", str(self.processes["worker"].pid)], capture_output=True, text=True
+        )
+        return [int(pid) for pid in result.stdout.split()]
 
     def logs(self) -> str:
         return "\n".join(

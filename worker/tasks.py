@@ -5,21 +5,25 @@ The engine (`worker.engine`) knows nothing of Celery or the database; this modul
 
 import logging
 import tempfile
+import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from sqlalchemy import select
+from celery.signals import worker_process_init, worker_ready
+from sqlalchemy import delete, select
 
 from service.config import get_settings
-from service.db import session_scope
+from service.db import get_engine, session_scope
 from service.job_state import add_event, transition
-from service.models import Artifact, File, Job, now
+from service.models import Artifact, File, Job, JobMetric, now
 from service.schemas import JobCreate
 from service.storage import get_storage, read_chunks
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.engine.errors import DistillError, JobCancelled
 from worker.engine.pipeline import DistillResult, run_distillation
 from worker.engine.specs import EngineJob, TeacherSource
+from worker.liveness import heartbeat, run_reaper
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,19 @@ CONTENT_TYPES = {
     ".pt2": "application/zip",
     ".json": "application/json",
 }
+
+
+@worker_process_init.connect
+def _fresh_connections(**_kwargs) -> None:
+    """A forked child must not share the parent's database connections."""
+    get_engine().dispose(close=False)
+
+
+@worker_ready.connect
+def _start_reaper(**_kwargs) -> None:
+    threading.Thread(
+        target=run_reaper, args=(get_settings(), threading.Event()), name="reaper", daemon=True
+    ).start()
 
 
 @app.task(name=RUN_JOB_TASK)
@@ -41,7 +58,10 @@ def run_job(job_id: str) -> None:
         job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
     )
     try:
-        with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir:
+        with (
+            heartbeat(job.id, settings.heartbeat_seconds),
+            tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir,
+        ):
             result = _distill(job, Path(out_dir), reporter)
             if reporter.should_stop():
                 raise JobCancelled
@@ -64,9 +84,16 @@ def run_job(job_id: str) -> None:
 def _claim(job_id: str) -> Job | None:
     with session_scope() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
-        if job is None or not transition(session, job_id, ["queued"], "validating", started_at=now()):
+        claimed = transition(
+            session, job_id, ["queued"], "validating", started_at=now(), heartbeat_at=time.time()
+        )
+        if job is None or not claimed:
             return None
         job.attempts += 1
+        if job.attempts > 1:  # an earlier attempt lost its worker: its partial series would mislead
+            session.execute(delete(JobMetric).where(JobMetric.job_pk == job.pk))
+            job.progress = {**job.progress, "epoch": 0, "step": 0, "fraction": 0.0, "eta_seconds": None}
+            add_event(session, job.pk, f"Attempt {job.attempts} starts again from the beginning.", "warning")
         add_event(session, job.pk, f"A worker picked up the job (attempt {job.attempts}).")
         return job
 
@@ -122,7 +149,7 @@ def _finish(job: Job, result: DistillResult) -> None:
         artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
                                   content_type=content_type, storage_key=key))  # fmt: skip
     with session_scope() as session:
-        if transition(session, job.id, ["running"], "succeeded", metrics=result.metrics):
+        if transition(session, job.id, ["running"], "succeeded", job.attempts, metrics=result.metrics):
             session.add_all(artifacts)
             add_event(session, job.pk, "Job succeeded: the student is ready to download.")
             return
@@ -133,5 +160,7 @@ def _finish(job: Job, result: DistillResult) -> None:
 
 def _end(job: Job, status: str, message: str, error: dict | None = None) -> None:
     with session_scope() as session:
-        if transition(session, job.id, ["validating", "running", "cancelling"], status, error=error):
+        if transition(
+            session, job.id, ["validating", "running", "cancelling"], status, job.attempts, error=error
+        ):
             add_event(session, job.pk, message, "error" if status == "failed" else "info")

@@ -1,0 +1,63 @@
+"""The reaper finds jobs whose worker died and re-queues them, or fails them after too many tries."""
+
+import time
+
+import pytest
+from sqlalchemy import select, update
+
+from service.config import get_settings
+from service.db import session_scope
+from service.models import Job, JobEvent
+from tests.api.helpers import job_request
+from worker.liveness import reap_lost_jobs
+
+
+@pytest.fixture
+def settings():
+    return get_settings().model_copy(update={"heartbeat_timeout_seconds": 10.0, "max_attempts": 3})
+
+
+@pytest.fixture
+def job_id(client, teacher_file, dataset_file) -> str:
+    response = client.post("/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"]))
+    return response.json()["id"]
+
+
+def set_job(job_id: str, **values) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def job_state(job_id: str) -> tuple[str, dict | None, list[str]]:
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        events = session.scalars(select(JobEvent.message).where(JobEvent.job_pk == job.pk)).all()
+        return job.status, job.error, events
+
+
+def test_a_silent_running_job_is_requeued(settings, job_id):
+    set_job(job_id, status="running", attempts=1, heartbeat_at=time.time() - 60)
+    assert job_id in reap_lost_jobs(settings)
+    status, error, events = job_state(job_id)
+    assert status == "queued" and error is None
+    assert "It will run again (attempt 2)" in events[-1]
+    assert job_id not in reap_lost_jobs(settings)  # queued jobs are not reaped again
+
+
+def test_a_job_with_a_recent_heartbeat_is_left_alone(settings, job_id):
+    set_job(job_id, status="running", attempts=1, heartbeat_at=time.time() - 2)
+    assert job_id not in reap_lost_jobs(settings)
+    assert job_state(job_id)[0] == "running"
+
+
+def test_a_job_that_keeps_losing_workers_fails(settings, job_id):
+    set_job(job_id, status="validating", attempts=3, heartbeat_at=time.time() - 60)
+    assert job_id not in reap_lost_jobs(settings)
+    status, error, _ = job_state(job_id)
+    assert status == "failed" and error["code"] == "worker_lost" and "3 times" in error["message"]
+
+
+def test_a_silent_cancelling_job_ends_cancelled(settings, job_id):
+    set_job(job_id, status="cancelling", attempts=1, heartbeat_at=time.time() - 60)
+    reap_lost_jobs(settings)
+    assert job_state(job_id)[0] == "cancelled"
