@@ -75,6 +75,14 @@ class ServiceStack:
             stderr=subprocess.STDOUT,
         )
 
+    def restart_api(self) -> None:
+        """Stop the API process and start a new one on the same port, as a deploy or a crash would."""
+        api = self.processes.pop("api")
+        api.terminate()
+        api.wait(timeout=20)
+        self._start("api", "api", "--port", str(self.port))
+        self._wait_ready()
+
     def training_processes(self) -> list[int]:
         """The worker's child processes: the prefork pool, where jobs run."""
         result = subprocess.run(
