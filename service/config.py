@@ -36,11 +36,15 @@ class Settings(BaseSettings):
         default=1.0, ge=0.0, description="Least time between progress writes."
     )
     cancel_check_seconds: float = Field(default=0.25, ge=0.0, description="Least time between cancel checks.")
-    heartbeat_seconds: float = Field(default=5.0, gt=0.0, description="How often a running job says it is alive.")
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0.0, description="How often a running job says it is alive."
+    )
     heartbeat_timeout_seconds: float = Field(
         default=60.0, gt=0.0, description="A job silent this long lost its worker: it is re-queued."
     )
-    reaper_interval_seconds: float = Field(default=15.0, gt=0.0, description="How often workers look for them.")
+    reaper_interval_seconds: float = Field(
+        default=15.0, gt=0.0, description="How often workers look for them."
+    )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Worker losses before a job fails.")
 
     @property

@@ -32,13 +32,22 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
 
 
 @lru_cache
-def get_engine() -> Engine:
-    return make_engine(get_settings().resolved_database_url)
+def engine_for(url: str) -> Engine:
+    """One engine per database URL per process."""
+    return make_engine(url)
 
 
 @lru_cache
+def sessionmaker_for(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+def get_engine() -> Engine:
+    return engine_for(get_settings().resolved_database_url)
+
+
 def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(get_engine(), expire_on_commit=False)
+    return sessionmaker_for(get_settings().resolved_database_url)
 
 
 @contextmanager

@@ -1,31 +1,56 @@
-"""Dependencies shared by the routes: database session, storage, settings and the caller's tenant."""
+"""Dependencies shared by the routes: settings, database session, storage and the caller's tenant.
+
+Everything here follows the settings dependency, so an app made with `create_app(settings)` serves
+those settings (the tests make apps with auth on, limits and another database this way).
+"""
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
+from service.auth import authenticate
 from service.config import Settings, get_settings
-from service.db import get_sessionmaker
-from service.errors import APIError
+from service.db import sessionmaker_for
 from service.models import DEFAULT_TENANT
-from service.storage import Storage, get_storage
+from service.storage import Storage, storage_at
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session() -> Iterator[Session]:
-    with get_sessionmaker()() as session:
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with sessionmaker_for(settings.resolved_database_url)() as session:
         yield session
 
 
-def get_tenant(settings: Annotated[Settings, Depends(get_settings)]) -> str:
-    """The tenant every resource of this request belongs to. Auth is one dependency: API keys plug in here."""
-    if settings.auth == "on":
-        raise APIError(401, "unauthorized", "DISTILL_AUTH=on but this server has no API keys configured yet.")
-    return DEFAULT_TENANT
+def get_request_storage(settings: SettingsDep) -> Storage:
+    return storage_at(str(settings.storage_root))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-StorageDep = Annotated[Storage, Depends(get_storage)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_request_storage)]
+
+# Documents the scheme in the OpenAPI document; `get_tenant` reads the header itself to say what is wrong.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An API key (`distill keys create --tenant NAME`); required when the server runs with "
+    "`DISTILL_AUTH=on`.",
+)
+
+
+def get_tenant(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    _documented: Annotated[object, Security(bearer_scheme)] = None,
+) -> str:
+    """The tenant every resource of this request belongs to: the API key's tenant when auth is on
+    (401 without a valid key), else the single-user default tenant."""
+    if settings.auth == "off":
+        return DEFAULT_TENANT
+    return authenticate(session, request.headers.get("authorization")).tenant_id
+
+
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -6,9 +6,9 @@ import time
 from collections.abc import AsyncIterator
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.db import get_sessionmaker
 from service.models import Job, JobEvent
 from service.schemas import FINISHED_STATUSES, EventObject
 
@@ -16,10 +16,10 @@ POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
 
-def _read_after(job_pk: int, after_pk: int) -> tuple[list[JobEvent], bool]:
+def _read_after(sessions: sessionmaker[Session], job_pk: int, after_pk: int) -> tuple[list[JobEvent], bool]:
     """Events after `after_pk`, and whether the job has ended. The status is read first: a finished
     job's last events were committed with (or before) its final status, so none can be missed."""
-    with get_sessionmaker()() as session:
+    with sessions() as session:
         finished = session.scalar(select(Job.status).where(Job.pk == job_pk)) in FINISHED_STATUSES
         query = (
             select(JobEvent).where(JobEvent.job_pk == job_pk, JobEvent.pk > after_pk).order_by(JobEvent.pk)
@@ -32,10 +32,11 @@ def _frame(event: JobEvent) -> str:
     return f"id: {event.id}\nevent: job.event\ndata: {json.dumps(body.model_dump())}\n\n"
 
 
-async def job_event_stream(job_pk: int, after_pk: int) -> AsyncIterator[str]:
+async def job_event_stream(sessions: sessionmaker[Session], job_pk: int, after_pk: int) -> AsyncIterator[str]:
+    """`sessions` makes sessions on the request's database: the stream outlives the request's session."""
     last_sent = time.monotonic()
     while True:
-        events, finished = await run_in_threadpool(_read_after, job_pk, after_pk)
+        events, finished = await run_in_threadpool(_read_after, sessions, job_pk, after_pk)
         for event in events:
             yield _frame(event)
             after_pk, last_sent = event.pk, time.monotonic()

@@ -1,6 +1,6 @@
 """Refuse oversized request bodies as they arrive, before anything buffers them (413)."""
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.errors import APIError, error_response
 
 JSON_BODY_LIMIT = 1024 * 1024
@@ -25,8 +25,12 @@ def _is_upload(scope) -> bool:
 class BodySizeLimit:
     """Pure ASGI middleware: checks `Content-Length` up front and counts the bytes of chunked bodies."""
 
-    def __init__(self, app):
+    def __init__(self, app, settings: Settings | None = None):
         self.app = app
+        self.settings = settings  # None: the environment's, looked up on each request
+
+    def _settings(self) -> Settings:
+        return self.settings if self.settings is not None else get_settings()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,15 +66,15 @@ class BodySizeLimit:
         if exceeded and not started:
             await self._refuse(scope, receive, send, limit)
 
-    @staticmethod
-    def _limit(scope) -> int:
+    def _limit(self, scope) -> int:
         # The multipart envelope is allowed for here; storing holds the file itself to the limit.
-        return get_settings().max_upload_bytes + MULTIPART_OVERHEAD if _is_upload(scope) else JSON_BODY_LIMIT
+        return (
+            self._settings().max_upload_bytes + MULTIPART_OVERHEAD if _is_upload(scope) else JSON_BODY_LIMIT
+        )
 
-    @staticmethod
-    async def _refuse(scope, receive, send, limit: int):
+    async def _refuse(self, scope, receive, send, limit: int):
         if _is_upload(scope):
-            error = upload_too_large(get_settings().max_upload_bytes)
+            error = upload_too_large(self._settings().max_upload_bytes)
         else:
             message = f"The request body is larger than this server accepts ({limit} bytes)."
             error = APIError(413, "payload_too_large", message)

@@ -104,5 +104,9 @@ def make_storage(url: str) -> Storage:
 
 
 @lru_cache
+def storage_at(url: str) -> Storage:
+    return make_storage(url)
+
+
 def get_storage() -> Storage:
-    return make_storage(str(get_settings().storage_root))
+    return storage_at(str(get_settings().storage_root))

@@ -5,9 +5,9 @@ from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from service import idempotency
+from service import idempotency, policy
 from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
-from service.downloads import stream_object
+from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import APIError, ErrorBody
 from service.limits import upload_too_large
 from service.models import File as FileRow
@@ -18,7 +18,8 @@ from service.storage import CHUNK_BYTES, TooLarge
 from service.tenancy import get_owned, owned_by
 from service.upload_formats import UploadRejected, detect_format
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model": ErrorBody}})
+ROUTE = "POST /v1/files"
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
 CONTENT_TYPES = {"npz": "application/zip", "pt2": "application/zip", "json": "application/json"}
 
@@ -48,16 +49,22 @@ def upload_file(
 ):
     file_id = new_id("file")
     key = f"files/{tenant_id}/{file_id}"
-    stored = _store_upload(storage, key, file, settings.max_upload_bytes)
+    room = None
+    if not policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
+        room = policy.room_for_upload(session, settings, tenant_id, file.size)
+    session.rollback()  # no transaction stays open while the bytes stream to storage
+    stored = _store_upload(storage, key, file, settings.max_upload_bytes, room)
     filename = safe_filename(file.filename)
     request_hash = idempotency.fingerprint(purpose, filename, stored.sha256)
     try:
-        replayed = idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/files", request_hash)
+        replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
         if replayed is not None:
             storage.delete(key)
             return replayed
         with storage.local_path(key) as path:
             file_format = detect_format(purpose, path)
+        if file_format == "pt2" and not settings.pt2_allowed:
+            raise policy.pt2_not_allowed(settings, "file")
     except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
         storage.delete(key)
         if isinstance(exc, UploadRejected):
@@ -71,25 +78,34 @@ def upload_file(
     )  # fmt: skip
     session.add(row)
     session.flush()
+    try:
+        policy.check_stored_bytes(session, settings, tenant_id)  # concurrent uploads may have filled it
+    except APIError:
+        storage.delete(key)
+        raise
     body = to_object(row).model_dump(mode="json")
-    idempotency.remember(session, tenant_id, idempotency_key, "POST /v1/files", request_hash, 201, body)
+    idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body)
     try:
         session.commit()
     except idempotency.IntegrityError:  # a concurrent request with the same key won
         session.rollback()
         storage.delete(key)
-        return idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/files", request_hash)
+        return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
     return to_object(row)
 
 
-def _store_upload(storage, key: str, upload: UploadFile, limit: int):
+def _store_upload(storage, key: str, upload: UploadFile, limit: int, room: policy.Room | None):
+    """Store the upload, stopping (and storing nothing) past the size limit or the tenant's room left."""
+
     def chunks():
         while chunk := upload.file.read(CHUNK_BYTES):
             yield chunk
 
     try:
-        return storage.write(key, chunks(), max_bytes=limit)
+        return storage.write(key, chunks(), max_bytes=limit if room is None else min(limit, room.left))
     except TooLarge:
+        if room is not None and room.left < limit:
+            raise policy.storage_quota_exceeded(room.quota, room.used) from None
         raise upload_too_large(limit) from None
 
 
@@ -116,11 +132,7 @@ def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
 @router.get(
     "/{file_id}/content",
     response_class=StreamingResponse,
-    responses={
-        **ERRORS,
-        200: {"content": {"application/octet-stream": {}}},
-        206: {"description": "Partial content"},
-    },
+    responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_file(
     file_id: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep

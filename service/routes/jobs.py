@@ -4,9 +4,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from service import idempotency
-from service.deps import SessionDep, StorageDep, TenantDep
-from service.downloads import stream_object
+from service import idempotency, policy
+from service.config import Settings
+from service.db import sessionmaker_for
+from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
+from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import APIError, ErrorBody, not_found
 from service.event_stream import job_event_stream
 from service.job_state import add_event, transition
@@ -31,7 +33,7 @@ from worker.engine.design import derive_spec
 from worker.engine.errors import DistillError
 from worker.engine.layer_map import check_layer_map
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorBody}})
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
 
 
@@ -44,10 +46,16 @@ def to_object(job: Job) -> JobObject:
     )  # fmt: skip
 
 
-@router.post("", status_code=201, response_model=JobObject, responses={**ERRORS, 503: {"model": ErrorBody}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobObject,
+    responses={**ERRORS, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
 def create_job(
     body: JobCreate,
     session: SessionDep,
+    settings: SettingsDep,
     tenant_id: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ):
@@ -55,7 +63,7 @@ def create_job(
     replayed = idempotency.replay(session, tenant_id, idempotency_key, "POST /v1/jobs", request_hash)
     if replayed is not None:
         return replayed
-    files, dataset_formats = _resolve_files(session, tenant_id, body)
+    files, dataset_formats = _resolve_files(session, settings, tenant_id, body)
     _design_student(body)
     _check_classes(body)
     _check_method(body)
@@ -68,6 +76,7 @@ def create_job(
     )  # fmt: skip
     session.add(job)
     session.flush()
+    policy.check_job_slots(session, settings, tenant_id)
     add_event(session, job.pk, "Job created and queued.")
     response = to_object(job).model_dump(mode="json")
     idempotency.remember(session, tenant_id, idempotency_key, "POST /v1/jobs", request_hash, 201, response)
@@ -80,7 +89,9 @@ def create_job(
     return response
 
 
-def _resolve_files(session, tenant_id: str, body: JobCreate) -> tuple[dict[str, str], dict[str, str]]:
+def _resolve_files(
+    session, settings: Settings, tenant_id: str, body: JobCreate
+) -> tuple[dict[str, str], dict[str, str]]:
     """Check each named file exists with the right purpose and fill each teacher's format.
     Returns file id → role, and dataset role (`train`, `validation`) → detected format."""
     if (body.teacher is None) == (body.teachers is None):
@@ -91,7 +102,7 @@ def _resolve_files(session, tenant_id: str, body: JobCreate) -> tuple[dict[str, 
     roles = {}
     for field, teacher in body.teacher_refs():
         row = _named_file(session, tenant_id, teacher.file_id, f"{field}.file_id", "teacher")
-        _check_teacher(field, teacher, row.format)
+        _check_teacher(settings, field, teacher, row.format)
         roles.setdefault(row.id, "teacher")
     dataset_formats = {}
     for role in ("train", "validation"):
@@ -127,7 +138,7 @@ def _named_file(session, tenant_id: str, file_id: str, param: str, purpose: str)
     return row
 
 
-def _check_teacher(field: str, teacher: TeacherRef, detected_format: str) -> None:
+def _check_teacher(settings: Settings, field: str, teacher: TeacherRef, detected_format: str) -> None:
     if teacher.format is None:
         teacher.format = detected_format
     elif teacher.format != detected_format:
@@ -136,6 +147,8 @@ def _check_teacher(field: str, teacher: TeacherRef, detected_format: str) -> Non
             f"{field}.format is {teacher.format!r} but file {teacher.file_id} is a {detected_format!r} file.",
             f"{field}.format",
         )  # fmt: skip
+    if teacher.format == "pt2" and not settings.pt2_allowed:  # a pt2 file uploaded while they were allowed
+        raise policy.pt2_not_allowed(settings, f"{field}.format")
     if teacher.format == "safetensors" and teacher.architecture is None:
         raise APIError(
             422, "architecture_required",
@@ -368,6 +381,7 @@ def list_events(
     job_id: str,
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     tenant_id: TenantDep,
     limit: Limit = 100,
     after: After = None,
@@ -379,7 +393,7 @@ def list_events(
         resume = session.scalar(
             select(JobEvent.pk).where(JobEvent.job_pk == job.pk, JobEvent.id == (last_event_id or after))
         )
-        stream = job_event_stream(job.pk, after_pk=resume or 0)
+        stream = job_event_stream(sessionmaker_for(settings.resolved_database_url), job.pk, resume or 0)
         return StreamingResponse(
             stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
@@ -413,11 +427,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=StreamingResponse,
-    responses={
-        **ERRORS,
-        200: {"content": {"application/octet-stream": {}}},
-        206: {"description": "Partial content"},
-    },
+    responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_artifact(
     job_id: str, name: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep

@@ -1,0 +1,63 @@
+"""Keys from the real CLI, honoured by the real API process: `DISTILL_AUTH=on`, two tenants, a real job."""
+
+import httpx
+import pytest
+
+from tests.api.helpers import pt2_teacher
+from tests.e2e.conftest import job_request
+from tests.stack import ServiceStack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with ServiceStack(tmp_path_factory.mktemp("auth-stack"), auth="on", max_concurrent_jobs="1") as running:
+        yield running
+
+
+def create_key(stack: ServiceStack, tenant: str) -> str:
+    result = stack._cli("keys", "create", "--tenant", tenant)
+    assert result.returncode == 0, result.stderr
+    assert "shown only this once" in result.stderr
+    return result.stdout.strip()
+
+
+def as_key(stack: ServiceStack, key: str) -> httpx.Client:
+    return httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_keys_scope_a_real_job_to_its_tenant(stack, task):
+    acme_key, globex_key = create_key(stack, "acme"), create_key(stack, "globex")
+    assert stack.client.get("/v1/jobs").status_code == 401
+    assert stack.client.get("/v1/jobs").headers["www-authenticate"].startswith("Bearer")
+
+    stack.client.headers["Authorization"] = f"Bearer {acme_key}"  # stack.upload and wait_for_job as acme
+    teacher = stack.upload(task.teacher, "teacher")
+    train = stack.upload(task.train, "dataset")
+    created = stack.client.post("/v1/jobs", json=job_request(teacher["id"], train["id"]))
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    second = stack.client.post("/v1/jobs", json=job_request(teacher["id"], train["id"]))
+    assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_jobs"
+    refused = stack.client.post(
+        "/v1/files", files={"file": ("t.pt2", pt2_teacher())}, data={"purpose": "teacher"}
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "pt2_not_allowed"
+
+    job = stack.wait_for_job(job_id)
+    assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
+    assert stack.client.get(f"/v1/jobs/{job_id}/artifacts/student.pt2").status_code == 200
+
+    with as_key(stack, globex_key) as globex:
+        for path in (
+            f"/v1/jobs/{job_id}",
+            f"/v1/jobs/{job_id}/artifacts/student.pt2",
+            f"/v1/files/{train['id']}",
+        ):
+            assert globex.get(path).status_code == 404, path
+        assert globex.get("/v1/jobs").json()["data"] == []
+
+    revoked = stack._cli("keys", "revoke", acme_key.split("_")[1])
+    assert revoked.returncode == 0, revoked.stderr
+    assert stack.client.get(f"/v1/jobs/{job_id}").status_code == 401
