@@ -6,10 +6,27 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from service.errors import error_response
+from service.errors import ErrorBody, error_response
 from service.storage import Storage, read_chunks
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+# The bytes go out with the stored object's content type: `npz`/`pt2` are zips, `json` is JSON.
+_BYTES: dict = {"application/octet-stream": {}, "application/zip": {}, "application/json": {}}
+DOWNLOAD_RESPONSES = {
+    200: {
+        "description": "The bytes, streamed, with `Content-Length`, `ETag` (the sha256) and "
+        "`Accept-Ranges: bytes`. A `Range: bytes=…` header asks for part of them.",
+        "content": _BYTES,
+    },
+    206: {
+        "description": "The single byte range that `Range` asked for (and `If-Range`, if sent, "
+        "still names the current ETag); `Content-Range` says which bytes.",
+        "content": _BYTES,
+    },
+    304: {"description": "Not modified: `If-None-Match` names the current ETag."},
+    416: {"model": ErrorBody, "description": "`Range` is not a satisfiable single byte range."},
+}
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:

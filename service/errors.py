@@ -76,6 +76,19 @@ def _validation_message(error: dict, param: str | None) -> str:
     return f"{param}: {message}" if param else message
 
 
+def _unparsable_body_message(request: Request, exc: StarletteHTTPException) -> str:
+    """Like a JSON syntax error, a body that cannot be parsed at all is the request's fault (422)."""
+    cause = exc.__cause__
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc.detail)
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        return (
+            f"The request body is not a valid multipart form ({reason.rstrip('.')}): send the fields "
+            "as `multipart/form-data` with its boundary, e.g. `curl -F file=@train.npz -F purpose=dataset`."
+        )
+    return f"The request body is not valid JSON ({reason.rstrip('.')}): send UTF-8 JSON."
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError):
@@ -90,6 +103,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's and Starlette's answer to a body they cannot parse
+            return error_response(422, "invalid_request", _unparsable_body_message(request, exc))
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(exc.status_code, "http_error")
         message = str(exc.detail)

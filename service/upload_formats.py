@@ -6,6 +6,7 @@ contents again when it loads them.
 """
 
 import json
+import math
 import struct
 import zipfile
 import zlib
@@ -35,6 +36,18 @@ DATASET_HINT = (
 
 # What a damaged zip archive raises once `zipfile.is_zipfile` has let it through.
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+
+# Hostile archives. `zipfile` reads the whole central directory into memory (some 10 objects per member),
+# so its size is checked first; ~100k members still fit, and a torch.export archive has one per tensor.
+MAX_ZIP_DIRECTORY_BYTES = 8 * 1024 * 1024
+# numpy.savez writes one `.npy` member per array: x, y and perhaps a few more.
+MAX_NPZ_MEMBERS = 256
+# What a worker inflates into memory when it loads a dataset: the members' declared sizes, which bound
+# what `zipfile` will inflate. A zip bomb declares far more than its compressed bytes: deflate reaches
+# ~1000:1 on constant data, real arrays well under 100:1 (savez does not compress at all).
+MAX_NPZ_UNCOMPRESSED_BYTES = 64 * 1024**3
+MAX_NPZ_COMPRESSION_RATIO = 200
+NPZ_RATIO_CHECKED_ABOVE = 64 * 1024 * 1024  # small archives may compress as well as they like
 
 
 class UploadRejected(Exception):
@@ -70,7 +83,25 @@ def _is_pickle(path: Path) -> bool:
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # pickle's PROTO opcode
 
 
+def _check_zip_directory(path: Path) -> None:
+    """Refuse an archive whose central directory is too big to read, before `zipfile` reads it."""
+    try:
+        with path.open("rb") as f:
+            end = zipfile._EndRecData(f)  # what `zipfile.is_zipfile` and `ZipFile` read first
+    except OSError as exc:
+        raise _damaged_zip(exc) from None
+    if end is None:
+        raise _damaged_zip(zipfile.BadZipFile("no end of central directory record"))
+    if end[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES:
+        raise UploadRejected(
+            f"The zip archive's directory takes {end[zipfile._ECD_SIZE]} bytes "
+            f"({end[zipfile._ECD_ENTRIES_TOTAL]} members), more than this server reads "
+            f"({MAX_ZIP_DIRECTORY_BYTES} bytes)."
+        )
+
+
 def _zip_teacher_format(path: Path) -> str:
+    _check_zip_directory(path)
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -146,9 +177,12 @@ def _dataset_format(path: Path) -> str:
 
 
 def _npz_format(path: Path) -> str:
+    _check_zip_directory(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            members = archive.infolist()
+            _check_npz_members(members, path.stat().st_size)
+            names = {member.filename for member in members}
             headers = {name: _npy_header(archive, name) for name in ("x.npy", "y.npy") if name in names}
     except ZIP_ERRORS as exc:
         raise _damaged_zip(exc) from None
@@ -170,6 +204,33 @@ def _npz_format(path: Path) -> str:
         if y_shape[0] != x_shape[0]:
             raise UploadRejected(f"`x` has {x_shape[0]} samples but `y` has {y_shape[0]} labels.")
     return "npz"
+
+
+def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> None:
+    """Only `.npy` arrays, not too many, and no more bytes inflated than a worker can hold (zip bombs)."""
+    if len(members) > MAX_NPZ_MEMBERS:
+        raise UploadRejected(
+            f"The .npz has {len(members)} members; numpy.savez writes one per array, and this server "
+            f"reads at most {MAX_NPZ_MEMBERS}."
+        )
+    for member in members:
+        if member.is_dir() or not member.filename.endswith(".npy"):
+            raise UploadRejected(
+                f"The .npz holds {member.filename!r}, which is not a .npy array (nested archives and other "
+                "files are not read): save the arrays with numpy.savez(path, x=..., y=...)."
+            )
+    inflated = sum(member.file_size for member in members)
+    if inflated > MAX_NPZ_UNCOMPRESSED_BYTES:
+        raise UploadRejected(
+            f"The .npz's arrays take {inflated} bytes uncompressed, more than this server loads "
+            f"({MAX_NPZ_UNCOMPRESSED_BYTES} bytes): split the dataset or use a smaller dtype."
+        )
+    if inflated > NPZ_RATIO_CHECKED_ABOVE and inflated > MAX_NPZ_COMPRESSION_RATIO * archive_bytes:
+        raise UploadRejected(
+            f"The .npz's {archive_bytes} bytes inflate to {inflated} bytes, over "
+            f"{MAX_NPZ_COMPRESSION_RATIO} times as many, which no real dataset does (a zip bomb?): "
+            "save the arrays with numpy.savez, uncompressed."
+        )
 
 
 def _jsonl_format(path: Path) -> str:
@@ -219,6 +280,7 @@ def _bad_jsonl_line(number: int, problem: str) -> UploadRejected:
 
 
 def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    array = name.removesuffix(".npy")
     with archive.open(name) as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -228,14 +290,20 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
                 else (np.lib.format.read_array_header_2_0)
             )
             shape, _fortran, dtype = read_header(f)
+            header_bytes = f.tell()
         except (ValueError, OSError, EOFError) as exc:
-            raise UploadRejected(
-                f"Array {name.removesuffix('.npy')!r} in the .npz is unreadable: {exc}"
-            ) from None
+            raise UploadRejected(f"Array {array!r} in the .npz is unreadable: {exc}") from None
     if dtype.hasobject:
         raise UploadRejected(
-            f"Array {name.removesuffix('.npy')!r} holds Python objects, which would need unpickling: "
-            "save numeric arrays only."
+            f"Array {array!r} holds Python objects, which would need unpickling: save numeric arrays only."
+        )
+    # The shape is what a loader allocates; the member's declared size is what `zipfile` inflates.
+    data_bytes = math.prod(shape) * dtype.itemsize
+    member_bytes = archive.getinfo(name).file_size - header_bytes
+    if data_bytes != member_bytes:
+        raise UploadRejected(
+            f"Array {array!r} in the .npz declares {dtype} {list(shape)} ({data_bytes} bytes) but its "
+            f"member holds {member_bytes} bytes of data: the file is damaged. Save it again with numpy.savez."
         )
     return shape, dtype
 
