@@ -13,7 +13,16 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MLPSpec(Spec):
+def _family_required(schema: dict) -> None:
+    # The union picks the family by this field, so requests must send it; Python code may omit it.
+    schema["required"] = ["family", *schema.get("required", [])]
+
+
+class ModelSpec(Spec):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_family_required)
+
+
+class MLPSpec(ModelSpec):
     """A multilayer perceptron over flattened inputs."""
 
     family: Literal["mlp"] = "mlp"
@@ -24,7 +33,7 @@ class MLPSpec(Spec):
     activation: Literal["relu", "gelu", "tanh"] = "relu"
 
 
-class CNNSpec(Spec):
+class CNNSpec(ModelSpec):
     """A small ResNet-style network for `[C, H, W]` inputs.
 
     A 3x3 stem, then one stage per entry of `widths`; each stage has `blocks_per_stage` residual
@@ -44,7 +53,7 @@ class CNNSpec(Spec):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
 
 
-class TransformerSpec(Spec):
+class TransformerSpec(ModelSpec):
     """A BERT-style encoder classifier over token ids `[N, max_length]` (0 = padding).
 
     Token and position embeddings, `num_layers` post-norm encoder layers, and a linear classifier
