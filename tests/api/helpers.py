@@ -14,6 +14,9 @@ from httpx import Response
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from worker.engine.models import build_model
+from worker.engine.specs import MLPSpec
+
 FEATURES = 4
 CLASSES = 3
 
@@ -49,30 +52,14 @@ def mlp_spec(input_shape=(FEATURES,), num_classes: int = CLASSES, hidden_sizes=(
     }
 
 
-class TinyMLP(nn.Module):
-    """An MLP keyed like the engine's `mlp` family (`hidden.N.linear`, `head`)."""
-
-    def __init__(self, spec: dict):
-        super().__init__()
-        widths = [int(np.prod(spec["input_shape"])), *spec["hidden_sizes"]]
-        self.flatten = nn.Flatten()
-        self.hidden = nn.Sequential()
-        for i in range(len(widths) - 1):
-            block = nn.Module()
-            block.linear = nn.Linear(widths[i], widths[i + 1])
-            self.hidden.append(block)
-        self.head = nn.Linear(widths[-1], spec["num_classes"])
-
-    def forward(self, x):
-        x = self.flatten(x)
-        for block in self.hidden:
-            x = torch.relu(block.linear(x))
-        return self.head(x)
+def mlp_model(spec: dict) -> nn.Module:
+    """The engine's own MLP for `spec`, as a user's trained model would be."""
+    return build_model(MLPSpec.model_validate(spec))
 
 
 def safetensors_teacher(spec: dict | None = None) -> bytes:
     torch.manual_seed(0)
-    return save_safetensors(TinyMLP(spec or mlp_spec()).state_dict())
+    return save_safetensors(mlp_model(spec or mlp_spec()).state_dict())
 
 
 def safetensors_raw(header: object, data: bytes = b"", header_len: int | None = None) -> bytes:
@@ -84,7 +71,7 @@ def safetensors_raw(header: object, data: bytes = b"", header_len: int | None = 
 @cache
 def pt2_teacher() -> bytes:
     """A `torch.export` archive of a tiny MLP (a couple of seconds to make: made once)."""
-    model = TinyMLP(mlp_spec()).eval()
+    model = mlp_model(mlp_spec()).eval()
     program = torch.export.export(model, (torch.zeros(2, FEATURES),))
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
@@ -94,7 +81,7 @@ def pt2_teacher() -> bytes:
 def pickled_teacher(legacy: bool = False) -> bytes:
     """What `torch.save(model.state_dict(), 'teacher.pt')` writes: a pickle (in a zip unless legacy)."""
     buffer = io.BytesIO()
-    torch.save(TinyMLP(mlp_spec()).state_dict(), buffer, _use_new_zipfile_serialization=not legacy)
+    torch.save(mlp_model(mlp_spec()).state_dict(), buffer, _use_new_zipfile_serialization=not legacy)
     return buffer.getvalue()
 
 
