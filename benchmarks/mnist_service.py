@@ -1,82 +1,62 @@
 """MNIST through the service, end to end, timed: what a user sees on this machine.
 
 Trains a 784-512-512-10 teacher with plain PyTorch, starts the embedded service (API + worker
-processes), uploads teacher and data, distils a 784-64-10 student over HTTP, downloads student.pt2
-and measures it on the 10,000 test images outside the service.
+processes) unless --url names a running one, uploads teacher and data, distils a 784-64-10 student
+over HTTP, downloads student.pt2 and measures it on the 10,000 test images outside the service.
 
-    .venv/bin/python -m benchmarks.mnist_service [--data ../shared/datasets/mnist] [--epochs 5]
+    .venv/bin/python -m benchmarks.mnist_service [--data ../shared/datasets/mnist] [--epochs 5] [--url URL]
 """
 
-import argparse
-import gzip
-import io
 import json
-import platform
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from benchmarks.common import (
+    ServiceClient,
+    Timer,
+    argument_parser,
+    exported_predictions,
+    load_mnist,
+    machine,
+    service,
+    write_result,
+)
 from tests.factories import save_npz, save_teacher, train_teacher
-from tests.stack import ServiceStack
 from worker.engine.specs import MLPSpec
 
-ROOT = Path(__file__).resolve().parent.parent
 TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[512, 512])
 
 
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def load_mnist(folder: Path, split: str):
-    x = read_idx(folder / f"{split}-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255.0
-    y = read_idx(folder / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
-    return x, y
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "mnist")
+    parser = argument_parser(__doc__, "mnist_service")
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_service.json")
     args = parser.parse_args()
 
     x_train, y_train = load_mnist(args.data, "train")
     x_test, y_test = load_mnist(args.data, "t10k")
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         folder = Path(tmp)
-        clock = time.perf_counter()
-        teacher = train_teacher(TEACHER, x_train, y_train, epochs=args.teacher_epochs)
-        teacher_seconds = time.perf_counter() - clock
+        with Timer() as teacher_clock:
+            teacher = train_teacher(TEACHER, x_train, y_train, epochs=args.teacher_epochs)
         paths = {
             "teacher": save_teacher(folder / "teacher.safetensors", teacher),
             "train": save_npz(folder / "train.npz", x_train, y_train),
             "test": save_npz(folder / "test.npz", x_test, y_test),
         }
-        with ServiceStack(folder / "home") as stack:
-            result = distill(stack, paths, args.epochs, x_test, y_test)
-    result.update(teacher_training_seconds=round(teacher_seconds, 1), machine=machine())
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+        with service(args.url, args.api_key, folder / "home") as client:
+            result = distill(client, paths, args.epochs, x_test, y_test)
+    result.update(teacher_training_seconds=teacher_clock.seconds, machine=machine())
+    write_result(args.out, result)
     print(json.dumps(result, indent=2))
 
 
-def distill(stack: ServiceStack, paths: dict, epochs: int, x_test, y_test) -> dict:
-    clock = time.perf_counter()
-    ids = {
-        name: stack.upload(path, "teacher" if name == "teacher" else "dataset")["id"]
-        for name, path in paths.items()
-    }
-    upload_seconds = time.perf_counter() - clock
+def distill(client: ServiceClient, paths: dict, epochs: int, x_test, y_test) -> dict:
+    with Timer() as upload_clock:
+        ids = {
+            name: client.upload(path, "teacher" if name == "teacher" else "dataset")
+            for name, path in paths.items()
+        }
     request = {
         "teacher": {"file_id": ids["teacher"], "architecture": TEACHER.model_dump()},
         "student": {
@@ -86,16 +66,11 @@ def distill(stack: ServiceStack, paths: dict, epochs: int, x_test, y_test) -> di
         "distillation": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
         "training": {"epochs": epochs, "batch_size": 128, "learning_rate": 0.001},
     }
-    clock = time.perf_counter()
-    job = stack.client.post("/v1/jobs", json=request).json()
-    job = stack.wait_for_job(job["id"], timeout=3600)
-    job_seconds = time.perf_counter() - clock
-    assert job["status"] == "succeeded", job["error"]
+    with Timer() as job_clock:
+        job = client.wait(client.submit(request), timeout=3600)
 
-    pt2 = stack.client.get(f"/v1/jobs/{job['id']}/artifacts/student.pt2").content
-    with torch.no_grad():
-        logits = torch.export.load(io.BytesIO(pt2)).module()(torch.from_numpy(x_test))
-    measured = (logits.argmax(1) == torch.from_numpy(y_test)).float().mean().item()
+    predictions = exported_predictions(client.artifact(job["id"], "student.pt2"), x_test)
+    measured = (predictions.numpy() == y_test).mean().item()
     metrics = job["metrics"]
     return {
         "teacher_test_accuracy": metrics["teacher"]["accuracy"],
@@ -107,19 +82,9 @@ def distill(stack: ServiceStack, paths: dict, epochs: int, x_test, y_test) -> di
         "accuracy_retention": round(metrics["accuracy_retention"], 4),
         "agreement": metrics["agreement"],
         "student_epochs": epochs,
-        "upload_seconds": round(upload_seconds, 1),
-        "job_seconds_submit_to_succeeded": round(job_seconds, 1),
+        "upload_seconds": upload_clock.seconds,
+        "job_seconds_submit_to_succeeded": job_clock.seconds,
         "job_seconds_worker": job["finished_at"] - job["started_at"],
-    }
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "device": "cpu",
     }
 
 
