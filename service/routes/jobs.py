@@ -186,14 +186,23 @@ def _design_student(body: JobCreate) -> None:
 
 
 def _check_classes(body: JobCreate) -> None:
+    """Every teacher with a declared architecture, and every peer, has the student's classes."""
     num_classes = body.student.architecture.num_classes
-    for field, teacher in body.teacher_refs():
-        if teacher.architecture and teacher.architecture.num_classes != num_classes:
+    models = [
+        (field, teacher.architecture, "student.architecture.num_classes")
+        for field, teacher in body.teacher_refs()
+        if teacher.architecture
+    ] + [
+        (f"Peer {i}", peer, f"distillation.peers.{i}.num_classes")
+        for i, peer in enumerate(body.distillation.peers)
+    ]
+    for name, architecture, param in models:
+        if architecture.num_classes != num_classes:
             raise APIError(
                 422, "incompatible_shapes",
-                f"{field} has {teacher.architecture.num_classes} classes but the student {num_classes}: "
+                f"{name} has {architecture.num_classes} classes but the student {num_classes}: "
                 "they must agree.",
-                "student.architecture.num_classes",
+                param,
             )  # fmt: skip
 
 
@@ -206,14 +215,6 @@ def _check_method(body: JobCreate) -> None:
             "`features` names: drop `features` or use another method.",
             "distillation.features",
         )  # fmt: skip
-    num_classes = body.student.architecture.num_classes
-    for i, peer in enumerate(distillation.peers):
-        if peer.num_classes != num_classes:
-            raise APIError(
-                422, "incompatible_shapes",
-                f"Peer {i} has {peer.num_classes} classes but the student {num_classes}: they must agree.",
-                f"distillation.peers.{i}.num_classes",
-            )  # fmt: skip
 
 
 DATASET_FORMATS = {"transformer": ("npz", "jsonl")}  # by student family; every other family: npz
