@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(
         default=15.0, gt=0.0, description="How often workers look for them."
     )
+    checkpoint_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="Least time between checkpoints of a training job (0: every step); each run's end "
+        "is saved too. A job whose worker is lost resumes from its last checkpoint.",
+    )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Worker losses before a job fails.")
 
     @property

@@ -97,6 +97,11 @@ class LocalStorage:
         yield self._path(key)
 
 
+def job_key(tenant_id: str, job_id: str, name: str) -> str:
+    """Where a job's objects live: its artifacts and, while it is unfinished, its checkpoint."""
+    return f"jobs/{tenant_id}/{job_id}/{name}"
+
+
 def make_storage(url: str) -> Storage:
     if "://" in url:
         raise ValueError(f"DISTILL_STORAGE_URL={url!r}: only local paths are supported so far")

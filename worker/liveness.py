@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import select, update
 
+from service.checkpoints import StoredCheckpoint
 from service.config import Settings
 from service.db import session_scope
 from service.job_state import add_event, transition
@@ -46,45 +47,46 @@ def reap_lost_jobs(settings: Settings) -> list[str]:
     """Re-queue (or fail) every live job whose heartbeat stopped; returns the ids it re-queued."""
     cutoff = time.time() - settings.heartbeat_timeout_seconds
     with session_scope() as session:
-        lost = session.execute(
-            select(Job.id, Job.pk, Job.status, Job.attempts).where(
-                Job.status.in_(LIVE_STATUSES), Job.heartbeat_at < cutoff
-            )
-        ).all()
-    requeued = [
-        job_id for job_id, pk, status, attempts in lost if _recover(job_id, pk, status, attempts, settings)
-    ]
+        lost = (
+            session.execute(select(Job).where(Job.status.in_(LIVE_STATUSES), Job.heartbeat_at < cutoff))
+            .scalars()
+            .all()
+        )
+    requeued = []
+    for job in lost:
+        outcome = _recover(job, settings)
+        if outcome == "queued":
+            requeued.append(job.id)
+        elif outcome is not None:  # the job ended: nothing will resume from its checkpoint
+            StoredCheckpoint(job.tenant_id, job.id).delete()
     for job_id in requeued:
         enqueue_job(job_id)
     return requeued
 
 
-def _recover(job_id: str, job_pk: int, status: str, attempts: int, settings: Settings) -> bool:
+def _recover(job: Job, settings: Settings) -> str | None:
+    """Re-queue or end the lost job; its new status, or None if another worker got there first."""
     silent = f"its worker stopped answering for over {settings.heartbeat_timeout_seconds:g} s"
+    error = None
+    if job.status == "cancelling":
+        to, level, message = "cancelled", "info", f"Job cancelled: {silent} while it was stopping."
+    elif job.attempts >= settings.max_attempts:
+        to, level = "failed", "error"
+        message = (
+            f"The job lost its worker {job.attempts} times ({silent}; killed, out of memory, or its machine "
+            "gone). Check the worker logs and the job's memory needs before submitting it again."
+        )
+        error = {"code": "worker_lost", "message": message}
+    else:
+        to, level = "queued", "warning"
+        message = (
+            f"Re-queued: {silent}. It will run again (attempt {job.attempts + 1}) from its last checkpoint."
+        )
     with session_scope() as session:
-        if status == "cancelling":
-            if transition(session, job_id, [status], "cancelled"):
-                add_event(session, job_pk, f"Job cancelled: {silent} while it was stopping.")
-            return False
-        if attempts >= settings.max_attempts:
-            message = (
-                f"The job lost its worker {attempts} times ({silent}; killed, out of memory, or its machine "
-                "gone). Check the worker logs and the job's memory needs before submitting it again."
-            )
-            if transition(
-                session, job_id, [status], "failed", error={"code": "worker_lost", "message": message}
-            ):
-                add_event(session, job_pk, message, "error")
-            return False
-        if transition(session, job_id, [status], "queued", heartbeat_at=None):
-            add_event(
-                session,
-                job_pk,
-                f"Re-queued: {silent}. It will run again (attempt {attempts + 1}).",
-                "warning",
-            )
-            return True
-    return False
+        moved = transition(session, job.id, [job.status], to, error=error, heartbeat_at=None)
+        if moved:
+            add_event(session, job.pk, message, level)
+    return to if moved else None
 
 
 def run_reaper(settings: Settings, stop: threading.Event) -> None:

@@ -2,7 +2,7 @@
 
 import time
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from service.db import session_scope
 from service.job_state import add_event, status_of, transition
@@ -15,6 +15,7 @@ class DatabaseReporter:
         self.progress_interval, self.cancel_interval = progress_interval, cancel_interval
         self._last_progress = self._last_cancel_check = float("-inf")
         self._running_since: float | None = None
+        self._start_step = 0  # steps done before this attempt: its rate counts from there
         self._stop_requested = False
 
     def event(self, message: str, level: str = "info") -> None:
@@ -35,8 +36,9 @@ class DatabaseReporter:
         self._last_progress = now
         fraction = step / total_steps if total_steps else 0.0
         eta = None
-        if self._running_since is not None and fraction > 0:
-            eta = round((now - self._running_since) * (1 - fraction) / fraction, 1)
+        if self._running_since is not None and step > self._start_step:
+            seconds_per_step = (now - self._running_since) / (step - self._start_step)
+            eta = round(seconds_per_step * (total_steps - step), 1)
         progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
                     "fraction": round(fraction, 6), "eta_seconds": eta}  # fmt: skip
         with session_scope() as session:
@@ -50,6 +52,11 @@ class DatabaseReporter:
                 JobMetric(job_pk=self.job_pk, epoch=epoch, step=step, name=name, value=value)
                 for name, value in values.items()
             )
+
+    def rewind(self, step: int) -> None:
+        self._start_step = step
+        with session_scope() as session:
+            session.execute(delete(JobMetric).where(JobMetric.job_pk == self.job_pk, JobMetric.step > step))
 
     def should_stop(self) -> bool:
         now = time.monotonic()

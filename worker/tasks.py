@@ -11,17 +11,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from celery.signals import worker_process_init, worker_ready
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
+from service.checkpoints import StoredCheckpoint
 from service.config import get_settings
 from service.db import get_engine, session_scope
 from service.job_state import add_event, transition
-from service.models import Artifact, File, Job, JobMetric, now
+from service.models import Artifact, File, Job, now
 from service.schemas import JobCreate
-from service.storage import get_storage, read_chunks
+from service.storage import get_storage, job_key, read_chunks
 from worker.celery_app import RUN_JOB_TASK, app
 from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.pipeline import DistillResult, run_distillation
+from worker.engine.pipeline import Checkpoints, DistillResult, run_distillation
 from worker.engine.specs import EngineJob, TeacherSource
 from worker.liveness import heartbeat, run_reaper
 from worker.reporter import DatabaseReporter
@@ -90,11 +91,8 @@ def _claim(job_id: str) -> Job | None:
         if job is None or not claimed:
             return None
         job.attempts += 1
-        if job.attempts > 1:  # an earlier attempt lost its worker: its partial series would mislead
-            session.execute(delete(JobMetric).where(JobMetric.job_pk == job.pk))
-            job.progress = {**job.progress, "epoch": 0, "step": 0, "fraction": 0.0, "eta_seconds": None}
-            add_event(session, job.pk, f"Attempt {job.attempts} starts again from the beginning.", "warning")
-        add_event(session, job.pk, f"A worker picked up the job (attempt {job.attempts}).")
+        resumes = "; it resumes from the last checkpoint, if one was saved" if job.attempts > 1 else ""
+        add_event(session, job.pk, f"A worker picked up the job (attempt {job.attempts}){resumes}.")
         return job
 
 
@@ -124,6 +122,9 @@ def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResu
             out_dir,
             reporter,
             tokenizer_path=path_of[tokenizer_id] if tokenizer_id else None,
+            checkpoints=Checkpoints(
+                StoredCheckpoint(job.tenant_id, job.id), get_settings().checkpoint_seconds
+            ),
         )
 
 
@@ -142,25 +143,32 @@ def _finish(job: Job, result: DistillResult) -> None:
     storage = get_storage()
     artifacts = []
     for name, path in result.artifacts.items():
-        key = f"jobs/{job.tenant_id}/{job.id}/{name}"
+        key = job_key(job.tenant_id, job.id, name)
         with path.open("rb") as stream:
             stored = storage.write(key, read_chunks(stream))
         content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
                                   content_type=content_type, storage_key=key))  # fmt: skip
     with session_scope() as session:
-        if transition(session, job.id, ["running"], "succeeded", job.attempts, metrics=result.metrics):
+        succeeded = transition(
+            session, job.id, ["running"], "succeeded", job.attempts, metrics=result.metrics
+        )
+        if succeeded:
             session.add_all(artifacts)
             add_event(session, job.pk, "Job succeeded: the student is ready to download.")
-            return
-    for artifact in artifacts:  # cancelled at the last moment: keep no student
-        storage.delete(artifact.storage_key)
-    raise JobCancelled
+    if not succeeded:  # cancelled at the last moment: keep no student
+        for artifact in artifacts:
+            storage.delete(artifact.storage_key)
+        raise JobCancelled
+    StoredCheckpoint(job.tenant_id, job.id).delete()
 
 
 def _end(job: Job, status: str, message: str, error: dict | None = None) -> None:
     with session_scope() as session:
-        if transition(
+        ended = transition(
             session, job.id, ["validating", "running", "cancelling"], status, job.attempts, error=error
-        ):
+        )
+        if ended:
             add_event(session, job.pk, message, "error" if status == "failed" else "info")
+    if ended:  # else a later attempt owns the job now, and its checkpoint
+        StoredCheckpoint(job.tenant_id, job.id).delete()

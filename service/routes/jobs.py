@@ -5,6 +5,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from service import idempotency, policy
+from service.checkpoints import StoredCheckpoint
 from service.config import Settings
 from service.db import sessionmaker_for
 from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
@@ -353,7 +354,8 @@ def retrieve_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
 def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
     job = get_owned(session, Job, tenant_id, job_id)
-    if transition(session, job.id, ["queued"], "cancelled"):
+    cancelled_in_queue = transition(session, job.id, ["queued"], "cancelled")
+    if cancelled_in_queue:
         add_event(session, job.pk, "Job cancelled before it started.")
     elif transition(session, job.id, ["validating", "running"], "cancelling"):
         add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
@@ -362,6 +364,8 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
             409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel."
         )
     session.commit()
+    if cancelled_in_queue:  # a job re-queued after a lost worker may have saved a checkpoint
+        StoredCheckpoint(job.tenant_id, job.id).delete()
     session.refresh(job)
     return to_object(job)
 

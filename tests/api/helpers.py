@@ -12,8 +12,11 @@ import torch
 from fastapi.testclient import TestClient
 from httpx import Response
 from safetensors.torch import save as save_safetensors
+from sqlalchemy import update
 from torch import nn
 
+from service.db import session_scope
+from service.models import Job
 from worker.engine.models import build_model
 from worker.engine.specs import MLPSpec
 
@@ -150,3 +153,9 @@ def assert_error(response: Response, status: int, param: str | None, code: str |
     assert error["code"] and error["code"] == error["code"].lower() and " " not in error["code"]
     assert isinstance(error["message"], str) and len(error["message"]) > 10, error
     return error
+
+
+def set_job(job_id: str, **values) -> None:
+    """Put a job in a state by hand, as a worker (or a lost one) would have left it."""
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))

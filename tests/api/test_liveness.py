@@ -3,12 +3,12 @@
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from service.config import get_settings
 from service.db import session_scope
 from service.models import Job, JobEvent
-from tests.api.helpers import job_request
+from tests.api.helpers import job_request, set_job
 from worker.liveness import reap_lost_jobs
 
 
@@ -21,11 +21,6 @@ def settings():
 def job_id(client, teacher_file, dataset_file) -> str:
     response = client.post("/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"]))
     return response.json()["id"]
-
-
-def set_job(job_id: str, **values) -> None:
-    with session_scope() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def job_state(job_id: str) -> tuple[str, dict | None, list[str]]:

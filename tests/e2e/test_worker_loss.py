@@ -1,7 +1,9 @@
-"""A worker killed with SIGKILL mid-training does not lose the job: it is re-queued and finishes."""
+"""A worker killed with SIGKILL mid-training does not lose the job: it is re-queued, resumes from its
+checkpoint and finishes with the student it would have had."""
 
 import os
 import random
+import re
 import signal
 
 import pytest
@@ -14,20 +16,36 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def fragile_stack(tmp_path):
-    """Short heartbeats so that a lost worker is noticed in seconds, not a minute."""
+    """Short heartbeats, so that a lost worker is noticed in seconds, and a checkpoint at every step."""
     with ServiceStack(
-        tmp_path, heartbeat_seconds="0.3", heartbeat_timeout_seconds="4", reaper_interval_seconds="0.5"
+        tmp_path,
+        heartbeat_seconds="0.3",
+        heartbeat_timeout_seconds="4",
+        reaper_interval_seconds="0.5",
+        checkpoint_seconds="0",
     ) as running:
         yield running
 
 
+def events(stack: ServiceStack, job_id: str) -> list[str]:
+    return [
+        e["message"]
+        for e in stack.client.get(f"/v1/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
+    ]
+
+
 def requeues(stack: ServiceStack, job_id: str) -> int:
-    events = stack.client.get(f"/v1/jobs/{job_id}/events").json()["data"]
-    return sum(e["message"].startswith("Re-queued: its worker stopped answering") for e in events)
+    return sum(m.startswith("Re-queued: its worker stopped answering") for m in events(stack, job_id))
+
+
+def resumed_steps(stack: ServiceStack, job_id: str) -> list[int]:
+    """The step each resumed attempt continued from, by its event."""
+    found = (re.match(r"Resumed from the checkpoint at step (\d+) of", m) for m in events(stack, job_id))
+    return [int(match[1]) for match in found if match]
 
 
 def kill_while_training(stack: ServiceStack, job_id: str, step: int) -> None:
-    """SIGKILL the process training the job once it reaches `step` (progress restarts with each attempt)."""
+    """SIGKILL the process training the job once it is past `step`."""
     job = stack.wait_for_job(
         job_id, timeout=120, until=lambda j: j["status"] == "running" and j["progress"]["step"] >= step
     )
@@ -36,22 +54,36 @@ def kill_while_training(stack: ServiceStack, job_id: str, step: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def test_sigkilled_training_is_requeued_and_finishes_whole(fragile_stack, task):
+def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_killed(fragile_stack, task):
     stack, rng = fragile_stack, random.Random(7)
     teacher = stack.upload(task.teacher, "teacher")["id"]
     train = stack.upload(task.train, "dataset")["id"]
-    request = job_request(teacher, train, training={"epochs": 3, "batch_size": 32})
+    request = job_request(teacher, train, training={"epochs": 10, "batch_size": 32})
     job_id = stack.client.post("/v1/jobs", json=request).json()["id"]
 
+    kill_at = rng.randint(5, 20)
     for kills in (1, 2):
-        kill_while_training(stack, job_id, step=rng.randint(1, 20))
-        stack.wait_for_job(job_id, timeout=60, until=lambda _job, k=kills: requeues(stack, job_id) == k)
+        kill_while_training(stack, job_id, step=kill_at)
+        stack.wait_for_job(
+            job_id, timeout=60, until=lambda _job, k=kills: len(resumed_steps(stack, job_id)) == k
+        )
+        kill_at = resumed_steps(stack, job_id)[-1] + rng.randint(5, 20)
 
     job = stack.wait_for_job(job_id, timeout=240)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
-    events = [e["message"] for e in stack.client.get(f"/v1/jobs/{job_id}/events").json()["data"]]
-    assert requeues(stack, job_id) == 2 and "Attempt 3 starts again from the beginning." in events
-    series = stack.client.get(f"/v1/jobs/{job_id}/metrics", params={"name": "loss"}).json()["data"]
-    assert [point["epoch"] for point in series] == [1, 2, 3]  # complete, nothing doubled
-    names = sorted(a["name"] for a in stack.client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"])
-    assert names == ["metrics.json", "student.json", "student.pt2", "student.safetensors"]
+    assert requeues(stack, job_id) == 2
+    first, second = resumed_steps(stack, job_id)
+    assert 0 < first < second < job["progress"]["total_steps"] == job["progress"]["step"]
+    series = stack.client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 100}).json()["data"]
+    for name in ("loss", "soft_loss", "hard_loss", "validation_accuracy", "validation_agreement"):
+        assert [p["epoch"] for p in series if p["name"] == name] == list(range(1, 11)), name  # once each
+    artifacts = {
+        a["name"]: a["sha256"] for a in stack.client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"]
+    }
+    assert sorted(artifacts) == ["metrics.json", "student.json", "student.pt2", "student.safetensors"]
+    assert not list(stack.home.glob(f"storage/jobs/*/{job_id}/checkpoint.pt"))  # gone with the job
+
+    twin_id = stack.client.post("/v1/jobs", json=request).json()["id"]  # the same job, never killed
+    assert stack.wait_for_job(twin_id, timeout=120)["status"] == "succeeded"
+    twin = {a["name"]: a["sha256"] for a in stack.client.get(f"/v1/jobs/{twin_id}/artifacts").json()["data"]}
+    assert twin["student.safetensors"] == artifacts["student.safetensors"]

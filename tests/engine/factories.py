@@ -1,6 +1,8 @@
-"""Tiny datasets, models and a recording reporter, shared by the engine tests."""
+"""Tiny datasets, models, a recording reporter and a checkpoint store, shared by the engine tests."""
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ class RecordingReporter:
     phases: list[str] = field(default_factory=list)
     progress_calls: list[tuple[int, int, int, int]] = field(default_factory=list)
     metric_calls: list[tuple[int, int, dict]] = field(default_factory=list)
+    rewinds: list[int] = field(default_factory=list)
     stop_checks: int = 0
 
     def event(self, message: str, level: str = "info") -> None:
@@ -47,9 +50,48 @@ class RecordingReporter:
     def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None:
         self.metric_calls.append((epoch, step, dict(values)))
 
+    def rewind(self, step: int) -> None:
+        self.rewinds.append(step)
+        self.metric_calls = [call for call in self.metric_calls if call[1] <= step]
+
     def should_stop(self) -> bool:
         self.stop_checks += 1
         return self.stop_after is not None and self.stop_checks >= self.stop_after
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: the engine catches nothing of it, and saves nothing more."""
+
+
+@dataclass
+class KilledAt(RecordingReporter):
+    """Dies at its `kill_at`-th step (the stop check that opens each step)."""
+
+    kill_at: int = 0
+
+    def should_stop(self) -> bool:
+        self.stop_checks += 1
+        if self.stop_checks == self.kill_at:
+            raise WorkerKilled
+        return False
+
+
+class FolderStore:
+    """A job's checkpoint kept in a folder, as the worker keeps it in the storage."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.file, self.saves, self.largest = folder / "checkpoint.pt", 0, 0
+
+    def save(self, path: Path) -> None:
+        shutil.copyfile(path, self.file)
+        self.saves, self.largest = self.saves + 1, max(self.largest, path.stat().st_size)
+
+    def fetch(self, path: Path) -> bool:
+        if not self.file.exists():
+            return False
+        shutil.copyfile(self.file, path)
+        return True
 
 
 def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 60) -> nn.Module:

@@ -158,12 +158,11 @@ def count_batches(num_samples: int, batch_size: int) -> int:
 
 
 def iterate_batches(
-    dataset: ArrayDataset, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = False
+    dataset: ArrayDataset, batch_size: int, order: Tensor | None = None, first: int = 0
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """(x, y) batches; y is None for an unlabeled dataset. `generator` drives the shuffle."""
-    n = len(dataset)
-    order = torch.randperm(n, generator=generator) if shuffle else None
-    for start, end in batch_bounds(n, batch_size):
+    """(x, y) batches, the samples taken in `order` (default: as stored), from batch number `first` on;
+    y is None for an unlabeled dataset."""
+    for start, end in batch_bounds(len(dataset), batch_size)[first:]:
         index = slice(start, end) if order is None else order[start:end].to(dataset.x.device)
         yield dataset.x[index], None if dataset.y is None else dataset.y[index]
 

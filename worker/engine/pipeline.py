@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from worker.engine.checkpoint import Checkpoints, QuietWhileReplaying
 from worker.engine.errors import DistillError
 from worker.engine.evaluate import accuracy, classification_metrics, final_metrics, predict
 from worker.engine.export import export_student
@@ -27,7 +28,7 @@ from worker.engine.training import Clock, steps_per_epoch
 
 METRICS_FILE = "metrics.json"
 
-__all__ = ["DistillResult", "Reporter", "run_distillation"]
+__all__ = ["Checkpoints", "DistillResult", "Reporter", "run_distillation"]
 
 
 @dataclass
@@ -45,8 +46,11 @@ def run_distillation(
     out_dir: Path,
     reporter: Reporter,
     tokenizer_path: Path | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> DistillResult:
-    """`tokenizer_path`: the `tokenizers` JSON file that JSON Lines datasets are tokenized with."""
+    """`tokenizer_path`: the `tokenizers` JSON file that JSON Lines datasets are tokenized with.
+    `checkpoints`: where and how often to save the training state, and the last attempt's to resume
+    from (default: none saved)."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:
@@ -56,12 +60,17 @@ def run_distillation(
         student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
         check_method(setup, job)
         reporter.phase("running")
-        clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job))
+        checkpoints = checkpoints or Checkpoints()
+        clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints)
+        clock.resume(job, out_dir)
+        training_reporter = QuietWhileReplaying(reporter, checkpoints)
         search, trial_series = None, []
         if job.distillation.searched:
-            job, search, trial_series = search_hyperparameters(setup, job, reporter, clock)
-            student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
-        candidates = METHODS[job.distillation.method](setup, student, job, reporter, clock)
+            job, search, trial_series = search_hyperparameters(setup, job, training_reporter, clock)
+            student = build_student(
+                setup, job, job.student_architecture, job.training.seed, training_reporter
+            )
+        candidates = METHODS[job.distillation.method](setup, student, job, training_reporter, clock)
         return finish(setup, candidates, job, trial_series, search, out_dir, started, reporter)
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.

@@ -12,4 +12,7 @@ class Reporter(Protocol):
 
     def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None: ...  # once per epoch
 
+    # Training (re)starts after `step` (0: from the beginning): forget the metrics reported after it.
+    def rewind(self, step: int) -> None: ...
+
     def should_stop(self) -> bool: ...  # checked every step

@@ -1,11 +1,14 @@
 """The training loop: one or several students (a cohort) against the frozen teachers, epoch by epoch."""
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from worker.engine.augment import augment
+from worker.engine.checkpoint import Checkpoints
 from worker.engine.data import batch_bounds, iterate_batches
 from worker.engine.errors import DistillError, JobCancelled
 from worker.engine.evaluate import classification_metrics, predict
@@ -18,9 +21,9 @@ from worker.engine.specs import DistillationConfig, EngineJob, TrainingConfig
 class RunningMeans:
     """Per-sample means of per-batch values, weighting each batch by its size."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.weight = 0
+    def __init__(self, sums: dict[str, float] | None = None, weight: int = 0) -> None:
+        self.sums: dict[str, float] = dict(sums or {})
+        self.weight = weight
 
     def add(self, values: dict[str, float], weight: int) -> None:
         for name, value in values.items():
@@ -31,19 +34,105 @@ class RunningMeans:
         return {name: total / self.weight for name, total in self.sums.items()}
 
 
+@dataclass
+class Run:
+    """One call of `train_cohort`, with all a checkpoint needs to continue it from the batch it reached."""
+
+    cohort: list[Student]
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+    generator: torch.Generator  # the shuffle, augmentation and teacher draws: independent of model RNG
+    epoch: int = 0  # epochs done
+    order: Tensor | None = None  # this epoch's sample order; None between epochs
+    batch: int = 0  # batches of this epoch done
+    step: int = 0  # steps of this run done: where the temperature and learning-rate schedules are
+    means: list[RunningMeans] = field(default_factory=list)
+    series: list[dict] = field(default_factory=list)  # every point this run reported
+
+    def begin_epoch(self, num_samples: int) -> None:
+        self.order = torch.randperm(num_samples, generator=self.generator)
+        self.batch = 0
+        self.means = [RunningMeans() for _ in self.cohort]
+
+    def end_epoch(self) -> None:
+        self.epoch, self.order = self.epoch + 1, None
+
+    def students_state(self) -> list[dict]:
+        return [{"model": s.model.state_dict(), "objective": s.objective.state_dict()} for s in self.cohort]
+
+    def state_dict(self) -> dict:
+        return {
+            "students": self.students_state(),
+            "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
+            "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch, "order": self.order, "batch": self.batch, "step": self.step,
+            "means": [{"sums": m.sums, "weight": m.weight} for m in self.means],
+            "series": self.series,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_finished_state(state)
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        self.generator.set_state(state["generator"])
+        self.epoch, self.order, self.batch, self.step = (
+            state[k] for k in ("epoch", "order", "batch", "step")
+        )
+        self.means = [RunningMeans(**saved) for saved in state["means"]]
+
+    def finished_state(self) -> dict:
+        """The trained students (copied: a later run must not change them) and the series."""
+        students = [{part: cpu_copy(values) for part, values in s.items()} for s in self.students_state()]
+        return {"students": students, "series": list(self.series)}
+
+    def load_finished_state(self, state: dict) -> None:
+        for student, saved in zip(self.cohort, state["students"], strict=True):
+            student.model.load_state_dict(saved["model"])
+            student.objective.load_state_dict(saved["objective"])
+        self.series = list(state["series"])
+
+
 class Clock:
     """Counts steps and epochs across every training run of a job (trials, peers, generations), for
-    progress, and checks for cancellation at every step."""
+    progress; at every step, checks for cancellation and saves a checkpoint when one is due."""
 
-    def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int):
+    def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int, checkpoints: Checkpoints):
         self.reporter, self.epochs, self.total_steps = reporter, epochs, epochs * steps_per_epoch
+        self.checkpoints = checkpoints
         self.epoch = self.step = 0
+        self.run: Run | None = None
+
+    def resume(self, job: EngineJob, folder: Path) -> None:
+        """Continue from the last attempt's checkpoint, if it saved one; forget what it reported after."""
+        restored = self.checkpoints.restore(job, folder, self.reporter)
+        if restored is not None:
+            self.epoch, self.step = restored.epoch, restored.step
+        self.reporter.rewind(self.step)
+        if restored is not None:
+            self.reporter.event(
+                f"Resumed from the checkpoint at step {self.step} of {self.total_steps} (epoch {self.epoch} "
+                f"of {self.epochs}): the training before it is not repeated."
+            )
+
+    def begin_run(self, run: Run) -> bool:
+        """True if an earlier attempt finished this run: its students and series are restored."""
+        self.run = run
+        return self.checkpoints.begin_run(run)
 
     def tick(self) -> None:
         if self.reporter.should_stop():
             raise JobCancelled(f"stopped at step {self.step} of {self.total_steps}")
+        if self.checkpoints.due():
+            self.checkpoints.save(self.epoch, self.step, self.run.state_dict())
         self.step += 1
         self.reporter.progress(self.epoch, self.epochs, self.step, self.total_steps)
+
+    def end_run(self) -> None:
+        self.checkpoints.end_run(self.run, self.epoch, self.step)
+        self.run = None
 
 
 def steps_per_epoch(setup: Setup, job: EngineJob) -> int:
@@ -51,61 +140,70 @@ def steps_per_epoch(setup: Setup, job: EngineJob) -> int:
 
 
 def train_cohort(
-    setup: Setup, cohort: list[Student], job: EngineJob, reporter: Reporter, clock: Clock, run: str = ""
+    setup: Setup, cohort: list[Student], job: EngineJob, reporter: Reporter, clock: Clock, name: str = ""
 ) -> list[dict]:
     """Train the students together against the teachers; with several, each also learns from the
     others' softened outputs (deep mutual learning). Returns the per-epoch series it reported.
 
-    A job's main run reports under plain metric names; its other runs (`run`: `trial2`, `generation2`)
-    under `<run>_<name>`."""
-    config, distillation = job.training, job.distillation
-    generator = torch.Generator().manual_seed(config.seed)  # the shuffle order, independent of model RNG
-    run_steps = config.epochs * steps_per_epoch(setup, job)
+    A job's main run reports under plain metric names; its other runs (`name`: `trial2`, `generation2`)
+    under `<name>_<metric>`."""
+    config = job.training
     optimizers = [make_optimizer([*s.model.parameters(), *s.objective.parameters()], config) for s in cohort]
+    run_steps = config.epochs * steps_per_epoch(setup, job)
     schedulers = [make_scheduler(o, config.lr_schedule, run_steps) for o in optimizers]
-    series: list[dict] = []
-    run_step = 0
-    for epoch in range(1, config.epochs + 1):
-        clock.epoch += 1
-        means = [RunningMeans() for _ in cohort]
-        for student in cohort:
-            student.model.train()
-        for x, y in iterate_batches(setup.train, config.batch_size, generator, shuffle=True):
-            clock.tick()
-            run_step += 1
-            x, y = x.to(setup.device), None if y is None else y.to(setup.device)
-            x = augment(x, config.augmentation, generator)
-            temperature = temperature_at(distillation, run_step, run_steps)
-            teachers = setup.teachers(x, generator)
-            logits = [student.model(x) for student in cohort]
-            for k, (student, optimizer, scheduler) in enumerate(
-                zip(cohort, optimizers, schedulers, strict=True)
-            ):
-                terms = student.objective(
-                    logits[k], teachers, y, temperature, student.taps.outputs, setup.teachers.layer_outputs()
-                )
-                if len(cohort) > 1:
-                    terms = terms | mutual_terms(
-                        logits, k, temperature, distillation.mutual_weight, terms["loss"]
-                    )
-                losses = loss_values(terms)
-                if not math.isfinite(losses["loss"]):
-                    raise divergence(losses["loss"], teachers, clock.epoch, clock.step, job)
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
-                scheduler.step()
-                means[k].add(losses, weight=len(x))
-        values = epoch_values(setup, cohort, means, config.batch_size)
-        if distillation.final_temperature is not None:
-            values["temperature"] = temperature
-        reporter.event(epoch_summary(epoch, config.epochs, values, run))
-        values = {f"{run}_{name}" if run else name: value for name, value in values.items()}
+    run = Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed))
+    if clock.begin_run(run):
+        return run.series
+    while run.epoch < config.epochs:
+        if run.order is None:
+            run.begin_epoch(len(setup.train))
+            clock.epoch += 1
+        train_epoch(setup, run, job, clock, run_steps)
+        values = epoch_values(setup, cohort, run.means, config.batch_size)
+        if job.distillation.final_temperature is not None:
+            values["temperature"] = temperature_at(job.distillation, run.step, run_steps)
+        reporter.event(epoch_summary(run.epoch + 1, config.epochs, values, name))
+        values = {f"{name}_{metric}" if name else metric: value for metric, value in values.items()}
         reporter.metrics(clock.epoch, clock.step, values)
-        series += [
+        run.series += [
             {"step": clock.step, "epoch": clock.epoch, "name": n, "value": v} for n, v in values.items()
         ]
-    return series
+        run.end_epoch()
+    clock.end_run()
+    return run.series
+
+
+def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps: int) -> None:
+    """The rest of the run's epoch, from the batch it reached."""
+    config, distillation = job.training, job.distillation
+    for student in run.cohort:
+        student.model.train()
+    for x, y in iterate_batches(setup.train, config.batch_size, run.order, run.batch):
+        clock.tick()
+        x, y = x.to(setup.device), None if y is None else y.to(setup.device)
+        x = augment(x, config.augmentation, run.generator)
+        temperature = temperature_at(distillation, run.step + 1, run_steps)
+        teachers = setup.teachers(x, run.generator)
+        logits = [student.model(x) for student in run.cohort]
+        for k, (student, optimizer, scheduler) in enumerate(
+            zip(run.cohort, run.optimizers, run.schedulers, strict=True)
+        ):
+            terms = student.objective(
+                logits[k], teachers, y, temperature, student.taps.outputs, setup.teachers.layer_outputs()
+            )
+            if len(run.cohort) > 1:
+                terms = terms | mutual_terms(
+                    logits, k, temperature, distillation.mutual_weight, terms["loss"]
+                )
+            losses = loss_values(terms)
+            if not math.isfinite(losses["loss"]):
+                raise divergence(losses["loss"], teachers, clock.epoch, clock.step, job)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            scheduler.step()
+            run.means[k].add(losses, weight=len(x))
+        run.batch, run.step = run.batch + 1, run.step + 1
 
 
 def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float, loss: Tensor) -> dict:
@@ -157,6 +255,10 @@ def make_scheduler(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def cpu_copy(state: dict) -> dict:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def loss_values(terms: dict[str, Tensor]) -> dict[str, float]:
