@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-hinton migrate clean
+.PHONY: run test lint bench bench-hinton bench-checkpoints migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -28,6 +28,10 @@ bench: $(STAMP)
 # Hinton et al. 2015, Table 1, through the service: about 25 minutes on 2 CPU cores.
 bench-hinton: $(STAMP)
 	$(BIN)/python -m benchmarks.hinton_mnist
+
+# What a checkpoint costs (ms per save, MB) and what a resumed job saves: a few minutes on 2 CPU cores.
+bench-checkpoints: $(STAMP)
+	$(BIN)/python -m benchmarks.checkpoint_cost
 
 migrate: $(STAMP)
 	$(BIN)/distill migrate
