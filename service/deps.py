@@ -11,7 +11,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.auth import authenticate
 from service.config import Settings, get_settings
 from service.db import sessionmaker_for
 from service.models import DEFAULT_TENANT
@@ -32,7 +31,7 @@ def get_request_storage(settings: SettingsDep) -> Storage:
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_request_storage)]
 
-# Documents the scheme in the OpenAPI document; `get_tenant` reads the header itself to say what is wrong.
+# Documents the scheme in the OpenAPI document; `KeyCheck` reads the header itself to say what is wrong.
 bearer_scheme = HTTPBearer(
     auto_error=False,
     description="An API key (`distill keys create --tenant NAME`); required when the server runs with "
@@ -41,16 +40,13 @@ bearer_scheme = HTTPBearer(
 
 
 def get_tenant(
-    request: Request,
-    settings: SettingsDep,
-    session: SessionDep,
-    _documented: Annotated[object, Security(bearer_scheme)] = None,
+    request: Request, settings: SettingsDep, _documented: Annotated[object, Security(bearer_scheme)] = None
 ) -> str:
     """The tenant every resource of this request belongs to: the API key's tenant when auth is on
-    (401 without a valid key), else the single-user default tenant."""
+    (`key_check.KeyCheck` found it before the body was read), else the single-user default tenant."""
     if settings.auth == "off":
         return DEFAULT_TENANT
-    return authenticate(session, request.headers.get("authorization")).tenant_id
+    return request.state.tenant_id
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,10 +1,10 @@
 """The FastAPI application."""
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
-from service.auth import Unauthorized
 from service.config import Settings, get_settings
-from service.errors import error_response, install_error_handlers
+from service.errors import install_error_handlers
+from service.key_check import KeyCheck
 from service.limits import BodySizeLimit
 from service.routes import files, health, jobs
 
@@ -18,12 +18,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Knowledge distillation as a service: upload a teacher and a dataset, get a small student.",
     )
     app.add_middleware(BodySizeLimit, settings=settings)
+    app.add_middleware(KeyCheck, settings=settings)  # outermost: a request without a key goes no further
     install_error_handlers(app)
-
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(_request: Request, exc: Unauthorized):
-        return error_response(exc.status, exc.code, exc.message, exc.param, exc.headers)
-
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     for module in (health, files, jobs):

@@ -1,5 +1,7 @@
 """Keys from the real CLI, honoured by the real API process: `DISTILL_AUTH=on`, two tenants, a real job."""
 
+import socket
+
 import httpx
 import pytest
 
@@ -61,3 +63,16 @@ def test_keys_scope_a_real_job_to_its_tenant(stack, task):
     revoked = stack._cli("keys", "revoke", acme_key.split("_")[1])
     assert revoked.returncode == 0, revoked.stderr
     assert stack.client.get(f"/v1/jobs/{job_id}").status_code == 401
+
+
+def test_an_upload_without_a_key_is_refused_before_its_body_is_sent(stack):
+    """The 401 answers the headers: the server neither waits for nor reads the declared gigabyte."""
+    head = (
+        "POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {10**9}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as connection:
+        connection.sendall(head.encode())
+        answer = connection.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 401 "), answer
+    assert '"code":"unauthorized"' in answer and "connection: close" in answer.lower()

@@ -1,0 +1,41 @@
+"""With `DISTILL_AUTH=on`, every `/v1` request shows a valid API key before anything reads its body.
+
+A pure ASGI middleware rather than a route dependency: FastAPI parses a multipart body (spooling the
+file to disk) before it runs a route's dependencies, so a dependency would let a caller without a key
+make the server take in a whole upload before its 401. Here the 401 comes from the headers alone, and
+the key's tenant goes into the request's state, where `deps.get_tenant` hands it to the routes.
+"""
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+
+from service.auth import Unauthorized, authenticate
+from service.config import Settings, get_settings
+from service.db import sessionmaker_for
+from service.errors import error_response
+
+
+class KeyCheck:
+    def __init__(self, app, settings: Settings | None = None):
+        self.app = app
+        self.settings = settings  # None: the environment's, looked up on each request
+
+    async def __call__(self, scope, receive, send):
+        settings = self.settings or get_settings()
+        if scope["type"] != "http" or settings.auth == "off" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        try:
+            tenant_id = await run_in_threadpool(
+                key_tenant, settings, Headers(scope=scope).get("authorization")
+            )
+        except Unauthorized as exc:
+            headers = exc.headers | {"Connection": "close"}  # the unread body is not waited for
+            response = error_response(exc.status, exc.code, exc.message, exc.param, headers)
+            return await response(scope, receive, send)
+        scope.setdefault("state", {})["tenant_id"] = tenant_id  # request.state.tenant_id
+        await self.app(scope, receive, send)
+
+
+def key_tenant(settings: Settings, authorization: str | None) -> str:
+    with sessionmaker_for(settings.resolved_database_url)() as session:
+        return authenticate(session, authorization).tenant_id
