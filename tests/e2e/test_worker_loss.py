@@ -14,11 +14,17 @@ from tests.stack import ServiceStack
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def fragile_stack(tmp_path):
-    """Short heartbeats, so that a lost worker is noticed in seconds, and a checkpoint at every step."""
+@pytest.fixture(params=["sqlite-filesystem", "postgres-redis"])
+def fragile_stack(request, tmp_path):
+    """Short heartbeats, so that a lost worker is noticed in seconds, and a checkpoint at every step;
+    on the embedded backends and on the scaled-out ones (where Redis redelivers the killed task too)."""
+    backends = {}
+    if request.param == "postgres-redis":
+        backends = {"database_url": request.getfixturevalue("postgres_url"), "queue": "worker-loss",
+                    "broker_url": request.getfixturevalue("redis_broker_url")}  # fmt: skip
     with ServiceStack(
         tmp_path,
+        **backends,
         heartbeat_seconds="0.3",
         heartbeat_timeout_seconds="4",
         reaper_interval_seconds="0.5",
