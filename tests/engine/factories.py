@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from examples.toy_teacher import blobs
 from worker.engine.specs import MLPSpec
 
 NUM_CLASSES = 4
@@ -19,11 +20,7 @@ STUDENT_SPEC = MLPSpec(input_shape=[FEATURES], num_classes=NUM_CLASSES, hidden_s
 
 def gaussian_blobs(num_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """NUM_CLASSES well-separated clusters in FEATURES dimensions, with the same centers for every seed."""
-    centers = np.random.default_rng(1234).normal(0.0, 3.0, size=(NUM_CLASSES, FEATURES))
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, NUM_CLASSES, size=num_samples)
-    x = centers[y] + rng.normal(0.0, 1.0, size=(num_samples, FEATURES))
-    return x.astype(np.float32), y.astype(np.int64)
+    return blobs(num_samples, FEATURES, NUM_CLASSES, seed, spread=3.0)
 
 
 @dataclass
