@@ -98,7 +98,8 @@ class LocalStorage:
 
 
 def job_key(tenant_id: str, job_id: str, name: str) -> str:
-    """Where a job's objects live: its artifacts and, while it is unfinished, its checkpoint."""
+    """Where a job's objects live: its artifacts (`name` = `attempt-<n>/<artifact>`) and, while it is
+    unfinished, its checkpoint."""
     return f"jobs/{tenant_id}/{job_id}/{name}"
 
 

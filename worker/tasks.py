@@ -143,7 +143,9 @@ def _finish(job: Job, result: DistillResult) -> None:
     storage = get_storage()
     artifacts = []
     for name, path in result.artifacts.items():
-        key = job_key(job.tenant_id, job.id, name)
+        # Per attempt: a worker that was only slow, finishing late, must not overwrite (or, fenced off,
+        # delete) the files of the attempt that took the job over.
+        key = job_key(job.tenant_id, job.id, f"attempt-{job.attempts}/{name}")
         with path.open("rb") as stream:
             stored = storage.write(key, read_chunks(stream))
         content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")

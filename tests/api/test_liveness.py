@@ -9,7 +9,10 @@ from service.config import get_settings
 from service.db import session_scope
 from service.models import Job, JobEvent
 from tests.api.helpers import job_request, set_job
+from worker.engine.errors import JobCancelled
+from worker.engine.pipeline import DistillResult
 from worker.liveness import reap_lost_jobs
+from worker.tasks import _finish
 
 
 @pytest.fixture
@@ -56,3 +59,24 @@ def test_a_silent_cancelling_job_ends_cancelled(settings, job_id):
     set_job(job_id, status="cancelling", attempts=1, heartbeat_at=time.time() - 60)
     reap_lost_jobs(settings)
     assert job_state(job_id)[0] == "cancelled"
+
+
+def test_a_lost_attempt_finishing_late_leaves_the_new_attempts_artifacts_alone(client, job_id, tmp_path):
+    """Attempt 1 was only slow: it finishes after attempt 2 took the job over and succeeded."""
+
+    def attempt(number: int) -> Job:
+        with session_scope() as session:
+            job = session.scalar(select(Job).where(Job.id == job_id))
+        job.attempts = number  # detached: what that attempt's worker holds in memory
+        return job
+
+    def result(content: bytes) -> DistillResult:
+        (tmp_path / "student.json").write_bytes(content)
+        return DistillResult(metrics={}, series=[], artifacts={"student.json": tmp_path / "student.json"})
+
+    set_job(job_id, status="running", attempts=2, heartbeat_at=time.time())
+    _finish(attempt(2), result(b'{"attempt": 2}'))
+    with pytest.raises(JobCancelled):  # fenced off: the job is no longer its to finish
+        _finish(attempt(1), result(b'{"attempt": 1}'))
+    assert job_state(job_id)[0] == "succeeded"
+    assert client.get(f"/v1/jobs/{job_id}/artifacts/student.json").content == b'{"attempt": 2}'
