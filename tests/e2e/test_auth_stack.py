@@ -73,6 +73,6 @@ def test_an_upload_without_a_key_is_refused_before_its_body_is_sent(stack):
     )
     with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as connection:
         connection.sendall(head.encode())
-        answer = connection.recv(65536).decode()
+        answer = b"".join(iter(lambda: connection.recv(65536), b"")).decode()  # until the server closes
     assert answer.startswith("HTTP/1.1 401 "), answer
     assert '"code":"unauthorized"' in answer and "connection: close" in answer.lower()
