@@ -149,3 +149,17 @@ def test_an_unreadable_checkpoint_starts_over_with_a_warning(make_job, blob_task
     assert result.metrics["student"]["accuracy"] > 0.5
     warnings = [message for level, message in reporter.events if level == "warning"]
     assert len(warnings) == 1 and warnings[0].startswith("The checkpoint could not be read")
+
+
+def test_a_failing_store_costs_the_checkpoints_not_the_job(make_job, blob_task, tmp_path):
+    class FullDisk(FolderStore):
+        def save(self, path: Path) -> None:
+            raise OSError(28, "No space left on device")
+
+    reporter = RecordingReporter()
+    result = attempt(
+        make_job(training={"epochs": 1}), blob_task, tmp_path / "job", reporter, FullDisk(tmp_path)
+    )
+    assert result.metrics["student"]["accuracy"] > 0.5
+    warnings = [message for level, message in reporter.events if level == "warning"]
+    assert warnings and all("No space left on device" in w and "training goes on" in w for w in warnings)

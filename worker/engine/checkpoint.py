@@ -65,13 +65,13 @@ class Checkpoints:
         self.restored: Restored | None = None
         self.replaying = False  # until the job reaches a run the last attempt had not finished
         self._runs_begun = 0
-        self._path = self._fingerprint = None
+        self._path = self._fingerprint = self._reporter = None
         self._last_save = time.monotonic()
 
     def restore(self, job: EngineJob, folder: Path, reporter: Reporter) -> Restored | None:
         """The last attempt's checkpoint if there is one and it is this job's, else None (with a
         warning event saying why the job starts over)."""
-        self._path = folder / "checkpoint.pt"
+        self._path, self._reporter = folder / "checkpoint.pt", reporter
         self._fingerprint = hashlib.sha256(f"{FORMAT}:{job.model_dump_json()}".encode()).hexdigest()
         self._last_save = time.monotonic()
         if self.store is None or not self.store.fetch(self._path):
@@ -121,9 +121,15 @@ class Checkpoints:
     def save(self, epoch: int, step: int, live: dict | None) -> None:
         state = {"fingerprint": self._fingerprint, "epoch": epoch, "step": step,
                  "finished": self.finished, "live": live, "rng": rng_states()}  # fmt: skip
-        torch.save(state, self._path)
         try:
+            torch.save(state, self._path)
             self.store.save(self._path)
+        except OSError as error:  # a full disk or a storage away for a while must not fail the job
+            self._reporter.event(
+                f"Saving a checkpoint failed ({error}); training goes on and tries again in "
+                f"{self.every_seconds:g} s.",
+                "warning",
+            )
         finally:
             self._path.unlink(missing_ok=True)
         self._last_save = time.monotonic()
