@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 
 from service.checkpoints import StoredCheckpoint
 from service.config import Settings
@@ -47,11 +47,11 @@ def reap_lost_jobs(settings: Settings) -> list[str]:
     """Re-queue (or fail) every live job whose heartbeat stopped; returns the ids it re-queued."""
     cutoff = time.time() - settings.heartbeat_timeout_seconds
     with session_scope() as session:
-        lost = (
-            session.execute(select(Job).where(Job.status.in_(LIVE_STATUSES), Job.heartbeat_at < cutoff))
-            .scalars()
-            .all()
-        )
+        lost = session.execute(
+            select(Job.id, Job.pk, Job.tenant_id, Job.status, Job.attempts).where(
+                Job.status.in_(LIVE_STATUSES), Job.heartbeat_at < cutoff
+            )
+        ).all()
     requeued = []
     for job in lost:
         outcome = _recover(job, settings)
@@ -64,7 +64,7 @@ def reap_lost_jobs(settings: Settings) -> list[str]:
     return requeued
 
 
-def _recover(job: Job, settings: Settings) -> str | None:
+def _recover(job: Row, settings: Settings) -> str | None:
     """Re-queue or end the lost job; its new status, or None if another worker got there first."""
     silent = f"its worker stopped answering for over {settings.heartbeat_timeout_seconds:g} s"
     error = None

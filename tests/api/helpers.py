@@ -12,11 +12,11 @@ import torch
 from fastapi.testclient import TestClient
 from httpx import Response
 from safetensors.torch import save as save_safetensors
-from sqlalchemy import update
+from sqlalchemy import select, update
 from torch import nn
 
 from service.db import session_scope
-from service.models import Job
+from service.models import Job, JobEvent
 from worker.engine.models import build_model
 from worker.engine.specs import MLPSpec
 
@@ -159,3 +159,10 @@ def set_job(job_id: str, **values) -> None:
     """Put a job in a state by hand, as a worker (or a lost one) would have left it."""
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def job_state(job_id: str) -> tuple[str, dict | None, list[str]]:
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        events = session.scalars(select(JobEvent.message).where(JobEvent.job_pk == job.pk)).all()
+        return job.status, job.error, events

@@ -11,7 +11,7 @@ from service.checkpoints import StoredCheckpoint
 from service.config import get_settings
 from service.db import session_scope
 from service.models import Job, JobMetric
-from tests.api.helpers import set_job
+from tests.api.helpers import job_state, set_job
 from worker.liveness import reap_lost_jobs
 from worker.reporter import DatabaseReporter
 
@@ -45,8 +45,7 @@ def test_a_lost_job_that_ends_loses_its_checkpoint(
     set_job(queued_job["id"], status=status, attempts=attempts, heartbeat_at=time.time() - 3600)
     settings = get_settings().model_copy(update={"max_attempts": 3})
     reap_lost_jobs(settings)
-    with session_scope() as session:
-        assert session.scalar(select(Job.status).where(Job.id == queued_job["id"])) == ends
+    assert job_state(queued_job["id"])[0] == ends
     assert not checkpointed_job.fetch(tmp_path / "fetched.pt")
 
 

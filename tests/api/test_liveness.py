@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from service.config import get_settings
 from service.db import session_scope
-from service.models import Job, JobEvent
-from tests.api.helpers import job_request, set_job
+from service.models import Job
+from tests.api.helpers import job_request, job_state, set_job
 from worker.engine.errors import JobCancelled
 from worker.engine.pipeline import DistillResult
 from worker.liveness import reap_lost_jobs
@@ -24,13 +24,6 @@ def settings():
 def job_id(client, teacher_file, dataset_file) -> str:
     response = client.post("/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"]))
     return response.json()["id"]
-
-
-def job_state(job_id: str) -> tuple[str, dict | None, list[str]]:
-    with session_scope() as session:
-        job = session.scalar(select(Job).where(Job.id == job_id))
-        events = session.scalars(select(JobEvent.message).where(JobEvent.job_pk == job.pk)).all()
-        return job.status, job.error, events
 
 
 def test_a_silent_running_job_is_requeued(settings, job_id):
