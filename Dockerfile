@@ -10,6 +10,7 @@ COPY alembic.ini ./
 COPY migrations ./migrations
 COPY service ./service
 COPY worker ./worker
+COPY engine ./engine
 RUN pip install --no-deps -e .
 
 RUN useradd --create-home distill && mkdir -p /data && chown distill /data

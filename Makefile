@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check service worker tests migrations benchmarks examples
-	$(BIN)/ruff format --check service worker tests migrations benchmarks examples
+	$(BIN)/ruff check engine service worker tests migrations benchmarks examples
+	$(BIN)/ruff format --check engine service worker tests migrations benchmarks examples
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.mnist_service

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import argument_parser, load_mnist, machine, write_result
+from engine.checkpoint import Checkpoints
+from engine.pipeline import run_distillation
+from engine.specs import EngineJob, MLPSpec
 from tests.engine.factories import FolderStore, KilledAt, RecordingReporter, WorkerKilled
 from tests.factories import save_teacher, train_teacher
-from worker.engine.checkpoint import Checkpoints
-from worker.engine.pipeline import run_distillation
-from worker.engine.specs import EngineJob, MLPSpec
 
 TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[1200, 1200])
 STUDENT = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[800, 800])

@@ -39,9 +39,9 @@ from benchmarks.common import (
     service,
     write_result,
 )
+from engine.models import build_model, count_parameters
+from engine.specs import MLPSpec
 from tests.factories import save_npz, save_teacher
-from worker.engine.models import build_model, count_parameters
-from worker.engine.specs import MLPSpec
 
 PAPER_ERRORS = {"teacher": 67, "student_alone": 146, "distilled_student": 74}
 AIM_DISTILLED_OVER_TEACHER = 1.15

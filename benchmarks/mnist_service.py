@@ -21,8 +21,8 @@ from benchmarks.common import (
     service,
     write_result,
 )
+from engine.specs import MLPSpec
 from tests.factories import save_npz, save_teacher, train_teacher
-from worker.engine.specs import MLPSpec
 
 TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[512, 512])
 

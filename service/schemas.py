@@ -4,7 +4,7 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from worker.engine.specs import ArchitectureSpec, DistillationConfig, Spec, TrainingConfig
+from engine.specs import ArchitectureSpec, DistillationConfig, Spec, TrainingConfig
 
 Purpose = Literal["teacher", "dataset", "tokenizer"]
 JobStatus = Literal["queued", "validating", "running", "succeeded", "failed", "cancelling", "cancelled"]

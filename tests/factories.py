@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from engine.models import build_model
 from examples.toy_teacher import blobs, fit
-from worker.engine.models import build_model
 
 __all__ = ["blobs", "save_npz", "train_teacher", "save_teacher", "accuracy"]
 

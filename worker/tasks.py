@@ -1,6 +1,6 @@
 """The Celery task: run one distillation job from the database, write its results back.
 
-The engine (`worker.engine`) knows nothing of Celery or the database; this module is the glue.
+The engine (`engine`) knows nothing of Celery or the database; this module is the glue.
 """
 
 import logging
@@ -13,6 +13,9 @@ from pathlib import Path
 from celery.signals import worker_process_init, worker_ready
 from sqlalchemy import select
 
+from engine.errors import DistillError, JobCancelled
+from engine.pipeline import Checkpoints, DistillResult, run_distillation
+from engine.specs import EngineJob, TeacherSource
 from service.checkpoints import StoredCheckpoint
 from service.config import get_settings
 from service.db import get_engine, session_scope
@@ -21,9 +24,6 @@ from service.models import Artifact, File, Job, now
 from service.schemas import JobCreate
 from service.storage import get_storage, job_key, read_chunks
 from worker.celery_app import RUN_JOB_TASK, app
-from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.pipeline import Checkpoints, DistillResult, run_distillation
-from worker.engine.specs import EngineJob, TeacherSource
 from worker.liveness import heartbeat, run_reaper
 from worker.reporter import DatabaseReporter
 

@@ -4,6 +4,9 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from engine.design import derive_spec
+from engine.errors import DistillError
+from engine.layer_map import check_layer_map
 from service import idempotency, policy
 from service.checkpoints import StoredCheckpoint
 from service.config import Settings
@@ -30,9 +33,6 @@ from service.schemas import (
     TeacherRef,
 )
 from service.tenancy import get_owned, owned_by
-from worker.engine.design import derive_spec
-from worker.engine.errors import DistillError
-from worker.engine.layer_map import check_layer_map
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorBody}})
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}

@@ -15,10 +15,10 @@ from safetensors.torch import save as save_safetensors
 from sqlalchemy import select, update
 from torch import nn
 
+from engine.models import build_model
+from engine.specs import MLPSpec
 from service.db import session_scope
 from service.models import Job, JobEvent
-from worker.engine.models import build_model
-from worker.engine.specs import MLPSpec
 
 FEATURES = 4
 CLASSES = 3

@@ -5,12 +5,12 @@ import time
 import pytest
 from sqlalchemy import select
 
+from engine.errors import JobCancelled
+from engine.pipeline import DistillResult
 from service.config import get_settings
 from service.db import session_scope
 from service.models import Job
 from tests.api.helpers import job_request, job_state, set_job
-from worker.engine.errors import JobCancelled
-from worker.engine.pipeline import DistillResult
 from worker.liveness import reap_lost_jobs
 from worker.tasks import _finish
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.specs import MLPSpec
 from tests.factories import blobs, save_npz, save_teacher, train_teacher
-from worker.engine.specs import MLPSpec
 
 TEACHER = MLPSpec(input_shape=[16], num_classes=4, hidden_sizes=[64, 64])
 

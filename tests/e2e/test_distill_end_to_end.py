@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load
 
+from engine.models import build_model
+from engine.specs import MLPSpec
 from tests.e2e.conftest import job_request
 from tests.factories import accuracy
 from tests.stack import ServiceStack
-from worker.engine.models import build_model
-from worker.engine.specs import MLPSpec
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.specs import MLPSpec
 from examples.toy_teacher import blobs
-from worker.engine.specs import MLPSpec
 
 NUM_CLASSES = 4
 FEATURES = 8

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from worker.engine.checkpoint import Checkpoints
-from worker.engine.pipeline import run_distillation
-from worker.engine.specs import MLPSpec
+from engine.checkpoint import Checkpoints
+from engine.pipeline import run_distillation
+from engine.specs import MLPSpec
 
 from .factories import FEATURES, NUM_CLASSES, FolderStore, KilledAt, RecordingReporter, WorkerKilled
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.data import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
-from worker.engine.errors import DistillError
+from engine.data import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
+from engine.errors import DistillError
 
 
 def saved(tmp_path: Path, **arrays) -> Path:

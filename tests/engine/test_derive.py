@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.derive import init_from_teacher
-from worker.engine.design import derive_spec, layer_selection
-from worker.engine.errors import DistillError
-from worker.engine.models import build_model
-from worker.engine.specs import CNNSpec, MLPSpec, TransformerSpec
+from engine.derive import init_from_teacher
+from engine.design import derive_spec, layer_selection
+from engine.errors import DistillError
+from engine.models import build_model
+from engine.specs import CNNSpec, MLPSpec, TransformerSpec
 
 from .factories import FEATURES, NUM_CLASSES, gaussian_blobs, train_classifier
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.evaluate import classification_metrics, final_metrics, predict
+from engine.evaluate import classification_metrics, final_metrics, predict
 
 TEACHER = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])  # predicts 0, 1, 0, 1
 STUDENT = torch.tensor([[1.0, 0.0], [1.0, 0.0], [3.0, 1.0], [0.0, 2.0]])  # predicts 0, 0, 0, 1

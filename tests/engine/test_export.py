@@ -7,9 +7,9 @@ import torch
 from pydantic import TypeAdapter
 from safetensors.torch import load_file
 
-from worker.engine.export import export_student
-from worker.engine.models import build_model
-from worker.engine.specs import ArchitectureSpec, CNNSpec, MLPSpec
+from engine.export import export_student
+from engine.models import build_model
+from engine.specs import ArchitectureSpec, CNNSpec, MLPSpec
 
 SPECS = [
     MLPSpec(input_shape=[2, 4], num_classes=3, hidden_sizes=[6], dropout=0.2, activation="gelu"),

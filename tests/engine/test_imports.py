@@ -16,13 +16,11 @@ def imported_top_level_modules(statement: str) -> set[str]:
 
 
 def test_specs_import_without_torch():
-    modules = imported_top_level_modules(
-        "import worker.engine, worker.engine.specs, worker.engine.errors, worker.engine.layer_map"
-    )
+    modules = imported_top_level_modules("import engine, engine.specs, engine.errors, engine.layer_map")
     assert "torch" not in modules and "numpy" not in modules
 
 
 def test_engine_imports_no_web_framework_task_queue_or_database():
-    modules = imported_top_level_modules("import worker.engine.pipeline")
+    modules = imported_top_level_modules("import engine.pipeline")
     assert "torch" in modules
     assert not modules & {"fastapi", "starlette", "celery", "kombu", "sqlalchemy", "service"}

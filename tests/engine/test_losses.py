@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from worker.engine.losses import (
+from engine.losses import (
     TeacherOutputs,
     cross_entropy_loss,
     feature_cosine,
@@ -15,8 +15,8 @@ from worker.engine.losses import (
     logit_mse_loss,
     scheduled_temperature,
 )
-from worker.engine.objective import Objective
-from worker.engine.specs import DistillationConfig
+from engine.objective import Objective
+from engine.specs import DistillationConfig
 
 
 def soft_loss(student, teacher, temperature):

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from worker.engine.augment import random_shift
-from worker.engine.design import derive_spec
-from worker.engine.errors import DistillError
-from worker.engine.models import build_model
-from worker.engine.pipeline import run_distillation
-from worker.engine.specs import CNNSpec, MLPSpec
+from engine.augment import random_shift
+from engine.design import derive_spec
+from engine.errors import DistillError
+from engine.models import build_model
+from engine.pipeline import run_distillation
+from engine.specs import CNNSpec, MLPSpec
 
 from .factories import TEACHER_SPEC, RecordingReporter
 

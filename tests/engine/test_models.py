@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.models import build_model, cnn_output_size, count_parameters, register
-from worker.engine.specs import CNNSpec, MLPSpec
+from engine.models import build_model, cnn_output_size, count_parameters, register
+from engine.specs import CNNSpec, MLPSpec
 
 
 @pytest.mark.parametrize("input_shape", [[8], [1, 4, 4], [2, 3, 4, 5]])

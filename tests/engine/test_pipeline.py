@@ -10,11 +10,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.export import Dim
 
-from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.models import build_model
-from worker.engine.pipeline import run_distillation
-from worker.engine.specs import CNNSpec, MLPSpec
-from worker.engine.training import make_scheduler
+from engine.errors import DistillError, JobCancelled
+from engine.models import build_model
+from engine.pipeline import run_distillation
+from engine.specs import CNNSpec, MLPSpec
+from engine.training import make_scheduler
 
 from .factories import FEATURES, NUM_CLASSES, RecordingReporter, gaussian_blobs
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.evaluate import predict
-from worker.engine.export import export_program
-from worker.engine.models import build_model
-from worker.engine.quantize import (
+from engine.evaluate import predict
+from engine.export import export_program
+from engine.models import build_model
+from engine.quantize import (
     INT8_PROGRAM,
     Int8Conv2d,
     Int8Embedding,
@@ -17,7 +17,7 @@ from worker.engine.quantize import (
     quantize_int8,
     quantize_weight,
 )
-from worker.engine.specs import CNNSpec, MLPSpec, TransformerSpec
+from engine.specs import CNNSpec, MLPSpec, TransformerSpec
 
 from .factories import FEATURES, NUM_CLASSES, gaussian_blobs, train_classifier
 

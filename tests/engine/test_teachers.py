@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import save_file
 from torch.export import Dim
 
-from worker.engine.errors import DistillError
-from worker.engine.models import build_model
-from worker.engine.specs import CNNSpec, MLPSpec
-from worker.engine.teachers import load_teacher
+from engine.errors import DistillError
+from engine.models import build_model
+from engine.specs import CNNSpec, MLPSpec
+from engine.teachers import load_teacher
 
 SPEC = MLPSpec(input_shape=[6], num_classes=3, hidden_sizes=[5])
 

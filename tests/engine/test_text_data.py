@@ -8,10 +8,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
-from worker.engine.data import load_npz
-from worker.engine.errors import DistillError
-from worker.engine.specs import TransformerSpec
-from worker.engine.text_data import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
+from engine.data import load_npz
+from engine.errors import DistillError
+from engine.specs import TransformerSpec
+from engine.text_data import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.errors import DistillError
-from worker.engine.models import build_model
-from worker.engine.specs import TransformerSpec
-from worker.engine.tinybert import TinyBertLoss, uniform_layer_map
-from worker.engine.transformer import capture_points
+from engine.errors import DistillError
+from engine.models import build_model
+from engine.specs import TransformerSpec
+from engine.tinybert import TinyBertLoss, uniform_layer_map
+from engine.transformer import capture_points
 
 TEACHER = TransformerSpec(
     vocab_size=40,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from worker.engine.export import export_student
-from worker.engine.models import build_model
-from worker.engine.specs import TransformerSpec
-from worker.engine.transformer import TransformerClassifier, capture_points
+from engine.export import export_student
+from engine.models import build_model
+from engine.specs import TransformerSpec
+from engine.transformer import TransformerClassifier, capture_points
 
 SPEC = TransformerSpec(
     vocab_size=30,

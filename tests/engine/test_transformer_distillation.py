@@ -10,6 +10,11 @@ import torch
 from safetensors.torch import save_file
 from torch.export import Dim
 
+from engine.errors import DistillError
+from engine.pipeline import run_distillation
+from engine.setup import load_datasets
+from engine.specs import EngineJob, TrainingConfig
+from engine.teachers import load_teacher
 from tests.text_factories import (
     LENGTH,
     STUDENT_SPEC,
@@ -20,11 +25,6 @@ from tests.text_factories import (
     word_tokenizer,
     write_jsonl,
 )
-from worker.engine.errors import DistillError
-from worker.engine.pipeline import run_distillation
-from worker.engine.setup import load_datasets
-from worker.engine.specs import EngineJob, TrainingConfig
-from worker.engine.teachers import load_teacher
 
 from .factories import RecordingReporter
 

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from worker.engine.data import ArrayDataset, batch_bounds
-from worker.engine.errors import DistillError
-from worker.engine.models import cnn_output_size
-from worker.engine.reporting import Reporter
-from worker.engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
+from engine.data import ArrayDataset, batch_bounds
+from engine.errors import DistillError
+from engine.models import cnn_output_size
+from engine.reporting import Reporter
+from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 
 MAX_REASON_CHARS = 600
 

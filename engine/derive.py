@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from worker.engine.design import StudentSpec, layer_selection
-from worker.engine.errors import DistillError
-from worker.engine.specs import CNNSpec, MLPSpec
+from engine.design import StudentSpec, layer_selection
+from engine.errors import DistillError
+from engine.specs import CNNSpec, MLPSpec
 
 # Where each family keeps its repeated layers, and the group of a state-dict key that holds the index.
 _LAYER_KEY = {

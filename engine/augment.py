@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worker.engine.errors import DistillError
-from worker.engine.specs import Augmentation
+from engine.errors import DistillError
+from engine.specs import Augmentation
 
 
 def check_augmentation(config: Augmentation, sample_shape: list[int]) -> None:

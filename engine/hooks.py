@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 from torch import Tensor, nn
 
-from worker.engine.errors import DistillError
+from engine.errors import DistillError
 
 LISTED_NAMES = 30
 

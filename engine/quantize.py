@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.export import export_program
+from engine.export import export_program
 
 INT8_PROGRAM = "student.int8.pt2"
 

@@ -14,17 +14,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from worker.engine.checkpoint import Checkpoints, QuietWhileReplaying
-from worker.engine.errors import DistillError
-from worker.engine.evaluate import accuracy, classification_metrics, final_metrics, predict
-from worker.engine.export import export_student
-from worker.engine.methods import METHODS, Candidate, check_method, planned_epochs, search_hyperparameters
-from worker.engine.models import count_parameters
-from worker.engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
-from worker.engine.reporting import Reporter
-from worker.engine.setup import Setup, build_student, prepare
-from worker.engine.specs import EngineJob
-from worker.engine.training import Clock, steps_per_epoch
+from engine.checkpoint import Checkpoints, QuietWhileReplaying
+from engine.errors import DistillError
+from engine.evaluate import accuracy, classification_metrics, final_metrics, predict
+from engine.export import export_student
+from engine.methods import METHODS, Candidate, check_method, planned_epochs, search_hyperparameters
+from engine.models import count_parameters
+from engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
+from engine.reporting import Reporter
+from engine.setup import Setup, build_student, prepare
+from engine.specs import EngineJob
+from engine.training import Clock, steps_per_epoch
 
 METRICS_FILE = "metrics.json"
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from worker.engine.augment import augment
-from worker.engine.checkpoint import Checkpoints
-from worker.engine.data import batch_bounds, iterate_batches
-from worker.engine.errors import DistillError, JobCancelled
-from worker.engine.evaluate import classification_metrics, predict
-from worker.engine.losses import TeacherOutputs, kl_loss, scheduled_temperature
-from worker.engine.reporting import Reporter
-from worker.engine.setup import Setup, Student
-from worker.engine.specs import DistillationConfig, EngineJob, TrainingConfig
+from engine.augment import augment
+from engine.checkpoint import Checkpoints
+from engine.data import batch_bounds, iterate_batches
+from engine.errors import DistillError, JobCancelled
+from engine.evaluate import classification_metrics, predict
+from engine.losses import TeacherOutputs, kl_loss, scheduled_temperature
+from engine.reporting import Reporter
+from engine.setup import Setup, Student
+from engine.specs import DistillationConfig, EngineJob, TrainingConfig
 
 
 class RunningMeans:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worker.engine.errors import DistillError
+from engine.errors import DistillError
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 INTEGER_KINDS = "iu"

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
 
-from worker.engine.data import ArrayDataset, invalid
-from worker.engine.errors import DistillError
-from worker.engine.specs import TransformerSpec
-from worker.engine.transformer import PADDING_ID
+from engine.data import ArrayDataset, invalid
+from engine.errors import DistillError
+from engine.specs import TransformerSpec
+from engine.transformer import PADDING_ID
 
 PAD_TOKENS = ("[PAD]", "<pad>")
 RECORD_EXAMPLE = '{"text": "a sentence", "label": 0}'

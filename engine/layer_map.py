@@ -1,7 +1,7 @@
 """Which teacher layer each student layer learns from (TinyBERT's mapping g). Pure arithmetic, without
 torch, so the API checks a request's `layer_map` with the engine's own rules."""
 
-from worker.engine.errors import DistillError
+from engine.errors import DistillError
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:

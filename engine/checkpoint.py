@@ -18,8 +18,8 @@ from typing import Protocol
 
 import torch
 
-from worker.engine.reporting import Reporter
-from worker.engine.specs import EngineJob
+from engine.reporting import Reporter
+from engine.specs import EngineJob
 
 FORMAT = 1  # bump when the checkpoint's layout changes: an older checkpoint is then not used
 

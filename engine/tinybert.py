@@ -11,9 +11,9 @@ by those paths. Padded positions are left out of every mean.
 import torch
 from torch import Tensor, nn
 
-from worker.engine.layer_map import check_layer_map, uniform_layer_map
-from worker.engine.specs import TransformerSpec
-from worker.engine.transformer import capture_points
+from engine.layer_map import check_layer_map, uniform_layer_map
+from engine.specs import TransformerSpec
+from engine.transformer import capture_points
 
 
 def projection(student_width: int, teacher_width: int) -> nn.Module:

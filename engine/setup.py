@@ -7,27 +7,27 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from worker.engine.augment import check_augmentation
-from worker.engine.checks import (
+from engine.augment import check_augmentation
+from engine.checks import (
     check_batch_norm_batches,
     check_labels,
     check_student_input,
     probe_teacher,
     teacher_rejections,
 )
-from worker.engine.data import ArrayDataset, split_holdout
-from worker.engine.derive import init_from_teacher
-from worker.engine.ensemble import TeacherEnsemble
-from worker.engine.errors import DistillError
-from worker.engine.evaluate import accuracy, evaluating
-from worker.engine.features import FeatureDistiller, sample_shapes
-from worker.engine.hooks import LayerTaps
-from worker.engine.models import build_model, count_parameters
-from worker.engine.objective import Objective
-from worker.engine.reporting import Reporter
-from worker.engine.specs import ArchitectureSpec, EngineJob, TrainingConfig
-from worker.engine.teachers import load_teacher
-from worker.engine.transformer_distillation import (
+from engine.data import ArrayDataset, split_holdout
+from engine.derive import init_from_teacher
+from engine.ensemble import TeacherEnsemble
+from engine.errors import DistillError
+from engine.evaluate import accuracy, evaluating
+from engine.features import FeatureDistiller, sample_shapes
+from engine.hooks import LayerTaps
+from engine.models import build_model, count_parameters
+from engine.objective import Objective
+from engine.reporting import Reporter
+from engine.specs import ArchitectureSpec, EngineJob, TrainingConfig
+from engine.teachers import load_teacher
+from engine.transformer_distillation import (
     capture_paths,
     check_tokenizer,
     check_transformer_distillation,

@@ -3,9 +3,9 @@
 import torch
 from torch import Tensor, nn
 
-from worker.engine.hooks import LayerTaps
-from worker.engine.losses import TeacherOutputs
-from worker.engine.models import count_parameters
+from engine.hooks import LayerTaps
+from engine.losses import TeacherOutputs
+from engine.models import count_parameters
 
 
 class TeacherEnsemble:

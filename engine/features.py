@@ -5,9 +5,9 @@ part of the exported student."""
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from worker.engine.errors import DistillError
-from worker.engine.losses import FEATURE_LOSSES
-from worker.engine.specs import FeaturePair
+from engine.errors import DistillError
+from engine.losses import FEATURE_LOSSES
+from engine.specs import FeaturePair
 
 
 class MapProjection(nn.Module):

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.export import Dim
 
-from worker.engine.specs import CNNSpec, MLPSpec
+from engine.specs import CNNSpec, MLPSpec
 
 WEIGHTS = "student.safetensors"
 SPEC = "student.json"

@@ -6,7 +6,7 @@ import math
 
 from pydantic.fields import FieldInfo
 
-from worker.engine.specs import CNNSpec, MLPSpec, TransformerSpec
+from engine.specs import CNNSpec, MLPSpec, TransformerSpec
 
 StudentSpec = MLPSpec | CNNSpec | TransformerSpec
 

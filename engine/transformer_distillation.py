@@ -8,16 +8,16 @@ from pathlib import Path
 from torch import nn
 from torch.nn import functional as F
 
-from worker.engine.data import ArrayDataset, load_npz
-from worker.engine.errors import DistillError
-from worker.engine.hooks import LayerTaps
-from worker.engine.layer_map import check_layer_map
-from worker.engine.objective import TransformerTerm
-from worker.engine.reporting import Reporter
-from worker.engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
-from worker.engine.text_data import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
-from worker.engine.tinybert import TinyBertLoss
-from worker.engine.transformer import PADDING_ID, capture_points
+from engine.data import ArrayDataset, load_npz
+from engine.errors import DistillError
+from engine.hooks import LayerTaps
+from engine.layer_map import check_layer_map
+from engine.objective import TransformerTerm
+from engine.reporting import Reporter
+from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
+from engine.text_data import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
+from engine.tinybert import TinyBertLoss
+from engine.transformer import PADDING_ID, capture_points
 
 # --- data -------------------------------------------------------------------------------------
 

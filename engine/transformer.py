@@ -11,8 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from worker.engine.models import register
-from worker.engine.specs import TransformerSpec
+from engine.models import register
+from engine.specs import TransformerSpec
 
 PADDING_ID = 0
 

@@ -11,7 +11,7 @@ from itertools import pairwise
 
 from torch import Tensor, nn
 
-from worker.engine.specs import CNNSpec, MLPSpec
+from engine.specs import CNNSpec, MLPSpec
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -140,4 +140,4 @@ def cnn_output_size(spec: CNNSpec) -> tuple[int, int]:
 
 # Families defined in their own modules register themselves when imported; importing them here
 # (after `register` exists) means `build_model` knows every family once this module is loaded.
-from worker.engine import transformer  # noqa: E402, F401
+from engine import transformer  # noqa: E402, F401

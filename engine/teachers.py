@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from worker.engine.errors import DistillError
-from worker.engine.models import build_model
-from worker.engine.specs import ArchitectureSpec
+from engine.errors import DistillError
+from engine.models import build_model
+from engine.specs import ArchitectureSpec
 
 MAX_LISTED_PROBLEMS = 20
 

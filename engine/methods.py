@@ -6,13 +6,13 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 
-from worker.engine.ensemble import TeacherEnsemble
-from worker.engine.errors import DistillError
-from worker.engine.evaluate import accuracy, predict
-from worker.engine.reporting import Reporter
-from worker.engine.setup import Setup, Student, build_student
-from worker.engine.specs import DistillationConfig, EngineJob
-from worker.engine.training import Clock, train_cohort
+from engine.ensemble import TeacherEnsemble
+from engine.errors import DistillError
+from engine.evaluate import accuracy, predict
+from engine.reporting import Reporter
+from engine.setup import Setup, Student, build_student
+from engine.specs import DistillationConfig, EngineJob
+from engine.training import Clock, train_cohort
 
 
 @dataclass

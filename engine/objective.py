@@ -3,12 +3,12 @@
 
 from torch import Tensor, nn
 
-from worker.engine.features import FeatureDistiller
-from worker.engine.hooks import LayerTaps
-from worker.engine.losses import RESPONSE_LOSSES, TeacherOutputs, hard_loss
-from worker.engine.specs import DistillationConfig
-from worker.engine.tinybert import TinyBertLoss
-from worker.engine.transformer import PADDING_ID
+from engine.features import FeatureDistiller
+from engine.hooks import LayerTaps
+from engine.losses import RESPONSE_LOSSES, TeacherOutputs, hard_loss
+from engine.specs import DistillationConfig
+from engine.tinybert import TinyBertLoss
+from engine.transformer import PADDING_ID
 
 
 class Objective(nn.Module):
