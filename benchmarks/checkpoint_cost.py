@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.common import argument_parser, load_mnist, machine, write_result
 from engine.checkpoint import Checkpoints
-from engine.pipeline import run_distillation
+from engine.pipeline import JobFiles, run_distillation
 from engine.specs import EngineJob, MLPSpec
 from tests.engine.factories import FolderStore, KilledAt, RecordingReporter, WorkerKilled
 from tests.factories import save_teacher, train_teacher
@@ -35,8 +35,8 @@ def attempt(
     out = Path(tempfile.mkdtemp(dir=folder))
     started = time.perf_counter()
     try:
-        result = run_distillation(job, [files["teacher"]], files["train"], files["validation"], out, reporter,
-                                  checkpoints=checkpoints)  # fmt: skip
+        job_files = JobFiles([files["teacher"]], files["train"], files["validation"])
+        result = run_distillation(job, job_files, out, reporter, checkpoints)
     except WorkerKilled:
         return time.perf_counter() - started, None
     digest = hashlib.sha256(result.artifacts["student.safetensors"].read_bytes()).hexdigest()

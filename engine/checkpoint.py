@@ -56,44 +56,57 @@ class Restored:
 
 
 class Checkpoints:
-    """Saves the job's training state to `store` when `every_seconds` have passed since the last save
-    (checked at every step) and at the end of every run; gives the next attempt what was saved."""
+    """Where a job's checkpoints are kept between attempts (`store`; None: nowhere, so none is saved) and
+    how often one is saved: when `every_seconds` have passed since the last save (checked at every step),
+    and at the end of every run."""
 
     def __init__(self, store: CheckpointStore | None = None, every_seconds: float = 300.0):
         self.store, self.every_seconds = store, every_seconds
-        self.finished: list[dict] = []
-        self.restored: Restored | None = None
-        self.replaying = False  # until the job reaches a run the last attempt had not finished
-        self._runs_begun = 0
-        self._path = self._fingerprint = self._reporter = None
-        self._last_save = time.monotonic()
 
-    def restore(self, job: EngineJob, folder: Path, reporter: Reporter) -> Restored | None:
-        """The last attempt's checkpoint if there is one and it is this job's, else None (with a
-        warning event saying why the job starts over)."""
-        self._path, self._reporter = folder / "checkpoint.pt", reporter
-        self._fingerprint = hashlib.sha256(f"{FORMAT}:{job.model_dump_json()}".encode()).hexdigest()
-        self._last_save = time.monotonic()
-        if self.store is None or not self.store.fetch(self._path):
+    def for_job(self, job: EngineJob, folder: Path, reporter: Reporter) -> "JobCheckpoints":
+        """The job's checkpointing, holding the last attempt's checkpoint if there is one and it is this
+        job's (else a warning event says why the job starts over)."""
+        fingerprint = hashlib.sha256(f"{FORMAT}:{job.model_dump_json()}".encode()).hexdigest()
+        path = folder / "checkpoint.pt"
+        return JobCheckpoints(self, path, fingerprint, reporter, self._fetch(path, fingerprint, reporter))
+
+    def _fetch(self, path: Path, fingerprint: str, reporter: Reporter) -> Restored | None:
+        if self.store is None or not self.store.fetch(path):
             return None
         try:
-            saved = torch.load(self._path, map_location="cpu", weights_only=True)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a torn or foreign file must not fail the job: it only costs time
             reporter.event(f"The checkpoint could not be read ({error}): training starts over.", "warning")
             return None
         finally:
-            self._path.unlink(missing_ok=True)
-        if not isinstance(saved, dict) or saved.get("fingerprint") != self._fingerprint:
+            path.unlink(missing_ok=True)
+        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
             reporter.event(
                 "The checkpoint was saved by another version of the service: training starts over.",
                 "warning",
             )
             return None
-        self.restored = Restored(
-            saved["epoch"], saved["step"], saved["finished"], saved["live"], saved["rng"]
-        )
-        self.replaying = True
-        return self.restored
+        return Restored(saved["epoch"], saved["step"], saved["finished"], saved["live"], saved["rng"])
+
+
+class JobCheckpoints:
+    """One job's checkpointing (see `Checkpoints.for_job`): replays the runs the last attempt finished,
+    continues the one it was in, and saves the job's state as it goes."""
+
+    def __init__(
+        self,
+        settings: Checkpoints,
+        path: Path,
+        fingerprint: str,
+        reporter: Reporter,
+        restored: Restored | None,
+    ):
+        self.settings, self.path, self.fingerprint, self.reporter = settings, path, fingerprint, reporter
+        self.restored = restored
+        self.finished: list[dict] = []
+        self.replaying = restored is not None  # until the job reaches a run the last attempt had not finished
+        self._runs_begun = 0
+        self._last_save = time.monotonic()
 
     def begin_run(self, run: Resumable) -> bool:
         """Put the run where the last attempt left it; True if that attempt had finished it."""
@@ -110,28 +123,29 @@ class Checkpoints:
         return False
 
     def end_run(self, run: Resumable, epoch: int, step: int) -> None:
-        if self.store is None:
+        if self.settings.store is None:
             return
         self.finished.append(run.finished_state())
         self.save(epoch, step, None)
 
     def due(self) -> bool:
-        return self.store is not None and time.monotonic() - self._last_save >= self.every_seconds
+        settings = self.settings
+        return settings.store is not None and time.monotonic() - self._last_save >= settings.every_seconds
 
     def save(self, epoch: int, step: int, live: dict | None) -> None:
-        state = {"fingerprint": self._fingerprint, "epoch": epoch, "step": step,
+        state = {"fingerprint": self.fingerprint, "epoch": epoch, "step": step,
                  "finished": self.finished, "live": live, "rng": rng_states()}  # fmt: skip
         try:
-            torch.save(state, self._path)
-            self.store.save(self._path)
+            torch.save(state, self.path)
+            self.settings.store.save(self.path)
         except OSError as error:  # a full disk or a storage away for a while must not fail the job
-            self._reporter.event(
+            self.reporter.event(
                 f"Saving a checkpoint failed ({error}); training goes on and tries again in "
-                f"{self.every_seconds:g} s.",
+                f"{self.settings.every_seconds:g} s.",
                 "warning",
             )
         finally:
-            self._path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
         self._last_save = time.monotonic()
 
 
@@ -139,7 +153,7 @@ class QuietWhileReplaying:
     """A reporter that drops the events of the runs a resumed job replays: the attempt that ran them
     reported them already. Everything else passes through."""
 
-    def __init__(self, reporter: Reporter, checkpoints: Checkpoints):
+    def __init__(self, reporter: Reporter, checkpoints: JobCheckpoints):
         self._reporter, self._checkpoints = reporter, checkpoints
 
     def event(self, message: str, level: str = "info") -> None:

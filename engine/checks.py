@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from engine.data import ArrayDataset, batch_bounds
+from engine.cnn import cnn_output_size
+from engine.data import ArrayDataset, batch_bounds, smallest_batch
 from engine.errors import DistillError
-from engine.models import cnn_output_size
 from engine.reporting import Reporter
 from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 
@@ -39,15 +39,8 @@ def check_student_input(spec: ArchitectureSpec, train: ArrayDataset) -> None:
 
 
 def check_token_ids(spec: TransformerSpec, x: Tensor) -> None:
-    """Token ids [N, L] that the transformer can embed: L <= max_length, every id < vocab_size."""
-    if x.ndim != 2 or x.is_floating_point():
-        kind = "float features" if x.is_floating_point() else f"{x.dtype} values"
-        raise DistillError(
-            "incompatible_shapes",
-            f"dataset samples are {kind} of shape {list(x.shape[1:])}, but a transformer student reads "
-            "integer token ids [sequence_length]: save x as int64 ids [N, L], or upload JSON Lines text "
-            "with a tokenizer",
-        )
+    """Token ids [N, L] (as `datasets.load_dataset` reads them) that the transformer can embed:
+    L <= max_length, every id < vocab_size."""
     if x.shape[1] > spec.max_length:
         raise DistillError(
             "incompatible_shapes",
@@ -65,6 +58,7 @@ def check_token_ids(spec: TransformerSpec, x: Tensor) -> None:
 
 
 def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, reporter: Reporter) -> None:
+    """Labels are class indices of the student, and there are labels wherever the job needs them."""
     num_classes = job.student_architecture.num_classes
     for name, dataset in (("training", train), ("validation", validation)):
         if dataset.y is None:
@@ -77,18 +71,24 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
                 f"(min {int(dataset.y.min())}, max {int(dataset.y.max())}): labels must be class indices "
                 "below student_architecture.num_classes",
             )
+    distillation = job.distillation
+    if distillation.searched and not validation.labeled:
+        raise DistillError(
+            "labels_required",
+            "temperature or alpha 'auto' picks values by validation accuracy, but the validation set has no "
+            "labels: give a labeled validation file (or labeled training data), or fixed values",
+        )
     if train.labeled:
         return
-    distillation = job.distillation
     if distillation.alpha == 0 and not distillation.features and distillation.transformer is None:
         raise DistillError(
             "labels_required",
             "alpha is 0, so only the hard-label loss would train the student, but the training set has no "
             "'y' array: add labels or set alpha > 0",
         )
-    if job.distillation.beta > 0:
+    if distillation.beta > 0:
         reporter.event(
-            f"The training set has no labels: the hard-label loss (beta={job.distillation.beta}) is skipped "
+            f"The training set has no labels: the hard-label loss (beta={distillation.beta}) is skipped "
             "and the student learns from the teacher alone",
             level="warning",
         )
@@ -99,7 +99,7 @@ def check_batch_norm_batches(spec: ArchitectureSpec, num_train: int, batch_size:
     is 1x1 gets exactly one from a batch of one sample."""
     if spec.family != "cnn" or cnn_output_size(spec) != (1, 1):
         return
-    if min(end - start for start, end in batch_bounds(num_train, batch_size)) == 1:
+    if smallest_batch(num_train, batch_size) == 1:
         raise DistillError(
             "incompatible_shapes",
             f"the student's last stage sees 1x1 feature maps, which BatchNorm cannot train on batches of "

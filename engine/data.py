@@ -53,7 +53,7 @@ def load_npz(path: Path, token_ids: bool = False) -> ArrayDataset:
         _check_token_ids(x)
     y = arrays.get("y")
     if y is not None:
-        y = _check_y(y, len(x), path)
+        y = _check_y(y, len(x))
     return ArrayDataset(
         x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64 if token_ids else np.float32)),
         y=None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
@@ -122,7 +122,7 @@ def _check_token_ids(x: np.ndarray) -> None:
         raise invalid(f"array 'x' has token ids up to {int(x.max())}, beyond the int64 range")
 
 
-def _check_y(y: np.ndarray, num_samples: int, path: Path) -> np.ndarray:
+def _check_y(y: np.ndarray, num_samples: int) -> np.ndarray:
     if y.ndim != 1:
         raise invalid(f"array 'y' has shape {list(y.shape)}; it must be 1-D: one class index per sample")
     if y.dtype.kind not in INTEGER_KINDS:

@@ -54,11 +54,3 @@ class TeacherEnsemble:
 
     def layer_outputs(self) -> list[dict[str, Tensor]]:
         return [taps.outputs for taps in self.taps]
-
-    def to(self, device: torch.device) -> "TeacherEnsemble":
-        self.teachers = [teacher.to(device) for teacher in self.teachers]
-        return self
-
-    def remove_taps(self) -> None:
-        for taps in self.taps:
-            taps.remove()

@@ -2,10 +2,14 @@
 
 
 class DistillError(Exception):
-    def __init__(self, code: str, message: str):
+    """`param`: the field of the HTTP job request the error is about, as a dotted path
+    (`distillation.features.0.teacher_index`), where there is one."""
+
+    def __init__(self, code: str, message: str, param: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
 
 
 class JobCancelled(Exception):

@@ -1,7 +1,9 @@
 """Which teacher layer each student layer learns from (TinyBERT's mapping g). Pure arithmetic, without
-torch, so the API checks a request's `layer_map` with the engine's own rules."""
+torch, so the job rules (`job_rules`) check a request's `layer_map` with it before any model is built."""
 
 from engine.errors import DistillError
+
+REQUEST_FIELD = "distillation.transformer.layer_map"
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -14,19 +16,22 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 
 def check_layer_map(layer_map: list[int], student_layers: int, teacher_layers: int) -> list[int]:
+    """The map, if it gives each student layer a teacher layer index; `invalid_layer_map` otherwise."""
     if len(layer_map) != student_layers:
         raise DistillError(
             "invalid_layer_map",
             f"layer_map has {len(layer_map)} entries but the student has {student_layers} layers: give one "
             f"teacher layer index per student layer (the teacher has {teacher_layers} layers: "
-            f"0 to {teacher_layers - 1})",
+            f"0 to {teacher_layers - 1}).",
+            REQUEST_FIELD,
         )
     out_of_range = [index for index in layer_map if not is_layer_index(index, teacher_layers)]
     if out_of_range:
         raise DistillError(
             "invalid_layer_map",
             f"layer_map entries {out_of_range} are not teacher layer indices: the teacher has "
-            f"{teacher_layers} layers, so each entry must be in [0, {teacher_layers - 1}] (0-based)",
+            f"{teacher_layers} layers, so each entry must be in [0, {teacher_layers - 1}] (0-based).",
+            REQUEST_FIELD,
         )
     return list(layer_map)
 

@@ -4,15 +4,16 @@
 import copy
 import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from engine.checkpoint import JobCheckpoints, QuietWhileReplaying
 from engine.ensemble import TeacherEnsemble
-from engine.errors import DistillError
 from engine.evaluate import accuracy, predict
+from engine.preparation import Setup
 from engine.reporting import Reporter
-from engine.setup import Setup, Student, build_student
 from engine.specs import DistillationConfig, EngineJob
-from engine.training import Clock, train_cohort
+from engine.students import Student, build_student
+from engine.training import Clock, steps_per_epoch, train_cohort
 
 
 @dataclass
@@ -24,20 +25,33 @@ class Candidate:
     series: list[dict]
 
 
-def check_method(setup: Setup, job: EngineJob) -> None:
-    distillation = job.distillation
-    if distillation.searched and not setup.validation.labeled:
-        raise DistillError(
-            "labels_required",
-            "temperature or alpha 'auto' picks values by validation accuracy, but the validation set has no "
-            "labels: give a labeled validation file (or labeled training data), or fixed values",
-        )
-    if distillation.method == "born_again" and distillation.features:
-        raise DistillError(
-            "unsupported_combination",
-            "born_again generations are taught by the previous student, which has none of the teacher's "
-            "layers that `features` names: drop `features` or use method 'standard'",
-        )
+@dataclass
+class Trained:
+    """What a job's training produced."""
+
+    job: EngineJob  # with the temperature and alpha an `auto` search chose
+    candidates: list[Candidate]
+    search: dict | None = None  # the `auto` search: the chosen values and every trial
+    trial_series: list[dict] = field(default_factory=list)
+
+    @property
+    def series(self) -> list[dict]:
+        return self.trial_series + [point for candidate in self.candidates for point in candidate.series]
+
+
+def train_students(
+    setup: Setup, job: EngineJob, student: Student, checkpoints: JobCheckpoints, reporter: Reporter
+) -> Trained:
+    """The students the job's method trains, after the trials of an `auto` search; a resumed job replays
+    what its last attempt finished (quietly) and continues from its checkpoint."""
+    clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints)
+    training_reporter = QuietWhileReplaying(reporter, checkpoints)
+    distill = METHODS[job.distillation.method]
+    if not job.distillation.searched:
+        return Trained(job, distill(setup, student, job, training_reporter, clock))
+    job, search, trial_series = search_hyperparameters(setup, job, training_reporter, clock)
+    student = build_student(setup, job, job.student_architecture, job.training.seed, training_reporter)
+    return Trained(job, distill(setup, student, job, training_reporter, clock), search, trial_series)
 
 
 def planned_epochs(job: EngineJob) -> int:

@@ -4,22 +4,23 @@
 from torch import Tensor, nn
 
 from engine.features import FeatureDistiller
-from engine.hooks import LayerTaps
 from engine.losses import RESPONSE_LOSSES, TeacherOutputs, hard_loss
 from engine.specs import DistillationConfig
-from engine.tinybert import TinyBertLoss
-from engine.transformer import PADDING_ID
 
 
 class Objective(nn.Module):
     """Returns every term by name, plus their weighted sum as `loss`. Its parameters (the feature and
-    TinyBERT projections) train with the student."""
+    TinyBERT projections) train with the student.
+
+    `transformer`: TinyBERT's term (`tinybert.TransformerTerm`): the student's and the first teacher's
+    layers -> named losses, among them `tinybert_loss`, the one added to `loss`.
+    """
 
     def __init__(
         self,
         config: DistillationConfig,
         features: FeatureDistiller | None = None,
-        transformer: "TransformerTerm | None" = None,
+        transformer: nn.Module | None = None,
     ):
         super().__init__()
         self.config = config
@@ -48,24 +49,3 @@ class Objective(nn.Module):
             terms |= self.transformer(student_layers, teacher_layers[0])
             loss = loss + terms["tinybert_loss"]
         return {"loss": loss} | terms
-
-
-class TransformerTerm(nn.Module):
-    """TinyBERT between a transformer student and teacher 0, from their captured layers.
-
-    Padding is where the student's input ids (recorded by its taps) are 0; returns `embedding_loss`,
-    `hidden_loss`, `attention_loss` and their weighted sum `tinybert_loss`.
-    """
-
-    def __init__(self, loss: TinyBertLoss, student_taps: LayerTaps):
-        super().__init__()
-        self.loss = loss
-        self.student_taps = student_taps
-
-    def forward(
-        self, student_layers: dict[str, Tensor], teacher_layers: dict[str, Tensor]
-    ) -> dict[str, Tensor]:
-        input_ids = self.student_taps.input
-        if input_ids is None:
-            raise RuntimeError("the student's taps record no input: create them with record_input=True")
-        return self.loss(student_layers, teacher_layers, input_ids == PADDING_ID)

@@ -1,8 +1,8 @@
 """A distillation job from files to artifacts.
 
-Phase "validating" checks everything that can fail cheaply (files, shapes, labels, the teachers on
-real batches, the feature layers) so a job fails in seconds with an actionable error, not after hours.
-Phase "running" trains the students its method asks for, then exports the best one.
+Phase "validating" checks everything that can fail cheaply (the job's rules, files, shapes, labels, the
+teachers on real batches, the feature layers) so a job fails in seconds with an actionable error, not
+after hours. Phase "running" trains the students its method asks for, then exports the best one.
 """
 
 import json
@@ -14,21 +14,21 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import Checkpoints, QuietWhileReplaying
+from engine.checkpoint import Checkpoints
 from engine.errors import DistillError
 from engine.evaluate import accuracy, classification_metrics, final_metrics, predict
 from engine.export import export_student
-from engine.methods import METHODS, Candidate, check_method, planned_epochs, search_hyperparameters
+from engine.methods import Candidate, Trained, train_students
 from engine.models import count_parameters
+from engine.preparation import Setup, prepare
 from engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.reporting import Reporter
-from engine.setup import Setup, build_student, prepare
-from engine.specs import EngineJob
-from engine.training import Clock, steps_per_epoch
+from engine.specs import EngineJob, JobFiles
+from engine.students import build_student
 
 METRICS_FILE = "metrics.json"
 
-__all__ = ["Checkpoints", "DistillResult", "Reporter", "run_distillation"]
+__all__ = ["Checkpoints", "DistillResult", "JobFiles", "Reporter", "run_distillation"]
 
 
 @dataclass
@@ -40,38 +40,24 @@ class DistillResult:
 
 def run_distillation(
     job: EngineJob,
-    teacher_paths: list[Path],
-    train_path: Path,
-    validation_path: Path | None,
+    files: JobFiles,
     out_dir: Path,
     reporter: Reporter,
-    tokenizer_path: Path | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> DistillResult:
-    """`tokenizer_path`: the `tokenizers` JSON file that JSON Lines datasets are tokenized with.
-    `checkpoints`: where and how often to save the training state, and the last attempt's to resume
-    from (default: none saved)."""
+    """Distill `job` from its `files` into `out_dir`, telling `reporter` how it goes. `checkpoints`: where
+    and how often to save the training state, and the last attempt's to resume from (default: none saved)."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:
         reporter.phase("validating")
         device = resolve_device(job.training.device)
-        setup = prepare(job, teacher_paths, train_path, validation_path, device, reporter, tokenizer_path)
+        setup = prepare(job, files, device, reporter)
         student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
-        check_method(setup, job)
         reporter.phase("running")
-        checkpoints = checkpoints or Checkpoints()
-        clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints)
-        clock.resume(job, out_dir)
-        training_reporter = QuietWhileReplaying(reporter, checkpoints)
-        search, trial_series = None, []
-        if job.distillation.searched:
-            job, search, trial_series = search_hyperparameters(setup, job, training_reporter, clock)
-            student = build_student(
-                setup, job, job.student_architecture, job.training.seed, training_reporter
-            )
-        candidates = METHODS[job.distillation.method](setup, student, job, training_reporter, clock)
-        return finish(setup, candidates, job, trial_series, search, out_dir, started, reporter)
+        job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter)
+        trained = train_students(setup, job, student, job_checkpoints, reporter)
+        return finish(setup, trained, out_dir, started, reporter)
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.
         traceback.clear_frames(error.__traceback__)
@@ -89,6 +75,56 @@ def resolve_device(name: str) -> torch.device:
             "device_unavailable", "device is 'cuda' but this worker has no GPU: use 'auto' or 'cpu'"
         )
     return torch.device(name)
+
+
+def finish(
+    setup: Setup, trained: Trained, out_dir: Path, started: float, reporter: Reporter
+) -> DistillResult:
+    """Export the best candidate on the validation set; write and report the job's metrics."""
+    job, batch_size = trained.job, trained.job.training.batch_size
+    scored = [
+        (c, predict(c.student.model, setup.validation.x, batch_size, setup.device))
+        for c in trained.candidates
+    ]
+    best, student_logits = max(scored, key=lambda pair: candidate_score(setup, pair[1]))
+    metrics = job_metrics(setup, trained, scored, best)
+    if len(scored) > 1:
+        reporter.event(f"Best on the validation set: {best.name}; it is the exported student")
+    best.student.taps.remove()  # the exported student must carry no hooks
+    student, example = best.student.model, setup.train.x[:1]
+    artifacts = export_student(student, best.student.spec, example, out_dir)
+    if "int8" in job.export:
+        artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)
+        metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
+    seconds = time.perf_counter() - started
+    summary = {"final": metrics, "series": trained.series, "device": str(setup.device), "seconds": seconds}
+    artifacts[METRICS_FILE] = out_dir / METRICS_FILE
+    artifacts[METRICS_FILE].write_text(json.dumps(summary, indent=2) + "\n")
+    reporter.event(
+        f"Finished in {seconds:.1f} s: student agreement with the teacher {metrics['agreement']:.2%}, "
+        f"{metrics['compression']:.1f}x fewer parameters; exported {', '.join(artifacts)}"
+    )
+    return DistillResult(metrics=metrics, series=trained.series, artifacts=artifacts)
+
+
+def job_metrics(
+    setup: Setup, trained: Trained, scored: list[tuple[Candidate, Tensor]], best: Candidate
+) -> dict:
+    """The best candidate's `final_metrics`; with several candidates, each one's summary too; the search."""
+    logits = next(logits for candidate, logits in scored if candidate is best)
+    metrics = final_metrics(
+        setup.teacher_validation_logits,
+        logits,
+        setup.validation.y,
+        teacher_parameters=setup.teachers.parameter_count(),
+        student_parameters=count_parameters(best.student.model),
+    )
+    if len(scored) > 1:
+        group = "generations" if trained.job.distillation.method == "born_again" else "students"
+        metrics[group] = [candidate_summary(setup, c, logits, c is best) for c, logits in scored]
+    if trained.search is not None:
+        metrics["search"] = trained.search
+    return metrics
 
 
 def candidate_score(setup: Setup, logits: Tensor) -> float:
@@ -122,49 +158,3 @@ def int8_metrics(
         "bytes": artifacts[INT8_PROGRAM].stat().st_size,
         "float_bytes": artifacts["student.pt2"].stat().st_size,
     }
-
-
-def finish(
-    setup: Setup,
-    candidates: list[Candidate],
-    job: EngineJob,
-    trial_series: list[dict],
-    search: dict | None,
-    out_dir: Path,
-    started: float,
-    reporter: Reporter,
-) -> DistillResult:
-    batch_size = job.training.batch_size
-    scored = [(c, predict(c.student.model, setup.validation.x, batch_size, setup.device)) for c in candidates]
-    best, student_logits = max(scored, key=lambda pair: candidate_score(setup, pair[1]))
-    student = best.student.model
-    metrics = final_metrics(
-        setup.teacher_validation_logits,
-        student_logits,
-        setup.validation.y,
-        teacher_parameters=setup.teachers.parameter_count(),
-        student_parameters=count_parameters(student),
-    )
-    if len(candidates) > 1:
-        group = "generations" if job.distillation.method == "born_again" else "students"
-        metrics[group] = [candidate_summary(setup, c, logits, c is best) for c, logits in scored]
-        reporter.event(f"Best on the validation set: {best.name}; it is the exported student")
-    if search is not None:
-        metrics["search"] = search
-    best.student.taps.remove()  # the exported student must carry no hooks
-    example = setup.train.x[:1]
-    artifacts = export_student(student, best.student.spec, example, out_dir)
-    if "int8" in job.export:
-        artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)
-        metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
-    series = trial_series + [point for c in candidates for point in c.series]
-    seconds = time.perf_counter() - started
-    metrics_path = out_dir / METRICS_FILE
-    summary = {"final": metrics, "series": series, "device": str(setup.device), "seconds": seconds}
-    metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
-    artifacts[METRICS_FILE] = metrics_path
-    reporter.event(
-        f"Finished in {seconds:.1f} s: student agreement with the teacher {metrics['agreement']:.2%}, "
-        f"{metrics['compression']:.1f}x fewer parameters; exported {', '.join(artifacts)}"
-    )
-    return DistillResult(metrics=metrics, series=series, artifacts=artifacts)

@@ -1,9 +1,11 @@
-"""What a job asks of the engine: model architectures and training settings.
+"""What a job asks of the engine: model architectures and training settings, and the files it reads.
 
 Pydantic models without torch, so the API validates requests with exactly the rules the
 engine builds from. Every model forbids unknown fields: a typo is an error, not a silent default.
 """
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
@@ -259,7 +261,7 @@ class TeacherSource(Spec):
 
 
 class EngineJob(Spec):
-    """Everything the engine needs besides the files themselves."""
+    """Everything the engine needs besides the files themselves (`JobFiles`)."""
 
     teachers: list[TeacherSource] = Field(min_length=1, max_length=64)
     student_architecture: ArchitectureSpec
@@ -267,3 +269,15 @@ class EngineJob(Spec):
     export: list[Literal["int8"]] = []
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files a job reads, as local paths: one per teacher (in the order of `EngineJob.teachers`), the
+    training set, the validation set (default: a seeded hold-out of the training set) and the tokenizer
+    that JSON Lines datasets are tokenized with."""
+
+    teachers: list[Path]
+    train: Path
+    validation: Path | None = None
+    tokenizer: Path | None = None

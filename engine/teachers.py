@@ -30,12 +30,8 @@ def load_teacher(
     """
     if format == "safetensors":
         teacher = _load_safetensors(path, architecture)
-    elif format == "pt2":
-        teacher = _load_exported_program(path, tapped)
     else:
-        raise DistillError(
-            "teacher_load_failed", f"unknown teacher format {format!r}: use safetensors or pt2"
-        )
+        teacher = _load_exported_program(path, tapped)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher

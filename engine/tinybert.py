@@ -5,15 +5,17 @@ learned projection W_h, its attention probabilities directly; the embedding outp
 The projections are parameters of `TinyBertLoss`: they train with the student and are never exported.
 
 Captures are the forward-hook outputs at the module paths of `transformer.capture_points`, keyed
-by those paths. Padded positions are left out of every mean.
+by those paths. Padded positions are left out of every mean. A job asks for TinyBERT with
+`distillation.transformer`, between its transformer students and its first teacher (`transformer_term`).
 """
 
 import torch
 from torch import Tensor, nn
 
+from engine.hooks import LayerTaps
 from engine.layer_map import check_layer_map, uniform_layer_map
-from engine.specs import TransformerSpec
-from engine.transformer import capture_points
+from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
+from engine.transformer import PADDING_ID, capture_points
 
 
 def projection(student_width: int, teacher_width: int) -> nn.Module:
@@ -120,3 +122,55 @@ class TinyBertLoss(nn.Module):
                 student, teacher = student.mean(dim=1, keepdim=True), teacher.mean(dim=1, keepdim=True)
             losses.append(masked_mse(student, teacher, keep_pairs))
         return torch.stack(losses).mean()
+
+
+class TransformerTerm(nn.Module):
+    """TinyBERT between a transformer student and teacher 0, from their captured layers.
+
+    Padding is where the student's input ids (recorded by its taps) are 0; returns `embedding_loss`,
+    `hidden_loss`, `attention_loss` and their weighted sum `tinybert_loss`.
+    """
+
+    def __init__(self, loss: TinyBertLoss, student_taps: LayerTaps):
+        super().__init__()
+        self.loss = loss
+        self.student_taps = student_taps
+
+    def forward(
+        self, student_layers: dict[str, Tensor], teacher_layers: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        return self.loss(student_layers, teacher_layers, self.student_taps.input == PADDING_ID)
+
+
+def uses_tinybert(job: EngineJob, spec: ArchitectureSpec) -> bool:
+    """Whether a student of `spec` learns the first teacher's layers (a peer of another family does not)."""
+    return job.distillation.transformer is not None and spec.family == "transformer"
+
+
+def capture_paths(spec: TransformerSpec) -> list[str]:
+    """The module paths TinyBERT reads: the embeddings, and each layer's output and attention."""
+    points = capture_points(spec)
+    return [points["embeddings"], *points["hidden"], *points["attention"]]
+
+
+def transformer_term(job: EngineJob, spec: ArchitectureSpec, taps: LayerTaps) -> TransformerTerm | None:
+    """TinyBERT between a student of `spec` and the first teacher, or None where it takes no part.
+
+    `taps` must record the student's input (see `LayerTaps`). A `mutual` peer of other depth than the
+    student, which `layer_map` does not fit, gets the uniform map.
+    """
+    if not uses_tinybert(job, spec):
+        return None
+    config = job.distillation.transformer
+    layer_map = config.layer_map
+    if layer_map is not None and len(layer_map) != spec.num_layers:
+        layer_map = None
+    loss = TinyBertLoss(
+        spec,
+        job.teachers[0].architecture,
+        layer_map,
+        embedding_weight=config.embedding_weight,
+        hidden_weight=config.hidden_weight,
+        attention_weight=config.attention_weight,
+    )
+    return TransformerTerm(loss, taps)

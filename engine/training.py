@@ -2,20 +2,20 @@
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from engine.augment import augment
-from engine.checkpoint import Checkpoints
-from engine.data import batch_bounds, iterate_batches
+from engine.checkpoint import JobCheckpoints
+from engine.data import count_batches, iterate_batches
 from engine.errors import DistillError, JobCancelled
 from engine.evaluate import classification_metrics, predict
 from engine.losses import TeacherOutputs, kl_loss, scheduled_temperature
+from engine.preparation import Setup
 from engine.reporting import Reporter
-from engine.setup import Setup, Student
 from engine.specs import DistillationConfig, EngineJob, TrainingConfig
+from engine.students import Student
 
 
 class RunningMeans:
@@ -97,22 +97,21 @@ class Run:
 
 class Clock:
     """Counts steps and epochs across every training run of a job (trials, peers, generations), for
-    progress; at every step, checks for cancellation and saves a checkpoint when one is due."""
+    progress; at every step, checks for cancellation and saves a checkpoint when one is due.
 
-    def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int, checkpoints: Checkpoints):
+    It starts where the last attempt's checkpoint left off, if there is one, and has the reporter forget
+    what that attempt reported after it.
+    """
+
+    def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int, checkpoints: JobCheckpoints):
         self.reporter, self.epochs, self.total_steps = reporter, epochs, epochs * steps_per_epoch
         self.checkpoints = checkpoints
-        self.epoch = self.step = 0
         self.run: Run | None = None
-
-    def resume(self, job: EngineJob, folder: Path) -> None:
-        """Continue from the last attempt's checkpoint, if it saved one; forget what it reported after."""
-        restored = self.checkpoints.restore(job, folder, self.reporter)
+        restored = checkpoints.restored
+        self.epoch, self.step = (0, 0) if restored is None else (restored.epoch, restored.step)
+        reporter.rewind(self.step)
         if restored is not None:
-            self.epoch, self.step = restored.epoch, restored.step
-        self.reporter.rewind(self.step)
-        if restored is not None:
-            self.reporter.event(
+            reporter.event(
                 f"Resumed from the checkpoint at step {self.step} of {self.total_steps} (epoch {self.epoch} "
                 f"of {self.epochs}): the training before it is not repeated."
             )
@@ -136,7 +135,7 @@ class Clock:
 
 
 def steps_per_epoch(setup: Setup, job: EngineJob) -> int:
-    return len(batch_bounds(len(setup.train), job.training.batch_size))
+    return count_batches(len(setup.train), job.training.batch_size)
 
 
 def train_cohort(
@@ -214,7 +213,7 @@ def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float
     return {"loss": loss + weight * mutual, "mutual_loss": mutual}
 
 
-def epoch_values(setup: Setup, cohort: list[Student], means: list["RunningMeans"], batch_size: int) -> dict:
+def epoch_values(setup: Setup, cohort: list[Student], means: list[RunningMeans], batch_size: int) -> dict:
     """The first student's losses and scores under plain names, its peers' as `peer<k>_…`, and how
     often the whole cohort agrees."""
     values = means[0].means() | validation_scores(setup, cohort[0].model, batch_size)
@@ -290,7 +289,7 @@ def validation_scores(setup: Setup, student: nn.Module, batch_size: int) -> dict
     return values
 
 
-def epoch_summary(epoch: int, epochs: int, values: dict[str, float], run: str = "") -> str:
+def epoch_summary(epoch: int, epochs: int, values: dict[str, float], run: str) -> str:
     parts = [f"loss {values['loss']:.4f}"]
     if "validation_accuracy" in values:
         parts.append(f"validation accuracy {values['validation_accuracy']:.2%}")

@@ -11,7 +11,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from engine.models import register
 from engine.specs import TransformerSpec
 
 PADDING_ID = 0
@@ -95,7 +94,6 @@ class EncoderLayer(nn.Module):
         return self.output_norm(x + self.feed_forward(x))
 
 
-@register("transformer")
 class TransformerClassifier(nn.Module):
     """input_ids [B, L] (int64, L <= max_length, 0 = padding) -> logits [B, num_classes]."""
 

@@ -14,7 +14,7 @@ from celery.signals import worker_process_init, worker_ready
 from sqlalchemy import select
 
 from engine.errors import DistillError, JobCancelled
-from engine.pipeline import Checkpoints, DistillResult, run_distillation
+from engine.pipeline import Checkpoints, DistillResult, JobFiles, run_distillation
 from engine.specs import EngineJob, TeacherSource
 from service.checkpoints import StoredCheckpoint
 from service.config import get_settings
@@ -113,19 +113,15 @@ def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResu
     keys = _storage_keys(job)
     with ExitStack() as stack:
         path_of = {file_id: stack.enter_context(storage.local_path(key)) for file_id, key in keys.items()}
-        validation_id, tokenizer_id = request.dataset.validation_file_id, request.dataset.tokenizer_file_id
-        return run_distillation(
-            engine_job,
-            [path_of[teacher.file_id] for teacher in teachers],
-            path_of[request.dataset.train_file_id],
-            path_of[validation_id] if validation_id else None,
-            out_dir,
-            reporter,
-            tokenizer_path=path_of[tokenizer_id] if tokenizer_id else None,
-            checkpoints=Checkpoints(
-                StoredCheckpoint(job.tenant_id, job.id), get_settings().checkpoint_seconds
-            ),
+        dataset = request.dataset
+        files = JobFiles(
+            teachers=[path_of[teacher.file_id] for teacher in teachers],
+            train=path_of[dataset.train_file_id],
+            validation=path_of.get(dataset.validation_file_id),
+            tokenizer=path_of.get(dataset.tokenizer_file_id),
         )
+        checkpoints = Checkpoints(StoredCheckpoint(job.tenant_id, job.id), get_settings().checkpoint_seconds)
+        return run_distillation(engine_job, files, out_dir, reporter, checkpoints)
 
 
 def _storage_keys(job: Job) -> dict[str, str]:

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.checkpoint import Checkpoints
-from engine.pipeline import run_distillation
+from engine.pipeline import JobFiles, run_distillation
 from engine.specs import MLPSpec
 
 from .factories import FEATURES, NUM_CLASSES, FolderStore, KilledAt, RecordingReporter, WorkerKilled
@@ -19,10 +19,8 @@ DROPOUT_STUDENT = MLPSpec(input_shape=[FEATURES], num_classes=NUM_CLASSES, hidde
 
 def attempt(job, task, folder: Path, reporter, store=None, every_seconds=0.0):
     folder.mkdir(parents=True)
-    return run_distillation(
-        job, [task.teacher_path] * len(job.teachers), task.train_path, None, folder, reporter,
-        checkpoints=Checkpoints(store, every_seconds),
-    )  # fmt: skip
+    files = JobFiles([task.teacher_path] * len(job.teachers), task.train_path)
+    return run_distillation(job, files, folder, reporter, Checkpoints(store, every_seconds))
 
 
 def killed_then_finished(job, task, folder: Path, kills: list[int], every_seconds=0.0):

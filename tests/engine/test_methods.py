@@ -9,7 +9,7 @@ from engine.augment import random_shift
 from engine.design import derive_spec
 from engine.errors import DistillError
 from engine.models import build_model
-from engine.pipeline import run_distillation
+from engine.pipeline import JobFiles, run_distillation
 from engine.specs import CNNSpec, MLPSpec
 
 from .factories import TEACHER_SPEC, RecordingReporter
@@ -17,7 +17,7 @@ from .factories import TEACHER_SPEC, RecordingReporter
 
 def run(job, teacher_paths, train_path, out_dir):
     reporter = RecordingReporter()
-    result = run_distillation(job, teacher_paths, train_path, None, out_dir, reporter)
+    result = run_distillation(job, JobFiles(teacher_paths, train_path), out_dir, reporter)
     return result, reporter
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.models import build_model, cnn_output_size, count_parameters, register
+from engine.cnn import cnn_output_size
+from engine.models import build_model, count_parameters
 from engine.specs import CNNSpec, MLPSpec
 
 
@@ -65,11 +66,9 @@ def test_cnn_stem_projection_when_first_width_differs_from_channels():
     assert model.stem[0].in_channels == 3 and model.stem[0].out_channels == 4
 
 
-def test_unknown_family_and_duplicate_registration_are_refused():
+def test_unknown_family_is_refused():
     class Fake:
         family = "rnn"
 
     with pytest.raises(ValueError, match="unknown model family 'rnn'"):
         build_model(Fake())
-    with pytest.raises(ValueError, match="already registered"):
-        register("mlp")(lambda spec: nn.Identity())

@@ -12,7 +12,7 @@ from torch.export import Dim
 
 from engine.errors import DistillError, JobCancelled
 from engine.models import build_model
-from engine.pipeline import run_distillation
+from engine.pipeline import JobFiles, run_distillation
 from engine.specs import CNNSpec, MLPSpec
 from engine.training import make_scheduler
 
@@ -25,14 +25,8 @@ STUDENT_FILES = {"student.safetensors", "student.json", "student.pt2"}
 
 def distill(job, task, out_dir, reporter=None, train_path=None, validation_path=None, teacher_path=None):
     reporter = reporter or RecordingReporter()
-    result = run_distillation(
-        job,
-        [teacher_path or task.teacher_path],
-        train_path or task.train_path,
-        validation_path,
-        out_dir,
-        reporter,
-    )
+    files = JobFiles([teacher_path or task.teacher_path], train_path or task.train_path, validation_path)
+    result = run_distillation(job, files, out_dir, reporter)
     return result, reporter
 
 
@@ -298,9 +292,8 @@ def test_cnn_on_tiny_images(make_job, tmp_path):
 
 def run_and_check_cnn(job, tmp_path):
     reporter = RecordingReporter()
-    result = run_distillation(
-        job, [tmp_path / "teacher.safetensors"], tmp_path / "train.npz", None, tmp_path / "out", reporter
-    )
+    files = JobFiles([tmp_path / "teacher.safetensors"], tmp_path / "train.npz")
+    result = run_distillation(job, files, tmp_path / "out", reporter)
     assert set(result.artifacts) == STUDENT_FILES | {"metrics.json"}
     assert len(reporter.metric_calls) == 2
     return result, reporter

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 from torch.export import Dim
 
+from engine.datasets import load_datasets
 from engine.errors import DistillError
-from engine.pipeline import run_distillation
-from engine.setup import load_datasets
-from engine.specs import EngineJob, TrainingConfig
+from engine.pipeline import JobFiles, run_distillation
+from engine.specs import EngineJob
 from engine.teachers import load_teacher
 from tests.text_factories import (
     LENGTH,
@@ -80,15 +80,8 @@ def text_job(
 
 def distill(job, text_task, tmp_path, train=None, teacher=None, tokenizer=None):
     reporter = RecordingReporter()
-    result = run_distillation(
-        job,
-        [teacher or text_task.teacher_path],
-        train or text_task.train_npz,
-        None,
-        tmp_path / "out",
-        reporter,
-        tokenizer_path=tokenizer,
-    )
+    files = JobFiles([teacher or text_task.teacher_path], train or text_task.train_npz, tokenizer=tokenizer)
+    result = run_distillation(job, files, tmp_path / "out", reporter)
     return result, reporter
 
 
@@ -179,7 +172,9 @@ def test_token_ids_the_student_cannot_read_fail_before_training(text_task, tmp_p
     np.savez(tmp_path / "ids.npz", x=x, y=np.arange(8) % 2)
     reporter = RecordingReporter()
     with pytest.raises(DistillError) as caught:
-        run_distillation(text_job(), [text_task.teacher_path], tmp_path / "ids.npz", None, tmp_path, reporter)
+        run_distillation(
+            text_job(), JobFiles([text_task.teacher_path], tmp_path / "ids.npz"), tmp_path, reporter
+        )
     assert caught.value.code == code and phrase in caught.value.message
     assert reporter.phases == ["validating"]
 
@@ -211,9 +206,8 @@ def test_an_explicit_layer_map_picks_the_teacher_layer(text_task, tmp_path):
 def test_validation_token_ids_are_padded_to_the_training_length(text_task, tmp_path):
     x, y = marked_sequences(20, seed=2)
     np.savez(tmp_path / "short.npz", x=x[:, :8], y=y)
-    train, validation = load_datasets(
-        TrainingConfig(), text_task.train_npz, tmp_path / "short.npz", RecordingReporter(), STUDENT_SPEC
-    )
+    files = JobFiles([text_task.teacher_path], text_task.train_npz, tmp_path / "short.npz")
+    train, validation = load_datasets(text_job(), files, RecordingReporter())
     assert validation.x.shape == (20, LENGTH) and validation.x.dtype == torch.int64
     assert (validation.x[:, 8:] == 0).all() and torch.equal(validation.x[:, :8], torch.from_numpy(x[:, :8]))
 
@@ -241,7 +235,9 @@ def test_feature_pairs_tap_a_pt2_mlp_teacher(make_job, blob_task, tmp_path):
     pairs = [{"teacher": "hidden.1", "student": "hidden.0"}]
     job = make_job(teacher_format="pt2", teacher_architecture=None, distillation={"features": pairs})
     reporter = RecordingReporter()
-    run_distillation(job, [tmp_path / "teacher.pt2"], blob_task.train_path, None, tmp_path / "out", reporter)
+    run_distillation(
+        job, JobFiles([tmp_path / "teacher.pt2"], blob_task.train_path), tmp_path / "out", reporter
+    )
     assert series(reporter, "feature_loss")[-1] < series(reporter, "feature_loss")[0]
 
 

@@ -1,0 +1,85 @@
+"""Phase "validating": the job's rules, then its data and teachers, loaded and checked. Everything that
+can fail cheaply fails here, in seconds, with an error that says what to change."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.augment import check_augmentation
+from engine.checks import (
+    check_batch_norm_batches,
+    check_labels,
+    check_student_input,
+    probe_teacher,
+    teacher_rejections,
+)
+from engine.data import ArrayDataset
+from engine.datasets import check_tokenizer, load_datasets
+from engine.ensemble import TeacherEnsemble
+from engine.evaluate import accuracy
+from engine.job_rules import check_job
+from engine.models import count_parameters
+from engine.reporting import Reporter
+from engine.specs import EngineJob, JobFiles
+from engine.teachers import load_teacher
+from engine.tinybert import capture_paths
+
+
+@dataclass
+class Setup:
+    """Everything validated and in place for training."""
+
+    device: torch.device
+    train: ArrayDataset
+    validation: ArrayDataset
+    teachers: TeacherEnsemble
+    teacher_validation_logits: Tensor  # computed once: the teachers are frozen
+
+
+def prepare(job: EngineJob, files: JobFiles, device: torch.device, reporter: Reporter) -> Setup:
+    check_job(job)  # before any file is read
+    reporter.event(f"Device: {device}")
+    spec, batch_size = job.student_architecture, job.training.batch_size
+    if files.tokenizer is not None:
+        check_tokenizer(job, files.tokenizer, reporter)
+    train, validation = load_datasets(job, files, reporter)
+    check_student_input(spec, train)
+    check_student_input(spec, validation)
+    check_batch_norm_batches(spec, len(train), batch_size)
+    check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
+
+    teachers = load_teachers(job, files, train, device, reporter)
+    check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
+    with teacher_rejections(validation.x[:batch_size]):
+        teacher_validation_logits = teachers.predict(validation.x, batch_size, device)
+    if validation.labeled:
+        who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
+        reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
+
+    return Setup(device, train, validation, teachers, teacher_validation_logits)
+
+
+def load_teachers(
+    job: EngineJob, files: JobFiles, train: ArrayDataset, device: torch.device, reporter: Reporter
+) -> TeacherEnsemble:
+    layer_paths = teacher_layer_paths(job)
+    models = []
+    for number, (source, path) in enumerate(zip(job.teachers, files.teachers, strict=True), start=1):
+        teacher = load_teacher(path, source.format, source.architecture, tapped=bool(layer_paths[number - 1]))
+        teacher = teacher.to(device)
+        name = "Teacher" if len(job.teachers) == 1 else f"Teacher {number} of {len(job.teachers)}"
+        reporter.event(f"{name} loaded ({source.format}): {count_parameters(teacher):,} parameters")
+        probe_teacher(teacher, train, job.training.batch_size, job.student_architecture.num_classes, device)
+        models.append(teacher)
+    weights = [source.weight for source in job.teachers]
+    return TeacherEnsemble(models, weights, job.distillation.ensemble, layer_paths)
+
+
+def teacher_layer_paths(job: EngineJob) -> list[list[str]]:
+    """The layers the job reads from each teacher: feature pairs' and TinyBERT's."""
+    features = job.distillation.features
+    paths = [[p.teacher for p in features if p.teacher_index == i] for i in range(len(job.teachers))]
+    if job.distillation.transformer is not None:
+        paths[0] += capture_paths(job.teachers[0].architecture)
+    return paths
