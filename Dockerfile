@@ -9,6 +9,8 @@ RUN pip install -r requirements.lock
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY service ./service
+COPY cli ./cli
+COPY core ./core
 COPY worker ./worker
 COPY engine ./engine
 RUN pip install --no-deps -e .

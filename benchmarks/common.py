@@ -12,16 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
+from tests.service_client import ServiceClient
 from tests.stack import ServiceStack
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 RESULTS = ROOT / "benchmarks" / "results"
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -46,59 +45,6 @@ def load_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 # --- the service ------------------------------------------------------------------------------
 
 
-class ServiceClient:
-    """The HTTP calls a user makes: upload files, submit a job, wait for it, download its outputs."""
-
-    def __init__(self, url: str, api_key: str | None = None):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = url
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=120)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def upload(self, path: Path, purpose: str) -> str:
-        with path.open("rb") as f:
-            response = self.http.post("/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose})
-        return checked(response, 201)["id"]
-
-    def submit(self, request: dict) -> str:
-        return checked(self.http.post("/v1/jobs", json=request), 201)["id"]
-
-    def job(self, job_id: str) -> dict:
-        return checked(self.http.get(f"/v1/jobs/{job_id}"), 200)
-
-    def wait(self, job_id: str, timeout: float, poll_seconds: float = 1.0) -> dict:
-        """The job once it has ended; raise if it did not succeed."""
-        deadline = time.monotonic() + timeout
-        while (job := self.job(job_id))["status"] not in FINISHED:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
-            time.sleep(poll_seconds)
-        if job["status"] != "succeeded":
-            raise RuntimeError(f"job {job_id} ended {job['status']}: {job['error']}")
-        return job
-
-    def metric_series(self, job_id: str, name: str) -> list[float]:
-        """One per-epoch metric of a job, in epoch order."""
-        points = checked(self.http.get(f"/v1/jobs/{job_id}/metrics"), 200)["data"]
-        return [point["value"] for point in sorted(points, key=lambda p: p["epoch"]) if point["name"] == name]
-
-    def artifact(self, job_id: str, name: str) -> bytes:
-        response = self.http.get(f"/v1/jobs/{job_id}/artifacts/{name}")
-        if response.status_code != 200:
-            raise RuntimeError(f"GET artifact {name}: {response.status_code} {response.text}")
-        return response.content
-
-
-def checked(response: httpx.Response, status: int) -> dict:
-    if response.status_code != status:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
-        )
-    return response.json()
-
-
 @contextmanager
 def service(url: str | None, api_key: str | None, home: Path) -> Iterator[ServiceClient]:
     """A client of the service at `url`, or of an embedded one (API + worker processes) started in `home`
@@ -111,7 +57,7 @@ def service(url: str | None, api_key: str | None, home: Path) -> Iterator[Servic
             client.close()
         return
     with ServiceStack(home) as stack:
-        client = ServiceClient(stack.url)
+        client = ServiceClient(stack.url, diagnostics=stack.logs)
         try:
             yield client
         except BaseException:

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.common import (
-    ServiceClient,
     Timer,
     argument_parser,
     exported_predictions,
@@ -42,6 +41,7 @@ from benchmarks.common import (
 from engine.models import build_model, count_parameters
 from engine.specs import MLPSpec
 from tests.factories import save_npz, save_teacher
+from tests.service_client import ServiceClient
 
 PAPER_ERRORS = {"teacher": 67, "student_alone": 146, "distilled_student": 74}
 AIM_DISTILLED_OVER_TEACHER = 1.15
@@ -205,7 +205,7 @@ def describe_teacher(model: nn.Module, args, x_test: np.ndarray, y_test: np.ndar
 
 def upload(client: ServiceClient, paths: dict[str, Path]) -> dict[str, str]:
     purposes = {"teacher": "teacher", "train": "dataset", "test": "dataset"}
-    return {name: client.upload(path, purposes[name]) for name, path in paths.items()}
+    return {name: client.upload(path, purposes[name])["id"] for name, path in paths.items()}
 
 
 def student_distillations(args: argparse.Namespace) -> dict[str, dict]:
@@ -242,7 +242,7 @@ def run_student(client: ServiceClient, request: dict, x_test: np.ndarray, y_test
     """Submit the job, wait for it, and measure the student it produced."""
     log(f"job submitted: {request['name']}, {request['training']['epochs']} epochs")
     with Timer() as clock:
-        job = client.wait(client.submit(request), timeout=JOB_TIMEOUT_SECONDS)
+        job = client.wait_for_success(client.submit(request)["id"], timeout=JOB_TIMEOUT_SECONDS)
     predictions = exported_predictions(client.artifact(job["id"], "student.pt2"), x_test).numpy()
     worker_summary = json.loads(client.artifact(job["id"], "metrics.json"))
     metrics, count = job["metrics"], len(y_test)

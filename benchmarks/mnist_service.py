@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import (
-    ServiceClient,
     Timer,
     argument_parser,
     exported_predictions,
@@ -23,6 +22,7 @@ from benchmarks.common import (
 )
 from engine.specs import MLPSpec
 from tests.factories import save_npz, save_teacher, train_teacher
+from tests.service_client import ServiceClient
 
 TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[512, 512])
 
@@ -54,7 +54,7 @@ def main() -> None:
 def distill(client: ServiceClient, paths: dict, epochs: int, x_test, y_test) -> dict:
     with Timer() as upload_clock:
         ids = {
-            name: client.upload(path, "teacher" if name == "teacher" else "dataset")
+            name: client.upload(path, "teacher" if name == "teacher" else "dataset")["id"]
             for name, path in paths.items()
         }
     request = {
@@ -67,7 +67,7 @@ def distill(client: ServiceClient, paths: dict, epochs: int, x_test, y_test) -> 
         "training": {"epochs": epochs, "batch_size": 128, "learning_rate": 0.001},
     }
     with Timer() as job_clock:
-        job = client.wait(client.submit(request), timeout=3600)
+        job = client.wait_for_success(client.submit(request)["id"], timeout=3600)
 
     predictions = exported_predictions(client.artifact(job["id"], "student.pt2"), x_test)
     measured = (predictions.numpy() == y_test).mean().item()

@@ -3,9 +3,9 @@
 from alembic import context
 from sqlalchemy import Connection
 
-from service.config import get_settings
-from service.db import make_engine
-from service.models import Base
+from core.config import get_settings
+from core.db import make_engine
+from core.models import Base
 
 target_metadata = Base.metadata
 

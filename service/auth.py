@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.errors import APIError
-from service.models import ApiKey, new_id, now
+from core.errors import RequestError
+from core.models import ApiKey, new_id, now
 
 KEY_PREFIX = "dk"
 KEY_ID = re.compile(r"^key-[0-9a-f]{1,60}$")
@@ -26,7 +26,7 @@ HOW_TO_GET_A_KEY = (
 )
 
 
-class Unauthorized(APIError):
+class Unauthorized(RequestError):
     """401 with `WWW-Authenticate: Bearer`: no key, a malformed one, an unknown one or a revoked one."""
 
     headers = {"WWW-Authenticate": "Bearer"}

@@ -1,7 +1,9 @@
-"""Dependencies shared by the routes: settings, database session, storage and the caller's tenant.
+"""Dependencies shared by the routes: the app's resources, a database session, the storage, the job
+queue and the caller's tenant.
 
-Everything here follows the settings dependency, so an app made with `create_app(settings)` serves
-those settings (the tests make apps with auth on, limits and another database this way).
+Everything comes from the `Resources` that `create_app` built from its settings, so an app made with
+`create_app(settings)` serves exactly those settings (the tests make apps with auth on, limits and
+another database and storage this way).
 """
 
 from collections.abc import Iterator
@@ -11,25 +13,41 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.config import Settings, get_settings
-from service.db import sessionmaker_for
-from service.models import DEFAULT_TENANT
-from service.storage import Storage, storage_at
+from core.config import Settings
+from core.models import DEFAULT_TENANT
+from core.queue import JobQueue
+from core.resources import Resources
+from core.storage import Storage
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with sessionmaker_for(settings.resolved_database_url)() as session:
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+def get_session(resources: ResourcesDep) -> Iterator[Session]:
+    with resources.database.sessions() as session:
         yield session
 
 
-def get_request_storage(settings: SettingsDep) -> Storage:
-    return storage_at(str(settings.storage_root))
+def get_storage(resources: ResourcesDep) -> Storage:
+    return resources.storage
 
 
+def get_queue(resources: ResourcesDep) -> JobQueue:
+    return resources.queue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-StorageDep = Annotated[Storage, Depends(get_request_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 # Documents the scheme in the OpenAPI document; `KeyCheck` reads the header itself to say what is wrong.
 bearer_scheme = HTTPBearer(

@@ -6,8 +6,8 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from core.storage import Storage, read_chunks
 from service.errors import ErrorBody, error_response
-from service.storage import Storage, read_chunks
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

@@ -1,10 +1,13 @@
-"""Every non-2xx answer is `{"error": {"code", "message", "param"}}` (the spec's error body)."""
+"""Every non-2xx answer is `{"error": {"code", "message", "param"}}` (the spec's error body): a refused
+request (`core.errors.RequestError`), a body that fails validation, an unknown route, or a surprise."""
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import RequestError
 
 
 class ErrorDetail(BaseModel):
@@ -15,16 +18,6 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
-
-
-class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.param = status, code, message, param
-
-
-def not_found(kind: str, id_: str, param: str | None = None) -> APIError:
-    return APIError(404, "not_found", f"No {kind} with id {id_!r}.", param)
 
 
 def error_response(
@@ -90,8 +83,8 @@ def _unparsable_body_message(request: Request, exc: StarletteHTTPException) -> s
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_request: Request, exc: APIError):
+    @app.exception_handler(RequestError)
+    async def _api_error(_request: Request, exc: RequestError):
         return error_response(exc.status, exc.code, exc.message, exc.param)
 
     @app.exception_handler(RequestValidationError)

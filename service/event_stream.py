@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.models import Job, JobEvent
-from service.schemas import FINISHED_STATUSES, EventObject
+from core.lifecycle import TERMINAL
+from core.models import Job, JobEvent
+from service.schemas import EventObject
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
@@ -20,7 +21,7 @@ def _read_after(sessions: sessionmaker[Session], job_pk: int, after_pk: int) -> 
     """Events after `after_pk`, and whether the job has ended. The status is read first: a finished
     job's last events were committed with (or before) its final status, so none can be missed."""
     with sessions() as session:
-        finished = session.scalar(select(Job.status).where(Job.pk == job_pk)) in FINISHED_STATUSES
+        finished = session.scalar(select(Job.status).where(Job.pk == job_pk)) in TERMINAL
         query = (
             select(JobEvent).where(JobEvent.job_pk == job_pk, JobEvent.pk > after_pk).order_by(JobEvent.pk)
         )

@@ -9,8 +9,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.errors import APIError
-from service.models import IdempotencyRecord
+from core.errors import RequestError
+from core.models import IdempotencyRecord
 
 KEY_TTL_SECONDS = 24 * 3600
 
@@ -36,7 +36,7 @@ def replay(
     if record is None:
         return None
     if record.request_hash != request_hash:
-        raise APIError(
+        raise RequestError(
             409,
             "idempotency_key_reused",
             f"Idempotency-Key {key!r} was already used with a different request body: use a new key.",

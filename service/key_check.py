@@ -9,25 +9,22 @@ the key's tenant goes into the request's state, where `deps.get_tenant` hands it
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
+from core.resources import Resources
 from service.auth import Unauthorized, authenticate
-from service.config import Settings, get_settings
-from service.db import sessionmaker_for
 from service.errors import error_response
 
 
 class KeyCheck:
-    def __init__(self, app, settings: Settings | None = None):
+    def __init__(self, app, resources: Resources):
         self.app = app
-        self.settings = settings  # None: the environment's, looked up on each request
+        self.resources = resources
 
     async def __call__(self, scope, receive, send):
-        settings = self.settings or get_settings()
-        if scope["type"] != "http" or settings.auth == "off" or not scope["path"].startswith("/v1/"):
+        off = self.resources.settings.auth == "off"
+        if scope["type"] != "http" or off or not scope["path"].startswith("/v1/"):
             return await self.app(scope, receive, send)
         try:
-            tenant_id = await run_in_threadpool(
-                key_tenant, settings, Headers(scope=scope).get("authorization")
-            )
+            tenant_id = await run_in_threadpool(self._tenant, Headers(scope=scope).get("authorization"))
         except Unauthorized as exc:
             headers = exc.headers | {"Connection": "close"}  # the unread body is not waited for
             response = error_response(exc.status, exc.code, exc.message, exc.param, headers)
@@ -35,7 +32,6 @@ class KeyCheck:
         scope.setdefault("state", {})["tenant_id"] = tenant_id  # request.state.tenant_id
         await self.app(scope, receive, send)
 
-
-def key_tenant(settings: Settings, authorization: str | None) -> str:
-    with sessionmaker_for(settings.resolved_database_url)() as session:
-        return authenticate(session, authorization).tenant_id
+    def _tenant(self, authorization: str | None) -> str:
+        with self.resources.database.sessions() as session:
+            return authenticate(session, authorization).tenant_id

@@ -1,7 +1,8 @@
 """Refuse oversized request bodies as they arrive, before anything buffers them (413)."""
 
-from service.config import Settings, get_settings
-from service.errors import APIError, error_response
+from core.config import Settings
+from core.errors import RequestError
+from service.errors import error_response
 
 JSON_BODY_LIMIT = 1024 * 1024
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -11,9 +12,9 @@ class _TooLarge(Exception):
     pass
 
 
-def upload_too_large(limit: int) -> APIError:
+def upload_too_large(limit: int) -> RequestError:
     """The one answer to an oversized upload, whether refused here or while storing it."""
-    return APIError(
+    return RequestError(
         413, "file_too_large", f"The file is larger than this server's limit of {limit} bytes.", "file"
     )
 
@@ -25,12 +26,9 @@ def _is_upload(scope) -> bool:
 class BodySizeLimit:
     """Pure ASGI middleware: checks `Content-Length` up front and counts the bytes of chunked bodies."""
 
-    def __init__(self, app, settings: Settings | None = None):
+    def __init__(self, app, settings: Settings):
         self.app = app
-        self.settings = settings  # None: the environment's, looked up on each request
-
-    def _settings(self) -> Settings:
-        return self.settings if self.settings is not None else get_settings()
+        self.settings = settings
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -68,16 +66,14 @@ class BodySizeLimit:
 
     def _limit(self, scope) -> int:
         # The multipart envelope is allowed for here; storing holds the file itself to the limit.
-        return (
-            self._settings().max_upload_bytes + MULTIPART_OVERHEAD if _is_upload(scope) else JSON_BODY_LIMIT
-        )
+        return self.settings.max_upload_bytes + MULTIPART_OVERHEAD if _is_upload(scope) else JSON_BODY_LIMIT
 
     async def _refuse(self, scope, receive, send, limit: int):
         if _is_upload(scope):
-            error = upload_too_large(self._settings().max_upload_bytes)
+            error = upload_too_large(self.settings.max_upload_bytes)
         else:
             message = f"The request body is larger than this server accepts ({limit} bytes)."
-            error = APIError(413, "payload_too_large", message)
+            error = RequestError(413, "payload_too_large", message)
         response = error_response(
             error.status, error.code, error.message, error.param, {"Connection": "close"}
         )

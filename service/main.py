@@ -2,7 +2,8 @@
 
 from fastapi import FastAPI
 
-from service.config import Settings, get_settings
+from core.config import Settings, get_settings
+from core.resources import Resources
 from service.errors import install_error_handlers
 from service.key_check import KeyCheck
 from service.limits import BodySizeLimit
@@ -10,21 +11,18 @@ from service.routes import files, health, jobs
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API. With `settings`, the app serves those (auth, limits, database, storage) instead of the
-    environment's; the job queue's broker and `/readyz` follow the environment, being one per process."""
+    """The API serving `settings` (default: the environment's): its auth, limits, database, storage and
+    job queue, built once here."""
+    resources = Resources.from_settings(settings or get_settings())
     app = FastAPI(
         title="distill",
         version="1.0.0",
         summary="Knowledge distillation as a service: upload a teacher and a dataset, get a small student.",
     )
-    app.add_middleware(BodySizeLimit, settings=settings)
-    app.add_middleware(KeyCheck, settings=settings)  # outermost: a request without a key goes no further
+    app.state.resources = resources
+    app.add_middleware(BodySizeLimit, settings=resources.settings)
+    app.add_middleware(KeyCheck, resources=resources)  # outermost: a request without a key goes no further
     install_error_handlers(app)
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
     for module in (health, files, jobs):
         app.include_router(module.router)
     return app
-
-
-app = create_app()

@@ -6,7 +6,7 @@ from fastapi import Query
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from service.errors import APIError
+from core.errors import RequestError
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
 After = Annotated[
@@ -25,7 +25,9 @@ def paginate(
             select(model.pk).where(model.id == after, model.pk.in_(query.with_only_columns(model.pk)))
         )
         if cursor is None:
-            raise APIError(422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after")
+            raise RequestError(
+                422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after"
+            )
         query = query.where(model.pk < cursor if newest_first else model.pk > cursor)
     rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
     return rows[:limit], len(rows) > limit

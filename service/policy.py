@@ -1,5 +1,5 @@
-"""What the operator allows a tenant: pt2 teachers or not, and per-tenant limits on unfinished jobs at
-once (429) and on bytes of stored files (413), unlimited unless set.
+"""What the operator allows a tenant: per-tenant limits on unfinished jobs at once (429) and on bytes
+of stored files (413), unlimited unless set.
 
 Stored bytes count the tenant's uploaded files only, not job artifacts: files are what a tenant can
 delete (`DELETE /v1/files/{id}`) to get back under its quota; artifacts have no delete endpoint, so
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from service.config import Settings
-from service.errors import APIError
-from service.models import File, IdempotencyRecord, Job
-from service.schemas import ACTIVE_STATUSES
+from core.config import Settings
+from core.errors import RequestError
+from core.lifecycle import UNFINISHED
+from core.models import File, IdempotencyRecord, Job
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:
@@ -27,13 +27,13 @@ def stored_bytes(session: Session, tenant_id: str) -> int:
 
 
 def unfinished_jobs(session: Session, tenant_id: str) -> int:
-    query = select(func.count()).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
+    query = select(func.count()).where(Job.tenant_id == tenant_id, Job.status.in_(UNFINISHED))
     return session.scalar(query.select_from(Job))
 
 
-def storage_quota_exceeded(quota: int, used: int, size: int | None = None) -> APIError:
+def storage_quota_exceeded(quota: int, used: int, size: int | None = None) -> RequestError:
     what = f"this file ({size} bytes)" if size is not None else "this file"
-    return APIError(
+    return RequestError(
         413, "storage_quota_exceeded",
         f"Storing {what} would take your files past this server's storage quota of {quota} bytes per "
         f"tenant ({used} bytes already stored): delete files you no longer need (DELETE /v1/files/{{id}}) "
@@ -42,8 +42,8 @@ def storage_quota_exceeded(quota: int, used: int, size: int | None = None) -> AP
     )  # fmt: skip
 
 
-def too_many_jobs(limit: int) -> APIError:
-    return APIError(
+def too_many_jobs(limit: int) -> RequestError:
+    return RequestError(
         429, "too_many_jobs",
         f"You already have {limit} unfinished job(s) (queued, validating, running or cancelling), this "
         f"server's limit per tenant of {limit} at once: wait for one to finish, or cancel one, then retry.",
@@ -122,19 +122,3 @@ def replay_expected(session: Session, tenant_id: str, key: str | None, route: st
         )
         > 0
     )
-
-
-def pt2_not_allowed(settings: Settings, param: str) -> APIError:
-    """The one answer to a pt2 teacher where the operator has not said every uploader is trusted."""
-    why = (
-        "the operator turned them off (DISTILL_ALLOW_PT2=off)"
-        if settings.allow_pt2 == "off"
-        else "this server has API keys on, so its uploaders are not all trusted (DISTILL_ALLOW_PT2=on "
-        "would allow them)"
-    )
-    return APIError(
-        422, "pt2_not_allowed",
-        f"pt2 teachers are refused here: loading a torch.export archive can unpickle, which runs code, and "
-        f"{why}. Upload the teacher's weights as safetensors and give its architecture in the job instead.",
-        param,
-    )  # fmt: skip

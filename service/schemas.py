@@ -4,12 +4,10 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from engine.specs import ArchitectureSpec, DistillationConfig, Spec, TrainingConfig
+from core.job_request import JobCreate
+from core.lifecycle import Status
 
 Purpose = Literal["teacher", "dataset", "tokenizer"]
-JobStatus = Literal["queued", "validating", "running", "succeeded", "failed", "cancelling", "cancelled"]
-ACTIVE_STATUSES = ("queued", "validating", "running", "cancelling")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 T = TypeVar("T")
@@ -41,86 +39,7 @@ class DeletedObject(BaseModel):
     deleted: bool = True
 
 
-# Job requests
-
-
-class TeacherRef(Spec):
-    file_id: str = Field(max_length=64)
-    format: Literal["safetensors", "pt2"] | None = Field(
-        default=None, description="Default: the format detected when the file was uploaded."
-    )
-    architecture: ArchitectureSpec | None = Field(
-        default=None,
-        description="Required for `safetensors` (weights only); a `pt2` archive carries its own.",
-    )
-    weight: float = Field(
-        default=1.0, gt=0.0, le=1000.0, description="Share in a teacher ensemble (`teachers`)."
-    )
-
-
-class StudentDerivation(Spec):
-    """A student of the teacher's family with fewer and narrower layers (DistilBERT-style)."""
-
-    depth: float = Field(default=0.5, gt=0.0, le=1.0, description="Share of the teacher's layers kept.")
-    width: float = Field(default=1.0, gt=0.0, le=1.0, description="Share of each layer's width kept.")
-    init: Literal["teacher", "random"] = Field(
-        default="teacher",
-        description="`teacher`: each student layer starts as a copy of a teacher layer (every second one at "
-        "depth 0.5), narrower tensors as the teacher's leading slice.",
-    )
-
-
-class StudentRef(Spec):
-    architecture: ArchitectureSpec | None = Field(
-        default=None, description="The student's model spec; filled in from `derive` when that is given."
-    )
-    derive: StudentDerivation | None = Field(
-        default=None, description="Design the student from the (first) teacher's architecture instead."
-    )
-
-
-class DatasetRef(Spec):
-    train_file_id: str = Field(max_length=64)
-    validation_file_id: str | None = Field(
-        default=None, max_length=64, description="Default: a seeded hold-out of the training file."
-    )
-    tokenizer_file_id: str | None = Field(
-        default=None,
-        max_length=64,
-        description="A `tokenizer` file (Hugging Face `tokenizers` JSON, padding id 0) that tokenizes JSON "
-        "Lines datasets for a transformer student: required when a dataset file is `jsonl`.",
-    )
-
-
-class JobCreate(Spec):
-    teacher: TeacherRef | None = Field(
-        default=None, description="The teacher; or give several as `teachers`."
-    )
-    teachers: list[TeacherRef] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=16,
-        description="Several teachers (multi-teacher distillation), combined by `distillation.ensemble`.",
-    )
-    student: StudentRef
-    dataset: DatasetRef
-    distillation: DistillationConfig = DistillationConfig()
-    training: TrainingConfig = TrainingConfig()
-    export: list[Literal["int8"]] = Field(
-        default=[],
-        description="Extra artifacts: `int8` adds `student.int8.pt2` (int8 weights) with its own measured "
-        "accuracy and size in `metrics.int8`.",
-    )
-    name: str | None = Field(default=None, max_length=255)
-
-    def teacher_refs(self) -> list[tuple[str, TeacherRef]]:
-        """Each teacher with the request field it came from."""
-        if self.teachers is not None:
-            return [(f"teachers.{i}", teacher) for i, teacher in enumerate(self.teachers)]
-        return [("teacher", self.teacher)] if self.teacher is not None else []
-
-
-# Job resources
+# Jobs
 
 
 class Progress(BaseModel):
@@ -198,7 +117,7 @@ class JobObject(BaseModel):
     id: str
     object: Literal["distillation.job"] = "distillation.job"
     name: str | None
-    status: JobStatus
+    status: Status
     created_at: int
     started_at: int | None
     finished_at: int | None

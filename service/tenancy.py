@@ -8,8 +8,8 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from service.errors import not_found
-from service.models import File, Job
+from core.errors import not_found
+from core.models import File, Job
 
 KIND = {File: "file", Job: "job"}
 Row = TypeVar("Row", File, Job)

@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.servers import postgres_database, rabbitmq_queue, redis_url  # noqa: E402
+from tests.service.helpers import dataset_bytes, job_request, safetensors_teacher, upload_ok  # noqa: E402
 from tests.stack import ServiceStack  # noqa: E402
 
 
@@ -27,12 +28,41 @@ def home() -> Path:
 @pytest.fixture(scope="session")
 def client(home) -> TestClient:
     """The API in-process over the migrated embedded database (jobs queue up; no worker consumes them)."""
+    from core.config import get_settings
+    from core.migrate import upgrade
     from service.main import create_app
-    from service.migrate import upgrade
 
-    upgrade()
+    upgrade(get_settings().resolved_database_url)
     with TestClient(create_app()) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def resources(client):
+    """What the `client`'s app serves: its settings, database, storage and queue."""
+    return client.app.state.resources
+
+
+@pytest.fixture
+def storage_root(resources) -> Path:
+    return resources.settings.storage_root
+
+
+@pytest.fixture
+def dataset_file(client) -> dict:
+    return upload_ok(client, dataset_bytes(), "dataset", "train.npz")
+
+
+@pytest.fixture
+def teacher_file(client) -> dict:
+    return upload_ok(client, safetensors_teacher(), "teacher", "teacher.safetensors")
+
+
+@pytest.fixture
+def queued_job(client, teacher_file, dataset_file) -> dict:
+    response = client.post("/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"]))
+    assert response.status_code == 201, response.text
+    return response.json()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.service_client import ServiceClient
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,7 +49,7 @@ class ServiceStack:
         self._cli("migrate").check_returncode()
         self._start("api", "api", "--port", str(self.port))
         self._start("worker", "worker", "--concurrency", "1")
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = ServiceClient(self.url, timeout=30, diagnostics=self.logs)
         self._wait_ready()
         return self
 
@@ -62,13 +64,13 @@ class ServiceStack:
                 process.kill()
 
     def _cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=self.env,
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
 
     def _start(self, name: str, *args: str) -> None:
         log = (self.home / f"{name}.log").open("w")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -108,21 +110,3 @@ class ServiceStack:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"the API did not become ready in {timeout}s\n{self.logs()}")
-
-    def wait_for_job(self, job_id: str, timeout: float = 180, until=None) -> dict:
-        """Poll until the job ends (or `until(job)` holds); fail with both processes' logs if it does not."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled") or (until and until(job)):
-                return job
-            time.sleep(0.2)
-        raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s\n{self.logs()}")
-
-    def upload(self, path: Path, purpose: str) -> dict:
-        with path.open("rb") as f:
-            response = self.client.post(
-                "/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose}
-            )
-        assert response.status_code == 201, response.text
-        return response.json()

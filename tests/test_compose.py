@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,11 @@ def test_compose_file_is_accepted_and_has_the_stack():
     )
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) >= {"api", "worker", "postgres", "redis", "migrate"}
+
+
+def test_the_image_holds_every_package_the_project_installs():
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = {
+        line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY")
+    }
+    assert {pattern.removesuffix("*") for pattern in packages["include"]} <= copied

@@ -1,45 +1,34 @@
-"""The Celery application. Importing this module is cheap (no torch): the API imports it to enqueue."""
+"""The worker's Celery app: the job queue's app (`core.queue`) with the task that runs a job, the
+connection hygiene of forked children and the reaper thread, all bound to the worker's resources."""
+
+import threading
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_ready
 
-from service.config import Settings, get_settings
-
-RUN_JOB_TASK = "distill.run_job"
-
-
-def broker_transport_options(settings: Settings) -> dict:
-    url = settings.resolved_broker_url
-    if url.startswith("filesystem://"):
-        folders = {name: settings.broker_folder / name for name in ("queue", "processed", "control")}
-        for folder in folders.values():
-            folder.mkdir(parents=True, exist_ok=True)
-        return {
-            "data_folder_in": str(folders["queue"]),
-            "data_folder_out": str(folders["queue"]),
-            "processed_folder": str(folders["processed"]),
-            "control_folder": str(folders["control"]),  # else kombu writes into the working directory
-            "store_processed": False,
-        }
-    # Redis and SQS redeliver an unacknowledged task after this long; training jobs run for hours.
-    return {"visibility_timeout": 12 * 3600, "socket_connect_timeout": 5}
+from core.queue import RUN_JOB_TASK
+from core.resources import Resources
+from worker.liveness import run_reaper
+from worker.tasks import run_job
 
 
-def make_celery(settings: Settings) -> Celery:
-    app = Celery("distill", broker=settings.resolved_broker_url, include=["worker.tasks"])
-    app.conf.update(
-        broker_transport_options=broker_transport_options(settings),
-        broker_connection_retry_on_startup=True,
-        task_default_queue=settings.task_queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.task_queue}},
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        # A fresh child process per job: GPU memory is returned to the device when the job ends.
-        worker_max_tasks_per_child=1,
-        worker_hijack_root_logger=False,
-    )
+def make_celery(resources: Resources) -> Celery:
+    app = resources.queue.app
+
+    @app.task(name=RUN_JOB_TASK)
+    def run_job_task(job_id: str) -> None:
+        run_job(resources, job_id)
+
+    def forget_parent_connections(**_kwargs) -> None:
+        """A forked child must not share the parent's database connections."""
+        resources.database.forget_connections()
+
+    def start_reaper(**_kwargs) -> None:
+        threading.Thread(
+            target=run_reaper, args=(resources, threading.Event()), name="reaper", daemon=True
+        ).start()
+
+    # Celery keeps weak references to receivers by default: these closures would be collected at once.
+    worker_process_init.connect(forget_parent_connections, weak=False)
+    worker_ready.connect(start_reaper, weak=False)
     return app
-
-
-app = make_celery(get_settings())

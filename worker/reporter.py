@@ -4,14 +4,17 @@ import time
 
 from sqlalchemy import delete, update
 
-from service.db import session_scope
-from service.job_state import add_event, status_of, transition
-from service.models import Job, JobMetric
+from core import lifecycle
+from core.db import Database
+from core.lifecycle import add_event, status_of
+from core.models import Job, JobMetric
 
 
 class DatabaseReporter:
-    def __init__(self, job_id: str, job_pk: int, progress_interval: float, cancel_interval: float):
-        self.job_id, self.job_pk = job_id, job_pk
+    def __init__(
+        self, database: Database, job_id: str, job_pk: int, progress_interval: float, cancel_interval: float
+    ):
+        self.database, self.job_id, self.job_pk = database, job_id, job_pk
         self.progress_interval, self.cancel_interval = progress_interval, cancel_interval
         self._last_progress = self._last_cancel_check = float("-inf")
         self._running_since: float | None = None
@@ -19,12 +22,13 @@ class DatabaseReporter:
         self._stop_requested = False
 
     def event(self, message: str, level: str = "info") -> None:
-        with session_scope() as session:
+        with self.database.transaction() as session:
             add_event(session, self.job_pk, message, level)
 
     def phase(self, phase: str) -> None:
-        with session_scope() as session:
-            if transition(session, self.job_id, ["validating"], phase):
+        """`validating`: the job's status since its claim; `running`: the job starts running."""
+        with self.database.transaction() as session:
+            if phase == "validating" or lifecycle.move(session, self.job_id, lifecycle.START):
                 add_event(session, self.job_pk, f"Phase: {phase}.")
         if phase == "running":
             self._running_since = time.monotonic()
@@ -41,13 +45,13 @@ class DatabaseReporter:
             eta = round(seconds_per_step * (total_steps - step), 1)
         progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
                     "fraction": round(fraction, 6), "eta_seconds": eta}  # fmt: skip
-        with session_scope() as session:
+        with self.database.transaction() as session:
             session.execute(
                 update(Job).where(Job.id == self.job_id).values(progress=progress, heartbeat_at=time.time())
             )
 
     def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None:
-        with session_scope() as session:
+        with self.database.transaction() as session:
             session.add_all(
                 JobMetric(job_pk=self.job_pk, epoch=epoch, step=step, name=name, value=value)
                 for name, value in values.items()
@@ -55,13 +59,13 @@ class DatabaseReporter:
 
     def rewind(self, step: int) -> None:
         self._start_step = step
-        with session_scope() as session:
+        with self.database.transaction() as session:
             session.execute(delete(JobMetric).where(JobMetric.job_pk == self.job_pk, JobMetric.step > step))
 
     def should_stop(self) -> bool:
         now = time.monotonic()
         if not self._stop_requested and now - self._last_cancel_check >= self.cancel_interval:
             self._last_cancel_check = now
-            with session_scope() as session:
+            with self.database.transaction() as session:
                 self._stop_requested = status_of(session, self.job_id) == "cancelling"
         return self._stop_requested

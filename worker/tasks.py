@@ -1,30 +1,27 @@
-"""The Celery task: run one distillation job from the database, write its results back.
+"""Running one distillation job from the database and writing its results back.
 
-The engine (`engine`) knows nothing of Celery or the database; this module is the glue.
+The engine knows nothing of Celery or the database; this module is the glue. `worker.celery_app`
+registers `run_job` as the queue's task.
 """
 
 import logging
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from celery.signals import worker_process_init, worker_ready
 from sqlalchemy import select
 
+from core import lifecycle
+from core.checkpoints import StoredCheckpoint
+from core.job_request import JobCreate, engine_job
+from core.lifecycle import add_event
+from core.models import Artifact, File, Job, now
+from core.resources import Resources
+from core.storage import job_key, read_chunks
 from engine.errors import DistillError, JobCancelled
 from engine.pipeline import Checkpoints, DistillResult, JobFiles, run_distillation
-from engine.specs import EngineJob, TeacherSource
-from service.checkpoints import StoredCheckpoint
-from service.config import get_settings
-from service.db import get_engine, session_scope
-from service.job_state import add_event, transition
-from service.models import Artifact, File, Job, now
-from service.schemas import JobCreate
-from service.storage import get_storage, job_key, read_chunks
-from worker.celery_app import RUN_JOB_TASK, app
-from worker.liveness import heartbeat, run_reaper
+from worker.liveness import heartbeat
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -35,99 +32,73 @@ CONTENT_TYPES = {
 }
 
 
-@worker_process_init.connect
-def _fresh_connections(**_kwargs) -> None:
-    """A forked child must not share the parent's database connections."""
-    get_engine().dispose(close=False)
-
-
-@worker_ready.connect
-def _start_reaper(**_kwargs) -> None:
-    threading.Thread(
-        target=run_reaper, args=(get_settings(), threading.Event()), name="reaper", daemon=True
-    ).start()
-
-
-@app.task(name=RUN_JOB_TASK)
-def run_job(job_id: str) -> None:
-    job = _claim(job_id)
+def run_job(resources: Resources, job_id: str) -> None:
+    job = _claim(resources, job_id)
     if job is None:
         log.info("job %s is not queued any more; skipping", job_id)
         return
-    settings = get_settings()
+    settings = resources.settings
     reporter = DatabaseReporter(
-        job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
+        resources.database, job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
     )
     try:
         with (
-            heartbeat(job.id, settings.heartbeat_seconds),
+            heartbeat(resources.database, job.id, settings.heartbeat_seconds),
             tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir,
         ):
-            result = _distill(job, Path(out_dir), reporter)
+            result = _distill(resources, job, Path(out_dir), reporter)
             if reporter.should_stop():
                 raise JobCancelled
-            _finish(job, result)
+            _finish(resources, job, result)
     except JobCancelled:
-        _end(job, "cancelled", "Job cancelled; no student was saved.")
+        _end(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
     except DistillError as exc:
-        _end(
-            job,
-            "failed",
-            f"Job failed ({exc.code}): {exc.message}",
-            {"code": exc.code, "message": exc.message},
-        )
+        error = {"code": exc.code, "message": exc.message}
+        _end(resources, job, lifecycle.FAIL, f"Job failed ({exc.code}): {exc.message}", error)
     except Exception as exc:  # never leave a job `running`: any surprise ends it `failed`, with the reason
         log.exception("job %s crashed", job.id)
         message = f"Unexpected error in the worker: {type(exc).__name__}: {exc}"
-        _end(job, "failed", message, {"code": "internal_error", "message": message})
+        _end(resources, job, lifecycle.FAIL, message, {"code": "internal_error", "message": message})
 
 
-def _claim(job_id: str) -> Job | None:
-    with session_scope() as session:
-        job = session.scalar(select(Job).where(Job.id == job_id))
-        claimed = transition(
-            session, job_id, ["queued"], "validating", started_at=now(), heartbeat_at=time.time()
-        )
-        if job is None or not claimed:
+def _claim(resources: Resources, job_id: str) -> Job | None:
+    with resources.database.transaction() as session:
+        claimed = lifecycle.move(
+            session, job_id, lifecycle.CLAIM,
+            started_at=now(), heartbeat_at=time.time(), attempts=Job.attempts + 1,
+        )  # fmt: skip
+        if not claimed:
             return None
-        job.attempts += 1
+        job = session.scalar(select(Job).where(Job.id == job_id))
         resumes = "; it resumes from the last checkpoint, if one was saved" if job.attempts > 1 else ""
         add_event(session, job.pk, f"A worker picked up the job (attempt {job.attempts}){resumes}.")
         return job
 
 
-def _distill(job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResult:
+def _distill(resources: Resources, job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResult:
     request = JobCreate.model_validate(job.request)
-    teachers = [teacher for _field, teacher in request.teacher_refs()]
-    engine_job = EngineJob(
-        teachers=[
-            TeacherSource(format=t.format, architecture=t.architecture, weight=t.weight) for t in teachers
-        ],
-        student_architecture=request.student.architecture,
-        student_init=request.student.derive.init if request.student.derive else "random",
-        export=request.export,
-        distillation=request.distillation,
-        training=request.training,
+    keys = _storage_keys(resources, job)
+    checkpoints = Checkpoints(
+        StoredCheckpoint(resources.storage, job.tenant_id, job.id), resources.settings.checkpoint_seconds
     )
-    storage = get_storage()
-    keys = _storage_keys(job)
     with ExitStack() as stack:
-        path_of = {file_id: stack.enter_context(storage.local_path(key)) for file_id, key in keys.items()}
+        path_of = {
+            file_id: stack.enter_context(resources.storage.local_path(key)) for file_id, key in keys.items()
+        }
         dataset = request.dataset
         files = JobFiles(
-            teachers=[path_of[teacher.file_id] for teacher in teachers],
+            teachers=[path_of[teacher.file_id] for _field, teacher in request.teacher_refs()],
             train=path_of[dataset.train_file_id],
             validation=path_of.get(dataset.validation_file_id),
             tokenizer=path_of.get(dataset.tokenizer_file_id),
         )
-        checkpoints = Checkpoints(StoredCheckpoint(job.tenant_id, job.id), get_settings().checkpoint_seconds)
-        return run_distillation(engine_job, files, out_dir, reporter, checkpoints)
+        return run_distillation(engine_job(request), files, out_dir, reporter, checkpoints)
 
 
-def _storage_keys(job: Job) -> dict[str, str]:
+def _storage_keys(resources: Resources, job: Job) -> dict[str, str]:
     """Storage key of each file the job reads, by file id."""
     wanted = [f.file_id for f in job.files]
-    with session_scope() as session:
+    with resources.database.transaction() as session:
         key_of = dict(session.execute(select(File.id, File.storage_key).where(File.id.in_(wanted))).all())
     missing = [file_id for file_id in wanted if file_id not in key_of]
     if missing:
@@ -135,8 +106,8 @@ def _storage_keys(job: Job) -> dict[str, str]:
     return key_of
 
 
-def _finish(job: Job, result: DistillResult) -> None:
-    storage = get_storage()
+def _finish(resources: Resources, job: Job, result: DistillResult) -> None:
+    storage = resources.storage
     artifacts = []
     for name, path in result.artifacts.items():
         # Per attempt: a worker that was only slow, finishing late, must not overwrite (or, fenced off,
@@ -147,9 +118,9 @@ def _finish(job: Job, result: DistillResult) -> None:
         content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
                                   content_type=content_type, storage_key=key))  # fmt: skip
-    with session_scope() as session:
-        succeeded = transition(
-            session, job.id, ["running"], "succeeded", job.attempts, metrics=result.metrics
+    with resources.database.transaction() as session:
+        succeeded = lifecycle.move(
+            session, job.id, lifecycle.SUCCEED, attempt=job.attempts, metrics=result.metrics
         )
         if succeeded:
             session.add_all(artifacts)
@@ -158,15 +129,15 @@ def _finish(job: Job, result: DistillResult) -> None:
         for artifact in artifacts:
             storage.delete(artifact.storage_key)
         raise JobCancelled
-    StoredCheckpoint(job.tenant_id, job.id).delete()
+    StoredCheckpoint(storage, job.tenant_id, job.id).delete()
 
 
-def _end(job: Job, status: str, message: str, error: dict | None = None) -> None:
-    with session_scope() as session:
-        ended = transition(
-            session, job.id, ["validating", "running", "cancelling"], status, job.attempts, error=error
-        )
+def _end(
+    resources: Resources, job: Job, transition: lifecycle.Transition, message: str, error: dict | None = None
+) -> None:
+    with resources.database.transaction() as session:
+        ended = lifecycle.move(session, job.id, transition, attempt=job.attempts, error=error)
         if ended:
-            add_event(session, job.pk, message, "error" if status == "failed" else "info")
+            add_event(session, job.pk, message, "error" if transition is lifecycle.FAIL else "info")
     if ended:  # else a later attempt owns the job now, and its checkpoint
-        StoredCheckpoint(job.tenant_id, job.id).delete()
+        StoredCheckpoint(resources.storage, job.tenant_id, job.id).delete()

@@ -5,16 +5,19 @@ from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from core.errors import RequestError
+from core.lifecycle import UNFINISHED
+from core.models import File as FileRow
+from core.models import Job, JobFile, new_id
+from core.request_rules import pt2_not_allowed
+from core.storage import CHUNK_BYTES, TooLarge
 from service import idempotency, policy
 from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
-from service.errors import APIError, ErrorBody
+from service.errors import ErrorBody
 from service.limits import upload_too_large
-from service.models import File as FileRow
-from service.models import Job, JobFile, new_id
 from service.pagination import After, Limit, paginate
-from service.schemas import ACTIVE_STATUSES, DeletedObject, FileObject, Page, Purpose
-from service.storage import CHUNK_BYTES, TooLarge
+from service.schemas import DeletedObject, FileObject, Page, Purpose
 from service.tenancy import get_owned, owned_by
 from service.upload_formats import UploadRejected, detect_format
 
@@ -64,11 +67,11 @@ def upload_file(
         with storage.local_path(key) as path:
             file_format = detect_format(purpose, path)
         if file_format == "pt2" and not settings.pt2_allowed:
-            raise policy.pt2_not_allowed(settings, "file")
+            raise pt2_not_allowed(settings, "file")
     except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
         storage.delete(key)
         if isinstance(exc, UploadRejected):
-            raise APIError(
+            raise RequestError(
                 422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file"
             ) from None
         raise
@@ -80,7 +83,7 @@ def upload_file(
     session.flush()
     try:
         policy.check_stored_bytes(session, settings, tenant_id)  # concurrent uploads may have filled it
-    except APIError:
+    except RequestError:
         storage.delete(key)
         raise
     body = to_object(row).model_dump(mode="json")
@@ -146,10 +149,12 @@ def download_file(
 def delete_file(file_id: str, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
     row = get_owned(session, FileRow, tenant_id, file_id)
     users = session.scalars(
-        select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(ACTIVE_STATUSES))
+        select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(UNFINISHED))
     ).all()
     if users:
-        raise APIError(409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}.")
+        raise RequestError(
+            409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
+        )
     session.delete(row)
     session.commit()
     storage.delete(row.storage_key)

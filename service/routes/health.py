@@ -2,8 +2,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from service.db import get_engine
-from service.queue import broker_problem
+from core.db import Database
+from service.deps import ResourcesDep
 from service.schemas import HealthStatus, ReadyStatus
 
 router = APIRouter(tags=["health"])
@@ -15,17 +15,17 @@ def healthz():
 
 
 @router.get("/readyz", response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
-def readyz():
-    database = _database_problem() or "ok"
-    broker = broker_problem() or "ok"
+def readyz(resources: ResourcesDep):
+    database = _database_problem(resources.database) or "ok"
+    broker = resources.queue.problem() or "ok"
     ready = database == broker == "ok"
     body = ReadyStatus(status="ok" if ready else "unavailable", database=database, broker=broker)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-def _database_problem() -> str | None:
+def _database_problem(database: Database) -> str | None:
     try:
-        with get_engine().connect() as connection:
+        with database.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means "not ready"
         return f"{type(exc).__name__}: {exc}"

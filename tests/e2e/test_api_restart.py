@@ -8,11 +8,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_idempotency_files_jobs_and_artifacts_survive_an_api_restart(stack, task):
-    teacher = stack.upload(task.teacher, "teacher")["id"]
-    train = stack.upload(task.train, "dataset")["id"]
+    teacher = stack.client.upload(task.teacher, "teacher")["id"]
+    train = stack.client.upload(task.train, "dataset")["id"]
     request = job_request(teacher, train)
     first = stack.client.post("/v1/jobs", json=request, headers={"Idempotency-Key": "restart-1"}).json()
-    done = stack.wait_for_job(first["id"])
+    done = stack.client.wait_for_job(first["id"])
 
     stack.restart_api()
 

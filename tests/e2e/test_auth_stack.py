@@ -5,8 +5,8 @@ import socket
 import httpx
 import pytest
 
-from tests.api.helpers import pt2_teacher
 from tests.e2e.conftest import job_request
+from tests.service.helpers import pt2_teacher
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +34,9 @@ def test_keys_scope_a_real_job_to_its_tenant(stack, task):
     assert stack.client.get("/v1/jobs").status_code == 401
     assert stack.client.get("/v1/jobs").headers["www-authenticate"].startswith("Bearer")
 
-    stack.client.headers["Authorization"] = f"Bearer {acme_key}"  # stack.upload and wait_for_job as acme
-    teacher = stack.upload(task.teacher, "teacher")
-    train = stack.upload(task.train, "dataset")
+    stack.client.headers["Authorization"] = f"Bearer {acme_key}"  # uploads and waits as acme
+    teacher = stack.client.upload(task.teacher, "teacher")
+    train = stack.client.upload(task.train, "dataset")
     created = stack.client.post("/v1/jobs", json=job_request(teacher["id"], train["id"]))
     assert created.status_code == 201, created.text
     job_id = created.json()["id"]
@@ -47,7 +47,7 @@ def test_keys_scope_a_real_job_to_its_tenant(stack, task):
     )
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "pt2_not_allowed"
 
-    job = stack.wait_for_job(job_id)
+    job = stack.client.wait_for_job(job_id)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
     assert stack.client.get(f"/v1/jobs/{job_id}/artifacts/student.pt2").status_code == 200
 

@@ -22,12 +22,12 @@ pytestmark = pytest.mark.e2e
 
 
 def distill_and_check(stack: ServiceStack, task) -> dict:
-    teacher = stack.upload(task.teacher, "teacher")
-    train = stack.upload(task.train, "dataset")
-    validation = stack.upload(task.validation, "dataset")
+    teacher = stack.client.upload(task.teacher, "teacher")
+    train = stack.client.upload(task.train, "dataset")
+    validation = stack.client.upload(task.validation, "dataset")
     created = stack.client.post("/v1/jobs", json=job_request(teacher["id"], train["id"], validation["id"]))
     assert created.status_code == 201, created.text
-    job = stack.wait_for_job(created.json()["id"])
+    job = stack.client.wait_for_job(created.json()["id"])
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
 
     assert job["progress"]["step"] == job["progress"]["total_steps"] > 0

@@ -17,16 +17,16 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def uploaded(stack, task):
     return {
-        "teacher": stack.upload(task.teacher, "teacher")["id"],
-        "train": stack.upload(task.train, "dataset")["id"],
-        "validation": stack.upload(task.validation, "dataset")["id"],
+        "teacher": stack.client.upload(task.teacher, "teacher")["id"],
+        "train": stack.client.upload(task.train, "dataset")["id"],
+        "validation": stack.client.upload(task.validation, "dataset")["id"],
     }
 
 
 def run_job(stack, request: dict) -> dict:
     created = stack.client.post("/v1/jobs", json=request)
     assert created.status_code == 201, created.text
-    return stack.wait_for_job(created.json()["id"])
+    return stack.client.wait_for_job(created.json()["id"])
 
 
 def assert_failed(stack, job: dict, code: str, *phrases: str) -> None:
@@ -47,7 +47,7 @@ def test_weights_that_do_not_fit_the_architecture_name_the_shapes(stack, uploade
 
 def test_dataset_the_teacher_rejects(stack, uploaded, tmp_path):
     x, y = blobs(200, dim=12)
-    train = stack.upload(save_npz(tmp_path / "narrow.npz", x, y), "dataset")["id"]
+    train = stack.client.upload(save_npz(tmp_path / "narrow.npz", x, y), "dataset")["id"]
     student = {"architecture": {"family": "mlp", "input_shape": [12], "num_classes": 4}}
     job = run_job(stack, job_request(uploaded["teacher"], train, student=student))
     assert_failed(stack, job, "teacher_rejected_input", "[12]")
@@ -56,14 +56,14 @@ def test_dataset_the_teacher_rejects(stack, uploaded, tmp_path):
 def test_labels_outside_the_classes(stack, uploaded, tmp_path):
     x, y = blobs(200)
     y[:5] = 7
-    train = stack.upload(save_npz(tmp_path / "labels.npz", x, y), "dataset")["id"]
+    train = stack.client.upload(save_npz(tmp_path / "labels.npz", x, y), "dataset")["id"]
     job = run_job(stack, job_request(uploaded["teacher"], train))
     assert_failed(stack, job, "labels_out_of_range", "7")
 
 
 def test_diverging_loss(stack, uploaded, tmp_path):
     x, y = blobs(200)
-    train = stack.upload(save_npz(tmp_path / "unscaled.npz", x * 1e30, y), "dataset")["id"]
+    train = stack.client.upload(save_npz(tmp_path / "unscaled.npz", x * 1e30, y), "dataset")["id"]
     job = run_job(stack, job_request(uploaded["teacher"], train, training={"optimizer": "sgd"}))
     assert_failed(stack, job, "loss_diverged", "learning_rate")
 
@@ -71,14 +71,14 @@ def test_diverging_loss(stack, uploaded, tmp_path):
 def test_cancel_a_running_job(stack, uploaded):
     request = job_request(uploaded["teacher"], uploaded["train"], training={"epochs": 2000, "batch_size": 8})
     job_id = stack.client.post("/v1/jobs", json=request).json()["id"]
-    running = stack.wait_for_job(
+    running = stack.client.wait_for_job(
         job_id, until=lambda job: job["status"] == "running" and job["progress"]["step"]
     )
     assert running["status"] == "running", stack.logs()
 
     cancelling = stack.client.post(f"/v1/jobs/{job_id}/cancel").json()
     assert cancelling["status"] in ("cancelling", "cancelled")
-    job = stack.wait_for_job(job_id, timeout=60)
+    job = stack.client.wait_for_job(job_id, timeout=60)
     assert job["status"] == "cancelled" and job["error"] is None
     assert job["artifacts"] == [] and job["progress"]["step"] < job["progress"]["total_steps"]
     assert stack.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
@@ -96,8 +96,8 @@ def test_pt2_cnn_teacher_distils_into_a_smaller_cnn(stack, tmp_path):
     program = torch.export.export(teacher, (torch.from_numpy(x[:4]),), dynamic_shapes=({0: batch},))
     torch.export.save(program, tmp_path / "teacher.pt2")
 
-    teacher_id = stack.upload(tmp_path / "teacher.pt2", "teacher")["id"]
-    train_id = stack.upload(save_npz(tmp_path / "images.npz", x, y), "dataset")["id"]
+    teacher_id = stack.client.upload(tmp_path / "teacher.pt2", "teacher")["id"]
+    train_id = stack.client.upload(save_npz(tmp_path / "images.npz", x, y), "dataset")["id"]
     request = {
         "teacher": {"file_id": teacher_id},
         "student": {

@@ -18,17 +18,17 @@ def files(stack, task, tmp_path_factory):
         tmp_path_factory.mktemp("second") / "teacher.safetensors", train_teacher(TEACHER, x, y, seed=3)
     )
     return {
-        "teacher": stack.upload(task.teacher, "teacher")["id"],
-        "second": stack.upload(second, "teacher")["id"],
-        "train": stack.upload(task.train, "dataset")["id"],
-        "validation": stack.upload(task.validation, "dataset")["id"],
+        "teacher": stack.client.upload(task.teacher, "teacher")["id"],
+        "second": stack.client.upload(second, "teacher")["id"],
+        "train": stack.client.upload(task.train, "dataset")["id"],
+        "validation": stack.client.upload(task.validation, "dataset")["id"],
     }
 
 
 def succeed(stack, request: dict) -> dict:
     created = stack.client.post("/v1/jobs", json=request)
     assert created.status_code == 201, created.text
-    job = stack.wait_for_job(created.json()["id"])
+    job = stack.client.wait_for_job(created.json()["id"])
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
     return job
 

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.e2e
 def test_tinybert_job_over_json_lines(stack, tmp_path):
     x, y = marked_sequences(384, seed=0)
     x_val, y_val = marked_sequences(128, seed=1)
-    teacher = stack.upload(
+    teacher = stack.client.upload(
         save_teacher(tmp_path / "teacher.safetensors", train_text_teacher(x, y)), "teacher"
     )
-    train = stack.upload(write_jsonl(tmp_path / "train.jsonl", x, y), "dataset")
-    validation = stack.upload(write_jsonl(tmp_path / "validation.jsonl", x_val, y_val), "dataset")
+    train = stack.client.upload(write_jsonl(tmp_path / "train.jsonl", x, y), "dataset")
+    validation = stack.client.upload(write_jsonl(tmp_path / "validation.jsonl", x_val, y_val), "dataset")
     word_tokenizer().save(str(tmp_path / "tokenizer.json"))
-    tokenizer = stack.upload(tmp_path / "tokenizer.json", "tokenizer")
+    tokenizer = stack.client.upload(tmp_path / "tokenizer.json", "tokenizer")
     assert (train["format"], tokenizer["format"]) == ("jsonl", "json")
 
     request = {
@@ -50,7 +50,7 @@ def test_tinybert_job_over_json_lines(stack, tmp_path):
     }
     created = stack.client.post("/v1/jobs", json=request)
     assert created.status_code == 201, created.text
-    job = stack.wait_for_job(created.json()["id"])
+    job = stack.client.wait_for_job(created.json()["id"])
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
     assert job["metrics"]["teacher"]["accuracy"] > 0.95
     assert job["metrics"]["student"]["accuracy"] > 0.8  # chance is 0.5

@@ -52,7 +52,7 @@ def resumed_steps(stack: ServiceStack, job_id: str) -> list[int]:
 
 def kill_while_training(stack: ServiceStack, job_id: str, step: int) -> None:
     """SIGKILL the process training the job once it is past `step`."""
-    job = stack.wait_for_job(
+    job = stack.client.wait_for_job(
         job_id, timeout=120, until=lambda j: j["status"] == "running" and j["progress"]["step"] >= step
     )
     assert job["status"] == "running", stack.logs()
@@ -62,20 +62,20 @@ def kill_while_training(stack: ServiceStack, job_id: str, step: int) -> None:
 
 def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_killed(fragile_stack, task):
     stack, rng = fragile_stack, random.Random(7)
-    teacher = stack.upload(task.teacher, "teacher")["id"]
-    train = stack.upload(task.train, "dataset")["id"]
+    teacher = stack.client.upload(task.teacher, "teacher")["id"]
+    train = stack.client.upload(task.train, "dataset")["id"]
     request = job_request(teacher, train, training={"epochs": 10, "batch_size": 32})
     job_id = stack.client.post("/v1/jobs", json=request).json()["id"]
 
     kill_at = rng.randint(5, 20)
     for kills in (1, 2):
         kill_while_training(stack, job_id, step=kill_at)
-        stack.wait_for_job(
+        stack.client.wait_for_job(
             job_id, timeout=60, until=lambda _job, k=kills: len(resumed_steps(stack, job_id)) == k
         )
         kill_at = resumed_steps(stack, job_id)[-1] + rng.randint(5, 20)
 
-    job = stack.wait_for_job(job_id, timeout=240)
+    job = stack.client.wait_for_job(job_id, timeout=240)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
     assert requeues(stack, job_id) == 2
     first, second = resumed_steps(stack, job_id)
@@ -90,6 +90,6 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_kil
     assert not list(stack.home.glob(f"storage/jobs/*/{job_id}/checkpoint.pt"))  # gone with the job
 
     twin_id = stack.client.post("/v1/jobs", json=request).json()["id"]  # the same job, never killed
-    assert stack.wait_for_job(twin_id, timeout=120)["status"] == "succeeded"
+    assert stack.client.wait_for_job(twin_id, timeout=120)["status"] == "succeeded"
     twin = {a["name"]: a["sha256"] for a in stack.client.get(f"/v1/jobs/{twin_id}/artifacts").json()["data"]}
     assert twin["student.safetensors"] == artifacts["student.safetensors"]

@@ -1,0 +1,110 @@
+"""The job request, `POST /v1/jobs`'s body, and the job a worker runs for it.
+
+A request names its files by id and gives either the student's architecture or how to derive it; the
+request rules (`core.request_rules`) resolve it against its files into a request with every default and
+derived field filled in, which is what is stored and what `engine_job` turns into the engine's job.
+"""
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.specs import ArchitectureSpec, DistillationConfig, EngineJob, Spec, TeacherSource, TrainingConfig
+
+
+class TeacherRef(Spec):
+    file_id: str = Field(max_length=64)
+    format: Literal["safetensors", "pt2"] | None = Field(
+        default=None, description="Default: the format detected when the file was uploaded."
+    )
+    architecture: ArchitectureSpec | None = Field(
+        default=None,
+        description="Required for `safetensors` (weights only); a `pt2` archive carries its own.",
+    )
+    weight: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Share in a teacher ensemble (`teachers`)."
+    )
+
+
+class StudentDerivation(Spec):
+    """A student of the teacher's family with fewer and narrower layers (DistilBERT-style)."""
+
+    depth: float = Field(default=0.5, gt=0.0, le=1.0, description="Share of the teacher's layers kept.")
+    width: float = Field(default=1.0, gt=0.0, le=1.0, description="Share of each layer's width kept.")
+    init: Literal["teacher", "random"] = Field(
+        default="teacher",
+        description="`teacher`: each student layer starts as a copy of a teacher layer (every second one at "
+        "depth 0.5), narrower tensors as the teacher's leading slice.",
+    )
+
+
+class StudentRef(Spec):
+    architecture: ArchitectureSpec | None = Field(
+        default=None, description="The student's model spec; filled in from `derive` when that is given."
+    )
+    derive: StudentDerivation | None = Field(
+        default=None, description="Design the student from the (first) teacher's architecture instead."
+    )
+
+
+class DatasetRef(Spec):
+    train_file_id: str = Field(max_length=64)
+    validation_file_id: str | None = Field(
+        default=None, max_length=64, description="Default: a seeded hold-out of the training file."
+    )
+    tokenizer_file_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A `tokenizer` file (Hugging Face `tokenizers` JSON, padding id 0) that tokenizes JSON "
+        "Lines datasets for a transformer student: required when a dataset file is `jsonl`.",
+    )
+
+
+class JobCreate(Spec):
+    teacher: TeacherRef | None = Field(
+        default=None, description="The teacher; or give several as `teachers`."
+    )
+    teachers: list[TeacherRef] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Several teachers (multi-teacher distillation), combined by `distillation.ensemble`.",
+    )
+    student: StudentRef
+    dataset: DatasetRef
+    distillation: DistillationConfig = DistillationConfig()
+    training: TrainingConfig = TrainingConfig()
+    export: list[Literal["int8"]] = Field(
+        default=[],
+        description="Extra artifacts: `int8` adds `student.int8.pt2` (int8 weights) with its own measured "
+        "accuracy and size in `metrics.int8`.",
+    )
+    name: str | None = Field(default=None, max_length=255)
+
+    def teacher_refs(self) -> list[tuple[str, TeacherRef]]:
+        """Each teacher with the request field it came from."""
+        if self.teachers is not None:
+            return [(f"teachers.{i}", teacher) for i, teacher in enumerate(self.teachers)]
+        return [("teacher", self.teacher)] if self.teacher is not None else []
+
+    def teacher_fields(self) -> list[str]:
+        return [field for field, _teacher in self.teacher_refs()]
+
+
+def engine_job(request: JobCreate) -> EngineJob:
+    """What the engine needs of a resolved request, besides the files themselves."""
+    return EngineJob(
+        teachers=teacher_sources(request),
+        student_architecture=request.student.architecture,
+        student_init=request.student.derive.init if request.student.derive else "random",
+        export=request.export,
+        distillation=request.distillation,
+        training=request.training,
+    )
+
+
+def teacher_sources(request: JobCreate) -> list[TeacherSource]:
+    return [
+        TeacherSource(format=t.format, architecture=t.architecture, weight=t.weight)
+        for _field, t in request.teacher_refs()
+    ]

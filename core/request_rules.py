@@ -1,0 +1,183 @@
+"""The rules a job request must meet, in one place: `resolve_job` turns a submitted request and its
+files into the resolved request that is stored and run, or refuses it naming the field at fault.
+
+The rules about files (each named file exists, has the right purpose, a teacher's format, which data a
+student reads) live here; the rules about the job itself (feature pairs, classes, methods, TinyBERT) are
+the engine's own (`engine.job_rules`), which the engine applies again before it trains.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.config import Settings
+from core.errors import RequestError, not_found
+from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
+from core.models import File
+from engine.design import derive_spec
+from engine.errors import DistillError
+from engine.job_rules import check_job, initialising_teacher_architecture
+
+FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
+DATASET_FORMATS = {"transformer": ("npz", "jsonl")}  # by student family; every other family: npz
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    request: JobCreate  # every default and derived field filled in
+    file_roles: dict[str, str]  # file id -> the role it plays (teacher, train, validation, tokenizer)
+
+
+def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -> ResolvedJob:
+    """The request with each teacher's format and the student's architecture filled in (the submitted
+    request is not changed), or `RequestError` naming the field."""
+    if (request.teacher is None) == (request.teachers is None):
+        raise RequestError(
+            422, "invalid_request",
+            "Give the teacher as `teacher`, or several as `teachers`: exactly one of them.", "teacher",
+        )  # fmt: skip
+    roles: dict[str, str] = {}
+    teachers = []
+    for field, teacher in request.teacher_refs():
+        file = _named_file(find_file, teacher.file_id, f"{field}.file_id", "teacher")
+        teachers.append(_resolved_teacher(settings, field, teacher, file.format))
+        roles.setdefault(file.id, "teacher")
+    dataset_formats = _dataset_formats(request, find_file, roles)
+    resolved = _with_teachers(request, teachers)
+    resolved = resolved.model_copy(update={"student": _designed_student(resolved)})
+    _check_dataset_formats(resolved, dataset_formats)
+    try:
+        check_job(engine_job(resolved), resolved.teacher_fields())
+    except DistillError as error:
+        raise _refused(error) from None
+    return ResolvedJob(resolved, roles)
+
+
+def _refused(error: DistillError) -> RequestError:
+    """A job rule the engine checks, answered as the API's 422."""
+    return RequestError(422, error.code, error.message, error.param)
+
+
+def _named_file(find_file: FileLookup, file_id: str, param: str, purpose: str) -> File:
+    row = find_file(file_id)
+    if row is None:
+        raise not_found("file", file_id, param)
+    if row.purpose != purpose:
+        raise RequestError(
+            422, "wrong_file_purpose",
+            f"File {file_id} was uploaded with purpose {row.purpose!r}; this field needs a {purpose!r} file.",
+            param,
+        )  # fmt: skip
+    return row
+
+
+def _resolved_teacher(
+    settings: Settings, field: str, teacher: TeacherRef, detected_format: str
+) -> TeacherRef:
+    if teacher.format not in (None, detected_format):
+        raise RequestError(
+            422, "format_mismatch",
+            f"{field}.format is {teacher.format!r} but file {teacher.file_id} is a {detected_format!r} file.",
+            f"{field}.format",
+        )  # fmt: skip
+    if detected_format == "pt2" and not settings.pt2_allowed:  # a pt2 file uploaded while they were allowed
+        raise pt2_not_allowed(settings, f"{field}.format")
+    if detected_format == "safetensors" and teacher.architecture is None:
+        raise RequestError(
+            422, "architecture_required",
+            "A safetensors teacher holds weights only: give its `architecture` (a model spec).",
+            f"{field}.architecture",
+        )  # fmt: skip
+    if detected_format == "pt2" and teacher.architecture is not None:
+        raise RequestError(
+            422, "unexpected_architecture",
+            f"A pt2 teacher carries its own architecture: remove {field}.architecture.",
+            f"{field}.architecture",
+        )  # fmt: skip
+    return teacher.model_copy(update={"format": detected_format})
+
+
+def pt2_not_allowed(settings: Settings, param: str) -> RequestError:
+    """The one answer to a pt2 teacher where the operator has not said every uploader is trusted."""
+    why = (
+        "the operator turned them off (DISTILL_ALLOW_PT2=off)"
+        if settings.allow_pt2 == "off"
+        else "this server has API keys on, so its uploaders are not all trusted (DISTILL_ALLOW_PT2=on "
+        "would allow them)"
+    )
+    return RequestError(
+        422, "pt2_not_allowed",
+        f"pt2 teachers are refused here: loading a torch.export archive can unpickle, which runs code, and "
+        f"{why}. Upload the teacher's weights as safetensors and give its architecture in the job instead.",
+        param,
+    )  # fmt: skip
+
+
+def _dataset_formats(request: JobCreate, find_file: FileLookup, roles: dict[str, str]) -> dict[str, str]:
+    """Dataset role (`train`, `validation`) -> the format detected at upload; records each file's role."""
+    formats = {}
+    for role in ("train", "validation"):
+        file_id = getattr(request.dataset, f"{role}_file_id")
+        if file_id is not None:
+            file = _named_file(find_file, file_id, f"dataset.{role}_file_id", "dataset")
+            roles.setdefault(file.id, role)
+            formats[role] = file.format
+    tokenizer_id = request.dataset.tokenizer_file_id
+    if tokenizer_id is not None:
+        tokenizer = _named_file(find_file, tokenizer_id, "dataset.tokenizer_file_id", "tokenizer")
+        roles.setdefault(tokenizer.id, "tokenizer")
+    elif "jsonl" in formats.values():
+        role = next(role for role, file_format in formats.items() if file_format == "jsonl")
+        raise RequestError(
+            422, "tokenizer_required",
+            f"dataset.{role}_file_id is a JSON Lines text file, which is tokenized with the models' own "
+            "tokenizer: upload it (purpose `tokenizer`) and give it as dataset.tokenizer_file_id.",
+            "dataset.tokenizer_file_id",
+        )  # fmt: skip
+    return formats
+
+
+def _with_teachers(request: JobCreate, teachers: list[TeacherRef]) -> JobCreate:
+    if request.teachers is not None:
+        return request.model_copy(update={"teachers": teachers})
+    return request.model_copy(update={"teacher": teachers[0]})
+
+
+def _designed_student(request: JobCreate) -> StudentRef:
+    """The student with its architecture: as given, or derived from the first teacher's."""
+    student = request.student
+    if (student.architecture is None) == (student.derive is None):
+        raise RequestError(
+            422, "invalid_request",
+            "Give the student's `architecture`, or `derive` to design it from the teacher: exactly one.",
+            "student.architecture",
+        )  # fmt: skip
+    if student.derive is None:
+        return student
+    try:
+        teacher = initialising_teacher_architecture(teacher_sources(request), request.teacher_fields())
+    except DistillError as error:
+        raise _refused(error) from None
+    architecture = derive_spec(teacher, student.derive.depth, student.derive.width)
+    return student.model_copy(update={"architecture": architecture})
+
+
+def _check_dataset_formats(request: JobCreate, dataset_formats: dict[str, str]) -> None:
+    """A transformer reads token ids (npz, or JSON Lines with a tokenizer), every other family features
+    (npz)."""
+    student = request.student.architecture
+    readable = DATASET_FORMATS.get(student.family, ("npz",))
+    for role, file_format in dataset_formats.items():
+        if file_format not in readable:
+            raise RequestError(
+                422, "incompatible_dataset",
+                f"dataset.{role}_file_id is a {file_format!r} file, which a {student.family} student does "
+                f"not read (it reads {' or '.join(readable)}): JSON Lines text needs a transformer student.",
+                f"dataset.{role}_file_id",
+            )  # fmt: skip
+    if request.dataset.tokenizer_file_id is not None and student.family != "transformer":
+        raise RequestError(
+            422, "unexpected_tokenizer",
+            f"A tokenizer serves a transformer student's text data, but the student is a {student.family} "
+            "model: remove dataset.tokenizer_file_id.",
+            "dataset.tokenizer_file_id",
+        )  # fmt: skip

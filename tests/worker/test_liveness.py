@@ -1,0 +1,79 @@
+"""The reaper finds jobs whose worker died and re-queues them, or fails them after too many tries."""
+
+import dataclasses
+import time
+
+import pytest
+from sqlalchemy import select
+
+from core.models import Job
+from engine.errors import JobCancelled
+from engine.pipeline import DistillResult
+from tests.job_rows import job_state, set_job
+from tests.service.helpers import job_request
+from worker.liveness import reap_lost_jobs
+from worker.tasks import _finish
+
+
+@pytest.fixture
+def reaper(resources):
+    """The resources a reaper runs with: a 10 s heartbeat timeout, 3 attempts."""
+    settings = resources.settings.model_copy(update={"heartbeat_timeout_seconds": 10.0, "max_attempts": 3})
+    return dataclasses.replace(resources, settings=settings)
+
+
+@pytest.fixture
+def job_id(client, teacher_file, dataset_file) -> str:
+    response = client.post("/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"]))
+    return response.json()["id"]
+
+
+def test_a_silent_running_job_is_requeued(reaper, job_id):
+    set_job(reaper.database, job_id, status="running", attempts=1, heartbeat_at=time.time() - 60)
+    assert job_id in reap_lost_jobs(reaper)
+    status, error, events = job_state(reaper.database, job_id)
+    assert status == "queued" and error is None
+    assert "It will run again (attempt 2)" in events[-1]
+    assert job_id not in reap_lost_jobs(reaper)  # queued jobs are not reaped again
+
+
+def test_a_job_with_a_recent_heartbeat_is_left_alone(reaper, job_id):
+    set_job(reaper.database, job_id, status="running", attempts=1, heartbeat_at=time.time() - 2)
+    assert job_id not in reap_lost_jobs(reaper)
+    assert job_state(reaper.database, job_id)[0] == "running"
+
+
+def test_a_job_that_keeps_losing_workers_fails(reaper, job_id):
+    set_job(reaper.database, job_id, status="validating", attempts=3, heartbeat_at=time.time() - 60)
+    assert job_id not in reap_lost_jobs(reaper)
+    status, error, _ = job_state(reaper.database, job_id)
+    assert status == "failed" and error["code"] == "worker_lost" and "3 times" in error["message"]
+
+
+def test_a_silent_cancelling_job_ends_cancelled(reaper, job_id):
+    set_job(reaper.database, job_id, status="cancelling", attempts=1, heartbeat_at=time.time() - 60)
+    reap_lost_jobs(reaper)
+    assert job_state(reaper.database, job_id)[0] == "cancelled"
+
+
+def test_a_lost_attempt_finishing_late_leaves_the_new_attempts_artifacts_alone(
+    client, resources, job_id, tmp_path
+):
+    """Attempt 1 was only slow: it finishes after attempt 2 took the job over and succeeded."""
+
+    def attempt(number: int) -> Job:
+        with resources.database.transaction() as session:
+            job = session.scalar(select(Job).where(Job.id == job_id))
+        job.attempts = number  # detached: what that attempt's worker holds in memory
+        return job
+
+    def result(content: bytes) -> DistillResult:
+        (tmp_path / "student.json").write_bytes(content)
+        return DistillResult(metrics={}, series=[], artifacts={"student.json": tmp_path / "student.json"})
+
+    set_job(resources.database, job_id, status="running", attempts=2, heartbeat_at=time.time())
+    _finish(resources, attempt(2), result(b'{"attempt": 2}'))
+    with pytest.raises(JobCancelled):  # fenced off: the job is no longer its to finish
+        _finish(resources, attempt(1), result(b'{"attempt": 1}'))
+    assert job_state(resources.database, job_id)[0] == "succeeded"
+    assert client.get(f"/v1/jobs/{job_id}/artifacts/student.json").content == b'{"attempt": 2}'
