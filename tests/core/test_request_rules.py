@@ -1,0 +1,72 @@
+"""`resolve_job` on its own (no app, no database): the resolved request has every derived field filled in,
+the submitted one is left as it was, and a broken rule is a `RequestError` naming the field."""
+
+import pytest
+
+from core.config import Settings
+from core.errors import RequestError
+from core.job_request import JobCreate, engine_job
+from core.models import File
+from core.request_rules import resolve_job
+from tests.service.helpers import job_request, mlp_spec
+
+FILES = {
+    "file-teacher": File(id="file-teacher", purpose="teacher", format="safetensors"),
+    "file-pt2": File(id="file-pt2", purpose="teacher", format="pt2"),
+    "file-train": File(id="file-train", purpose="dataset", format="npz"),
+}
+
+
+def resolve(request: dict, **settings):
+    return resolve_job(JobCreate.model_validate(request), FILES.get, Settings(**settings))
+
+
+def test_the_resolved_request_is_filled_in_and_the_submitted_one_untouched():
+    teacher = {"file_id": "file-teacher", "architecture": mlp_spec(hidden_sizes=[16, 16])}
+    submitted = JobCreate.model_validate(
+        job_request("file-teacher", "file-train", teacher=teacher, student={"derive": {"width": 0.5}})
+    )
+    before = submitted.model_dump()
+    resolved = resolve_job(submitted, FILES.get, Settings())
+    assert submitted.model_dump() == before
+    assert resolved.request.teacher.format == "safetensors"
+    assert resolved.request.student.architecture.hidden_sizes == [8]
+    assert resolved.file_roles == {"file-teacher": "teacher", "file-train": "train"}
+    assert engine_job(resolved.request).student_init == "teacher"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "param"),
+    [
+        ({"teacher": {"file_id": "file-nope"}}, 404, "not_found", "teacher.file_id"),
+        ({"teacher": {"file_id": "file-train"}}, 422, "wrong_file_purpose", "teacher.file_id"),
+        ({"teacher": {"file_id": "file-pt2"}, "student": {"derive": {}}}, 422, "architecture_required",
+         "student.derive"),
+        ({"distillation": {"method": "born_again", "features": [{"teacher": "head", "student": "head"}]}},
+         422, "unsupported_combination", "distillation.features"),
+    ],
+    ids=["missing file", "wrong purpose", "derive from pt2", "engine rule"],
+)  # fmt: skip
+def test_a_broken_rule_names_the_field(change, status, code, param):
+    with pytest.raises(RequestError) as refused:
+        resolve(job_request("file-teacher", "file-train", **change))
+    assert (refused.value.status, refused.value.code, refused.value.param) == (status, code, param)
+
+
+def test_a_teacher_in_a_list_is_named_by_its_place():
+    teachers = [
+        {"file_id": "file-teacher", "architecture": mlp_spec()},
+        {"file_id": "file-teacher", "architecture": mlp_spec(num_classes=7)},
+    ]
+    request = job_request("file-teacher", "file-train", teacher=None, teachers=teachers)
+    with pytest.raises(RequestError) as refused:
+        resolve(request)
+    assert refused.value.code == "incompatible_shapes" and "teachers.1" in refused.value.message
+
+
+def test_pt2_teachers_follow_the_policy():
+    request = job_request("file-pt2", "file-train", teacher={"file_id": "file-pt2"})
+    assert resolve(request).request.teacher.format == "pt2"
+    with pytest.raises(RequestError) as refused:
+        resolve(request, allow_pt2="off")
+    assert (refused.value.code, refused.value.param) == ("pt2_not_allowed", "teacher.format")
