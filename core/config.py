@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         default="auto",
         description="pt2 teachers can unpickle when loaded: `auto` allows them only while auth is off.",
     )
+    threads: int = Field(
+        default=40,
+        ge=1,
+        le=1000,
+        description="Threads a process runs blocking work on (the API's routes, database reads); its "
+        "database pool holds as many connections, so no thread waits for one.",
+    )
     task_queue: str = "gpu"
     progress_interval_seconds: float = Field(
         default=1.0, ge=0.0, description="Least time between progress writes."

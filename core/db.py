@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 class Database:
-    def __init__(self, url: str):
+    """`connections`: the most the pool opens at once; a caller needing another waits for one."""
+
+    def __init__(self, url: str, connections: int = 5):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, connections)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -25,15 +27,16 @@ class Database:
         self.engine.dispose(close=False)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connections: int = 5) -> Engine:
+    pool = {"pool_size": connections, "max_overflow": 0}
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:

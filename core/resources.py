@@ -20,7 +20,7 @@ class Resources:
     def from_settings(cls, settings: Settings) -> "Resources":
         return cls(
             settings=settings,
-            database=Database(settings.resolved_database_url),
+            database=Database(settings.resolved_database_url, connections=settings.threads),
             storage=make_storage(str(settings.storage_root)),
             queue=JobQueue(settings),
         )

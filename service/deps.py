@@ -1,19 +1,24 @@
-"""Dependencies shared by the routes: the app's resources, a database session, the storage, the job
-queue and the caller's tenant.
+"""Dependencies shared by the routes: the app's resources, its database, storage and job queue, and the
+caller's tenant.
+
+Routes open their database session themselves (`with database.sessions() as session:`) and close it
+before they return: a session's connection must go back to the pool before FastAPI serializes the
+answer, which waits for a thread of the same thread pool. A yield-dependency session, closed only after
+that, deadlocks under load: every thread waits for a connection held by a request that waits for a
+thread (fastapi/fastapi#3205).
 
 Everything comes from the `Resources` that `create_app` built from its settings, so an app made with
 `create_app(settings)` serves exactly those settings (the tests make apps with auth on, limits and
 another database and storage this way).
 """
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
-from sqlalchemy.orm import Session
 
 from core.config import Settings
+from core.db import Database
 from core.models import DEFAULT_TENANT
 from core.queue import JobQueue
 from core.resources import Resources
@@ -31,9 +36,8 @@ def get_settings(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
-def get_session(resources: ResourcesDep) -> Iterator[Session]:
-    with resources.database.sessions() as session:
-        yield session
+def get_database(resources: ResourcesDep) -> Database:
+    return resources.database
 
 
 def get_storage(resources: ResourcesDep) -> Storage:
@@ -45,7 +49,7 @@ def get_queue(resources: ResourcesDep) -> JobQueue:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 

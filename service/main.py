@@ -1,5 +1,9 @@
 """The FastAPI application."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from core.config import Settings, get_settings
@@ -14,10 +18,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The API serving `settings` (default: the environment's): its auth, limits, database, storage and
     job queue, built once here."""
     resources = Resources.from_settings(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The routes' threads, as many as the database pool's connections (`Settings.threads`).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = resources.settings.threads
+        yield
+
     app = FastAPI(
         title="distill",
         version="1.0.0",
         summary="Knowledge distillation as a service: upload a teacher and a dataset, get a small student.",
+        lifespan=lifespan,
     )
     app.state.resources = resources
     app.add_middleware(BodySizeLimit, settings=resources.settings)

@@ -12,7 +12,7 @@ from core.models import Job, JobFile, new_id
 from core.request_rules import pt2_not_allowed
 from core.storage import CHUNK_BYTES, TooLarge
 from service import idempotency, policy
-from service.deps import SessionDep, SettingsDep, StorageDep, TenantDep
+from service.deps import DatabaseDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.limits import upload_too_large
@@ -42,7 +42,7 @@ def safe_filename(name: str | None) -> str:
 
 @router.post("", status_code=201, response_model=FileObject, responses=ERRORS)
 def upload_file(
-    session: SessionDep,
+    database: DatabaseDep,
     storage: StorageDep,
     settings: SettingsDep,
     tenant_id: TenantDep,
@@ -52,49 +52,50 @@ def upload_file(
 ):
     file_id = new_id("file")
     key = f"files/{tenant_id}/{file_id}"
-    room = None
-    if not policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
-        room = policy.room_for_upload(session, settings, tenant_id, file.size)
-    session.rollback()  # no transaction stays open while the bytes stream to storage
+    with database.sessions() as session:  # closed again before the bytes stream to storage
+        room = None
+        if not policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
+            room = policy.room_for_upload(session, settings, tenant_id, file.size)
     stored = _store_upload(storage, key, file, settings.max_upload_bytes, room)
     filename = safe_filename(file.filename)
     request_hash = idempotency.fingerprint(purpose, filename, stored.sha256)
-    try:
-        replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
-        if replayed is not None:
+    with database.sessions() as session:
+        try:
+            replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+            if replayed is not None:
+                storage.delete(key)
+                return replayed
+            with storage.local_path(key) as path:
+                file_format = detect_format(purpose, path)
+            if file_format == "pt2" and not settings.pt2_allowed:
+                raise pt2_not_allowed(settings, "file")
+        except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
             storage.delete(key)
-            return replayed
-        with storage.local_path(key) as path:
-            file_format = detect_format(purpose, path)
-        if file_format == "pt2" and not settings.pt2_allowed:
-            raise pt2_not_allowed(settings, "file")
-    except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
-        storage.delete(key)
-        if isinstance(exc, UploadRejected):
-            raise RequestError(
-                422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file"
-            ) from None
-        raise
-    row = FileRow(
-        id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=file_format,
-        bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
-    )  # fmt: skip
-    session.add(row)
-    session.flush()
-    try:
-        policy.check_stored_bytes(session, settings, tenant_id)  # concurrent uploads may have filled it
-    except RequestError:
-        storage.delete(key)
-        raise
-    body = to_object(row).model_dump(mode="json")
-    idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body)
-    try:
-        session.commit()
-    except idempotency.IntegrityError:  # a concurrent request with the same key won
-        session.rollback()
-        storage.delete(key)
-        return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
-    return to_object(row)
+            if isinstance(exc, UploadRejected):
+                raise RequestError(
+                    422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file"
+                ) from None
+            raise
+        row = FileRow(
+            id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=file_format,
+            bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        try:
+            policy.check_stored_bytes(session, settings, tenant_id)  # concurrent uploads may have filled it
+        except RequestError:
+            storage.delete(key)
+            raise
+        body = to_object(row).model_dump(mode="json")
+        idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body)
+        try:
+            session.commit()
+        except idempotency.IntegrityError:  # a concurrent request with the same key won
+            session.rollback()
+            storage.delete(key)
+            return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+        return to_object(row)
 
 
 def _store_upload(storage, key: str, upload: UploadFile, limit: int, room: policy.Room | None):
@@ -114,7 +115,7 @@ def _store_upload(storage, key: str, upload: UploadFile, limit: int, room: polic
 
 @router.get("", response_model=Page[FileObject], responses=ERRORS)
 def list_files(
-    session: SessionDep,
+    database: DatabaseDep,
     tenant_id: TenantDep,
     limit: Limit = 20,
     after: After = None,
@@ -123,13 +124,15 @@ def list_files(
     query = owned_by(FileRow, tenant_id)
     if purpose is not None:
         query = query.where(FileRow.purpose == purpose)
-    rows, has_more = paginate(session, query, FileRow, after, limit)
+    with database.sessions() as session:
+        rows, has_more = paginate(session, query, FileRow, after, limit)
     return Page[FileObject](data=[to_object(r) for r in rows], has_more=has_more)
 
 
 @router.get("/{file_id}", response_model=FileObject, responses=ERRORS)
-def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
-    return to_object(get_owned(session, FileRow, tenant_id, file_id))
+def retrieve_file(file_id: str, database: DatabaseDep, tenant_id: TenantDep):
+    with database.sessions() as session:
+        return to_object(get_owned(session, FileRow, tenant_id, file_id))
 
 
 @router.get(
@@ -138,24 +141,26 @@ def retrieve_file(file_id: str, session: SessionDep, tenant_id: TenantDep):
     responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_file(
-    file_id: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
+    file_id: str, request: Request, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep
 ):
-    row = get_owned(session, FileRow, tenant_id, file_id)
+    with database.sessions() as session:
+        row = get_owned(session, FileRow, tenant_id, file_id)
     content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
     return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses=ERRORS)
-def delete_file(file_id: str, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
-    row = get_owned(session, FileRow, tenant_id, file_id)
-    users = session.scalars(
-        select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(UNFINISHED))
-    ).all()
-    if users:
-        raise RequestError(
-            409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
-        )
-    session.delete(row)
-    session.commit()
+def delete_file(file_id: str, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep):
+    with database.sessions() as session:
+        row = get_owned(session, FileRow, tenant_id, file_id)
+        users = session.scalars(
+            select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(UNFINISHED))
+        ).all()
+        if users:
+            raise RequestError(
+                409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
+            )
+        session.delete(row)
+        session.commit()
     storage.delete(row.storage_key)
     return DeletedObject(id=file_id, object="file")

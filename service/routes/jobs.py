@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core import lifecycle
 from core.checkpoints import StoredCheckpoint
@@ -13,7 +14,7 @@ from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
 from core.request_rules import resolve_job
 from service import idempotency, policy
-from service.deps import QueueDep, ResourcesDep, SessionDep, SettingsDep, StorageDep, TenantDep
+from service.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
@@ -52,43 +53,44 @@ def to_object(job: Job) -> JobObject:
 )
 def create_job(
     body: JobCreate,
-    session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     queue: QueueDep,
     tenant_id: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ):
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
-    replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
-    if replayed is not None:
-        return replayed
-    resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
-    request = resolved.request
-    job = Job(
-        tenant_id=tenant_id, name=request.name, request=request.model_dump(mode="json"),
-        progress=Progress(epochs=request.training.epochs).model_dump(),
-        files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
-    )  # fmt: skip
-    session.add(job)
-    session.flush()
-    policy.check_job_slots(session, settings, tenant_id)
-    add_event(session, job.pk, "Job created and queued.")
-    response = to_object(job).model_dump(mode="json")
-    idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response)
-    try:
-        session.commit()
-    except idempotency.IntegrityError:  # a concurrent request with the same key won
-        session.rollback()
-        return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
-    _enqueue(session, queue, job)
+    with database.sessions() as session:
+        replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+        if replayed is not None:
+            return replayed
+        resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
+        request = resolved.request
+        job = Job(
+            tenant_id=tenant_id, name=request.name, request=request.model_dump(mode="json"),
+            progress=Progress(epochs=request.training.epochs).model_dump(),
+            files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
+        )  # fmt: skip
+        session.add(job)
+        session.flush()
+        policy.check_job_slots(session, settings, tenant_id)
+        add_event(session, job.pk, "Job created and queued.")
+        response = to_object(job).model_dump(mode="json")
+        idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response)
+        try:
+            session.commit()
+        except idempotency.IntegrityError:  # a concurrent request with the same key won
+            session.rollback()
+            return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+        _enqueue(session, queue, job)
     return response
 
 
-def _owned_file(session, tenant_id: str, file_id: str) -> File | None:
+def _owned_file(session: Session, tenant_id: str, file_id: str) -> File | None:
     return session.scalar(owned_by(File, tenant_id).where(File.id == file_id))
 
 
-def _enqueue(session, queue: JobQueue, job: Job) -> None:
+def _enqueue(session: Session, queue: JobQueue, job: Job) -> None:
     try:
         queue.enqueue(job.id)
     except Exception as exc:  # the broker is down: the job must not sit in `queued` forever
@@ -104,7 +106,7 @@ def _enqueue(session, queue: JobQueue, job: Job) -> None:
 
 @router.get("", response_model=Page[JobObject], responses=ERRORS)
 def list_jobs(
-    session: SessionDep,
+    database: DatabaseDep,
     tenant_id: TenantDep,
     limit: Limit = 20,
     after: After = None,
@@ -113,32 +115,35 @@ def list_jobs(
     query = owned_by(Job, tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
-    rows, has_more = paginate(session, query, Job, after, limit)
-    return Page[JobObject](data=[to_object(r) for r in rows], has_more=has_more)
+    with database.sessions() as session:
+        rows, has_more = paginate(session, query, Job, after, limit)
+        return Page[JobObject](data=[to_object(r) for r in rows], has_more=has_more)
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
-def retrieve_job(job_id: str, session: SessionDep, tenant_id: TenantDep):
-    return to_object(get_owned(session, Job, tenant_id, job_id))
+def retrieve_job(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
+    with database.sessions() as session:
+        return to_object(get_owned(session, Job, tenant_id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
-def cancel_job(job_id: str, session: SessionDep, storage: StorageDep, tenant_id: TenantDep):
-    job = get_owned(session, Job, tenant_id, job_id)
-    cancelled_in_queue = lifecycle.move(session, job.id, lifecycle.CANCEL_QUEUED)
-    if cancelled_in_queue:
-        add_event(session, job.pk, "Job cancelled before it started.")
-    elif lifecycle.move(session, job.id, lifecycle.REQUEST_CANCEL):
-        add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
-    elif job.status != "cancelling":
-        raise RequestError(
-            409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel."
-        )
-    session.commit()
-    if cancelled_in_queue:  # a job re-queued after a lost worker may have saved a checkpoint
-        StoredCheckpoint(storage, job.tenant_id, job.id).delete()
-    session.refresh(job)
-    return to_object(job)
+def cancel_job(job_id: str, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep):
+    with database.sessions() as session:
+        job = get_owned(session, Job, tenant_id, job_id)
+        cancelled_in_queue = lifecycle.move(session, job.id, lifecycle.CANCEL_QUEUED)
+        if cancelled_in_queue:
+            add_event(session, job.pk, "Job cancelled before it started.")
+        elif lifecycle.move(session, job.id, lifecycle.REQUEST_CANCEL):
+            add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
+        elif job.status != "cancelling":
+            raise RequestError(
+                409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel."
+            )
+        session.commit()
+        if cancelled_in_queue:  # a job re-queued after a lost worker may have saved a checkpoint
+            StoredCheckpoint(storage, job.tenant_id, job.id).delete()
+        session.refresh(job)
+        return to_object(job)
 
 
 @router.get(
@@ -156,43 +161,45 @@ def cancel_job(job_id: str, session: SessionDep, storage: StorageDep, tenant_id:
 def list_events(
     job_id: str,
     request: Request,
-    session: SessionDep,
-    resources: ResourcesDep,
+    database: DatabaseDep,
     tenant_id: TenantDep,
     limit: Limit = 100,
     after: After = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ):
-    job = get_owned(session, Job, tenant_id, job_id)
-    query = select(JobEvent).where(JobEvent.job_pk == job.pk)
-    if "text/event-stream" in request.headers.get("accept", ""):
-        resume = session.scalar(
-            select(JobEvent.pk).where(JobEvent.job_pk == job.pk, JobEvent.id == (last_event_id or after))
-        )
-        stream = job_event_stream(resources.database.sessions, job.pk, resume or 0)
-        return StreamingResponse(
-            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
-    rows, has_more = paginate(session, query, JobEvent, after, limit, newest_first=False)
+    with database.sessions() as session:
+        job = get_owned(session, Job, tenant_id, job_id)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            resume = session.scalar(
+                select(JobEvent.pk).where(JobEvent.job_pk == job.pk, JobEvent.id == (last_event_id or after))
+            )
+            stream = job_event_stream(database.sessions, job.pk, resume or 0)
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            )
+        query = select(JobEvent).where(JobEvent.job_pk == job.pk)
+        rows, has_more = paginate(session, query, JobEvent, after, limit, newest_first=False)
     events = [EventObject(id=e.id, created_at=e.created_at, level=e.level, message=e.message) for e in rows]
     return Page[EventObject](data=events, has_more=has_more)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricList, responses=ERRORS)
-def list_metrics(job_id: str, session: SessionDep, tenant_id: TenantDep, name: str | None = None):
-    job = get_owned(session, Job, tenant_id, job_id)
-    query = select(JobMetric).where(JobMetric.job_pk == job.pk)
-    if name is not None:
-        query = query.where(JobMetric.name == name)
-    rows = session.scalars(query.order_by(JobMetric.step, JobMetric.pk))
+def list_metrics(job_id: str, database: DatabaseDep, tenant_id: TenantDep, name: str | None = None):
+    with database.sessions() as session:
+        job = get_owned(session, Job, tenant_id, job_id)
+        query = select(JobMetric).where(JobMetric.job_pk == job.pk)
+        if name is not None:
+            query = query.where(JobMetric.name == name)
+        rows = session.scalars(query.order_by(JobMetric.step, JobMetric.pk)).all()
     return MetricList(
         data=[MetricPoint(step=m.step, epoch=m.epoch, name=m.name, value=m.value) for m in rows]
     )
 
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactObject], responses=ERRORS)
-def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
-    job = get_owned(session, Job, tenant_id, job_id)
+def list_artifacts(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
+    with database.sessions() as session:
+        job = get_owned(session, Job, tenant_id, job_id)
     artifacts = [
         ArtifactObject(name=a.name, bytes=a.bytes, sha256=a.sha256, content_type=a.content_type)
         for a in job.artifacts
@@ -206,10 +213,11 @@ def list_artifacts(job_id: str, session: SessionDep, tenant_id: TenantDep):
     responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_artifact(
-    job_id: str, name: str, request: Request, session: SessionDep, storage: StorageDep, tenant_id: TenantDep
+    job_id: str, name: str, request: Request, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep
 ):
-    job = get_owned(session, Job, tenant_id, job_id)
-    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk, Artifact.name == name))
+    with database.sessions() as session:
+        job = get_owned(session, Job, tenant_id, job_id)
+        artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk, Artifact.name == name))
     if artifact is None:
         raise not_found("artifact", name)
     return stream_object(
