@@ -2,9 +2,13 @@
 
 import hashlib
 import json
+import re
 import time
+from typing import Annotated
 
+from fastapi import Header
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -13,6 +17,26 @@ from core.errors import RequestError
 from core.models import IdempotencyRecord
 
 KEY_TTL_SECONDS = 24 * 3600
+KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _checked_key(key: str | None) -> str | None:
+    """An empty key would be one key for every request of the tenant: keys are 1 to 255 visible characters."""
+    if key is not None and not KEY.fullmatch(key):
+        raise ValueError(
+            "use 1 to 255 visible ASCII characters (letters, digits, punctuation; no spaces), e.g. a UUID"
+        )
+    return key
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        description="1 to 255 visible ASCII characters. A retry with the same key and body gets the "
+        "first response (for 24 h); another body with the key is a 409."
+    ),
+    AfterValidator(_checked_key),
+]
 
 
 def fingerprint(*parts: object) -> str:

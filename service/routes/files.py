@@ -1,7 +1,8 @@
 import re
+import unicodedata
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
@@ -25,6 +26,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model":
 ROUTE = "POST /v1/files"
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
 CONTENT_TYPES = {"npz": "application/zip", "pt2": "application/zip", "json": "application/json"}
+INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # Unicode categories a file name must not carry
 
 
 def to_object(row: FileRow) -> FileObject:
@@ -35,9 +37,12 @@ def to_object(row: FileRow) -> FileObject:
 
 
 def safe_filename(name: str | None) -> str:
+    """The base name, without quotes and invisible characters: controls (C0, C1), format characters (the
+    bidirectional overrides that make `invoice\u202egpj.npz` read as a `.jpg`, zero-width marks) and line
+    separators."""
     base = re.split(r"[/\\]", name or "")[-1]
-    base = re.sub(r"[\x00-\x1f\x7f\"]", "", base).strip().lstrip(".")
-    return base[:255] or "upload"
+    base = "".join(c for c in base if c != '"' and unicodedata.category(c) not in INVISIBLE)
+    return base.strip().lstrip(".")[:255] or "upload"
 
 
 @router.post("", status_code=201, response_model=FileObject, responses=ERRORS)
@@ -48,7 +53,7 @@ def upload_file(
     tenant_id: TenantDep,
     file: Annotated[UploadFile, File(description="The file's bytes.")],
     purpose: Annotated[Purpose, Form()],
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ):
     file_id = new_id("file")
     key = f"files/{tenant_id}/{file_id}"

@@ -57,7 +57,7 @@ def create_job(
     settings: SettingsDep,
     queue: QueueDep,
     tenant_id: TenantDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ):
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     with database.sessions() as session:

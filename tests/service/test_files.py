@@ -75,6 +75,22 @@ def test_upload_windows_path_and_non_ascii_filename(client):
     assert "filename*=UTF-8''donn%C3%A9es.json" in download.headers["content-disposition"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("invoice\u202egpj.npz", "invoicegpj.npz"),  # RIGHT-TO-LEFT OVERRIDE: would show as "invoice.jpg"
+        ("a\u2066b\u2069c\u200fd.json", "abcd.json"),  # isolates and a RIGHT-TO-LEFT MARK
+        ("x\u0085y\u009bz.json", "xyz.json"),  # C1 controls
+        ("\u202e\u2067", "upload"),  # nothing left
+    ],
+    ids=["override", "isolates and marks", "C1 controls", "only controls"],
+)
+def test_file_names_lose_their_bidirectional_and_control_characters(client, sent, kept):
+    body = upload_ok(client, TOKENIZER, "tokenizer", sent)
+    assert body["filename"] == kept
+    assert client.get(f"/v1/files/{body['id']}").json()["filename"] == kept
+
+
 # Listing
 
 

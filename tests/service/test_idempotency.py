@@ -2,6 +2,8 @@
 
 import uuid
 
+import pytest
+
 from tests.service.helpers import (
     TOKENIZER,
     assert_error,
@@ -128,3 +130,27 @@ def test_overlong_key_is_422(client, teacher_file, dataset_file):
     assert response.status_code == 422
     assert response.json()["error"]["param"].lower() == "idempotency-key"
     assert newest_id(client, "jobs") == newest
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", " ", "tab\tkey", "x" * 256, "clé".encode("latin-1")],
+    ids=["empty", "space", "tab", "long", "accent"],
+)
+@pytest.mark.parametrize("route", ["jobs", "files"])
+def test_a_key_that_is_not_1_to_255_visible_characters_is_refused(
+    client, teacher_file, dataset_file, route, key
+):
+    """An empty key would otherwise be one key shared by every request of the tenant for 24 h."""
+    newest = newest_id(client, route)
+    if route == "jobs":
+        response = client.post(
+            "/v1/jobs",
+            json=job_request(teacher_file["id"], dataset_file["id"]),
+            headers={"Idempotency-Key": key},
+        )
+    else:
+        response = upload(client, dataset_bytes(), "dataset", **{"Idempotency-Key": key})
+    error = assert_error(response, 422, "Idempotency-Key", "invalid_request")
+    assert "1 to 255" in error["message"]
+    assert newest_id(client, route) == newest
