@@ -13,9 +13,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, settings_problems
 
 
 def migrate(args) -> None:
@@ -197,7 +198,10 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
     command.set_defaults(run=keys_list)
 
     args = parser.parse_args(argv)
-    args.settings = settings if settings is not None else get_settings()
+    try:
+        args.settings = settings if settings is not None else get_settings()
+    except ValidationError as error:
+        sys.exit(f"distill: cannot start: {settings_problems(error)}")
     args.run(args)
 
 

@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Worker losses before a job fails.")
 
+    @field_validator("storage_url")
+    @classmethod
+    def _local_path(cls, url: str | None) -> str | None:
+        if url is not None and "://" in url:
+            raise ValueError("only a local (or shared) folder is served so far: give its path")
+        return url
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'distill.db').resolve()}"
@@ -85,3 +92,12 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_problems(error: ValidationError) -> str:
+    """What is wrong with the environment's settings, by variable, for a person to fix."""
+    return "; ".join(
+        f"DISTILL_{'_'.join(map(str, problem['loc'])).upper()}={problem['input']!r}: "
+        + problem["msg"].removeprefix("Value error, ")
+        for problem in error.errors()
+    )

@@ -101,6 +101,5 @@ def job_key(tenant_id: str, job_id: str, name: str) -> str:
 
 
 def make_storage(url: str) -> Storage:
-    if "://" in url:
-        raise ValueError(f"DISTILL_STORAGE_URL={url!r}: only local paths are supported so far")
+    """The storage at `url`: a local folder (the settings refuse other URLs until they are served)."""
     return LocalStorage(Path(url))

@@ -1,0 +1,30 @@
+"""Settings the service cannot serve stop `distill` at start-up with a message naming the variable, before
+anything is created."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.stack import ROOT
+
+
+def distill(cwd, *argv: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DISTILL_HOME": str(cwd / "home"), **env}
+    return subprocess.run([sys.executable, "-m", "cli", *argv], cwd=cwd, env={**environment, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [["api"], ["worker"], ["migrate"]])
+def test_a_storage_url_it_cannot_serve_is_refused(tmp_path, command):
+    result = distill(tmp_path, *command, DISTILL_STORAGE_URL="s3://bucket/prefix")
+    assert result.returncode != 0
+    assert "DISTILL_STORAGE_URL" in result.stderr and "s3://bucket/prefix" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no `s3:` folder, no home
+
+
+def test_a_setting_out_of_range_is_named(tmp_path):
+    result = distill(tmp_path, "migrate", DISTILL_AUTH="maybe")
+    assert result.returncode != 0 and "DISTILL_AUTH" in result.stderr and "Traceback" not in result.stderr
