@@ -9,7 +9,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.specs import ArchitectureSpec, DistillationConfig, EngineJob, Spec, TeacherSource, TrainingConfig
+from engine.specs import (
+    ArchitectureSpec,
+    DistillationConfig,
+    EngineJob,
+    Spec,
+    TeacherSource,
+    TeacherWeight,
+    TrainingConfig,
+)
 
 
 class TeacherRef(Spec):
@@ -21,9 +29,7 @@ class TeacherRef(Spec):
         default=None,
         description="Required for `safetensors` (weights only); a `pt2` archive carries its own.",
     )
-    weight: float = Field(
-        default=1.0, gt=0.0, le=1000.0, description="Share in a teacher ensemble (`teachers`)."
-    )
+    weight: TeacherWeight = Field(default=1.0, description="Share in a teacher ensemble (`teachers`).")
 
 
 class StudentDerivation(Spec):

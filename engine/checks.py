@@ -156,3 +156,16 @@ def check_teacher_output(output: object, x: Tensor, num_classes: int) -> None:
             f"the teacher outputs {output.shape[1]} classes but student_architecture.num_classes is "
             f"{num_classes}; they must be equal",
         )
+
+
+def check_teacher_logits(logits: Tensor, x: Tensor) -> None:
+    """The teachers' logits on the validation set `x` are finite: metrics are never made of NaN."""
+    non_finite = int((~torch.isfinite(logits)).any(dim=1).sum())
+    if non_finite:
+        scale = x.abs().max().item() if x.is_floating_point() else 0.0
+        raise DistillError(
+            "teacher_rejected_input",
+            f"the teacher produced NaN or infinite logits on {non_finite:,} validation sample(s) (the "
+            f"validation inputs reach {scale:.3g} in magnitude): check the teacher's weights, and "
+            "standardize the data if it is that large",
+        )

@@ -19,6 +19,7 @@ from engine.errors import DistillError
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 INTEGER_KINDS = "iu"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -106,6 +107,12 @@ def _check_x(x: np.ndarray | None, path: Path) -> np.ndarray:
         non_finite = int(x.size - np.count_nonzero(np.isfinite(x)))
         if non_finite:
             raise invalid(f"array 'x' has {non_finite:,} NaN or infinite values; clean or impute them first")
+        beyond = int(np.count_nonzero(np.abs(x) > FLOAT32_MAX)) if x.dtype.itemsize > 4 else 0
+        if beyond:
+            raise invalid(
+                f"array 'x' has {beyond:,} values beyond float32's range (±{FLOAT32_MAX:.3g}), in which the "
+                "models compute: rescale the data (standardize each feature) first"
+            )
     return x
 
 

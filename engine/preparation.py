@@ -11,6 +11,7 @@ from engine.checks import (
     check_batch_norm_batches,
     check_labels,
     check_student_input,
+    check_teacher_logits,
     probe_teacher,
     teacher_rejections,
 )
@@ -53,6 +54,7 @@ def prepare(job: EngineJob, files: JobFiles, device: torch.device, reporter: Rep
     check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
     with teacher_rejections(validation.x[:batch_size]):
         teacher_validation_logits = teachers.predict(validation.x, batch_size, device)
+    check_teacher_logits(teacher_validation_logits, validation.x)
     if validation.labeled:
         who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
         reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")

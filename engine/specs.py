@@ -15,6 +15,12 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Floors that keep the arithmetic finite: a weight below 1e-3 of another is no share worth computing (and
+# 1e-320 is 0 in float32); logits / T must not overflow float32.
+TeacherWeight = Annotated[float, Field(ge=0.001, le=1000.0)]
+Temperature = Annotated[float, Field(ge=0.01, le=1000.0)]
+
+
 def _family_required(schema: dict) -> None:
     # The union picks the family by this field, so requests must send it; Python code may omit it.
     schema["required"] = ["family", *schema.get("required", [])]
@@ -100,9 +106,7 @@ class FeaturePair(Spec):
 class Search(Spec):
     """The grid that `temperature: "auto"` and `alpha: "auto"` try, each trial a short training run."""
 
-    temperatures: list[Annotated[float, Field(gt=0.0, le=1000.0)]] = Field(
-        default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=16
-    )
+    temperatures: list[Temperature] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=16)
     alphas: list[Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(
         default=[0.5, 0.9], min_length=1, max_length=16
     )
@@ -151,16 +155,13 @@ class DistillationConfig(Spec):
     """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
     plus the weighted feature losses of `features`."""
 
-    temperature: Annotated[float, Field(gt=0.0, le=1000.0)] | Literal["auto"] = Field(
+    temperature: Temperature | Literal["auto"] = Field(
         default=4.0,
         description="Softmax temperature T. `auto`: short trials over `search.temperatures` pick it by "
         "validation accuracy (needs validation labels).",
     )
-    final_temperature: float | None = Field(
-        default=None,
-        gt=0.0,
-        le=1000.0,
-        description="If set, T moves from `temperature` to this over training.",
+    final_temperature: Temperature | None = Field(
+        default=None, description="If set, T moves from `temperature` to this over training."
     )
     temperature_schedule: Literal["linear", "cosine"] = Field(
         default="linear", description="How T moves to `final_temperature`."
@@ -257,7 +258,7 @@ class TrainingConfig(Spec):
 class TeacherSource(Spec):
     format: Literal["safetensors", "pt2"]
     architecture: ArchitectureSpec | None = None
-    weight: float = Field(default=1.0, gt=0.0, le=1000.0, description="Share in the teacher ensemble.")
+    weight: TeacherWeight = Field(default=1.0, description="Share in the teacher ensemble.")
 
 
 class EngineJob(Spec):

@@ -17,6 +17,8 @@ from engine.reporting import Reporter
 from engine.specs import DistillationConfig, EngineJob, TrainingConfig
 from engine.students import Student
 
+LARGE_INPUT = 1e4  # a standardized feature never comes near this
+
 
 class RunningMeans:
     """Per-sample means of per-batch values, weighting each batch by its size."""
@@ -196,7 +198,7 @@ def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps:
                 )
             losses = loss_values(terms)
             if not math.isfinite(losses["loss"]):
-                raise divergence(losses["loss"], teachers, clock.epoch, clock.step, job)
+                raise divergence(losses["loss"], x, teachers, temperature, clock, job)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
@@ -266,17 +268,30 @@ def loss_values(terms: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(terms, values, strict=True))
 
 
-def divergence(loss: float, teachers: TeacherOutputs, epoch: int, step: int, job: EngineJob) -> DistillError:
+def divergence(
+    loss: float, x: Tensor, teachers: TeacherOutputs, temperature: float, clock: Clock, job: EngineJob
+) -> DistillError:
+    """Why the loss of the batch `x` is not finite, as far as the batch tells: the teacher, the data's
+    scale, or the training itself."""
+    where, learning_rate = f"at epoch {clock.epoch}, step {clock.step}", job.training.learning_rate
     if not torch.isfinite(teachers.logits).all():
         return DistillError(
             "loss_diverged",
-            f"the teacher produced NaN or infinite logits at epoch {epoch}, step {step}, so the loss is "
-            f"{loss}: check the teacher's weights and the input data",
+            f"the teacher produced NaN or infinite logits {where}, so the loss is {loss}: check the "
+            "teacher's weights and the input data",
+        )
+    scale = x.abs().max().item() if x.is_floating_point() else 0.0
+    if scale > LARGE_INPUT:
+        return DistillError(
+            "loss_diverged",
+            f"the loss became {loss} {where}: the training inputs reach {scale:.3g} in magnitude, too large "
+            "to train on. Standardize them (zero mean, unit variance per feature) and upload them again; a "
+            f"lower learning_rate (now {learning_rate}) would not help",
         )
     return DistillError(
         "loss_diverged",
-        f"the loss became {loss} at epoch {epoch}, step {step}: training diverged. Try a lower learning_rate "
-        f"(now {job.training.learning_rate}) or temperature (now {job.distillation.temperature})",
+        f"the loss became {loss} {where}, at temperature {temperature:.3g}: training diverged. Try a lower "
+        f"learning_rate (now {learning_rate})",
     )
 
 

@@ -11,9 +11,9 @@ from tests.stack import ROOT
 
 
 def distill(cwd, *argv: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DISTILL_HOME": str(cwd / "home"), **env}
-    return subprocess.run([sys.executable, "-m", "cli", *argv], cwd=cwd, env={**environment, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    environment = {**os.environ, "DISTILL_HOME": str(cwd / "home"), "PYTHONPATH": str(ROOT), **env}
+    command = [sys.executable, "-m", "cli", *argv]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("command", [["api"], ["worker"], ["migrate"]])

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -172,13 +173,70 @@ def test_huge_learning_rate_diverges(blob_task, make_job, tmp_path):
     assert "lower learning_rate (now 10.0)" in error.message and "epoch" in error.message
 
 
+def test_a_diverging_schedule_cites_the_temperature_of_the_step_that_diverged(blob_task, make_job, tmp_path):
+    distillation = {"temperature": 1.0, "final_temperature": 50.0}
+    job = make_job(training={"optimizer": "sgd", "learning_rate": 10.0}, distillation=distillation)
+    error = distill_error(job, blob_task, tmp_path)
+    step = int(re.search(r"step (\d+)", error.message)[1])
+    steps = job.training.epochs * math.ceil(540 / 32)  # 600 samples less the 10% hold-out, batches of 32
+    temperature = 1.0 + 49.0 * (step - 1) / (steps - 1)
+    assert f"at temperature {temperature:.3g}" in error.message, error.message
+    assert "lower learning_rate (now 10.0)" in error.message and "or temperature" not in error.message
+
+
+def test_inputs_too_large_to_train_on_are_blamed_not_the_learning_rate(blob_task, make_job, tmp_path):
+    x, y = gaussian_blobs(600)
+    np.savez(tmp_path / "unscaled.npz", x=x * 1e30, y=y)
+    job = make_job(training={"optimizer": "sgd"})
+    error = distill_error(job, blob_task, tmp_path, train_path=tmp_path / "unscaled.npz")
+    assert error.code == "loss_diverged"
+    assert "inputs reach" in error.message and "Standardize" in error.message
+
+
+def test_values_beyond_float32_are_refused_when_the_dataset_loads(blob_task, make_job, tmp_path):
+    x, y = gaussian_blobs(600)
+    x = x.astype(np.float64)
+    x[3, 1] = 1e300  # finite in float64, infinite in float32
+    np.savez(tmp_path / "huge.npz", x=x, y=y)
+    error = distill_error(make_job(), blob_task, tmp_path, validation_path=tmp_path / "huge.npz")
+    assert error.code == "dataset_invalid" and "float32" in error.message
+
+
+def test_a_teacher_that_overflows_on_the_validation_set_fails_the_job(blob_task, make_job, tmp_path):
+    """Never metrics made of NaN: a teacher whose validation logits are not finite fails the job at once."""
+    x, y = gaussian_blobs(100, seed=1)
+    x[7] = 3e38  # finite in float32; the teacher's layers overflow
+    np.savez(tmp_path / "validation.npz", x=x, y=y)
+    reporter = RecordingReporter()
+    with pytest.raises(DistillError) as caught:
+        distill(
+            make_job(), blob_task, tmp_path / "out", reporter, validation_path=tmp_path / "validation.npz"
+        )
+    assert caught.value.code == "teacher_rejected_input"
+    assert "NaN or infinite" in caught.value.message and "1 validation sample" in caught.value.message
+    assert reporter.phases == ["validating"]
+
+
 def test_infinite_teacher_logits_diverge_and_blame_the_teacher(blob_task, make_job, tmp_path):
+    """The teacher is fine on the validation set but overflows on the training inputs."""
+    x, y = gaussian_blobs(600)
+    np.savez(tmp_path / "huge.npz", x=np.full_like(x, 3e38), y=y)
+    np.savez(tmp_path / "validation.npz", x=x[:100], y=y[:100])
+    paths = {"train_path": tmp_path / "huge.npz", "validation_path": tmp_path / "validation.npz"}
+    error = distill_error(make_job(), blob_task, tmp_path, **paths)
+    assert error.code == "loss_diverged"
+    assert "the teacher produced NaN or infinite logits at epoch 1, step 1" in error.message
+
+
+def test_a_teacher_with_infinite_weights_fails_before_training(blob_task, make_job, tmp_path):
     state = {key: value.clone() for key, value in blob_task.teacher.state_dict().items()}
     state["head.bias"][0] = math.inf
     save_file(state, tmp_path / "teacher.safetensors")
-    error = distill_error(make_job(), blob_task, tmp_path, teacher_path=tmp_path / "teacher.safetensors")
-    assert error.code == "loss_diverged"
-    assert "the teacher produced NaN or infinite logits at epoch 1, step 1" in error.message
+    reporter, teacher = RecordingReporter(), tmp_path / "teacher.safetensors"
+    with pytest.raises(DistillError) as caught:
+        distill(make_job(), blob_task, tmp_path / "out", reporter, teacher_path=teacher)
+    assert caught.value.code == "teacher_rejected_input" and "NaN or infinite" in caught.value.message
+    assert reporter.phases == ["validating"]
 
 
 def test_teacher_rejecting_the_input(blob_task, make_job, tmp_path):

@@ -237,6 +237,25 @@ def test_num_classes_mismatch(client, teacher_file, dataset_file):
     assert "3" in error["message"] and "10" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("teacher.weight", 1e-320),  # passes `> 0`, and is 0 in float32
+        ("teacher.weight", 0.0001),
+        ("distillation.temperature", 1e-300),  # x / T overflows
+        ("distillation.final_temperature", 1e-300),
+        ("distillation.search.temperatures", [4.0, 0.001]),
+    ],
+)
+def test_weights_and_temperatures_too_small_to_compute_with_are_refused(
+    client, teacher_file, dataset_file, path, value
+):
+    request = set_path(job_request(teacher_file["id"], dataset_file["id"]), path, value)
+    param = f"{path}.1" if isinstance(value, list) else path
+    error = assert_error(client.post("/v1/jobs", json=request), 422, param, "invalid_request")
+    assert "greater than or equal" in error["message"]
+
+
 # Bodies that are not a job request at all
 
 

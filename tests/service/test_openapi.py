@@ -58,7 +58,7 @@ def test_job_create_documents_the_request(openapi):
 
     distillation = resolve(openapi, body["properties"]["distillation"])["properties"]
     temperature, alpha = distillation["temperature"], distillation["alpha"]
-    assert {"type": "number", "exclusiveMinimum": 0.0, "maximum": 1000.0} in temperature["anyOf"]
+    assert {"type": "number", "minimum": 0.01, "maximum": 1000.0} in temperature["anyOf"]  # x / T finite
     assert {"const": "auto", "type": "string"} in temperature["anyOf"] and temperature["default"] == 4.0
     assert {"type": "number", "minimum": 0.0, "maximum": 1000.0} in alpha["anyOf"] and alpha["default"] == 0.9
     assert distillation["beta"]["minimum"] == 0 and distillation["beta"]["default"] == 0.1
