@@ -139,6 +139,8 @@ def decode_record(raw: bytes, number: int) -> dict:
         raise invalid(f"line {number} is not UTF-8 text: save the file as UTF-8") from None
     except json.JSONDecodeError as error:
         raise not_json(number, f"{error.msg} at column {error.colno}") from None
+    except ValueError as error:  # an integer of more than 4,300 digits
+        raise not_json(number, str(error)) from None
     except RecursionError:
         raise not_json(number, "nested too deeply") from None
     if not isinstance(record, dict):

@@ -36,10 +36,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.groups()
     if first == "":  # the last N bytes
-        start, end = max(size - int(last), 0), size - 1
+        start, end = max(size - _position(last), 0), size - 1
     else:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
+        start, end = _position(first), min(_position(last), size - 1) if last else size - 1
     return (start, end) if start <= end and start < size else None
+
+
+def _position(digits: str) -> int:
+    """A byte position; one of more digits than any object's size has (CPython refuses to convert more
+    than 4,300) is past the end."""
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def stream_object(

@@ -128,7 +128,7 @@ def check_safetensors(path: Path) -> None:
             )
         try:
             header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
             raise UploadRejected(f"Not a safetensors file: its header is not JSON ({exc}).") from None
     _check_safetensors_header(header, data_bytes=size - 8 - header_len)
 
@@ -263,8 +263,8 @@ def _jsonl_record_is_labeled(line: bytes, number: int) -> bool:
         record = json.loads(line.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise _bad_jsonl_line(number, "is not UTF-8 text") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise _bad_jsonl_line(number, "is not JSON") from None
+    except (ValueError, RecursionError):  # JSON syntax, integers of 4,300+ digits, nesting
+        raise _bad_jsonl_line(number, "is not JSON that this server reads") from None
     if not isinstance(record, dict):
         raise _bad_jsonl_line(number, "is not a JSON object")
     if not isinstance(record.get("text"), str):
@@ -312,7 +312,7 @@ def _tokenizer_format(path: Path) -> str:
     try:
         with path.open("rb") as f:
             document = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
         raise UploadRejected(f"A tokenizer must be a Hugging Face `tokenizers` JSON file: {exc}") from None
     if not isinstance(document, dict) or "model" not in document:
         raise UploadRejected(

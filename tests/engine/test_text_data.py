@@ -94,6 +94,7 @@ BAD_LINES = {
     "string label": ({"text": "a", "label": "1"}, ["line 2", '"1"', "integer"]),
     "boolean label": ({"text": "a", "label": True}, ["line 2", "true", "integer"]),
     "label missing among labeled lines": ({"text": "a"}, ["line 2", "label every line"]),
+    "a label of 5,000 digits": ('{"text": "a", "label": ' + "9" * 5000 + "}", ["line 2", "not valid JSON"]),
 }
 
 

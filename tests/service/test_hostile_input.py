@@ -2,6 +2,7 @@
 and refused from headers and directories alone (nothing inflated, nothing stored)."""
 
 import io
+import struct
 import zipfile
 
 import numpy as np
@@ -252,3 +253,40 @@ def test_unparsable_json_body_is_422(client, body, hint):
     error = assert_error(response, 422, None, "invalid_request")
     assert hint in error["message"] and "JSON" in error["message"]
     assert newest_id(client, "jobs") == newest
+
+
+# Integers longer than CPython converts (4,300 digits): a ValueError that is not a JSONDecodeError
+
+HUGE = "9" * 5000
+
+
+def safetensors_with_header(header: str) -> bytes:
+    encoded = header.encode()
+    return struct.pack("<Q", len(encoded)) + encoded + bytes(4)
+
+
+@pytest.mark.parametrize(
+    ("purpose", "content"),
+    [
+        ("dataset", f'{{"text": "a", "label": {HUGE}}}\n'.encode()),
+        ("tokenizer", f'{{"model": {{"type": "WordLevel"}}, "version": {HUGE}}}'.encode()),
+        (
+            "teacher",
+            safetensors_with_header(
+                f'{{"w": {{"dtype": "F32", "shape": [{HUGE}], "data_offsets": [0, 4]}}}}'
+            ),
+        ),
+    ],
+    ids=["jsonl label", "tokenizer", "safetensors header"],
+)
+def test_an_integer_of_thousands_of_digits_is_a_422(client, storage_root, purpose, content):
+    objects = stored_objects(storage_root)
+    assert_error(upload(client, content, purpose), 422, "file", "invalid_file")
+    assert stored_objects(storage_root) == objects
+
+
+@pytest.mark.parametrize("header", [f"bytes={HUGE}-", f"bytes=0-{HUGE}", f"bytes=-{HUGE}"])
+def test_a_range_of_thousands_of_digits_is_answered(client, header):
+    file = upload(client, dataset_bytes(), "dataset").json()
+    response = client.get(f"/v1/files/{file['id']}/content", headers={"Range": header})
+    assert response.status_code in (200, 206, 416), response.text
