@@ -17,41 +17,42 @@ from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 MAX_REASON_CHARS = 600
 
 
-def check_student_input(spec: ArchitectureSpec, train: ArrayDataset) -> None:
-    sample_shape = list(train.x.shape[1:])
+def check_student_input(
+    spec: ArchitectureSpec, dataset: ArrayDataset, field: str = "student.architecture"
+) -> None:
+    """The samples fit the model the job trains (the student, or the peer named by `field`)."""
+    sample_shape = list(dataset.x.shape[1:])
     if spec.family == "transformer":
-        check_token_ids(spec, train.x)
+        check_token_ids(spec, dataset.x, field)
     elif spec.family == "mlp":
         # An MLP flattens its input, so only the number of values per sample matters.
         if math.prod(sample_shape) != math.prod(spec.input_shape):
             raise DistillError(
                 "incompatible_shapes",
                 f"dataset samples have shape {sample_shape} ({math.prod(sample_shape):,} values) but "
-                f"student_architecture.input_shape is {spec.input_shape} "
-                f"({math.prod(spec.input_shape):,} values)",
+                f"{field}.input_shape is {spec.input_shape} ({math.prod(spec.input_shape):,} values)",
             )
     elif sample_shape != spec.input_shape:
         raise DistillError(
             "incompatible_shapes",
-            f"dataset samples have shape {sample_shape} but student_architecture.input_shape is "
-            f"{spec.input_shape}",
+            f"dataset samples have shape {sample_shape} but {field}.input_shape is {spec.input_shape}",
         )
 
 
-def check_token_ids(spec: TransformerSpec, x: Tensor) -> None:
+def check_token_ids(spec: TransformerSpec, x: Tensor, field: str = "student.architecture") -> None:
     """Token ids [N, L] (as `datasets.load_dataset` reads them) that the transformer can embed:
     L <= max_length, every id < vocab_size."""
     if x.shape[1] > spec.max_length:
         raise DistillError(
             "incompatible_shapes",
-            f"dataset sequences have {x.shape[1]} tokens but student_architecture.max_length is "
+            f"dataset sequences have {x.shape[1]} tokens but {field}.max_length is "
             f"{spec.max_length}: truncate the ids to at most {spec.max_length}, or raise max_length",
         )
     largest = int(x.max()) if x.numel() else 0
     if largest >= spec.vocab_size:
         raise DistillError(
             "vocabulary_mismatch",
-            f"the dataset has token id {largest:,} but student_architecture.vocab_size is "
+            f"the dataset has token id {largest:,} but {field}.vocab_size is "
             f"{spec.vocab_size:,} (ids 0 to {spec.vocab_size - 1:,}): set vocab_size to at least "
             f"{largest + 1:,}, or tokenize with the tokenizer the models were built for",
         )
@@ -94,7 +95,9 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
         )
 
 
-def check_batch_norm_batches(spec: ArchitectureSpec, num_train: int, batch_size: int) -> None:
+def check_batch_norm_batches(
+    spec: ArchitectureSpec, num_train: int, batch_size: int, field: str = "student.architecture"
+) -> None:
     """BatchNorm in training mode needs more than one value per channel; a CNN whose last stage
     is 1x1 gets exactly one from a batch of one sample."""
     if spec.family != "cnn" or cnn_output_size(spec) != (1, 1):
@@ -102,7 +105,7 @@ def check_batch_norm_batches(spec: ArchitectureSpec, num_train: int, batch_size:
     if smallest_batch(num_train, batch_size) == 1:
         raise DistillError(
             "incompatible_shapes",
-            f"the student's last stage sees 1x1 feature maps, which BatchNorm cannot train on batches of "
+            f"the last stage of {field} sees 1x1 feature maps, which BatchNorm cannot train on batches of "
             f"one sample (batch_size {batch_size}, {num_train} training samples): use batch_size >= 2 "
             "or fewer stages in widths",
         )

@@ -71,10 +71,11 @@ def padded(dataset: ArrayDataset, length: int) -> ArrayDataset:
 
 
 def check_tokenizer(job: EngineJob, tokenizer_path: Path, reporter: Reporter) -> None:
-    """Every id the tokenizer produces must index the embeddings of the student and of each transformer
-    teacher whose architecture is known: `vocabulary_mismatch` otherwise."""
+    """Every id the tokenizer produces must index the embeddings of the student, its peers and each
+    transformer teacher whose architecture is known: `vocabulary_mismatch` otherwise."""
     size = vocabulary_size(load_tokenizer(tokenizer_path))
     models = [("student", job.student_architecture)]
+    models += [(f"peer {number}", peer) for number, peer in enumerate(job.distillation.peers, start=1)]
     for index, teacher in enumerate(job.teachers):
         models.append(("teacher" if len(job.teachers) == 1 else f"teacher {index}", teacher.architecture))
     for name, spec in models:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from engine.design import StudentSpec, layer_selection
-from engine.errors import DistillError
-from engine.specs import CNNSpec, MLPSpec
+from engine.design import StudentSpec, layer_count, layer_selection
+from engine.job_rules import check_initialisable
 
 # Where each family keeps its repeated layers, and the group of a state-dict key that holds the index.
 _LAYER_KEY = {
@@ -55,21 +54,8 @@ def init_from_teacher(
     teacher counterpart, a different rank or a larger size keep their fresh initialisation.
     Raises DistillError for a student of another family or with more layers than the teacher.
     """
-    if student_spec.family != teacher_spec.family:
-        raise DistillError(
-            "init_family_mismatch",
-            f"a {student_spec.family} student cannot be initialised from a {teacher_spec.family} teacher; "
-            "use the teacher's family or turn off initialisation from the teacher",
-        )
-    teacher_layers, student_layers = _layer_count(teacher_spec), _layer_count(student_spec)
-    if student_layers > teacher_layers:
-        raise DistillError(
-            "init_student_deeper",
-            f"the student has {student_layers} layers (blocks per stage for cnn) and the teacher "
-            f"{teacher_layers}: each student layer starts from its own teacher layer, so use at most "
-            f"{teacher_layers} or turn off initialisation from the teacher",
-        )
-    layer_map = layer_selection(teacher_layers, student_layers)
+    check_initialisable(student_spec, teacher_spec)
+    layer_map = layer_selection(layer_count(teacher_spec), layer_count(student_spec))
     report = InitReport(layer_map=layer_map)
     # state_dict() tensors share storage with the student's parameters and buffers: copying into
     # them writes the student.
@@ -78,14 +64,6 @@ def init_from_teacher(
             source = teacher_state.get(_teacher_name(name, student_spec.family, layer_map))
             _copy_tensor(name, target, source, report)
     return report
-
-
-def _layer_count(spec: StudentSpec) -> int:
-    if isinstance(spec, MLPSpec):
-        return len(spec.hidden_sizes)
-    if isinstance(spec, CNNSpec):
-        return spec.blocks_per_stage
-    return spec.num_layers
 
 
 def _teacher_name(student_name: str, family: str, layer_map: list[int]) -> str:

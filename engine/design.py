@@ -82,3 +82,12 @@ def layer_selection(teacher_count: int, student_count: int) -> list[int]:
     if not 0 <= student_count <= teacher_count:
         raise ValueError(f"cannot pick {student_count} of {teacher_count} teacher layers")
     return [index * teacher_count // student_count for index in range(student_count)]
+
+
+def layer_count(spec: StudentSpec) -> int:
+    """The layers initialisation from the teacher maps: hidden layers, blocks per stage, encoder layers."""
+    if isinstance(spec, MLPSpec):
+        return len(spec.hidden_sizes)
+    if isinstance(spec, CNNSpec):
+        return spec.blocks_per_stage
+    return spec.num_layers

@@ -9,6 +9,7 @@ named as the request names it: `teacher`, or `teachers.0`, `teachers.1`, ... for
 
 from collections.abc import Sequence
 
+from engine.design import layer_count
 from engine.errors import DistillError
 from engine.layer_map import check_layer_map
 from engine.specs import ArchitectureSpec, EngineJob, TeacherSource
@@ -19,12 +20,44 @@ def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> No
     else `teachers.i`)."""
     fields = _teacher_fields(job.teachers, teacher_fields)
     _check_feature_teachers(job)
-    if job.student_init == "teacher":
-        initialising_teacher_architecture(job.teachers, fields)
     _check_classes(job, fields)
     _check_method(job)
     _check_families(job, fields)
+    _check_peers(job)
+    if job.student_init == "teacher":
+        teacher = initialising_teacher_architecture(job.teachers, fields)
+        for field, spec in learners(job):
+            check_initialisable(spec, teacher, field)
     _check_tinybert(job, fields)
+
+
+def learners(job: EngineJob) -> list[tuple[str, ArchitectureSpec]]:
+    """The models the job trains with the request field of each: the student and its `mutual` peers."""
+    peers = [(f"distillation.peers.{i}", peer) for i, peer in enumerate(job.distillation.peers)]
+    return [("student.architecture", job.student_architecture), *peers]
+
+
+def check_initialisable(
+    spec: ArchitectureSpec, teacher: ArchitectureSpec, field: str = "student.architecture"
+) -> None:
+    """A model initialised from the teacher's layers is of the teacher's family and no deeper: each of its
+    layers starts from a teacher layer of its own."""
+    if spec.family != teacher.family:
+        raise DistillError(
+            "init_family_mismatch",
+            f"{field} is a {spec.family} model, which cannot be initialised from a {teacher.family} teacher: "
+            "use the teacher's family, or turn off initialisation from the teacher.",
+            field,
+        )
+    layers, teacher_layers = layer_count(spec), layer_count(teacher)
+    if layers > teacher_layers:
+        raise DistillError(
+            "init_student_deeper",
+            f"{field} has {layers} layers (blocks per stage for cnn) and the teacher {teacher_layers}: each "
+            f"layer starts from a teacher layer of its own, so use at most {teacher_layers}, or turn off "
+            "initialisation from the teacher.",
+            field,
+        )
 
 
 def initialising_teacher_architecture(
@@ -120,6 +153,28 @@ def _check_families(job: EngineJob, fields: list[str]) -> None:
                 f"{architecture.max_length} (its max_length), so the student's later positions could never "
                 f"be taught: set student.architecture.max_length to at most {architecture.max_length}.",
                 "student.architecture.max_length",
+            )
+
+
+def _check_peers(job: EngineJob) -> None:
+    """A peer reads the student's data: a transformer exactly when the student is, and then sequences as
+    long as the student's."""
+    student = job.student_architecture
+    for field, peer in learners(job)[1:]:
+        if (peer.family == "transformer") != (student.family == "transformer"):
+            raise DistillError(
+                "incompatible_architectures",
+                f"{field} is a {peer.family} model but the student a {student.family} model: a transformer "
+                "reads token ids and the other families features, so a peer is a transformer exactly when "
+                "the student is.",
+                field,
+            )
+        if peer.family == "transformer" and peer.max_length < student.max_length:
+            raise DistillError(
+                "incompatible_shapes",
+                f"{field} reads up to {peer.max_length} tokens but the student's data runs to "
+                f"{student.max_length}: set {field}.max_length to at least {student.max_length}.",
+                f"{field}.max_length",
             )
 
 

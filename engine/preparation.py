@@ -19,7 +19,7 @@ from engine.data import ArrayDataset
 from engine.datasets import check_tokenizer, load_datasets
 from engine.ensemble import TeacherEnsemble
 from engine.evaluate import accuracy
-from engine.job_rules import check_job
+from engine.job_rules import check_job, learners
 from engine.models import count_parameters
 from engine.reporting import Reporter
 from engine.specs import EngineJob, JobFiles
@@ -41,13 +41,14 @@ class Setup:
 def prepare(job: EngineJob, files: JobFiles, device: torch.device, reporter: Reporter) -> Setup:
     check_job(job)  # before any file is read
     reporter.event(f"Device: {device}")
-    spec, batch_size = job.student_architecture, job.training.batch_size
+    batch_size = job.training.batch_size
     if files.tokenizer is not None:
         check_tokenizer(job, files.tokenizer, reporter)
     train, validation = load_datasets(job, files, reporter)
-    check_student_input(spec, train)
-    check_student_input(spec, validation)
-    check_batch_norm_batches(spec, len(train), batch_size)
+    for field, model in learners(job):
+        check_student_input(model, train, field)
+        check_student_input(model, validation, field)
+        check_batch_norm_batches(model, len(train), batch_size, field)
     check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
 
     teachers = load_teachers(job, files, train, device, reporter)

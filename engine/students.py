@@ -37,18 +37,19 @@ def build_student(
     model = build_model(spec).to(setup.device)
     reporter.event(f"Student built ({spec.family}): {count_parameters(model):,} parameters")
     if job.student_init == "teacher":
-        reporter.event(initialise_from_teacher(model, job, setup))
+        reporter.event(initialise_from_teacher(model, spec, job, setup))
     taps = student_layer_taps(job, model, spec)
     features = feature_distiller(job, model, taps, setup)
     transformer = transformer_term(job, spec, taps)
     return Student(spec, model, taps, Objective(job.distillation, features, transformer).to(setup.device))
 
 
-def initialise_from_teacher(student: nn.Module, job: EngineJob, setup: Setup) -> str:
-    """Copy the first teacher's layers into the student; returns what was copied, in words."""
+def initialise_from_teacher(model: nn.Module, spec: ArchitectureSpec, job: EngineJob, setup: Setup) -> str:
+    """Copy the first teacher's layers into the model (the student or a peer, of architecture `spec`);
+    returns what was copied, in words."""
     teacher_spec = initialising_teacher_architecture(job.teachers)
     state = setup.teachers.teachers[0].state_dict()
-    return init_from_teacher(student, state, job.student_architecture, teacher_spec).summary
+    return init_from_teacher(model, state, spec, teacher_spec).summary
 
 
 def student_layer_taps(job: EngineJob, model: nn.Module, spec: ArchitectureSpec) -> LayerTaps:

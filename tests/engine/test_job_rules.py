@@ -165,3 +165,37 @@ def test_the_initialising_teacher_is_the_first_and_named_by_its_field():
 
 def test_an_error_names_no_field_unless_given_one():
     assert DistillError("code", "message").param is None
+
+
+@pytest.mark.parametrize(
+    ("student", "peer", "code", "param"),
+    [
+        (MLP, TEXT_STUDENT, "incompatible_architectures", "distillation.peers.0"),
+        (TEXT_STUDENT, MLP, "incompatible_architectures", "distillation.peers.0"),
+        (
+            TEXT_STUDENT,
+            TEXT_STUDENT | {"max_length": 6},
+            "incompatible_shapes",
+            "distillation.peers.0.max_length",
+        ),
+    ],
+    ids=["text peer", "feature peer", "shorter peer"],
+)
+def test_a_peer_reads_the_students_data(student, peer, code, param):
+    teachers = [teacher(TRANSFORMER if student is TEXT_STUDENT else MLP)]
+    error = broken_rule(job(teachers, student, distillation={"method": "mutual", "peers": [peer]}))
+    assert (error.code, error.param) == (code, param)
+
+
+@pytest.mark.parametrize(
+    ("peer", "code"),
+    [
+        ({"family": "cnn", "input_shape": [1, 2, 4], "num_classes": 4}, "init_family_mismatch"),
+        (MLP | {"hidden_sizes": [8, 8]}, "init_student_deeper"),
+    ],
+)
+def test_a_peer_initialised_from_the_teacher_can_be(peer, code):
+    initialised = job(student_init="teacher", distillation={"method": "mutual", "peers": [peer]})
+    error = broken_rule(initialised)
+    assert (error.code, error.param) == (code, "distillation.peers.0")
+    assert "distillation.peers.0" in error.message

@@ -213,6 +213,32 @@ def test_mutual_students_agree_more_over_time_and_all_are_reported(make_job, blo
     assert exported["parameters"] == result.metrics["student"]["parameters"]
 
 
+def test_a_peer_that_cannot_read_the_data_fails_before_training(make_job, blob_task, tmp_path):
+    peer = {"family": "cnn", "input_shape": [2, 2, 2], "num_classes": 4}  # the blobs are flat [8]
+    job = make_job(distillation={"method": "mutual", "peers": [peer]})
+    reporter = RecordingReporter()
+    with pytest.raises(DistillError) as raised:
+        run_distillation(job, JobFiles([blob_task.teacher_path], blob_task.train_path), tmp_path, reporter)
+    assert raised.value.code == "incompatible_shapes" and "distillation.peers.0" in raised.value.message
+    assert reporter.phases == ["validating"]
+
+
+def test_peers_of_their_own_shape_start_from_the_teacher_too(make_job, blob_task, tmp_path):
+    """Each peer is initialised from the teacher by its own architecture (they used the student's)."""
+    student = MLPSpec(input_shape=[8], num_classes=4, hidden_sizes=[64])
+    peer = MLPSpec(input_shape=[8], num_classes=4, hidden_sizes=[32, 16])
+    job = make_job(
+        student_architecture=student,
+        student_init="teacher",
+        distillation={"method": "mutual", "peers": [peer.model_dump()]},
+        training={"epochs": 1},
+    )
+    result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
+    initialised = [message for _, message in reporter.events if "initialised from the teacher" in message]
+    assert len(initialised) == 2 and "teacher layers 0, 1" in initialised[1]
+    assert [s["name"] for s in result.metrics["students"]] == ["student", "peer1"]
+
+
 def test_born_again_generations_each_teach_the_next_and_are_all_reported(make_job, blob_task, tmp_path):
     job = make_job(distillation={"method": "born_again", "generations": 3}, training={"epochs": 2})
     result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)

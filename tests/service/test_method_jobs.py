@@ -106,6 +106,24 @@ def test_peers_must_have_the_students_classes(client, teacher_file, dataset_file
     assert_error(create(client, request), 422, "distillation.peers.0.num_classes", "incompatible_shapes")
 
 
+@pytest.mark.parametrize(
+    ("peer", "derive", "code"),
+    [
+        ({"family": "transformer", "vocab_size": 30, "max_length": 8, "num_classes": 3}, False,
+         "incompatible_architectures"),
+        ({"family": "cnn", "input_shape": [1, 2, 2], "num_classes": 3}, True, "init_family_mismatch"),
+        (mlp_spec(hidden_sizes=[4, 4, 4]), True, "init_student_deeper"),
+    ],
+    ids=["text beside features", "another family to initialise", "deeper than the teacher"],
+)  # fmt: skip
+def test_peers_are_checked_like_students(client, teacher_file, dataset_file, peer, derive, code):
+    """Each was accepted, then failed `internal_error` (a raw torch message, an IndexError)."""
+    distillation = {"method": "mutual", "peers": [peer]}
+    student = {"derive": {"depth": 1.0}} if derive else {"architecture": mlp_spec(hidden_sizes=[4])}
+    request = job_request(teacher_file["id"], dataset_file["id"], distillation=distillation, student=student)
+    assert_error(create(client, request), 422, "distillation.peers.0", code)
+
+
 def test_export_and_augmentation_settings(client, teacher_file, dataset_file):
     ok = job_request(teacher_file["id"], dataset_file["id"], export=["int8"])
     assert create(client, ok).json()["request"]["export"] == ["int8"]
