@@ -1,5 +1,6 @@
 """Settings, all from `DISTILL_*` environment variables (see the README's reference)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -59,6 +60,23 @@ class Settings(BaseSettings):
         "is saved too. A job whose worker is lost resumes from its last checkpoint.",
     )
     max_attempts: int = Field(default=3, ge=1, le=100, description="Worker losses before a job fails.")
+    max_model_parameters: int | None = Field(
+        default=None,
+        gt=0,
+        description="Parameters of any one model of a job (default: what DISTILL_MAX_JOB_MEMORY_BYTES "
+        "trains, at 16 bytes a parameter with Adam).",
+    )
+    max_job_memory_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Memory a job's training may need at its peak, estimated from its specs at submission "
+        "(default: 80% of this machine's memory; set it to a GPU's memory for GPU workers).",
+    )
+    max_job_epochs: int = Field(
+        default=10_000,
+        ge=1,
+        description="Epochs of all of a job's runs together: trials, generations, each model of a cohort.",
+    )
 
     @field_validator("storage_url")
     @classmethod
@@ -85,8 +103,20 @@ class Settings(BaseSettings):
         return self.allow_pt2 == "on" or (self.allow_pt2 == "auto" and self.auth == "off")
 
     @property
+    def job_memory_limit(self) -> int:
+        return self.max_job_memory_bytes or int(0.8 * machine_memory_bytes())
+
+    @property
+    def model_parameter_limit(self) -> int:
+        return self.max_model_parameters or self.job_memory_limit // 16
+
+    @property
     def storage_root(self) -> Path:
         return Path(self.storage_url).resolve() if self.storage_url else (self.home / "storage").resolve()
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @lru_cache

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.config import Settings
 from core.errors import RequestError, not_found
+from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File
 from engine.design import derive_spec
@@ -36,19 +37,22 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
             "Give the teacher as `teacher`, or several as `teachers`: exactly one of them.", "teacher",
         )  # fmt: skip
     roles: dict[str, str] = {}
-    teachers = []
+    teachers, teacher_files = [], []
     for field, teacher in request.teacher_refs():
         file = _named_file(find_file, teacher.file_id, f"{field}.file_id", "teacher")
         teachers.append(_resolved_teacher(settings, field, teacher, file.format))
+        teacher_files.append(TeacherFile(field, file.bytes))
         roles.setdefault(file.id, "teacher")
-    dataset_formats = _dataset_formats(request, find_file, roles)
+    datasets = _dataset_files(request, find_file, roles)
     resolved = _with_teachers(request, teachers)
     resolved = resolved.model_copy(update={"student": _designed_student(resolved)})
-    _check_dataset_formats(resolved, dataset_formats)
+    _check_dataset_formats(resolved, {role: file.format for role, file in datasets.items()})
+    job = engine_job(resolved)
     try:
-        check_job(engine_job(resolved), resolved.teacher_fields())
+        check_job(job, resolved.teacher_fields())
     except DistillError as error:
         raise _refused(error) from None
+    check_bounds(job, teacher_files, sum(file.bytes for file in datasets.values()), settings)
     return ResolvedJob(resolved, roles)
 
 
@@ -112,28 +116,28 @@ def pt2_not_allowed(settings: Settings, param: str) -> RequestError:
     )  # fmt: skip
 
 
-def _dataset_formats(request: JobCreate, find_file: FileLookup, roles: dict[str, str]) -> dict[str, str]:
-    """Dataset role (`train`, `validation`) -> the format detected at upload; records each file's role."""
-    formats = {}
+def _dataset_files(request: JobCreate, find_file: FileLookup, roles: dict[str, str]) -> dict[str, File]:
+    """Dataset role (`train`, `validation`) -> its file; records each file's role."""
+    files = {}
     for role in ("train", "validation"):
         file_id = getattr(request.dataset, f"{role}_file_id")
         if file_id is not None:
             file = _named_file(find_file, file_id, f"dataset.{role}_file_id", "dataset")
             roles.setdefault(file.id, role)
-            formats[role] = file.format
+            files[role] = file
     tokenizer_id = request.dataset.tokenizer_file_id
     if tokenizer_id is not None:
         tokenizer = _named_file(find_file, tokenizer_id, "dataset.tokenizer_file_id", "tokenizer")
         roles.setdefault(tokenizer.id, "tokenizer")
-    elif "jsonl" in formats.values():
-        role = next(role for role, file_format in formats.items() if file_format == "jsonl")
+    elif any(file.format == "jsonl" for file in files.values()):
+        role = next(role for role, file in files.items() if file.format == "jsonl")
         raise RequestError(
             422, "tokenizer_required",
             f"dataset.{role}_file_id is a JSON Lines text file, which is tokenized with the models' own "
             "tokenizer: upload it (purpose `tokenizer`) and give it as dataset.tokenizer_file_id.",
             "dataset.tokenizer_file_id",
         )  # fmt: skip
-    return formats
+    return files
 
 
 def _with_teachers(request: JobCreate, teachers: list[TeacherRef]) -> JobCreate:

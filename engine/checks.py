@@ -8,10 +8,10 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from engine.cnn import cnn_output_size
 from engine.data import ArrayDataset, batch_bounds, smallest_batch
 from engine.errors import DistillError
 from engine.reporting import Reporter
+from engine.sizes import stage_resolutions
 from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 
 MAX_REASON_CHARS = 600
@@ -100,7 +100,7 @@ def check_batch_norm_batches(
 ) -> None:
     """BatchNorm in training mode needs more than one value per channel; a CNN whose last stage
     is 1x1 gets exactly one from a batch of one sample."""
-    if spec.family != "cnn" or cnn_output_size(spec) != (1, 1):
+    if spec.family != "cnn" or stage_resolutions(spec)[-1] != (1, 1):
         return
     if smallest_batch(num_train, batch_size) == 1:
         raise DistillError(

@@ -1,7 +1,5 @@
 """The `cnn` family: a small ResNet for `[C, H, W]` inputs (He et al. 2016)."""
 
-import math
-
 from torch import Tensor, nn
 
 from engine.specs import CNNSpec
@@ -60,11 +58,3 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.pool(self.stages(self.stem(x)))
         return self.head(self.dropout(self.flatten(features)))
-
-
-def cnn_output_size(spec: CNNSpec) -> tuple[int, int]:
-    """Height and width after the last stage: each stride-2 3x3 conv (padding 1) rounds up."""
-    height, width = spec.input_shape[1:]
-    for _ in spec.widths[1:]:
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    return height, width

@@ -3,7 +3,6 @@
 
 import copy
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 
 from engine.checkpoint import JobCheckpoints, QuietWhileReplaying
@@ -11,7 +10,8 @@ from engine.ensemble import TeacherEnsemble
 from engine.evaluate import accuracy, predict
 from engine.preparation import Setup
 from engine.reporting import Reporter
-from engine.specs import DistillationConfig, EngineJob
+from engine.sizes import planned_epochs
+from engine.specs import EngineJob
 from engine.students import Student, build_student
 from engine.training import Clock, steps_per_epoch, train_cohort
 
@@ -52,12 +52,6 @@ def train_students(
     job, search, trial_series = search_hyperparameters(setup, job, training_reporter, clock)
     student = build_student(setup, job, job.student_architecture, job.training.seed, training_reporter)
     return Trained(job, distill(setup, student, job, training_reporter, clock), search, trial_series)
-
-
-def planned_epochs(job: EngineJob) -> int:
-    distillation, epochs = job.distillation, job.training.epochs
-    trials = len(search_grid(distillation)) * distillation.search.trial_epochs if distillation.searched else 0
-    return trials + epochs * (distillation.generations if distillation.method == "born_again" else 1)
 
 
 def distill_standard(setup: Setup, student: Student, job: EngineJob, reporter: Reporter, clock: Clock):
@@ -112,20 +106,12 @@ def student_as_teacher(setup: Setup, student: Student, batch_size: int) -> Setup
 METHODS = {"standard": distill_standard, "mutual": distill_mutual, "born_again": distill_born_again}
 
 
-def search_grid(distillation: DistillationConfig) -> list[tuple[float, float]]:
-    temperatures = (
-        distillation.search.temperatures if distillation.temperature == "auto" else [distillation.temperature]
-    )
-    alphas = distillation.search.alphas if distillation.alpha == "auto" else [distillation.alpha]
-    return list(itertools.product(temperatures, alphas))
-
-
 def search_hyperparameters(
     setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock
 ) -> tuple[EngineJob, dict, list[dict]]:
     """Short trials over the grid, each a fresh student of the same seed; the best validation accuracy
     wins (the first of equals). Returns the job with the chosen values, the trials, and their series."""
-    grid, distillation = search_grid(job.distillation), job.distillation
+    grid, distillation = job.distillation.search_grid(), job.distillation
     trials, series = [], []
     for number, (temperature, alpha) in enumerate(grid, start=1):
         trial = with_values(job, temperature, alpha, epochs=distillation.search.trial_epochs)

@@ -61,10 +61,27 @@ def run_distillation(
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.
         traceback.clear_frames(error.__traceback__)
+        if is_out_of_memory(error):
+            raise out_of_memory(error, device) from None
         raise
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's and the CPU allocator's failures (the latter a plain RuntimeError), and Python's."""
+    allocator = isinstance(error, RuntimeError) and "DefaultCPUAllocator" in str(error)
+    return isinstance(error, torch.OutOfMemoryError | MemoryError) or allocator
+
+
+def out_of_memory(error: BaseException, device: torch.device) -> DistillError:
+    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    return DistillError(
+        "out_of_memory",
+        f"the job ran out of memory on {device} ({reason}): lower training.batch_size or use smaller models; "
+        "the server bounds what a job may ask with DISTILL_MAX_JOB_MEMORY_BYTES",
+    )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,6 +4,7 @@ Pydantic models without torch, so the API validates requests with exactly the ru
 engine builds from. Every model forbids unknown fields: a typo is an error, not a silent default.
 """
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -226,6 +227,12 @@ class DistillationConfig(Spec):
     @property
     def searched(self) -> bool:
         return "auto" in (self.temperature, self.alpha)
+
+    def search_grid(self) -> list[tuple[float, float]]:
+        """The (temperature, alpha) pairs an `auto` search tries: the grid of each `auto` value."""
+        temperatures = self.search.temperatures if self.temperature == "auto" else [self.temperature]
+        alphas = self.search.alphas if self.alpha == "auto" else [self.alpha]
+        return list(itertools.product(temperatures, alphas))
 
 
 class Augmentation(Spec):

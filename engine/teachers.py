@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import nn
 
 from engine.errors import DistillError
 from engine.models import build_model
@@ -44,19 +45,24 @@ def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.M
             "a safetensors teacher holds only weights: give teacher_architecture so they can be loaded",
         )
     try:
-        state_dict = load_file(path, device="cpu")
+        with safe_open(path, framework="pt") as weights:  # the header only: names, shapes
+            shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
     except Exception as error:
         raise DistillError(
             "teacher_load_failed", f"{path.name} is not a valid safetensors file: {error}"
         ) from None
-    model = build_model(architecture)
-    problems = state_dict_mismatches(state_dict, model.state_dict())
+    with torch.device("meta"):  # the declared model's names and shapes, without allocating it
+        expected = {
+            name: tuple(tensor.shape) for name, tensor in build_model(architecture).state_dict().items()
+        }
+    problems = state_dict_mismatches(shapes, expected)
     if problems:
         raise DistillError(
             "teacher_load_failed",
             f"{path.name} does not match teacher_architecture: {_capped(problems)}",
         )
-    model.load_state_dict(state_dict, strict=True)
+    model = build_model(architecture)
+    model.load_state_dict(load_file(path, device="cpu"), strict=True)
     return model.eval()
 
 
@@ -92,14 +98,15 @@ def _unflattened(program: torch.export.ExportedProgram) -> nn.Module | None:
         return None
 
 
-def state_dict_mismatches(checkpoint: dict[str, Tensor], expected: dict[str, Tensor]) -> list[str]:
-    """Every key or shape that keeps `checkpoint` from loading into a model with `expected`."""
+def state_dict_mismatches(checkpoint: dict[str, tuple], expected: dict[str, tuple]) -> list[str]:
+    """Every name or shape that keeps a checkpoint of tensors of these shapes from loading into a model
+    with the `expected` ones."""
     missing = [f"missing key {key}" for key in expected if key not in checkpoint]
     unexpected = [f"unexpected key {key}" for key in checkpoint if key not in expected]
     wrong_shapes = [
-        f"{key}: checkpoint {list(checkpoint[key].shape)} vs architecture {list(tensor.shape)}"
-        for key, tensor in expected.items()
-        if key in checkpoint and checkpoint[key].shape != tensor.shape
+        f"{key}: checkpoint {list(checkpoint[key])} vs architecture {list(shape)}"
+        for key, shape in expected.items()
+        if key in checkpoint and checkpoint[key] != shape
     ]
     return missing + unexpected + wrong_shapes
 

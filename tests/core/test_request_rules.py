@@ -11,9 +11,9 @@ from core.request_rules import resolve_job
 from tests.service.helpers import job_request, mlp_spec
 
 FILES = {
-    "file-teacher": File(id="file-teacher", purpose="teacher", format="safetensors"),
-    "file-pt2": File(id="file-pt2", purpose="teacher", format="pt2"),
-    "file-train": File(id="file-train", purpose="dataset", format="npz"),
+    "file-teacher": File(id="file-teacher", purpose="teacher", format="safetensors", bytes=2_000),
+    "file-pt2": File(id="file-pt2", purpose="teacher", format="pt2", bytes=9_000),
+    "file-train": File(id="file-train", purpose="dataset", format="npz", bytes=5_000),
 }
 
 

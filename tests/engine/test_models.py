@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.cnn import cnn_output_size
 from engine.models import build_model, count_parameters
+from engine.sizes import stage_resolutions
 from engine.specs import CNNSpec, MLPSpec
 
 
@@ -47,7 +47,7 @@ def test_cnn_handles_small_and_odd_inputs(input_shape, widths, blocks):
     features = []
     model.stages.register_forward_hook(lambda module, inputs, output: features.append(output))
     assert model(torch.randn(3, *input_shape)).shape == (3, 5)
-    assert tuple(features[0].shape[2:]) == cnn_output_size(spec)
+    assert tuple(features[0].shape[2:]) == stage_resolutions(spec)[-1]
 
 
 def test_cnn_structure_follows_the_spec():

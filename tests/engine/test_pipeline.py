@@ -383,3 +383,25 @@ def test_learning_rate_schedules(schedule, factors):
         optimizer.step()
         scheduler.step()
     assert rates[0::2] == pytest.approx([0.1 * factor for factor in factors])
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you "
+                     "tried to allocate 26843545600 bytes. Error code 12 (Cannot allocate memory)"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        MemoryError(),
+    ],
+    ids=["cpu allocator", "cuda", "python"],
+)  # fmt: skip
+def test_running_out_of_memory_is_a_failure_that_says_what_to_change(
+    blob_task, make_job, tmp_path, monkeypatch, failure
+):
+    def allocate(*_args):
+        raise failure
+
+    monkeypatch.setattr("engine.pipeline.train_students", allocate)
+    error = distill_error(make_job(), blob_task, tmp_path)
+    assert error.code == "out_of_memory" and "batch_size" in error.message
+    assert str(failure).split(".")[0][:40] in error.message

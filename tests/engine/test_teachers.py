@@ -1,5 +1,8 @@
 """Loading teachers: safetensors with an architecture, or torch.export programs."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -132,3 +135,26 @@ def test_pt2_garbage(tmp_path):
 def test_safetensors_file_given_as_pt2(tmp_path):
     _, path = saved_weights(tmp_path)
     assert load_failure(path, format="pt2", architecture=None).code == "teacher_load_failed"
+
+
+def test_a_declared_architecture_is_compared_with_the_file_before_anything_is_allocated(tmp_path):
+    """A small file declaring a model of 4.3e9 parameters (17 GB) fails with the mismatch, in a process
+    that may not allocate 3 GB: the declared model is never built for real."""
+    _, path = saved_weights(tmp_path)
+    huge = MLPSpec(input_shape=[4], num_classes=3, hidden_sizes=[65_536, 65_536])
+    code = f"""
+import resource
+from pathlib import Path
+from engine.errors import DistillError
+from engine.specs import MLPSpec
+from engine.teachers import load_teacher
+import torch  # its libraries are mapped before the limit
+resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, resource.RLIM_INFINITY))
+try:
+    load_teacher(Path({str(path)!r}), "safetensors", MLPSpec.model_validate_json({huge.model_dump_json()!r}))
+except DistillError as error:
+    print(error.code, error.message)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("teacher_load_failed") and "hidden.1.linear.weight" in result.stdout

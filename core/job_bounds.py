@@ -1,0 +1,99 @@
+"""What one job may ask of a worker, checked at submission from its specs alone (no tensor is built): the
+parameters of each model, the memory its training needs at the peak, and the epochs of all its runs.
+Over a bound, a 422 names the field and the figures; the defaults follow the machine's memory.
+
+The figures are `engine.sizes`'; a pt2 teacher, whose architecture is not declared, counts a parameter
+for every 4 bytes of its file."""
+
+from dataclasses import dataclass
+
+from core.config import Settings
+from core.errors import RequestError
+from engine.job_rules import learners
+from engine.sizes import (
+    FLOAT_BYTES,
+    cohort,
+    frozen_model_bytes,
+    model_epochs,
+    model_training_bytes,
+    parameter_count,
+)
+from engine.specs import EngineJob
+
+
+@dataclass(frozen=True)
+class TeacherFile:
+    field: str  # as the request names the teacher: `teacher`, `teachers.1`
+    bytes: int
+
+
+def check_bounds(job: EngineJob, teachers: list[TeacherFile], dataset_bytes: int, settings: Settings) -> None:
+    _check_parameters(job, teachers, settings.model_parameter_limit)
+    _check_memory(job, teachers, dataset_bytes, settings.job_memory_limit)
+    _check_epochs(job, settings.max_job_epochs)
+
+
+def _teacher_parameters(job: EngineJob, teachers: list[TeacherFile]) -> list[tuple[str, int]]:
+    return [
+        (f"{file.field}.architecture", parameter_count(source.architecture))
+        if source.architecture is not None
+        else (f"{file.field}.file_id", file.bytes // FLOAT_BYTES)
+        for source, file in zip(job.teachers, teachers, strict=True)
+    ]
+
+
+def _check_parameters(job: EngineJob, teachers: list[TeacherFile], limit: int) -> None:
+    students = [(field, parameter_count(spec)) for field, spec in learners(job)]
+    models = _teacher_parameters(job, teachers) + students
+    for field, parameters in models:
+        if parameters > limit:
+            raise RequestError(
+                422, "model_too_large",
+                f"{field} has {parameters:,} parameters, more than this server trains or holds in one model "
+                f"({limit:,}, DISTILL_MAX_MODEL_PARAMETERS): use a smaller model.",
+                field,
+            )  # fmt: skip
+
+
+def _check_memory(job: EngineJob, teachers: list[TeacherFile], dataset_bytes: int, limit: int) -> None:
+    training = job.training
+    needs = {
+        "the students in training": sum(
+            model_training_bytes(spec, training.optimizer, training.batch_size) for spec in cohort(job)
+        ),
+        "the teachers": sum(
+            frozen_model_bytes(parameters, source.architecture, training.batch_size)
+            for source, (_field, parameters) in zip(
+                job.teachers, _teacher_parameters(job, teachers), strict=True
+            )
+        ),
+        "the datasets": dataset_bytes,
+    }
+    if job.distillation.method == "born_again":  # each generation is taught by a frozen copy of the last
+        needs["the generation teaching the next"] = FLOAT_BYTES * parameter_count(job.student_architecture)
+    total = sum(needs.values())
+    if total > limit:
+        parts = ", ".join(f"{what} {_gib(size)}" for what, size in needs.items())
+        raise RequestError(
+            422, "memory_exceeded",
+            f"Training this job needs about {_gib(total)} of memory ({parts}), more than a worker here gives "
+            f"one job ({_gib(limit)}, DISTILL_MAX_JOB_MEMORY_BYTES): lower training.batch_size, or use "
+            "smaller models.",
+            "training.batch_size",
+        )  # fmt: skip
+
+
+def _check_epochs(job: EngineJob, limit: int) -> None:
+    epochs = model_epochs(job)
+    if epochs > limit:
+        raise RequestError(
+            422, "too_many_epochs",
+            f"This job trains {epochs:,} model-epochs in all (its epochs, times the generations or the "
+            "models of a cohort, plus the epochs of every `auto` trial), more than this server runs for one "
+            f"job ({limit:,}, DISTILL_MAX_JOB_EPOCHS): lower training.epochs or the search's trials.",
+            "training.epochs",
+        )  # fmt: skip
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.3g} GiB"
