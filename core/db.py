@@ -12,7 +12,6 @@ class Database:
     """`connections`: the most the pool opens at once; a caller needing another waits for one."""
 
     def __init__(self, url: str, connections: int = 5):
-        self.url = url
         self.engine = make_engine(url, connections)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 

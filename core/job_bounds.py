@@ -28,8 +28,10 @@ class TeacherFile:
 
 
 def check_bounds(job: EngineJob, teachers: list[TeacherFile], dataset_bytes: int, settings: Settings) -> None:
-    _check_parameters(job, teachers, settings.model_parameter_limit)
-    _check_memory(job, teachers, dataset_bytes, settings.job_memory_limit)
+    teacher_parameters = _teacher_parameters(job, teachers)
+    _check_parameters(job, teacher_parameters, settings.model_parameter_limit)
+    _check_memory(job, [parameters for _field, parameters in teacher_parameters], dataset_bytes,
+                  settings.job_memory_limit)  # fmt: skip
     _check_epochs(job, settings.max_job_epochs)
 
 
@@ -42,10 +44,9 @@ def _teacher_parameters(job: EngineJob, teachers: list[TeacherFile]) -> list[tup
     ]
 
 
-def _check_parameters(job: EngineJob, teachers: list[TeacherFile], limit: int) -> None:
+def _check_parameters(job: EngineJob, teacher_parameters: list[tuple[str, int]], limit: int) -> None:
     students = [(field, parameter_count(spec)) for field, spec in learners(job)]
-    models = _teacher_parameters(job, teachers) + students
-    for field, parameters in models:
+    for field, parameters in teacher_parameters + students:
         if parameters > limit:
             raise RequestError(
                 422, "model_too_large",
@@ -55,7 +56,7 @@ def _check_parameters(job: EngineJob, teachers: list[TeacherFile], limit: int) -
             )  # fmt: skip
 
 
-def _check_memory(job: EngineJob, teachers: list[TeacherFile], dataset_bytes: int, limit: int) -> None:
+def _check_memory(job: EngineJob, teacher_parameters: list[int], dataset_bytes: int, limit: int) -> None:
     training = job.training
     needs = {
         "the students in training": sum(
@@ -63,9 +64,7 @@ def _check_memory(job: EngineJob, teachers: list[TeacherFile], dataset_bytes: in
         ),
         "the teachers": sum(
             frozen_model_bytes(parameters, source.architecture, training.batch_size)
-            for source, (_field, parameters) in zip(
-                job.teachers, _teacher_parameters(job, teachers), strict=True
-            )
+            for source, parameters in zip(job.teachers, teacher_parameters, strict=True)
         ),
         "the datasets": dataset_bytes,
     }

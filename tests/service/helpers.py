@@ -63,8 +63,9 @@ def safetensors_teacher(spec: dict | None = None) -> bytes:
 
 
 def safetensors_raw(header: object, data: bytes = b"", header_len: int | None = None) -> bytes:
-    """A hand-made safetensors file: 8-byte little-endian header length, JSON header, data."""
-    encoded = json.dumps(header).encode()
+    """A hand-made safetensors file: 8-byte little-endian header length, JSON header, data. A `str`
+    header is taken as the JSON text itself (one `json.dumps` could not write)."""
+    encoded = (header if isinstance(header, str) else json.dumps(header)).encode()
     return struct.pack("<Q", len(encoded) if header_len is None else header_len) + encoded + data
 
 

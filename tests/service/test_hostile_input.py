@@ -2,7 +2,6 @@
 and refused from headers and directories alone (nothing inflated, nothing stored)."""
 
 import io
-import struct
 import zipfile
 
 import numpy as np
@@ -14,6 +13,7 @@ from tests.service.helpers import (
     dataset_bytes,
     newest_id,
     npz_bytes,
+    safetensors_raw,
     stored_objects,
     upload,
     zip_bytes,
@@ -260,11 +260,6 @@ def test_unparsable_json_body_is_422(client, body, hint):
 HUGE = "9" * 5000
 
 
-def safetensors_with_header(header: str) -> bytes:
-    encoded = header.encode()
-    return struct.pack("<Q", len(encoded)) + encoded + bytes(4)
-
-
 @pytest.mark.parametrize(
     ("purpose", "content"),
     [
@@ -272,8 +267,8 @@ def safetensors_with_header(header: str) -> bytes:
         ("tokenizer", f'{{"model": {{"type": "WordLevel"}}, "version": {HUGE}}}'.encode()),
         (
             "teacher",
-            safetensors_with_header(
-                f'{{"w": {{"dtype": "F32", "shape": [{HUGE}], "data_offsets": [0, 4]}}}}'
+            safetensors_raw(
+                f'{{"w": {{"dtype": "F32", "shape": [{HUGE}], "data_offsets": [0, 4]}}}}', bytes(4)
             ),
         ),
     ],

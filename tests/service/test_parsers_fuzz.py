@@ -3,10 +3,8 @@ answers a format or `UploadRejected` (a 422), and a download's `Range` and `If-N
 spec allows, never a 500. Hypothesis feeds each random bytes and damaged real files, for a bounded,
 repeatable number of cases (derandomized)."""
 
-import io
 import json
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,14 @@ from hypothesis import strategies as st
 
 from service.downloads import _etag_matches, parse_range
 from service.upload_formats import UploadRejected, detect_format
-from tests.service.helpers import TOKENIZER, dataset_bytes, safetensors_teacher, upload_ok
+from tests.service.helpers import (
+    TOKENIZER,
+    dataset_bytes,
+    safetensors_raw,
+    safetensors_teacher,
+    upload_ok,
+    zip_bytes,
+)
 
 FUZZ = settings(
     max_examples=250, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
@@ -62,24 +67,11 @@ def _edited(seed: bytes, changes: list[tuple[int, int]]) -> bytes:
     return bytes(data)
 
 
-def safetensors_with(header: str) -> bytes:
-    encoded = header.encode()
-    return len(encoded).to_bytes(8, "little") + encoded + bytes(16)
-
-
-def npz_with(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
 def uploads(purpose: str) -> st.SearchStrategy[bytes]:
     structured = {
-        "teacher": st.builds(safetensors_with, JSON_TEXT),
+        "teacher": st.builds(lambda header: safetensors_raw(header, bytes(16)), JSON_TEXT),
         "dataset": st.builds(
-            npz_with, st.dictionaries(st.sampled_from(["x.npy", "y.npy", "z.txt"]), st.binary(max_size=200))
+            zip_bytes, st.dictionaries(st.sampled_from(["x.npy", "y.npy", "z.txt"]), st.binary(max_size=200))
         )
         | st.lists(JSON_TEXT, min_size=1, max_size=5).map(lambda lines: "\n".join(lines).encode()),
         "tokenizer": JSON_TEXT.map(str.encode),
