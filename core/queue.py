@@ -33,8 +33,11 @@ def celery_app(settings: Settings) -> Celery:
         task_default_queue=settings.task_queue,
         task_routes={RUN_JOB_TASK: {"queue": settings.task_queue}},
         task_ignore_result=True,
+        # A worker that dies leaves its task to the broker to deliver again; a pool child that dies does
+        # not: its worker acknowledges it and re-queues or ends the job (`worker.celery_app`).
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        task_reject_on_worker_lost=False,
+        worker_lost_wait=1.0,  # for a dead child's last result, before it counts as lost; jobs have none
         worker_prefetch_multiplier=1,
         # A fresh child process per job: GPU memory is returned to the device when the job ends.
         worker_max_tasks_per_child=1,

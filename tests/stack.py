@@ -27,10 +27,13 @@ class ServiceStack:
         database_url: str | None = None,
         broker_url: str | None = None,
         queue: str | None = None,
+        worker_cgroup: Path | None = None,
         **settings: str,
     ):
-        """`settings`: further DISTILL_* settings by lower-case name (heartbeat_seconds="0.5")."""
+        """`settings`: further DISTILL_* settings by lower-case name (heartbeat_seconds="0.5");
+        `worker_cgroup`: a cgroup's folder the worker runs in, with the children it forks."""
         self.home = home
+        self.worker_cgroup = worker_cgroup
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1",
@@ -75,7 +78,11 @@ class ServiceStack:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self._join_cgroup if name == "worker" and self.worker_cgroup else None,
         )
+
+    def _join_cgroup(self) -> None:
+        (self.worker_cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
     def restart_api(self) -> None:
         """Stop the API process and start a new one on the same port, as a deploy or a crash would."""

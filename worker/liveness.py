@@ -1,9 +1,12 @@
 """Jobs whose worker died (SIGKILL, out of memory, a machine gone) are found and run again.
 
-The process running a job writes `heartbeat_at` every `heartbeat_seconds` from a thread of its own,
-whatever the job is doing. Every worker runs a reaper thread that re-queues jobs silent for longer
-than `heartbeat_timeout_seconds`, or ends them `failed` (`worker_lost`) after `max_attempts` tries.
-Both only write through conditional UPDATEs, so any number of workers can reap at once.
+A worker whose training process dies hears of it at once (`training_process_lost`): a kill by the
+kernel's out-of-memory killer ends the job `failed` (`out_of_memory`) after that one try, any other
+death re-queues it. A worker that dies itself tells no one: the process running a job writes
+`heartbeat_at` every `heartbeat_seconds` from a thread of its own, whatever the job is doing, and every
+worker runs a reaper thread that re-queues jobs silent for longer than `heartbeat_timeout_seconds`.
+Either way a job lost `max_attempts` times ends `failed` (`worker_lost`). All of it writes through
+conditional UPDATEs, so any number of workers can recover jobs at once.
 """
 
 import logging
@@ -12,14 +15,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, Select, select, update
 
 from core import lifecycle
 from core.checkpoints import StoredCheckpoint
+from core.config import Settings
 from core.db import Database
 from core.lifecycle import add_event
 from core.models import Job
 from core.resources import Resources
+from worker.memory_cgroup import memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -44,50 +49,73 @@ def heartbeat(database: Database, job_id: str, interval: float) -> Iterator[None
 
 def reap_lost_jobs(resources: Resources) -> list[str]:
     """Re-queue (or end) every live job whose heartbeat stopped; returns the ids it re-queued."""
-    cutoff = time.time() - resources.settings.heartbeat_timeout_seconds
+    timeout = resources.settings.heartbeat_timeout_seconds
     with resources.database.transaction() as session:
         lost = session.execute(
-            select(Job.id, Job.pk, Job.tenant_id, Job.status, Job.attempts).where(
-                Job.status.in_(lifecycle.LIVE), Job.heartbeat_at < cutoff
-            )
+            _lost_job_query().where(Job.status.in_(lifecycle.LIVE), Job.heartbeat_at < time.time() - timeout)
         ).all()
-    requeued = []
-    for job in lost:
-        outcome = _recover(resources, job)
-        if outcome is lifecycle.REQUEUE:
-            requeued.append(job.id)
-        elif outcome is not None:  # the job ended: nothing will resume from its checkpoint
-            StoredCheckpoint(resources.storage, job.tenant_id, job.id).delete()
-    for job_id in requeued:
-        resources.queue.enqueue(job_id)
-    return requeued
+    silent = f"its worker stopped answering for over {timeout:g} s"
+    return [job.id for job in lost if _recover(resources, job, silent) is lifecycle.REQUEUE]
 
 
-def _recover(resources: Resources, job: Row) -> lifecycle.Transition | None:
+def training_process_lost(resources: Resources, job_id: str, how: str, out_of_memory: bool) -> None:
+    """The process running the job died (`how`: "signal 9 (SIGKILL)"); the worker that forked it says so."""
+    with resources.database.transaction() as session:
+        job = session.execute(_lost_job_query().where(Job.id == job_id)).one_or_none()
+    if job is None:
+        return
+    if job.status == "queued":  # it died before claiming the job, whose message is gone with it
+        resources.queue.enqueue(job.id)
+    elif job.status in lifecycle.LIVE:
+        _recover(resources, job, f"its training process died with {how}", out_of_memory)
+
+
+def _lost_job_query() -> Select:
+    return select(Job.id, Job.pk, Job.tenant_id, Job.status, Job.attempts)
+
+
+def _recover(
+    resources: Resources, job: Row, why: str, out_of_memory: bool = False
+) -> lifecycle.Transition | None:
     """Re-queue or end the lost job; the transition made, or None if another worker got there first."""
-    settings = resources.settings
-    silent = f"its worker stopped answering for over {settings.heartbeat_timeout_seconds:g} s"
-    error = None
-    if job.status == "cancelling":
-        transition, level = lifecycle.CANCEL, "info"
-        message = f"Job cancelled: {silent} while it was stopping."
-    elif job.attempts >= settings.max_attempts:
-        transition, level = lifecycle.FAIL, "error"
-        message = (
-            f"The job lost its worker {job.attempts} times ({silent}; killed, out of memory, or its machine "
-            "gone). Check the worker logs and the job's memory needs before submitting it again."
-        )
-        error = {"code": "worker_lost", "message": message}
-    else:
-        transition, level = lifecycle.REQUEUE, "warning"
-        message = (
-            f"Re-queued: {silent}. It will run again (attempt {job.attempts + 1}) from its last checkpoint."
-        )
+    transition, level, message, error = _recovery(resources.settings, job, why, out_of_memory)
     with resources.database.transaction() as session:
         moved = lifecycle.move(session, job.id, transition, seen=job.status, error=error, heartbeat_at=None)
         if moved:
             add_event(session, job.pk, message, level)
-    return transition if moved else None
+    if not moved:
+        return None
+    if transition is lifecycle.REQUEUE:
+        resources.queue.enqueue(job.id)
+    else:  # the job ended: nothing will resume from its checkpoint
+        StoredCheckpoint(resources.storage, job.tenant_id, job.id).delete()
+    return transition
+
+
+def _recovery(
+    settings: Settings, job: Row, why: str, out_of_memory: bool
+) -> tuple[lifecycle.Transition, str, str, dict | None]:
+    """What becomes of a lost job: the transition, the event's level and message, the job's error."""
+    if job.status == "cancelling":
+        return lifecycle.CANCEL, "info", f"Job cancelled: {why} while it was stopping.", None
+    if out_of_memory:
+        limit = memory_limit()
+        within = f" (this worker's memory limit is {limit / 1024**3:.3g} GiB)" if limit else ""
+        message = (
+            f"The job ran out of memory: the kernel killed its training process{within}. Lower "
+            "training.batch_size or use smaller models. Jobs that need more than "
+            f"DISTILL_MAX_JOB_MEMORY_BYTES (now {settings.job_memory_limit / 1024**3:.3g} GiB) are refused "
+            "at submission: it should be below what a worker can give one job."
+        )
+        return lifecycle.FAIL, "error", message, {"code": "out_of_memory", "message": message}
+    if job.attempts >= settings.max_attempts:
+        message = (
+            f"The job lost its worker {job.attempts} times ({why}; killed, out of memory, or its machine "
+            "gone). Check the worker logs and the job's memory needs before submitting it again."
+        )
+        return lifecycle.FAIL, "error", message, {"code": "worker_lost", "message": message}
+    message = f"Re-queued: {why}. It will run again (attempt {job.attempts + 1}) from its last checkpoint."
+    return lifecycle.REQUEUE, "warning", message, None
 
 
 def run_reaper(resources: Resources, stop: threading.Event) -> None:

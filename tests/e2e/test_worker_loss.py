@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from tests.cgroups import memory_cgroup
 from tests.e2e.conftest import job_request
 from tests.stack import ServiceStack
 
@@ -41,7 +42,8 @@ def events(stack: ServiceStack, job_id: str) -> list[str]:
 
 
 def requeues(stack: ServiceStack, job_id: str) -> int:
-    return sum(m.startswith("Re-queued: its worker stopped answering") for m in events(stack, job_id))
+    """Each by its worker, which saw its child die, or by a reaper, which saw its heartbeat stop."""
+    return sum(m.startswith("Re-queued: ") for m in events(stack, job_id))
 
 
 def resumed_steps(stack: ServiceStack, job_id: str) -> list[int]:
@@ -77,7 +79,7 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_kil
 
     job = stack.client.wait_for_job(job_id, timeout=240)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
-    assert requeues(stack, job_id) == 2
+    assert requeues(stack, job_id) == 2, events(stack, job_id)
     first, second = resumed_steps(stack, job_id)
     assert 0 < first < second < job["progress"]["total_steps"] == job["progress"]["step"]
     series = stack.client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 100}).json()["data"]
@@ -93,3 +95,31 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_kil
     assert stack.client.wait_for_job(twin_id, timeout=120)["status"] == "succeeded"
     twin = {a["name"]: a["sha256"] for a in stack.client.get(f"/v1/jobs/{twin_id}/artifacts").json()["data"]}
     assert twin["student.safetensors"] == artifacts["student.safetensors"]
+
+
+def test_a_job_the_kernel_kills_for_memory_fails_out_of_memory_at_once_and_the_worker_goes_on(tmp_path, task):
+    """Accepted (the server's bound is the machine's), but more than the worker's cgroup holds: the
+    kernel's OOM killer, not the allocator, stops it. One try, not three; the next job runs."""
+    with memory_cgroup(1024**3) as cgroup, ServiceStack(tmp_path, worker_cgroup=cgroup) as stack:
+        teacher = stack.client.upload(task.teacher, "teacher")["id"]
+        train = stack.client.upload(task.train, "dataset")["id"]
+        # 151M parameters: 2.4 GB with Adam's state
+        huge = {"architecture": {"family": "mlp", "input_shape": [16], "num_classes": 4,
+                                 "hidden_sizes": [12288, 12288]}}  # fmt: skip
+        response = stack.client.post("/v1/jobs", json=job_request(teacher, train, student=huge))
+        assert response.status_code == 201, response.text
+        job = stack.client.wait_for_job(response.json()["id"], timeout=120)
+
+        assert job["status"] == "failed", stack.logs()
+        assert job["error"]["code"] == "out_of_memory"
+        assert (
+            "the kernel killed its training process (this worker's memory limit is 1 GiB)"
+            in job["error"]["message"]
+        )
+        assert "training.batch_size" in job["error"]["message"]
+        messages = events(stack, job["id"])
+        assert sum("A worker picked up the job" in m for m in messages) == 1, messages
+        assert not any(m.startswith("Re-queued") for m in messages)
+
+        after = stack.client.post("/v1/jobs", json=job_request(teacher, train)).json()["id"]
+        assert stack.client.wait_for_job(after, timeout=120)["status"] == "succeeded", stack.logs()

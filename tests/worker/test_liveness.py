@@ -1,4 +1,5 @@
-"""The reaper finds jobs whose worker died and re-queues them, or fails them after too many tries."""
+"""Jobs whose worker died are re-queued, or failed after too many tries: found by the reaper when their
+heartbeat stops, told by the worker when the child running them dies."""
 
 import dataclasses
 import time
@@ -6,12 +7,13 @@ import time
 import pytest
 from sqlalchemy import select
 
+from core.checkpoints import StoredCheckpoint
 from core.models import Job
 from engine.errors import JobCancelled
 from engine.pipeline import DistillResult
 from tests.job_rows import job_state, set_job
 from tests.service.helpers import job_request
-from worker.liveness import reap_lost_jobs
+from worker.liveness import reap_lost_jobs, training_process_lost
 from worker.tasks import _finish
 
 
@@ -54,6 +56,49 @@ def test_a_silent_cancelling_job_ends_cancelled(reaper, job_id):
     set_job(reaper.database, job_id, status="cancelling", attempts=1, heartbeat_at=time.time() - 60)
     reap_lost_jobs(reaper)
     assert job_state(reaper.database, job_id)[0] == "cancelled"
+
+
+def queued_messages(resources) -> int:
+    return len(list((resources.settings.broker_folder / "queue").glob("*")))
+
+
+def test_a_job_whose_training_process_died_is_requeued_at_once(reaper, job_id):
+    set_job(reaper.database, job_id, status="running", attempts=1, heartbeat_at=time.time())
+    before = queued_messages(reaper)
+    training_process_lost(reaper, job_id, "signal 9 (SIGKILL)", out_of_memory=False)
+    status, error, events = job_state(reaper.database, job_id)
+    assert status == "queued" and error is None
+    assert events[-1].startswith("Re-queued: its training process died with signal 9 (SIGKILL).")
+    assert queued_messages(reaper) == before + 1
+
+
+def test_a_job_killed_for_memory_fails_on_its_first_try_and_keeps_no_checkpoint(reaper, job_id, tmp_path):
+    set_job(reaper.database, job_id, status="running", attempts=1, heartbeat_at=time.time())
+    checkpoint = StoredCheckpoint(reaper.storage, "default", job_id)
+    (tmp_path / "saved.pt").write_bytes(b"state")
+    checkpoint.save(tmp_path / "saved.pt")
+    training_process_lost(reaper, job_id, "signal 9 (SIGKILL)", out_of_memory=True)
+    status, error, events = job_state(reaper.database, job_id)
+    assert status == "failed" and error["code"] == "out_of_memory"
+    assert (
+        "the kernel killed its training process" in error["message"]
+        and "training.batch_size" in error["message"]
+    )
+    assert not checkpoint.fetch(tmp_path / "fetched.pt")
+
+
+def test_a_child_that_died_before_claiming_its_job_leaves_it_queued_again(reaper, job_id):
+    """Its task message was acknowledged with it: the job is sent again, not left queued forever."""
+    before = queued_messages(reaper)
+    training_process_lost(reaper, job_id, "exitcode 1", out_of_memory=False)
+    assert job_state(reaper.database, job_id)[0] == "queued"
+    assert queued_messages(reaper) == before + 1
+
+
+def test_a_child_that_died_after_its_job_ended_changes_nothing(reaper, job_id):
+    set_job(reaper.database, job_id, status="succeeded", attempts=1)
+    training_process_lost(reaper, job_id, "signal 11 (SIGSEGV)", out_of_memory=True)
+    assert job_state(reaper.database, job_id)[:2] == ("succeeded", None)
 
 
 def test_a_lost_attempt_finishing_late_leaves_the_new_attempts_artifacts_alone(
