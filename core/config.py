@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Epochs of all of a job's runs together: trials, generations, each model of a cohort.",
     )
+    max_job_sample_epochs: int = Field(
+        default=10**9,
+        ge=1,
+        description="Training samples times the epochs of all of a job's runs (DISTILL_MAX_JOB_EPOCHS' "
+        "count): what one job may pass through its students in all.",
+    )
 
     @field_validator("storage_url")
     @classmethod

@@ -1,5 +1,6 @@
 """What one job may ask of a worker, checked at submission from its specs alone (no tensor is built): the
-parameters of each model, the memory its training needs at the peak, and the epochs of all its runs.
+parameters of each model, the memory its training needs at the peak, and the epochs of all its runs and
+the training samples they pass through the students.
 Over a bound, a 422 names the field and the figures; the defaults follow the machine's memory.
 
 The figures are `engine.sizes`'; a pt2 teacher, whose architecture is not declared, counts a parameter
@@ -27,12 +28,19 @@ class TeacherFile:
     bytes: int
 
 
-def check_bounds(job: EngineJob, teachers: list[TeacherFile], dataset_bytes: int, settings: Settings) -> None:
+def check_bounds(
+    job: EngineJob,
+    teachers: list[TeacherFile],
+    train_samples: int | None,
+    dataset_bytes: int,
+    settings: Settings,
+) -> None:
+    """`train_samples`: the training file's, None for one uploaded before samples were counted."""
     teacher_parameters = _teacher_parameters(job, teachers)
     _check_parameters(job, teacher_parameters, settings.model_parameter_limit)
     _check_memory(job, [parameters for _field, parameters in teacher_parameters], dataset_bytes,
                   settings.job_memory_limit)  # fmt: skip
-    _check_epochs(job, settings.max_job_epochs)
+    _check_compute(job, train_samples, settings.max_job_epochs, settings.max_job_sample_epochs)
 
 
 def _teacher_parameters(job: EngineJob, teachers: list[TeacherFile]) -> list[tuple[str, int]]:
@@ -82,14 +90,26 @@ def _check_memory(job: EngineJob, teacher_parameters: list[int], dataset_bytes: 
         )  # fmt: skip
 
 
-def _check_epochs(job: EngineJob, limit: int) -> None:
+def _check_compute(job: EngineJob, train_samples: int | None, epoch_limit: int, sample_limit: int) -> None:
     epochs = model_epochs(job)
-    if epochs > limit:
+    what = (
+        f"This job trains {epochs:,} model-epochs in all (its epochs, times the generations or the models "
+        "of a cohort, plus the epochs of every `auto` trial)"
+    )
+    change = "lower training.epochs or the search's trials"
+    if epochs > epoch_limit:
         raise RequestError(
             422, "too_many_epochs",
-            f"This job trains {epochs:,} model-epochs in all (its epochs, times the generations or the "
-            "models of a cohort, plus the epochs of every `auto` trial), more than this server runs for one "
-            f"job ({limit:,}, DISTILL_MAX_JOB_EPOCHS): lower training.epochs or the search's trials.",
+            f"{what}, more than this server runs for one job ({epoch_limit:,}, DISTILL_MAX_JOB_EPOCHS): "
+            f"{change}.",
+            "training.epochs",
+        )  # fmt: skip
+    if train_samples is not None and train_samples * epochs > sample_limit:
+        raise RequestError(
+            422, "too_many_epochs",
+            f"{what} over {train_samples:,} training samples: {train_samples * epochs:,} sample-epochs, more "
+            f"than this server runs for one job ({sample_limit:,}, DISTILL_MAX_JOB_SAMPLE_EPOCHS): {change}, "
+            "or train on fewer samples.",
             "training.epochs",
         )  # fmt: skip
 

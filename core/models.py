@@ -35,6 +35,7 @@ class File(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(512))
+    samples: Mapped[int | None] = mapped_column(BigInteger)  # a dataset's, read at upload (JSON Lines: lines)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

@@ -52,7 +52,9 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
         check_job(job, resolved.teacher_fields())
     except DistillError as error:
         raise _refused(error) from None
-    check_bounds(job, teacher_files, sum(file.bytes for file in datasets.values()), settings)
+    check_bounds(
+        job, teacher_files, datasets["train"].samples, sum(f.bytes for f in datasets.values()), settings
+    )
     return ResolvedJob(resolved, roles)
 
 

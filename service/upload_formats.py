@@ -11,6 +11,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +27,7 @@ PICKLE_HINT = (
 )
 
 JSONL_CHECKED_LINES = 100
+CHUNK_BYTES = 1024 * 1024
 MAX_JSONL_LINE_BYTES = 1024 * 1024
 JSONL_EXAMPLE = '{"text": "a sentence", "label": 0}'
 DATASET_HINT = (
@@ -54,9 +56,16 @@ class UploadRejected(Exception):
     """The upload is not a usable file of its purpose; the message says why and what to do."""
 
 
-def detect_format(purpose: str, path: Path) -> str:
-    checks = {"teacher": _teacher_format, "dataset": _dataset_format, "tokenizer": _tokenizer_format}
-    return checks[purpose](path)
+class Detected(NamedTuple):
+    format: str
+    samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines
+
+
+def detect_format(purpose: str, path: Path) -> Detected:
+    if purpose == "dataset":
+        return _dataset_format(path)
+    checks = {"teacher": _teacher_format, "tokenizer": _tokenizer_format}
+    return Detected(checks[purpose](path))
 
 
 def _damaged_zip(exc: Exception) -> UploadRejected:
@@ -172,11 +181,14 @@ def _tensor_span(name: str, entry: object) -> tuple[int, int]:
     return begin, end
 
 
-def _dataset_format(path: Path) -> str:
-    return _npz_format(path) if zipfile.is_zipfile(path) else _jsonl_format(path)
+def _dataset_format(path: Path) -> Detected:
+    if zipfile.is_zipfile(path):
+        return Detected("npz", _npz_samples(path))
+    _check_jsonl(path)
+    return Detected("jsonl", _lines(path))
 
 
-def _npz_format(path: Path) -> str:
+def _npz_samples(path: Path) -> int:
     _check_zip_directory(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -203,7 +215,7 @@ def _npz_format(path: Path) -> str:
             )
         if y_shape[0] != x_shape[0]:
             raise UploadRejected(f"`x` has {x_shape[0]} samples but `y` has {y_shape[0]} labels.")
-    return "npz"
+    return x_shape[0]
 
 
 def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> None:
@@ -233,7 +245,7 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
         )
 
 
-def _jsonl_format(path: Path) -> str:
+def _check_jsonl(path: Path) -> None:
     """Checks the first lines only; a line too long to read whole ends the check (the engine reads it)."""
     labeled: set[bool] = set()
     with path.open("rb") as f:
@@ -242,7 +254,7 @@ def _jsonl_format(path: Path) -> str:
             if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
                 if not line.lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"{"):
                     raise _bad_jsonl_line(number, "is not a JSON object")
-                return "jsonl"
+                return
             if not line:
                 break
             if line.strip():
@@ -255,7 +267,15 @@ def _jsonl_format(path: Path) -> str:
         raise UploadRejected(
             "Some lines have a `label` and others do not: label every line, or none for an unlabeled dataset."
         )
-    return "jsonl"
+
+
+def _lines(path: Path) -> int:
+    """Lines of text (blank ones too: the count bounds the records from above), in bounded memory."""
+    count, last = 0, b"\n"
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            count, last = count + chunk.count(b"\n"), chunk[-1:]
+    return count + (last != b"\n")
 
 
 def _jsonl_record_is_labeled(line: bytes, number: int) -> bool:

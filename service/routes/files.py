@@ -71,8 +71,8 @@ def upload_file(
                 storage.delete(key)
                 return replayed
             with storage.local_path(key) as path:
-                file_format = detect_format(purpose, path)
-            if file_format == "pt2" and not settings.pt2_allowed:
+                detected = detect_format(purpose, path)
+            if detected.format == "pt2" and not settings.pt2_allowed:
                 raise pt2_not_allowed(settings, "file")
         except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
             storage.delete(key)
@@ -82,8 +82,8 @@ def upload_file(
                 ) from None
             raise
         row = FileRow(
-            id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=file_format,
-            bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
+            id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=detected.format,
+            samples=detected.samples, bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
         )  # fmt: skip
         session.add(row)
         session.flush()

@@ -1,6 +1,6 @@
 """A job is bounded at submission, from its specs alone: the parameters of each model, the memory its
-training needs, the epochs of all its runs. Over a bound, a 422 names the field and the figures, and no
-job is created; at the bound, the job is accepted."""
+training needs, the epochs of all its runs and the samples they train on. Over a bound, a 422 names the
+field and the figures, and no job is created; at the bound, the job is accepted."""
 
 import pytest
 
@@ -86,6 +86,19 @@ def test_the_memory_bound_names_what_needs_the_memory(small_server):
     assert small_server.post("/v1/jobs", json=request).status_code == 201
 
 
+def test_epochs_times_training_samples_are_bounded(tmp_path):
+    settings = make_settings(tmp_path, max_job_sample_epochs=1_000)
+    with client_for(create_app(settings)) as client:
+        teacher = upload_ok(client, safetensors_teacher(), "teacher", "teacher.safetensors")
+        dataset = upload_ok(client, dataset_bytes(n=16), "dataset", "train.npz")
+        request = job_request(teacher["id"], dataset["id"], training={"epochs": 63})
+        message = refused(client, request, "training.epochs", "too_many_epochs")
+        assert "over 16 training samples: 1,008 sample-epochs" in message
+        assert "DISTILL_MAX_JOB_SAMPLE_EPOCHS" in message
+        request["training"]["epochs"] = 62
+        assert client.post("/v1/jobs", json=request).status_code == 201
+
+
 def test_a_pt2_teacher_counts_a_parameter_for_every_four_bytes(tmp_path):
     settings = make_settings(tmp_path, max_model_parameters=50)
     with client_for(create_app(settings)) as client:
@@ -99,4 +112,4 @@ def test_a_pt2_teacher_counts_a_parameter_for_every_four_bytes(tmp_path):
 def test_the_default_bounds_follow_the_machine():
     settings = Settings()
     assert settings.job_memory_limit > 0 and settings.model_parameter_limit == settings.job_memory_limit // 16
-    assert settings.max_job_epochs == 10_000
+    assert settings.max_job_epochs == 10_000 and settings.max_job_sample_epochs == 10**9

@@ -84,7 +84,7 @@ def check_total(purpose: str, content: bytes) -> None:
         path = Path(folder) / "upload"
         path.write_bytes(content)
         try:
-            assert detect_format(purpose, path) in FORMATS[purpose]
+            assert detect_format(purpose, path).format in FORMATS[purpose]
         except UploadRejected as rejected:
             assert str(rejected)
 

@@ -3,7 +3,9 @@
 import json
 
 import pytest
+from sqlalchemy import select
 
+from core.models import File
 from tests.service.helpers import assert_error, dataset_bytes, newest_id, stored_objects, upload, upload_ok
 
 
@@ -26,6 +28,12 @@ ACCEPTED = {
 def test_jsonl_dataset_is_accepted(client, content):
     body = upload_ok(client, content, "dataset", "train.jsonl")
     assert body["format"] == "jsonl" and body["purpose"] == "dataset"
+
+
+def test_a_text_datasets_lines_are_counted_for_its_jobs_bounds(client, resources):
+    body = upload_ok(client, ACCEPTED["blank lines, extra keys, no final newline"], "dataset", "train.jsonl")
+    with resources.database.sessions() as session:
+        assert session.scalar(select(File.samples).where(File.id == body["id"])) == 4  # blank lines too
 
 
 def test_npz_datasets_are_still_npz(client):
