@@ -1,6 +1,7 @@
 """Start the real service as a user would: an API process and a Celery worker process."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +52,7 @@ class ServiceStack:
     def __enter__(self) -> "ServiceStack":
         self._cli("migrate").check_returncode()
         self._start("api", "api", "--port", str(self.port))
-        self._start("worker", "worker", "--concurrency", "1")
+        self.start_worker("worker")
         self.client = ServiceClient(self.url, timeout=30, diagnostics=self.logs)
         self._wait_ready()
         return self
@@ -79,7 +80,18 @@ class ServiceStack:
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=self._join_cgroup if name == "worker" and self.worker_cgroup else None,
+            start_new_session=True,  # a process group of its own, which `kill` ends whole
         )
+
+    def start_worker(self, name: str) -> None:
+        """A worker process (one job at once) by this name, beside any others."""
+        self._start(name, "worker", "--concurrency", "1")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and every child it forked, as a machine that is gone would end them."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def _join_cgroup(self) -> None:
         (self.worker_cgroup / "cgroup.procs").write_text(str(os.getpid()))

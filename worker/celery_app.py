@@ -11,7 +11,7 @@ from celery.signals import task_failure, task_received, worker_process_init, wor
 
 from core.queue import RUN_JOB_TASK
 from core.resources import Resources
-from worker.liveness import run_reaper, training_process_lost
+from worker.liveness import run_reaper, taken_from_queue, training_process_lost
 from worker.memory_cgroup import OomKillWatch
 from worker.tasks import run_job
 
@@ -36,7 +36,9 @@ def make_celery(resources: Resources) -> Celery:
     oom_watch = OomKillWatch()
 
     def note_task(request, **_kwargs) -> None:
-        oom_watch.started(request.id)
+        if request.name == RUN_JOB_TASK:
+            taken_from_queue(resources.database, request.args[0])
+            oom_watch.started(request.id)
 
     def recover_job(sender, task_id, exception, args, **_kwargs) -> None:
         if sender.name == RUN_JOB_TASK and isinstance(exception, WorkerLostError):

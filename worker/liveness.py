@@ -4,7 +4,10 @@ A worker whose training process dies hears of it at once (`training_process_lost
 kernel's out-of-memory killer ends the job `failed` (`out_of_memory`) after that one try, any other
 death re-queues it. A worker that dies itself tells no one: the process running a job writes
 `heartbeat_at` every `heartbeat_seconds` from a thread of its own, whatever the job is doing, and every
-worker runs a reaper thread that re-queues jobs silent for longer than `heartbeat_timeout_seconds`.
+worker runs a reaper thread that re-queues jobs silent for longer than `heartbeat_timeout_seconds`. A
+worker that takes a job's message marks the queued job so too: killed before it starts the job, it
+would take the message with it (the filesystem broker has no redelivery, Redis's waits for hours), and
+the reaper sends the job again.
 Either way a job lost `max_attempts` times ends `failed` (`worker_lost`). All of it writes through
 conditional UPDATEs, so any number of workers can recover jobs at once.
 """
@@ -47,15 +50,26 @@ def heartbeat(database: Database, job_id: str, interval: float) -> Iterator[None
         thread.join()
 
 
+def taken_from_queue(database: Database, job_id: str) -> None:
+    """A worker took the job's message from the queue: it beats for the job until its child claims it, so
+    that a worker killed in between (and the message with it) is noticed like one killed later."""
+    with database.transaction() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued").values(heartbeat_at=time.time())
+        )
+
+
 def reap_lost_jobs(resources: Resources) -> list[str]:
-    """Re-queue (or end) every live job whose heartbeat stopped; returns the ids it re-queued."""
+    """Re-queue (or end) every live job whose heartbeat stopped, and send again every queued one whose
+    worker went silent before starting it; returns the ids it queued again."""
     timeout = resources.settings.heartbeat_timeout_seconds
+    silent = Job.heartbeat_at < time.time() - timeout
     with resources.database.transaction() as session:
-        lost = session.execute(
-            _lost_job_query().where(Job.status.in_(lifecycle.LIVE), Job.heartbeat_at < time.time() - timeout)
-        ).all()
-    silent = f"its worker stopped answering for over {timeout:g} s"
-    return [job.id for job in lost if _recover(resources, job, silent) is lifecycle.REQUEUE]
+        lost = session.execute(_lost_job_query().where(Job.status.in_(lifecycle.LIVE), silent)).all()
+        taken = session.execute(_lost_job_query().where(Job.status == "queued", silent)).all()
+    why = f"its worker stopped answering for over {timeout:g} s"
+    requeued = [job.id for job in lost if _recover(resources, job, why) is lifecycle.REQUEUE]
+    return requeued + [job.id for job in taken if _send_again(resources, job, f"{why} before starting it")]
 
 
 def training_process_lost(resources: Resources, job_id: str, how: str, out_of_memory: bool) -> None:
@@ -65,13 +79,28 @@ def training_process_lost(resources: Resources, job_id: str, how: str, out_of_me
     if job is None:
         return
     if job.status == "queued":  # it died before claiming the job, whose message is gone with it
-        resources.queue.enqueue(job.id)
+        _send_again(resources, job, f"the process that was to run it died with {how}")
     elif job.status in lifecycle.LIVE:
         _recover(resources, job, f"its training process died with {how}", out_of_memory)
 
 
 def _lost_job_query() -> Select:
-    return select(Job.id, Job.pk, Job.tenant_id, Job.status, Job.attempts)
+    return select(Job.id, Job.pk, Job.tenant_id, Job.status, Job.attempts, Job.heartbeat_at)
+
+
+def _send_again(resources: Resources, job: Row, why: str) -> bool:
+    """Queue a queued job's message again: the worker that took it is gone. False if another did."""
+    with resources.database.transaction() as session:
+        sent = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == "queued", Job.heartbeat_at == job.heartbeat_at)
+            .values(heartbeat_at=None)
+        ).rowcount
+        if sent:
+            add_event(session, job.pk, f"Sent to the queue again: {why}.", "warning")
+    if sent:
+        resources.queue.enqueue(job.id)
+    return bool(sent)
 
 
 def _recover(

@@ -13,7 +13,7 @@ from engine.errors import JobCancelled
 from engine.pipeline import DistillResult
 from tests.job_rows import job_state, set_job
 from tests.service.helpers import job_request
-from worker.liveness import reap_lost_jobs, training_process_lost
+from worker.liveness import reap_lost_jobs, taken_from_queue, training_process_lost
 from worker.tasks import _finish
 
 
@@ -93,6 +93,22 @@ def test_a_child_that_died_before_claiming_its_job_leaves_it_queued_again(reaper
     training_process_lost(reaper, job_id, "exitcode 1", out_of_memory=False)
     assert job_state(reaper.database, job_id)[0] == "queued"
     assert queued_messages(reaper) == before + 1
+
+
+def test_a_queued_job_whose_worker_went_silent_before_starting_it_is_sent_again(reaper, job_id):
+    """The worker took its message and died: the broker will not deliver it again (soon)."""
+    assert job_id not in reap_lost_jobs(reaper)  # waiting in the queue: nobody took it
+    taken_from_queue(reaper.database, job_id)
+    assert job_id not in reap_lost_jobs(reaper)  # the worker is starting it
+    set_job(reaper.database, job_id, heartbeat_at=time.time() - 60)
+    before = queued_messages(reaper)
+    assert job_id in reap_lost_jobs(reaper)
+    status, _error, events = job_state(reaper.database, job_id)
+    assert status == "queued" and events[-1].startswith(
+        "Sent to the queue again: its worker stopped answering"
+    )
+    assert queued_messages(reaper) == before + 1
+    assert job_id not in reap_lost_jobs(reaper)  # once
 
 
 def test_a_child_that_died_after_its_job_ended_changes_nothing(reaper, job_id):
