@@ -1,4 +1,5 @@
-"""`GET /v1/jobs/{id}/events` with `Accept: text/event-stream`: the job's events live, until it ends."""
+"""`GET /v1/jobs/{id}/events` with `Accept: text/event-stream`: the job's events live, until it ends;
+then one `end` message whose data is how it ended: `{"status": "failed", "error": {...}}`."""
 
 import asyncio
 import json
@@ -17,15 +18,21 @@ POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 
 
-def _read_after(sessions: sessionmaker[Session], job_pk: int, after_pk: int) -> tuple[list[JobEvent], bool]:
-    """Events after `after_pk`, and whether the job has ended. The status is read first: a finished
-    job's last events were committed with (or before) its final status, so none can be missed."""
+def _read_after(
+    sessions: sessionmaker[Session], job_pk: int, after_pk: int
+) -> tuple[list[JobEvent], dict | None]:
+    """Events after `after_pk`, and how the job ended (its status and error), None while it runs. The
+    status is read first: a finished job's last events were committed with (or before) its final
+    status, so none can be missed."""
     with sessions() as session:
-        finished = session.scalar(select(Job.status).where(Job.pk == job_pk)) in TERMINAL
+        status, error = session.execute(select(Job.status, Job.error).where(Job.pk == job_pk)).one()
         query = (
             select(JobEvent).where(JobEvent.job_pk == job_pk, JobEvent.pk > after_pk).order_by(JobEvent.pk)
         )
-        return list(session.scalars(query)), finished
+        return list(session.scalars(query)), {
+            "status": status,
+            "error": error,
+        } if status in TERMINAL else None
 
 
 def _frame(event: JobEvent) -> str:
@@ -37,12 +44,12 @@ async def job_event_stream(sessions: sessionmaker[Session], job_pk: int, after_p
     """`sessions` makes sessions on the request's database: the stream outlives the request's session."""
     last_sent = time.monotonic()
     while True:
-        events, finished = await run_in_threadpool(_read_after, sessions, job_pk, after_pk)
+        events, ended = await run_in_threadpool(_read_after, sessions, job_pk, after_pk)
         for event in events:
             yield _frame(event)
             after_pk, last_sent = event.pk, time.monotonic()
-        if finished:
-            yield "event: end\ndata: {}\n\n"
+        if ended is not None:
+            yield f"event: end\ndata: {json.dumps(ended)}\n\n"
             return
         if time.monotonic() - last_sent > KEEPALIVE_SECONDS:
             yield ": keep-alive\n\n"

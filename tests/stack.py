@@ -50,6 +50,7 @@ class ServiceStack:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> "ServiceStack":
+        self.home.mkdir(parents=True, exist_ok=True)
         self._cli("migrate").check_returncode()
         self._start("api", "api", "--port", str(self.port))
         self.start_worker("worker")

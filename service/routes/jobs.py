@@ -153,7 +153,8 @@ def cancel_job(job_id: str, database: DatabaseDep, storage: StorageDep, tenant_i
         **ERRORS,
         200: {
             "description": "The events; with `Accept: text/event-stream`, a live stream of `job.event` "
-            "messages (then one `end` message) until the job ends. Resumes after `Last-Event-ID`.",
+            "messages until the job ends, then one `end` message whose data is how it ended "
+            '(`{"status": "succeeded", "error": null}`). Resumes after `Last-Event-ID`.',
             "content": {"text/event-stream": {}},
         },
     },

@@ -117,15 +117,18 @@ def test_event_stream_is_live_until_the_job_ends(stack, uploaded):
     job_id = stack.client.post("/v1/jobs", json=job_request(uploaded["teacher"], uploaded["train"])).json()[
         "id"
     ]
-    messages = []
+    messages, kind = [], None
     with stack.client.stream(
         "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}, timeout=120
     ) as response:
         for line in response.iter_lines():
-            if line.startswith("data: ") and line != "data: {}":
-                messages.append(json.loads(line.removeprefix("data: "))["message"])
-            if line == "event: end":
+            kind = line.removeprefix("event: ") if line.startswith("event: ") else kind
+            if line.startswith("data: ") and kind == "end":
+                ended = json.loads(line.removeprefix("data: "))
                 break
+            if line.startswith("data: "):
+                messages.append(json.loads(line.removeprefix("data: "))["message"])
+    assert ended == {"status": "succeeded", "error": None}
     assert messages[0] == "Job created and queued."
     assert any(m.startswith("Epoch 4/4") for m in messages)
     assert "succeeded" in messages[-1]

@@ -303,3 +303,4 @@ def test_events_as_server_sent_events(client, queued_job):
     kinds = [line for frame in frames for line in frame.split("\n") if line.startswith("event:")]
     assert kinds == ["event: job.event", "event: job.event", "event: end"]
     assert "Job cancelled before it started." in frames[1]
+    assert frames[2] == 'event: end\ndata: {"status": "cancelled", "error": null}'  # how it ended
