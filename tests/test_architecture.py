@@ -1,6 +1,7 @@
 """The import contracts of pyproject.toml (`lint-imports`): the layers run one way (the CLI, then the API
 and the workers apart, then the core, then the engine), the engine is plain PyTorch, the API never loads
-torch, and no package's modules import each other in a circle. Also: the contracts do catch a break."""
+torch, the client needs httpx only, and no package's modules import each other in a circle. Also: the
+contracts do catch a break."""
 
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("cli", "service", "worker", "core", "engine")
+PACKAGES = ("distill_client", "cli", "service", "worker", "core", "engine")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -50,8 +51,17 @@ def copy_of_the_packages(tmp_path) -> Path:
         ("engine/hooks.py", "import sqlalchemy", "The engine imports no web framework"),
         ("core/errors.py", "import torch", "never load torch"),
         ("engine/models.py", "import engine.pipeline", "No import circle inside a package"),
+        ("distill_client/objects.py", "import core.models", "The client needs httpx only"),
     ],
-    ids=["engine->core", "core->service", "service->worker", "engine->sqlalchemy", "core->torch", "circle"],
+    ids=[
+        "engine->core",
+        "core->service",
+        "service->worker",
+        "engine->sqlalchemy",
+        "core->torch",
+        "circle",
+        "client->core",
+    ],  # fmt: skip
 )
 def test_a_back_running_import_breaks_a_contract(copy_of_the_packages, module, back_import, contract):
     path = copy_of_the_packages / module

@@ -1,0 +1,10 @@
+"""The Python client of the distill service: `Client(url, api_key)`, for scripts and CI pipelines.
+
+Needs httpx only: no torch, FastAPI or Celery (`pip install ./distill_client`)."""
+
+from distill_client.client import Client
+from distill_client.errors import APIError, DistillError, DownloadCorrupt, WaitTimeout
+from distill_client.objects import TERMINAL, Artifact, Event, File, Job, MetricPoint
+
+__all__ = ["Client", "APIError", "DistillError", "DownloadCorrupt", "WaitTimeout", "TERMINAL", "Artifact",
+           "Event", "File", "Job", "MetricPoint"]  # fmt: skip
