@@ -1,5 +1,7 @@
 """`distill`: run the service. `distill up` is the embedded single-machine default behind `make run`.
 `distill keys create|revoke|list` manage the API keys that `DISTILL_AUTH=on` requires.
+`distill files|jobs|artifacts|run ...` use a service as its users do, from a terminal or CI: the client's
+CLI (`distill jobs --help`).
 
 Each command builds what it runs from the settings it is given (default: the environment's)."""
 
@@ -164,10 +166,20 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+CLIENT_COMMANDS = ("files", "jobs", "artifacts", "run", "--url", "--api-key", "--json")
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> None:
     """Run a command. `settings` (default: the environment's) lets a caller in-process, such as a test,
     point the commands at another database."""
-    parser = argparse.ArgumentParser(prog="distill", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CLIENT_COMMANDS:
+        from distill_client.cli import run_cli
+
+        run_cli(argv)
+    parser = argparse.ArgumentParser(
+        prog="distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=migrate)

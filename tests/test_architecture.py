@@ -1,6 +1,6 @@
 """The import contracts of pyproject.toml (`lint-imports`): the layers run one way (the CLI, then the API
 and the workers apart, then the core, then the engine), the engine is plain PyTorch, the API never loads
-torch, the client needs httpx only, and no package's modules import each other in a circle. Also: the
+torch, the client stands alone, and no package's modules import each other in a circle. Also: the
 contracts do catch a break."""
 
 import shutil
@@ -51,7 +51,7 @@ def copy_of_the_packages(tmp_path) -> Path:
         ("engine/hooks.py", "import sqlalchemy", "The engine imports no web framework"),
         ("core/errors.py", "import torch", "never load torch"),
         ("engine/models.py", "import engine.pipeline", "No import circle inside a package"),
-        ("distill_client/objects.py", "import core.models", "The client needs httpx only"),
+        ("distill_client/objects.py", "import core.models", "The client stands alone"),
     ],
     ids=[
         "engine->core",

@@ -25,7 +25,7 @@ def test_importing_the_client_loads_no_torch_fastapi_or_celery():
     assert result.stdout.strip() == "[]", result.stderr
 
 
-def test_the_client_builds_as_a_wheel_that_needs_httpx_only(tmp_path):
+def test_the_client_builds_as_a_wheel_of_its_own_without_the_service_or_torch(tmp_path):
     source = shutil.copytree(
         ROOT / "distill_client", tmp_path / "source", ignore=shutil.ignore_patterns("__pycache__")
     )

@@ -1,0 +1,64 @@
+"""What `distill` shows while it waits: every event as a line (a CI log reads them), and on a terminal a
+live line below them with the job's epoch, step, latest loss and accuracy, and its ETA."""
+
+import sys
+import threading
+
+from rich.console import Console
+from rich.live import Live
+
+from distill_client.objects import Event
+
+REFRESH_SECONDS = 1.0
+
+
+class Progress:
+    def __init__(self, client, job_id: str, quiet: bool = False):
+        self.client, self.job_id, self.quiet = client, job_id, quiet
+        self.console = Console(stderr=True, highlight=False)
+        self.live = Live("", console=self.console, transient=True) if self.console.is_terminal else None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "Progress":
+        if self.live and not self.quiet:
+            self.live.start()
+            threading.Thread(target=self._refresh, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.live and self.live.is_started:
+            self.live.stop()
+
+    def event(self, event: Event) -> None:
+        if self.quiet:
+            return
+        line = f"{event.level:<7} {event.message}"
+        if self.live and self.live.is_started:
+            self.live.console.print(line, markup=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS):
+            try:
+                self.live.update(self._line())
+            except Exception:  # a status read that failed: the next refresh tries again
+                continue
+
+    def _line(self) -> str:
+        job = self.client.get_job(self.job_id)
+        progress = job.progress or {}
+        parts = [job.status]
+        if progress.get("epochs"):
+            parts.append(f"epoch {progress['epoch']}/{progress['epochs']}")
+        if progress.get("total_steps"):
+            parts.append(f"step {progress['step']}/{progress['total_steps']} ({progress['fraction']:.0%})")
+        latest = {point.name: point.value for point in self.client.metrics(self.job_id)}
+        if "loss" in latest:
+            parts.append(f"loss {latest['loss']:.4f}")
+        if "validation_accuracy" in latest:
+            parts.append(f"accuracy {latest['validation_accuracy']:.2%}")
+        if progress.get("eta_seconds") is not None:
+            parts.append(f"ETA {progress['eta_seconds']:.0f} s")
+        return "  ·  ".join(parts)
