@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from core.gates import Gate
 from engine.specs import (
     ArchitectureSpec,
     DistillationConfig,
@@ -84,6 +85,13 @@ class JobCreate(Spec):
         default=[],
         description="Extra artifacts: `int8` adds `student.int8.pt2` (int8 weights) with its own measured "
         "accuracy and size in `metrics.int8`.",
+    )
+    gates: list[Gate] = Field(
+        default=[],
+        max_length=32,
+        description="Quality gates on the final metrics, evaluated when the job ends: each gate's measured "
+        "value and pass/fail go into `metrics.gates` and an event. A job that fails a gate still succeeds, "
+        "with its artifacts; `distill` exits 4.",
     )
     name: str | None = Field(default=None, max_length=255)
 

@@ -47,6 +47,7 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     resolved = _with_teachers(request, teachers)
     resolved = resolved.model_copy(update={"student": _designed_student(resolved)})
     _check_dataset_formats(resolved, {role: file.format for role, file in datasets.items()})
+    _check_gates(resolved)
     job = engine_job(resolved)
     try:
         check_job(job, resolved.teacher_fields())
@@ -56,6 +57,16 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
         job, teacher_files, datasets["train"].samples, sum(f.bytes for f in datasets.values()), settings
     )
     return ResolvedJob(resolved, roles)
+
+
+def _check_gates(request: JobCreate) -> None:
+    for number, gate in enumerate(request.gates):
+        if gate.metric == "int8.accuracy" and "int8" not in request.export:
+            raise RequestError(
+                422, "invalid_request",
+                'A gate on int8.accuracy needs the int8 student: add "int8" to export.',
+                f"gates.{number}.metric",
+            )  # fmt: skip
 
 
 def _refused(error: DistillError) -> RequestError:

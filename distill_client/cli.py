@@ -271,7 +271,7 @@ def finish(context: Context, job: Job) -> None:
 
 
 def outcome(job: Job) -> tuple[Exit, str]:
-    failed_gates = [gate for gate in (job.metrics or {}).get("gates", []) if not gate["passed"]]
+    failed_gates = [gate for gate in (job.metrics or {}).get("gates") or [] if not gate["passed"]]
     if job.status == "succeeded" and failed_gates:
         failures = "; ".join(
             f"{g['metric']} {g['value']} is not {g['op']} {g['threshold']}" for g in failed_gates

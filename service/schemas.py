@@ -84,6 +84,14 @@ class SearchResult(BaseModel):
     trials: list[Trial]
 
 
+class GateResult(BaseModel):
+    metric: str
+    op: str
+    threshold: float
+    value: float | None = Field(description="The metric as measured; null when it was not (the gate fails).")
+    passed: bool
+
+
 class JobMetrics(BaseModel):
     teacher: ModelMetrics
     student: ModelMetrics
@@ -96,6 +104,7 @@ class JobMetrics(BaseModel):
         default=None, description="`born_again`: every generation."
     )
     search: SearchResult | None = Field(default=None, description="`auto` temperature or alpha: the trials.")
+    gates: list[GateResult] | None = Field(default=None, description="The request's `gates`, evaluated.")
 
 
 class JobError(BaseModel):

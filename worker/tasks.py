@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from core import lifecycle
 from core.checkpoints import StoredCheckpoint
+from core.gates import evaluate, summary
 from core.job_request import JobCreate, engine_job
 from core.lifecycle import add_event
 from core.models import Artifact, File, Job, now
@@ -118,18 +119,27 @@ def _finish(resources: Resources, job: Job, result: DistillResult) -> None:
         content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
                                   content_type=content_type, storage_key=key))  # fmt: skip
+    metrics, gates = _with_gates(job, result.metrics)
     with resources.database.transaction() as session:
-        succeeded = lifecycle.move(
-            session, job.id, lifecycle.SUCCEED, attempt=job.attempts, metrics=result.metrics
-        )
+        succeeded = lifecycle.move(session, job.id, lifecycle.SUCCEED, attempt=job.attempts, metrics=metrics)
         if succeeded:
             session.add_all(artifacts)
+            if gates:
+                add_event(
+                    session, job.pk, summary(gates), "info" if all(g["passed"] for g in gates) else "warning"
+                )
             add_event(session, job.pk, "Job succeeded: the student is ready to download.")
     if not succeeded:  # cancelled at the last moment: keep no student
         for artifact in artifacts:
             storage.delete(artifact.storage_key)
         raise JobCancelled
     StoredCheckpoint(storage, job.tenant_id, job.id).delete()
+
+
+def _with_gates(job: Job, metrics: dict) -> tuple[dict, list[dict]]:
+    """The metrics with the request's gates evaluated on them (`metrics.gates`), and those results."""
+    gates = evaluate(JobCreate.model_validate(job.request).gates, metrics)
+    return ({**metrics, "gates": gates} if gates else metrics), gates
 
 
 def _end(

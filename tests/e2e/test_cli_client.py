@@ -93,3 +93,22 @@ def test_json_output_is_the_services_objects(stack, files):
     listed = distill(stack, "--json", "files", "list", "--purpose", "teacher")
     assert listed.returncode == 0
     assert files["teacher"] in {f["id"] for f in json.loads(listed.stdout)}
+
+
+def test_a_failed_gate_exits_4_with_the_student_kept_and_a_passed_one_exits_0(stack, files, tmp_path):
+    gates = [{"metric": "student.accuracy", "op": ">=", "value": 0.5},
+             {"metric": "compression", "op": ">=", "value": 1000}]  # fmt: skip
+    body = job_request(files["teacher"], files["dataset"], gates=gates)
+    result = distill(stack, "run", str(job_file(tmp_path, body)), "-o", str(tmp_path / "out"))
+    assert result.returncode == 4, result.stderr
+    assert "succeeded but failed its gates: compression" in result.stderr
+    assert "Gates: 1 of 2 passed" in result.stderr  # the job's event
+    assert (tmp_path / "out" / "student.pt2").is_file()
+    job_id = result.stderr.split("submitted ")[1].split()[0]
+    recorded = stack.client.job(job_id)
+    assert recorded["status"] == "succeeded"
+    assert [g["passed"] for g in recorded["metrics"]["gates"]] == [True, False]
+
+    body["gates"] = gates[:1]
+    passing = distill(stack, "jobs", "create", "-f", str(job_file(tmp_path, body, "passing.json")), "--wait")
+    assert passing.returncode == 0, passing.stderr

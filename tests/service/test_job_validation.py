@@ -300,3 +300,27 @@ def test_json_just_under_the_limit_is_validated_not_refused(client):
     body = json.dumps({"padding": "x" * (1000 * 1024)}).encode()
     response = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("gates", "param"),
+    [
+        ([{"metric": "student.acuracy", "op": ">=", "value": 0.9}], "gates.0.metric"),
+        ([{"metric": "compression", "op": ">=", "value": 2}, {"metric": "agreement", "op": "==", "value": 1}],
+         "gates.1.op"),
+        ([{"metric": "compression", "op": ">=", "value": "high"}], "gates.0.value"),
+        ([{"metric": "int8.accuracy", "op": ">=", "value": 0.9}], "gates.0.metric"),  # without export int8
+    ],
+    ids=["unknown metric", "unknown operator", "not a number", "int8 without its export"],
+)  # fmt: skip
+def test_a_gate_it_cannot_evaluate_is_refused_naming_it(client, teacher_file, dataset_file, gates, param):
+    request = job_request(teacher_file["id"], dataset_file["id"], gates=gates)
+    assert_error(client.post("/v1/jobs", json=request), 422, param)
+
+
+def test_gates_are_kept_in_the_request(client, teacher_file, dataset_file):
+    gates = [{"metric": "int8.accuracy", "op": ">=", "value": 0.5}]
+    request = job_request(teacher_file["id"], dataset_file["id"], gates=gates, export=["int8"])
+    response = client.post("/v1/jobs", json=request)
+    assert response.status_code == 201, response.text
+    assert response.json()["request"]["gates"] == gates

@@ -1,0 +1,54 @@
+"""Quality gates: a job request's conditions on its final metrics (`{"metric": "student.accuracy",
+"op": ">=", "value": 0.9}`), checked at submission for their names and evaluated when the job ends.
+A job whose gate fails still succeeds, with its artifacts; its metrics say which gates failed."""
+
+import operator
+from typing import Literal
+
+from pydantic import Field
+
+from engine.specs import Spec
+
+# A dotted path into the job's metrics: each is measured on the validation set.
+GateMetric = Literal[
+    "student.accuracy", "teacher.accuracy", "agreement", "accuracy_retention", "compression",
+    "student.parameters", "int8.accuracy",
+]  # fmt: skip
+OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+class Gate(Spec):
+    metric: GateMetric = Field(description="A final metric, as a dotted path into the job's `metrics`.")
+    op: Literal[">=", ">", "<=", "<"]
+    value: float = Field(allow_inf_nan=False, description="The threshold the metric is compared with.")
+
+
+def evaluate(gates: list[Gate], metrics: dict) -> list[dict]:
+    """Each gate with the metric's `value` (None when it was not measured, e.g. accuracy without labels),
+    its `threshold` and whether it `passed`; a gate on an unmeasured metric fails."""
+    results = []
+    for gate in gates:
+        value = _lookup(metrics, gate.metric)
+        passed = value is not None and OPERATORS[gate.op](value, gate.value)
+        results.append({"metric": gate.metric, "op": gate.op, "threshold": gate.value, "value": value,
+                        "passed": passed})  # fmt: skip
+    return results
+
+
+def summary(results: list[dict]) -> str:
+    """The event a job's gates end with: `Gates: 1 of 2 passed: compression 3.2 >= 5 failed; ...`."""
+    passed = sum(result["passed"] for result in results)
+    return f"Gates: {passed} of {len(results)} passed: " + "; ".join(map(_described, results)) + "."
+
+
+def _described(result: dict) -> str:
+    value = "not measured" if result["value"] is None else f"{result['value']:.6g}"
+    verdict = "passed" if result["passed"] else "failed"
+    return f"{result['metric']} {value} {result['op']} {result['threshold']:g} {verdict}"
+
+
+def _lookup(metrics: dict, path: str) -> float | None:
+    value = metrics
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value if isinstance(value, int | float) else None
