@@ -62,7 +62,7 @@ def stream_object(
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     if not _single_byte_range(range_header) or (if_range is not None and if_range != etag):
-        return _stream(storage, key, 0, size, 200, content_type, headers)
+        return _stream(request, storage, key, 0, size, 200, content_type, headers)
     span = parse_range(range_header, size)
     if span is None:
         return error_response(
@@ -74,7 +74,7 @@ def stream_object(
         )
     start, end = span
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return _stream(storage, key, start, end - start + 1, 206, content_type, headers)
+    return _stream(request, storage, key, start, end - start + 1, 206, content_type, headers)
 
 
 def _single_byte_range(header: str | None) -> bool:
@@ -99,11 +99,15 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _stream(
-    storage: Storage, key: str, start: int, length: int, status: int, content_type: str, headers: dict
-):
+    request: Request, storage: Storage, key: str, start: int, length: int, status: int, content_type: str,
+    headers: dict,
+):  # fmt: skip
+    headers = {**headers, "Content-Length": str(length)}
+    if request.method == "HEAD":  # the headers a GET would get, without reading the object
+        return Response(status_code=status, media_type=content_type, headers=headers)
+
     def body():
         with storage.open(key) as stream:
             yield from read_chunks(stream, start, length)
 
-    headers = {**headers, "Content-Length": str(length)}
     return StreamingResponse(body(), status_code=status, media_type=content_type, headers=headers)

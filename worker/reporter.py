@@ -9,6 +9,8 @@ from core.db import Database
 from core.lifecycle import add_event, status_of
 from core.models import Job, JobMetric
 
+MIN_RATE_SECONDS = 1.0  # of training before a rate (and an ETA) is worth showing
+
 
 class DatabaseReporter:
     def __init__(
@@ -17,8 +19,8 @@ class DatabaseReporter:
         self.database, self.job_id, self.job_pk = database, job_id, job_pk
         self.progress_interval, self.cancel_interval = progress_interval, cancel_interval
         self._last_progress = self._last_cancel_check = float("-inf")
-        self._running_since: float | None = None
-        self._start_step = 0  # steps done before this attempt: its rate counts from there
+        self._running = False
+        self._rate_from: tuple[float, int] | None = None  # (time, step) of the first step this attempt saw
         self._stop_requested = False
 
     def event(self, message: str, level: str = "info") -> None:
@@ -31,24 +33,34 @@ class DatabaseReporter:
             if phase == "validating" or lifecycle.move(session, self.job_id, lifecycle.START):
                 add_event(session, self.job_pk, f"Phase: {phase}.")
         if phase == "running":
-            self._running_since = time.monotonic()
+            self._running = True
 
     def progress(self, epoch: int, epochs: int, step: int, total_steps: int) -> None:
         now = time.monotonic()
         if step < total_steps and now - self._last_progress < self.progress_interval:
             return
         self._last_progress = now
-        fraction = step / total_steps if total_steps else 0.0
-        eta = None
-        if self._running_since is not None and step > self._start_step:
-            seconds_per_step = (now - self._running_since) / (step - self._start_step)
-            eta = round(seconds_per_step * (total_steps - step), 1)
+        fraction = round(step / total_steps, 6) if total_steps else 0.0
+        eta = self._eta(now, step, total_steps)
         progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
-                    "fraction": round(fraction, 6), "eta_seconds": eta}  # fmt: skip
+                    "fraction": fraction, "eta_seconds": eta}  # fmt: skip
         with self.database.transaction() as session:
             session.execute(
                 update(Job).where(Job.id == self.job_id).values(progress=progress, heartbeat_at=time.time())
             )
+
+    def _eta(self, now: float, step: int, total_steps: int) -> float | None:
+        """Seconds left at the rate since the first step this attempt reported, so that the first step's
+        warm-up (allocations, caches) does not count; None until 3 more steps and 1 s have passed."""
+        if not self._running:
+            return None
+        if self._rate_from is None:
+            self._rate_from = (now, step)
+            return None
+        since, first_step = self._rate_from
+        if step - first_step < 3 or now - since < MIN_RATE_SECONDS:
+            return None
+        return round((now - since) / (step - first_step) * (total_steps - step), 1)
 
     def metrics(self, epoch: int, step: int, values: dict[str, float]) -> None:
         with self.database.transaction() as session:
@@ -58,7 +70,7 @@ class DatabaseReporter:
             )
 
     def rewind(self, step: int) -> None:
-        self._start_step = step
+        self._rate_from = None  # a resumed attempt's rate counts from its own first step
         with self.database.transaction() as session:
             session.execute(delete(JobMetric).where(JobMetric.job_pk == self.job_pk, JobMetric.step > step))
 

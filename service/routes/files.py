@@ -16,6 +16,7 @@ from service import idempotency, policy
 from service.deps import DatabaseDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
+from service.head_routes import add_head_route
 from service.limits import upload_too_large
 from service.pagination import After, Limit, paginate
 from service.schemas import DeletedObject, FileObject, Page, Purpose
@@ -152,6 +153,10 @@ def download_file(
         row = get_owned(session, FileRow, tenant_id, file_id)
     content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
     return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)
+
+
+add_head_route(router, "/{file_id}/content", download_file, response_class=StreamingResponse,
+               responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses=ERRORS)

@@ -4,6 +4,7 @@ from sqlalchemy import text
 
 from core.db import Database
 from service.deps import ResourcesDep
+from service.head_routes import add_head_route
 from service.schemas import HealthStatus, ReadyStatus
 
 router = APIRouter(tags=["health"])
@@ -14,6 +15,9 @@ def healthz():
     return HealthStatus(status="ok")
 
 
+add_head_route(router, "/healthz", healthz, response_model=HealthStatus)
+
+
 @router.get("/readyz", response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
 def readyz(resources: ResourcesDep):
     database = _database_problem(resources.database) or "ok"
@@ -21,6 +25,9 @@ def readyz(resources: ResourcesDep):
     ready = database == broker == "ok"
     body = ReadyStatus(status="ok" if ready else "unavailable", database=database, broker=broker)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+add_head_route(router, "/readyz", readyz, response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
 
 
 def _database_problem(database: Database) -> str | None:

@@ -18,6 +18,7 @@ from service.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, TenantD
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
+from service.head_routes import add_head_route
 from service.pagination import After, Limit, paginate
 from service.schemas import (
     ArtifactObject,
@@ -230,3 +231,7 @@ def download_artifact(
         artifact.content_type,
         artifact.name,
     )
+
+
+add_head_route(router, "/{job_id}/artifacts/{name}", download_artifact, response_class=StreamingResponse,
+               responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip

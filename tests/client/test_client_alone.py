@@ -38,11 +38,12 @@ def test_the_client_builds_as_a_wheel_of_its_own_without_the_service_or_torch(tm
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+        scripts = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert {n.split("/")[0] for n in names} == {"distill_client", "distill_client-0.1.0.dist-info"}
     assert "distill_client/client.py" in names
-    assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist")] == [
-        "Requires-Dist: httpx>=0.27"
-    ]
+    requires = [line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Requires-Dist")]
+    assert requires == ["httpx>=0.27", "click>=8", "rich>=13", "PyYAML>=6"]
+    assert "distill = distill_client.cli:run_cli" in scripts
 
 
 class FlakyServer(ThreadingHTTPServer):

@@ -195,6 +195,26 @@ def test_download_whole_file(client, text_file):
     assert response.headers["content-disposition"] == 'attachment; filename="tokenizer.json"'
 
 
+@pytest.mark.parametrize("range_header", [None, "bytes=2-5"])
+def test_head_answers_a_downloads_headers_without_its_body(client, text_file, range_header):
+    """`curl -I`, `wget --spider`: what a GET would say, with no bytes."""
+    headers = {"Range": range_header} if range_header else {}
+    got, head = (
+        client.get(content_url(text_file), headers=headers),
+        client.head(content_url(text_file), headers=headers),
+    )
+    assert head.status_code == got.status_code and head.content == b""
+    for name in ("content-length", "etag", "content-type", "content-disposition", "accept-ranges"):
+        assert head.headers[name] == got.headers[name], name
+    assert head.headers.get("content-range") == got.headers.get("content-range")
+    assert client.head("/v1/files/file-doesnotexist/content").status_code == 404
+
+
+def test_head_answers_health(client):
+    assert client.head("/healthz").status_code == 200
+    assert client.head("/readyz").status_code == 200
+
+
 def test_download_dataset_is_a_zip(client, dataset_file):
     response = client.get(content_url(dataset_file))
     assert response.headers["content-type"] == "application/zip"
