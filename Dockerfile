@@ -13,6 +13,7 @@ COPY cli ./cli
 COPY core ./core
 COPY worker ./worker
 COPY engine ./engine
+COPY distill_client ./distill_client
 RUN pip install --no-deps -e .
 
 RUN useradd --create-home distill && mkdir -p /data && chown distill /data
