@@ -93,6 +93,7 @@ def request(tenant: Tenant, seed: int = 0, train: str = "train", **overrides) ->
         "dataset": {"train_file_id": tenant.files[train]},
         "distillation": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
         "training": {"epochs": 3, "batch_size": 32, "learning_rate": 0.01, "seed": seed},
+        "export": [],
     }  # fmt: skip
     for section, values in overrides.items():
         body[section] = {**body[section], **values}

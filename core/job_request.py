@@ -81,10 +81,12 @@ class JobCreate(Spec):
     dataset: DatasetRef
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
-    export: list[Literal["int8"]] = Field(
-        default=[],
-        description="Extra artifacts: `int8` adds `student.int8.pt2` (int8 weights) with its own measured "
-        "accuracy and size in `metrics.int8`.",
+    export: list[Literal["onnx", "int8"]] = Field(
+        default=["onnx"],
+        description="Extra artifacts. `onnx`: `student.onnx` (any batch size), run with ONNX Runtime on the "
+        "validation set against the PyTorch student (`metrics.onnx`: accuracy, agreement, largest "
+        "difference). `int8`: `student.int8.pt2` (int8 weights; `metrics.int8`) and, with `onnx`, "
+        "`student.int8.onnx` quantized by ONNX Runtime (`metrics.onnx.int8`). `[]` for neither.",
     )
     gates: list[Gate] = Field(
         default=[],

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from engine.checkpoint import Checkpoints
 from engine.errors import DistillError
 from engine.evaluate import accuracy, classification_metrics, final_metrics, predict
-from engine.export import export_student
+from engine.export import PROGRAM, export_student
 from engine.methods import Candidate, Trained, train_students
 from engine.models import count_parameters
+from engine.onnx_export import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_metrics, quantize_onnx
 from engine.preparation import Setup, prepare
 from engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.reporting import Reporter
@@ -113,6 +114,8 @@ def finish(
     if "int8" in job.export:
         artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)
         metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
+    if "onnx" in job.export:
+        metrics["onnx"] = onnx_exports(setup, job, artifacts, student_logits, out_dir)
     seconds = time.perf_counter() - started
     summary = {"final": metrics, "series": trained.series, "device": str(setup.device), "seconds": seconds}
     artifacts[METRICS_FILE] = out_dir / METRICS_FILE
@@ -161,6 +164,20 @@ def candidate_summary(setup: Setup, candidate: Candidate, logits: Tensor, export
         "agreement": scores["agreement"],
         "exported": exported,
     }
+
+
+def onnx_exports(
+    setup: Setup, job: EngineJob, artifacts: dict[str, Path], student_logits: Tensor, out_dir: Path
+) -> dict:
+    """`student.onnx` from the saved `student.pt2` (and `student.int8.onnx` with int8), each run with
+    ONNX Runtime on the validation set against the PyTorch student."""
+    path = artifacts[ONNX_MODEL] = export_onnx(torch.export.load(artifacts[PROGRAM]), out_dir)
+    x, labels, batch_size = setup.validation.x.cpu(), setup.validation.y, job.training.batch_size
+    measured = onnx_metrics(path, x, labels, student_logits, batch_size)
+    if "int8" in job.export:
+        artifacts[INT8_ONNX_MODEL] = quantize_onnx(path)
+        measured["int8"] = onnx_metrics(artifacts[INT8_ONNX_MODEL], x, labels, student_logits, batch_size)
+    return measured
 
 
 def int8_metrics(

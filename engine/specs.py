@@ -274,7 +274,7 @@ class EngineJob(Spec):
     teachers: list[TeacherSource] = Field(min_length=1, max_length=64)
     student_architecture: ArchitectureSpec
     student_init: Literal["random", "teacher"] = "random"
-    export: list[Literal["int8"]] = []
+    export: list[Literal["onnx", "int8"]] = []
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
 

@@ -63,6 +63,19 @@ class Int8Metrics(BaseModel):
     float_bytes: int = Field(description="Size of `student.pt2`.")
 
 
+class OnnxModelMetrics(BaseModel):
+    accuracy: float | None
+    agreement: float = Field(description="Top-1 agreement with the PyTorch student.")
+    max_abs_difference: float = Field(description="Largest difference from the PyTorch student's logits.")
+    bytes: int
+
+
+class OnnxMetrics(OnnxModelMetrics):
+    """`student.onnx` run with ONNX Runtime on the validation set."""
+
+    int8: OnnxModelMetrics | None = Field(default=None, description="`student.int8.onnx`, with `int8`.")
+
+
 class CandidateMetrics(BaseModel):
     name: str = Field(description="`student`, `peer1`, …, or `generation1`, …")
     family: str
@@ -99,6 +112,7 @@ class JobMetrics(BaseModel):
     accuracy_retention: float | None
     compression: float
     int8: Int8Metrics | None = Field(default=None, description="When `export` asked for `int8`.")
+    onnx: OnnxMetrics | None = Field(default=None, description="When `export` asked for `onnx`.")
     students: list[CandidateMetrics] | None = Field(default=None, description="`mutual`: every student.")
     generations: list[CandidateMetrics] | None = Field(
         default=None, description="`born_again`: every generation."

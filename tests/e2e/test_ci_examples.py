@@ -55,7 +55,7 @@ def test_a_student_that_passes_its_gates_exits_0_with_its_artifacts(stack, works
     assert result.returncode == 0, result.stderr
     assert "Gates: 2 of 2 passed" in result.stderr
     assert {p.name for p in (workspace / "distilled").iterdir()} == {
-        "student.safetensors", "student.json", "student.pt2", "metrics.json"
+        "student.safetensors", "student.json", "student.pt2", "student.onnx", "metrics.json"
     }  # fmt: skip
 
 

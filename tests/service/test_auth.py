@@ -134,8 +134,11 @@ def test_every_v1_endpoint_refuses_requests_without_a_valid_key(
     headers = {"Authorization": header} if header is not None else {}
     for method, path in v1_operations(app):
         response = anonymous.request(method, path.format(**UNKNOWN), headers=headers)
-        error = assert_error(response, 401, None, "unauthorized")
         assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
+        if method == "HEAD":  # the status and headers only
+            assert response.status_code == 401, path
+            continue
+        error = assert_error(response, 401, None, "unauthorized")
         assert "api key" in error["message"].lower(), error
     if credentials == "revoked key":
         assert "revoked" in error["message"]
@@ -189,8 +192,9 @@ def test_another_tenants_ids_are_404_on_every_endpoint(app, alice, bob, alices):
             theirs = {"file_id": alices["teacher"]["id"], "job_id": job["id"], "name": "student.json"}
             response = bob.request(method, path.format(**theirs))
             unknown = bob.request(method, path.format(**UNKNOWN))
-            assert_error(response, 404, None, "not_found")
-            assert unknown.status_code == 404, (method, path, unknown.text)
+            assert unknown.status_code == response.status_code == 404, (method, path, unknown.text)
+            if method != "HEAD":  # which has no body
+                assert_error(response, 404, None, "not_found")
             body = response.text
             for field in ("file_id", "job_id"):
                 body = body.replace(theirs[field], UNKNOWN[field])

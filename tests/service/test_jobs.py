@@ -77,7 +77,7 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "architecture": {**mlp_spec(hidden_sizes=[4]), "dropout": 0.0, "activation": "relu"},
         "derive": None,
     }
-    assert request["export"] == []
+    assert request["export"] == ["onnx"]
     assert request["dataset"] == {
         "train_file_id": dataset_file["id"],
         "validation_file_id": None,

@@ -1,0 +1,57 @@
+"""The student as ONNX, for ONNX Runtime and everything else that reads it: `student.onnx`, one file that
+takes any batch size, checked against the PyTorch student on the validation set; with `export: ["int8"]`
+also `student.int8.onnx`, its weights quantized to int8 by ONNX Runtime, measured like the float one."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from torch import Tensor
+
+from engine.errors import DistillError
+from engine.evaluate import accuracy
+
+ONNX_MODEL = "student.onnx"
+INT8_ONNX_MODEL = "student.int8.onnx"
+
+
+def export_onnx(program: torch.export.ExportedProgram, out_dir: Path) -> Path:
+    """`student.onnx` from the exported program (whose batch dimension is dynamic), weights inside."""
+    path = out_dir / ONNX_MODEL
+    try:
+        torch.onnx.export(program, (), str(path), dynamo=True, external_data=False, verbose=False)
+    except Exception as exc:  # an operator the exporter does not know: say so, the other formats stand
+        raise DistillError(
+            "export_failed", f"the student could not be exported to ONNX ({type(exc).__name__}: {exc})"
+        ) from exc
+    return path
+
+
+def quantize_onnx(path: Path) -> Path:
+    """`student.int8.onnx`: ONNX Runtime's dynamic quantization (int8 weights, activations at run time)."""
+    int8_path = path.with_name(INT8_ONNX_MODEL)
+    quantize_dynamic(path, int8_path, weight_type=QuantType.QInt8)
+    return int8_path
+
+
+def onnx_logits(path: Path, x: Tensor, batch_size: int) -> Tensor:
+    """The model's logits for every sample of `x`, from ONNX Runtime on the CPU."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    batches = (x[start : start + batch_size].numpy() for start in range(0, len(x), batch_size))
+    return torch.from_numpy(np.concatenate([session.run(None, {name: batch})[0] for batch in batches]))
+
+
+def onnx_metrics(
+    path: Path, x: Tensor, labels: Tensor | None, student_logits: Tensor, batch_size: int
+) -> dict:
+    """How the ONNX model agrees with the PyTorch student on the validation set, and its accuracy."""
+    logits = onnx_logits(path, x, batch_size)
+    return {
+        "accuracy": None if labels is None else accuracy(logits, labels),
+        "agreement": accuracy(logits, student_logits.argmax(dim=1)),
+        "max_abs_difference": float((logits - student_logits).abs().max()),
+        "bytes": path.stat().st_size,
+    }
