@@ -12,7 +12,8 @@ from engine.specs import Spec
 # A dotted path into the job's metrics: each is measured on the validation set.
 GateMetric = Literal[
     "student.accuracy", "teacher.accuracy", "agreement", "accuracy_retention", "compression",
-    "student.parameters", "int8.accuracy",
+    "student.parameters", "int8.accuracy", "student.latency_ms.batch_1", "student.latency_ms.batch_64",
+    "speedup.batch_1", "speedup.batch_64",
 ]  # fmt: skip
 OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
@@ -38,10 +39,11 @@ def evaluate(gates: list[Gate], metrics: dict) -> list[dict]:
 def summary(results: list[dict]) -> str:
     """The event a job's gates end with: `Gates: 1 of 2 passed: compression 3.2 >= 5 failed; ...`."""
     passed = sum(result["passed"] for result in results)
-    return f"Gates: {passed} of {len(results)} passed: " + "; ".join(map(_described, results)) + "."
+    return f"Gates: {passed} of {len(results)} passed: " + "; ".join(map(describe, results)) + "."
 
 
-def _described(result: dict) -> str:
+def describe(result: dict) -> str:
+    """One evaluated gate in words: `compression 3.2 >= 5 failed`."""
     value = "not measured" if result["value"] is None else f"{result['value']:.6g}"
     verdict = "passed" if result["passed"] else "failed"
     return f"{result['metric']} {value} {result['op']} {result['threshold']:g} {verdict}"

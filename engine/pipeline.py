@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from engine.checkpoint import Checkpoints
 from engine.errors import DistillError
-from engine.evaluate import accuracy, classification_metrics, final_metrics, predict
+from engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
 from engine.export import PROGRAM, export_student
+from engine.latency import latency_ms, speedup
 from engine.methods import Candidate, Trained, train_students
 from engine.models import count_parameters
 from engine.onnx_export import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_metrics, quantize_onnx
@@ -116,6 +117,7 @@ def finish(
         metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
     if "onnx" in job.export:
         metrics["onnx"] = onnx_exports(setup, job, artifacts, student_logits, out_dir)
+    add_latencies(setup, job, student, metrics)
     seconds = time.perf_counter() - started
     summary = {"final": metrics, "series": trained.series, "device": str(setup.device), "seconds": seconds}
     artifacts[METRICS_FILE] = out_dir / METRICS_FILE
@@ -178,6 +180,23 @@ def onnx_exports(
         artifacts[INT8_ONNX_MODEL] = quantize_onnx(path)
         measured["int8"] = onnx_metrics(artifacts[INT8_ONNX_MODEL], x, labels, student_logits, batch_size)
     return measured
+
+
+def add_latencies(setup: Setup, job: EngineJob, student: nn.Module, metrics: dict) -> None:
+    """Each model's `latency_ms` (per sample, at batch 1 and 64, on the job's device) in its metrics,
+    and the student's `speedup` over the teachers."""
+    sample, device = setup.validation.x[:1], setup.device
+
+    def teachers(x: Tensor) -> list[Tensor]:
+        return [teacher(x) for teacher in setup.teachers.teachers]
+
+    metrics["teacher"]["latency_ms"] = latency_ms(teachers, sample, device)
+    with evaluating(student):
+        metrics["student"]["latency_ms"] = latency_ms(student, sample, device)
+    if "int8" in job.export:
+        metrics["int8"]["latency_ms"] = latency_ms(quantize_int8(student).eval(), sample, device)
+    metrics["speedup"] = speedup(metrics["teacher"]["latency_ms"], metrics["student"]["latency_ms"])
+    metrics["latency_device"] = str(device)
 
 
 def int8_metrics(

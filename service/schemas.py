@@ -51,13 +51,20 @@ class Progress(BaseModel):
     eta_seconds: float | None = None
 
 
+class Latency(BaseModel):
+    batch_1: float = Field(description="Milliseconds per sample, one sample at a time.")
+    batch_64: float = Field(description="Milliseconds per sample, in batches of 64.")
+
+
 class ModelMetrics(BaseModel):
     accuracy: float | None
     parameters: int
+    latency_ms: Latency | None = Field(default=None, description="On the worker's device (`latency_device`).")
 
 
 class Int8Metrics(BaseModel):
     accuracy: float | None
+    latency_ms: Latency | None = None
     agreement: float = Field(description="Top-1 agreement with the float student.")
     bytes: int = Field(description="Size of `student.int8.pt2`.")
     float_bytes: int = Field(description="Size of `student.pt2`.")
@@ -113,6 +120,10 @@ class JobMetrics(BaseModel):
     compression: float
     int8: Int8Metrics | None = Field(default=None, description="When `export` asked for `int8`.")
     onnx: OnnxMetrics | None = Field(default=None, description="When `export` asked for `onnx`.")
+    speedup: Latency | None = Field(
+        default=None, description="Teacher latency / student latency, per batch size."
+    )
+    latency_device: str | None = Field(default=None, description="Where the latencies were measured.")
     students: list[CandidateMetrics] | None = Field(default=None, description="`mutual`: every student.")
     generations: list[CandidateMetrics] | None = Field(
         default=None, description="`born_again`: every generation."

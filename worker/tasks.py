@@ -17,9 +17,10 @@ from core.checkpoints import StoredCheckpoint
 from core.gates import evaluate, summary
 from core.job_request import JobCreate, engine_job
 from core.lifecycle import add_event
-from core.models import Artifact, File, Job, now
+from core.model_card import MODEL_CARD, CardFile, model_card
+from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
-from core.storage import job_key, read_chunks
+from core.storage import Storage, job_key, read_chunks
 from engine.errors import DistillError, JobCancelled
 from engine.pipeline import Checkpoints, DistillResult, JobFiles, run_distillation
 from worker.liveness import heartbeat
@@ -30,6 +31,7 @@ CONTENT_TYPES = {
     ".safetensors": "application/octet-stream",
     ".pt2": "application/zip",
     ".json": "application/json",
+    ".md": "text/markdown; charset=utf-8",
 }
 
 
@@ -108,18 +110,9 @@ def _storage_keys(resources: Resources, job: Job) -> dict[str, str]:
 
 
 def _finish(resources: Resources, job: Job, result: DistillResult) -> None:
-    storage = resources.storage
-    artifacts = []
-    for name, path in result.artifacts.items():
-        # Per attempt: a worker that was only slow, finishing late, must not overwrite (or, fenced off,
-        # delete) the files of the attempt that took the job over.
-        key = job_key(job.tenant_id, job.id, f"attempt-{job.attempts}/{name}")
-        with path.open("rb") as stream:
-            stored = storage.write(key, read_chunks(stream))
-        content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-        artifacts.append(Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
-                                  content_type=content_type, storage_key=key))  # fmt: skip
     metrics, gates = _with_gates(job, result.metrics)
+    files = {**result.artifacts, MODEL_CARD: _write_model_card(resources, job, metrics, result.artifacts)}
+    artifacts = [_store_artifact(resources.storage, job, name, path) for name, path in files.items()]
     with resources.database.transaction() as session:
         succeeded = lifecycle.move(session, job.id, lifecycle.SUCCEED, attempt=job.attempts, metrics=metrics)
         if succeeded:
@@ -131,9 +124,34 @@ def _finish(resources: Resources, job: Job, result: DistillResult) -> None:
             add_event(session, job.pk, "Job succeeded: the student is ready to download.")
     if not succeeded:  # cancelled at the last moment: keep no student
         for artifact in artifacts:
-            storage.delete(artifact.storage_key)
+            resources.storage.delete(artifact.storage_key)
         raise JobCancelled
-    StoredCheckpoint(storage, job.tenant_id, job.id).delete()
+    StoredCheckpoint(resources.storage, job.tenant_id, job.id).delete()
+
+
+def _store_artifact(storage: Storage, job: Job, name: str, path: Path) -> Artifact:
+    # Per attempt: a worker that was only slow, finishing late, must not overwrite (or, fenced off,
+    # delete) the files of the attempt that took the job over.
+    key = job_key(job.tenant_id, job.id, f"attempt-{job.attempts}/{name}")
+    with path.open("rb") as stream:
+        stored = storage.write(key, read_chunks(stream))
+    content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+    return Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
+                    content_type=content_type, storage_key=key)  # fmt: skip
+
+
+def _write_model_card(resources: Resources, job: Job, metrics: dict, artifacts: dict[str, Path]) -> Path:
+    with resources.database.transaction() as session:
+        rows = session.execute(
+            select(JobFile.role, File.filename, File.sha256)
+            .join(File, File.id == JobFile.file_id)
+            .where(JobFile.job_pk == job.pk)
+            .order_by(JobFile.role)
+        ).all()
+    card = model_card(job.id, job.request, metrics, [CardFile(*row) for row in rows], list(artifacts))
+    path = next(iter(artifacts.values())).parent / MODEL_CARD
+    path.write_text(card)
+    return path
 
 
 def _with_gates(job: Job, metrics: dict) -> tuple[dict, list[dict]]:

@@ -2,6 +2,7 @@
 it against the real API and worker, exits 0 for a good student, 4 for one that misses a gate, 1 for a
 job that fails."""
 
+import hashlib
 import shlex
 import shutil
 import subprocess
@@ -54,9 +55,14 @@ def test_a_student_that_passes_its_gates_exits_0_with_its_artifacts(stack, works
     result = run_pipeline(stack, workspace)
     assert result.returncode == 0, result.stderr
     assert "Gates: 2 of 2 passed" in result.stderr
-    assert {p.name for p in (workspace / "distilled").iterdir()} == {
-        "student.safetensors", "student.json", "student.pt2", "student.onnx", "metrics.json"
+    distilled = workspace / "distilled"
+    assert {p.name for p in distilled.iterdir()} == {
+        "student.safetensors", "student.json", "student.pt2", "student.onnx", "metrics.json", "README.md"
     }  # fmt: skip
+    card = (distilled / "README.md").read_text()  # the model card
+    train_sha256 = hashlib.sha256((workspace / "ci" / "train.npz").read_bytes()).hexdigest()
+    assert card.startswith("---\nlibrary_name:") and f"`train.npz` (sha256 `{train_sha256}`)" in card
+    assert "- accuracy_retention" in card and "onnxruntime.InferenceSession" in card
 
 
 def test_a_student_that_misses_a_gate_exits_4_and_keeps_its_artifacts(stack, workspace):

@@ -88,7 +88,13 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_kil
     artifacts = {
         a["name"]: a["sha256"] for a in stack.client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"]
     }
-    assert sorted(artifacts) == ["metrics.json", "student.json", "student.pt2", "student.safetensors"]
+    assert sorted(artifacts) == [
+        "README.md",
+        "metrics.json",
+        "student.json",
+        "student.pt2",
+        "student.safetensors",
+    ]
     assert not list(stack.home.glob(f"storage/jobs/*/{job_id}/checkpoint.pt"))  # gone with the job
 
     twin_id = stack.client.post("/v1/jobs", json=request).json()["id"]  # the same job, never killed

@@ -53,7 +53,9 @@ def test_student_learns_the_task(distilled):
 
 def test_final_metrics_have_the_documented_shape(distilled):
     metrics = distilled[0].metrics
-    assert set(metrics) == {"teacher", "student", "agreement", "accuracy_retention", "compression"}
+    assert set(metrics) == {"teacher", "student", "agreement", "accuracy_retention", "compression", "speedup",
+                            "latency_device"}  # fmt: skip
+    assert set(metrics["student"]) == {"accuracy", "parameters", "latency_ms"}
     assert metrics["teacher"]["parameters"] == 8 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4
     assert metrics["student"]["parameters"] == 8 * 16 + 16 + 16 * 4 + 4
     assert metrics["compression"] == metrics["teacher"]["parameters"] / metrics["student"]["parameters"]

@@ -1,0 +1,98 @@
+"""A job's model card, `README.md` beside its student (Hugging Face style): a metadata block, then what
+was distilled from what and how, on which data (by sha256), what it measured, its gates, and how to run
+the student with PyTorch and with ONNX Runtime."""
+
+import json
+from dataclasses import dataclass
+
+from core.gates import describe
+
+MODEL_CARD = "README.md"
+
+
+@dataclass(frozen=True)
+class CardFile:
+    role: str  # teacher, train, validation, tokenizer
+    filename: str
+    sha256: str
+
+
+def model_card(job_id: str, request: dict, metrics: dict, files: list[CardFile], artifacts: list[str]) -> str:
+    distillation, student = request["distillation"], request["student"]["architecture"]
+    sections = [
+        _metadata(job_id, request, metrics),
+        f"# Student of job {job_id}\n\nA {student['family']} student ({metrics['student']['parameters']:,} "
+        f"parameters) distilled from {_teachers(request, metrics)} with the `{distillation['method']}` "
+        f"method: temperature {distillation['temperature']}, alpha {distillation['alpha']}, beta "
+        f"{distillation['beta']}, soft loss `{distillation['soft_loss']}`.",
+        "## Data\n\n" + "\n".join(f"- {f.role}: `{f.filename}` (sha256 `{f.sha256}`)" for f in files),
+        "## Results on the validation set\n\n" + _results(metrics),
+    ]
+    if metrics.get("gates"):
+        sections.append("## Gates\n\n" + "\n".join(f"- {describe(gate)}" for gate in metrics["gates"]))
+    sections.append(_usage(student, artifacts))
+    return "\n\n".join(sections) + "\n"
+
+
+def _metadata(job_id: str, request: dict, metrics: dict) -> str:
+    values = {
+        "library_name": "distill",
+        "tags": ["knowledge-distillation", request["student"]["architecture"]["family"]],
+        "job": job_id,
+        "student_accuracy": metrics["student"]["accuracy"],
+        "teacher_accuracy": metrics["teacher"]["accuracy"],
+        "compression": round(metrics["compression"], 3),
+    }
+    return "---\n" + "\n".join(f"{key}: {json.dumps(value)}" for key, value in values.items()) + "\n---"
+
+
+def _teachers(request: dict, metrics: dict) -> str:
+    count = len(request["teachers"] or [request["teacher"]])
+    teachers = "a teacher" if count == 1 else f"{count} teachers"
+    return f"{teachers} of {metrics['teacher']['parameters']:,} parameters"
+
+
+def _results(metrics: dict) -> str:
+    teacher, student = metrics["teacher"], metrics["student"]
+    rows = [("", "teacher", "student"), ("---",) * 3,
+            ("accuracy", _share(teacher["accuracy"]), _share(student["accuracy"])),
+            ("parameters", f"{teacher['parameters']:,}", f"{student['parameters']:,}")]  # fmt: skip
+    if "latency_ms" in student:
+        for batch in ("batch_1", "batch_64"):
+            label = f"ms per sample, {batch.replace('_', ' ')}"
+            rows.append((label, f"{teacher['latency_ms'][batch]:.4g}", f"{student['latency_ms'][batch]:.4g}"))
+    lines = [f"agreement with the teacher: {_share(metrics['agreement'])}",
+             f"compression: {metrics['compression']:.1f}x fewer parameters"]  # fmt: skip
+    if metrics.get("speedup"):
+        speedup = metrics["speedup"]
+        lines.append(f"speed-up: {speedup['batch_1']:.2f}x at batch 1, {speedup['batch_64']:.2f}x at "
+                     f"batch 64 on {metrics['latency_device']}")  # fmt: skip
+    if metrics.get("onnx"):
+        onnx = metrics["onnx"]
+        lines.append(f"`student.onnx` under ONNX Runtime: accuracy {_share(onnx['accuracy'])}, agreement "
+                     f"with PyTorch {_share(onnx['agreement'])}, largest difference "
+                     f"{onnx['max_abs_difference']:.2g}")  # fmt: skip
+    table = "\n".join(f"| {' | '.join(row)} |" for row in rows)
+    return table + "\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _usage(student: dict, artifacts: list[str]) -> str:
+    images = "input_shape" in student
+    shape = [2, *student["input_shape"]] if images else [2, student["max_length"]]
+    torch_input = f"torch.zeros({shape})" if images else f"torch.zeros({shape}, dtype=torch.long)"
+    usage = [
+        "## How to run it\n\nWith PyTorch alone (no code of ours):\n\n```python\nimport torch\n\n"
+        f'student = torch.export.load("student.pt2").module()\nlogits = student({torch_input})\n```'
+    ]
+    if "student.onnx" in artifacts:
+        usage.append(
+            "With ONNX Runtime and numpy:\n\n```python\nimport numpy as np\nimport onnxruntime\n\n"
+            'session = onnxruntime.InferenceSession("student.onnx")\n'
+            f"x = np.zeros({shape}, dtype={'np.float32' if images else 'np.int64'})\n"
+            "logits = session.run(None, {session.get_inputs()[0].name: x})[0]\n```"
+        )
+    return "\n\n".join(usage)

@@ -1,0 +1,38 @@
+"""A job's model card, from its request, metrics, files and artifacts."""
+
+from core.model_card import CardFile, model_card
+
+REQUEST = {
+    "teacher": {"file_id": "file-t"}, "teachers": None,
+    "student": {"architecture": {"family": "mlp", "input_shape": [16], "num_classes": 4}},
+    "distillation": {"method": "standard", "temperature": 4.0, "alpha": 0.9, "beta": 0.1, "soft_loss": "kl"},
+}  # fmt: skip
+METRICS = {
+    "teacher": {"accuracy": 0.96, "parameters": 18_948, "latency_ms": {"batch_1": 0.2, "batch_64": 0.01}},
+    "student": {"accuracy": 0.94, "parameters": 340, "latency_ms": {"batch_1": 0.05, "batch_64": 0.002}},
+    "agreement": 0.97, "accuracy_retention": 0.979, "compression": 55.7,
+    "speedup": {"batch_1": 4.0, "batch_64": 5.0}, "latency_device": "cpu",
+    "gates": [{"metric": "compression", "op": ">=", "threshold": 100.0, "value": 55.7, "passed": False}],
+}  # fmt: skip
+FILES = [CardFile("teacher", "teacher.safetensors", "a" * 64), CardFile("train", "train.npz", "b" * 64)]
+
+
+def test_the_card_says_what_was_distilled_on_what_and_how_well():
+    card = model_card("job-1", REQUEST, METRICS, FILES, ["student.pt2", "student.onnx"])
+    assert card.startswith(
+        '---\nlibrary_name: "distill"\ntags: ["knowledge-distillation", "mlp"]\njob: "job-1"'
+    )
+    assert "distilled from a teacher of 18,948 parameters with the `standard` method: temperature 4.0" in card
+    assert f"- train: `train.npz` (sha256 `{'b' * 64}`)" in card
+    assert "| accuracy | 96.00% | 94.00% |" in card and "| ms per sample, batch 1 | 0.2 | 0.05 |" in card
+    assert "speed-up: 4.00x at batch 1, 5.00x at batch 64 on cpu" in card
+    assert "- compression 55.7 >= 100 failed" in card
+    assert (
+        'torch.export.load("student.pt2")' in card and 'onnxruntime.InferenceSession("student.onnx")' in card
+    )
+
+
+def test_without_onnx_or_gates_the_card_leaves_them_out():
+    metrics = {key: value for key, value in METRICS.items() if key != "gates"}
+    card = model_card("job-1", REQUEST, metrics, FILES, ["student.pt2"])
+    assert "## Gates" not in card and "onnxruntime" not in card
