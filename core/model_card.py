@@ -18,13 +18,10 @@ class CardFile:
 
 
 def model_card(job_id: str, request: dict, metrics: dict, files: list[CardFile], artifacts: list[str]) -> str:
-    distillation, student = request["distillation"], request["student"]["architecture"]
+    student = request["student"]["architecture"]
     sections = [
         _metadata(job_id, request, metrics),
-        f"# Student of job {job_id}\n\nA {student['family']} student ({metrics['student']['parameters']:,} "
-        f"parameters) distilled from {_teachers(request, metrics)} with the `{distillation['method']}` "
-        f"method: temperature {distillation['temperature']}, alpha {distillation['alpha']}, beta "
-        f"{distillation['beta']}, soft loss `{distillation['soft_loss']}`.",
+        f"# Student of job {job_id}\n\n{_summary(request, metrics)}",
         "## Data\n\n" + "\n".join(f"- {f.role}: `{f.filename}` (sha256 `{f.sha256}`)" for f in files),
         "## Results on the validation set\n\n" + _results(metrics),
     ]
@@ -44,6 +41,15 @@ def _metadata(job_id: str, request: dict, metrics: dict) -> str:
         "compression": round(metrics["compression"], 3),
     }
     return "---\n" + "\n".join(f"{key}: {json.dumps(value)}" for key, value in values.items()) + "\n---"
+
+
+def _summary(request: dict, metrics: dict) -> str:
+    family, how = request["student"]["architecture"]["family"], request["distillation"]
+    return (
+        f"A student of the `{family}` family ({metrics['student']['parameters']:,} parameters) distilled "
+        f"from {_teachers(request, metrics)} with the `{how['method']}` method: temperature "
+        f"{how['temperature']}, alpha {how['alpha']}, beta {how['beta']}, soft loss `{how['soft_loss']}`."
+    )
 
 
 def _teachers(request: dict, metrics: dict) -> str:
