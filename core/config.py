@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     allow_unauthenticated_bind: bool = Field(
         default=False,
         description="Serve a non-loopback address with auth off (a container published on loopback).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="With auth on, `GET /metrics` asks for `Authorization: Bearer <this>` (unset: /metrics "
+        "is off). With auth off it is open, like the rest of the loopback-only service.",
     )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
     max_concurrent_jobs: int | None = Field(

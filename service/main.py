@@ -11,7 +11,8 @@ from core.resources import Resources
 from service.errors import install_error_handlers
 from service.key_check import KeyCheck
 from service.limits import BodySizeLimit
-from service.routes import files, health, jobs
+from service.prometheus import RequestMetrics, make_registry
+from service.routes import files, health, jobs, prometheus
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,9 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.resources = resources
+    app.state.prometheus, requests = make_registry(resources)
     app.add_middleware(BodySizeLimit, settings=resources.settings)
-    app.add_middleware(KeyCheck, resources=resources)  # outermost: a request without a key goes no further
+    app.add_middleware(KeyCheck, resources=resources)  # a request without a key goes no further
+    app.add_middleware(RequestMetrics, requests=requests)  # outermost: every answer is counted, 401s too
     install_error_handlers(app)
-    for module in (health, files, jobs):
+    for module in (health, files, jobs, prometheus):
         app.include_router(module.router)
     return app
