@@ -1,14 +1,22 @@
 """The service's objects as typed, read-only values. Nested parts the service may grow (a job's request,
 progress and metrics) stay plain dicts; `raw` keeps the whole body."""
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Self
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
+class _FromBody:
+    @classmethod
+    def of(cls, body: dict) -> Self:
+        """The object from its JSON body: the fields it declares (`raw`: the body itself)."""
+        values = {f.name: body.get(f.name) for f in fields(cls) if f.name != "raw"}
+        return cls(**values, **({"raw": body} if "raw" in cls.__dataclass_fields__ else {}))
+
+
 @dataclass(frozen=True)
-class File:
+class File(_FromBody):
     id: str
     purpose: str
     filename: str
@@ -18,26 +26,18 @@ class File:
     created_at: int
     raw: dict = field(repr=False, compare=False)
 
-    @classmethod
-    def of(cls, body: dict) -> "File":
-        return cls(**{name: body.get(name) for name in _fields(cls)}, raw=body)
-
 
 @dataclass(frozen=True)
-class Artifact:
+class Artifact(_FromBody):
     name: str
     bytes: int
     sha256: str
     content_type: str | None
     raw: dict = field(repr=False, compare=False)
 
-    @classmethod
-    def of(cls, body: dict) -> "Artifact":
-        return cls(**{name: body.get(name) for name in _fields(cls)}, raw=body)
-
 
 @dataclass(frozen=True)
-class Job:
+class Job(_FromBody):
     id: str
     status: str
     name: str | None
@@ -57,34 +57,20 @@ class Job:
 
     @classmethod
     def of(cls, body: dict) -> "Job":
-        values: dict[str, Any] = {name: body.get(name) for name in _fields(cls)}
-        values["artifacts"] = [Artifact.of(a) for a in body.get("artifacts") or []]
-        return cls(**values, raw=body)
+        return replace(super().of(body), artifacts=[Artifact.of(a) for a in body.get("artifacts") or []])
 
 
 @dataclass(frozen=True)
-class Event:
+class Event(_FromBody):
     id: str
     created_at: int
     level: str
     message: str
 
-    @classmethod
-    def of(cls, body: dict) -> "Event":
-        return cls(**{name: body.get(name) for name in _fields(cls)})
-
 
 @dataclass(frozen=True)
-class MetricPoint:
+class MetricPoint(_FromBody):
     step: int
     epoch: int | None
     name: str
     value: float
-
-    @classmethod
-    def of(cls, body: dict) -> "MetricPoint":
-        return cls(**{name: body.get(name) for name in _fields(cls)})
-
-
-def _fields(cls) -> list[str]:
-    return [name for name in cls.__dataclass_fields__ if name != "raw"]
