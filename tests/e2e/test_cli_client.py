@@ -3,6 +3,8 @@ the process itself, and the files it leaves."""
 
 import hashlib
 import json
+import re
+import shlex
 import subprocess
 import sys
 
@@ -112,3 +114,18 @@ def test_a_failed_gate_exits_4_with_the_student_kept_and_a_passed_one_exits_0(st
     body["gates"] = gates[:1]
     passing = distill(stack, "jobs", "create", "-f", str(job_file(tmp_path, body, "passing.json")), "--wait")
     assert passing.returncode == 0, passing.stderr
+
+
+def test_on_a_terminal_a_live_line_shows_the_progress(stack, files, tmp_path):
+    """Under a pseudo-terminal (`script`), rich draws the live line: status, epoch, step, loss."""
+    body = job_request(files["teacher"], files["dataset"], training={"epochs": 20})
+    job_id = json.loads(
+        distill(stack, "--json", "jobs", "create", "-f", str(job_file(tmp_path, body))).stdout
+    )["id"]
+    command = shlex.join([sys.executable, "-m", "cli", "jobs", "wait", job_id])
+    env = {**stack.env, "DISTILL_URL": stack.url, "COLUMNS": "160", "TERM": "xterm"}
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "Job succeeded" in result.stdout and f"{job_id} succeeded" in result.stdout
+    assert re.search(r"running  ·  epoch \d+/20  ·  step \d+/\d+", result.stdout), result.stdout[-3000:]
