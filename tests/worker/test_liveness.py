@@ -16,6 +16,10 @@ from tests.service.helpers import job_request
 from worker.liveness import reap_lost_jobs, taken_from_queue, training_process_lost
 from worker.tasks import _finish
 
+# What the engine reports of a finished job, as the model card reads it.
+METRICS = {"teacher": {"accuracy": 1.0, "parameters": 100}, "student": {"accuracy": 0.9, "parameters": 10},
+           "agreement": 0.9, "accuracy_retention": 0.9, "compression": 10.0}  # fmt: skip
+
 
 @pytest.fixture
 def reaper(resources):
@@ -130,7 +134,9 @@ def test_a_lost_attempt_finishing_late_leaves_the_new_attempts_artifacts_alone(
 
     def result(content: bytes) -> DistillResult:
         (tmp_path / "student.json").write_bytes(content)
-        return DistillResult(metrics={}, series=[], artifacts={"student.json": tmp_path / "student.json"})
+        return DistillResult(
+            metrics=METRICS, series=[], artifacts={"student.json": tmp_path / "student.json"}
+        )
 
     set_job(resources.database, job_id, status="running", attempts=2, heartbeat_at=time.time())
     _finish(resources, attempt(2), result(b'{"attempt": 2}'))
