@@ -71,7 +71,7 @@ def replay(
     )
 
 
-def remember(
+def _remember(
     session: Session, tenant_id: str, key: str | None, route: str, request_hash: str, status: int, body: dict
 ) -> None:
     """Store the response in the caller's transaction; a concurrent twin makes this raise IntegrityError."""
@@ -99,4 +99,18 @@ def remember(
     )
 
 
-__all__ = ["IntegrityError", "fingerprint", "remember", "replay"]
+def commit_remembered(
+    session: Session, tenant_id: str, key: str | None, route: str, request_hash: str, status: int, body: dict
+) -> JSONResponse | None:
+    """Remember the response and commit the caller's transaction: None when it is committed, or the
+    response of a concurrent request with the same key that committed first (this one is rolled back)."""
+    _remember(session, tenant_id, key, route, request_hash, status, body)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return replay(session, tenant_id, key, route, request_hash)
+    return None
+
+
+__all__ = ["commit_remembered", "fingerprint", "replay"]

@@ -94,13 +94,12 @@ def upload_file(
             storage.delete(key)
             raise
         body = to_object(row).model_dump(mode="json")
-        idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body)
-        try:
-            session.commit()
-        except idempotency.IntegrityError:  # a concurrent request with the same key won
-            session.rollback()
+        won = idempotency.commit_remembered(
+            session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body
+        )
+        if won is not None:  # a concurrent request with the same key stored its file
             storage.delete(key)
-            return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+            return won
         return to_object(row)
 
 

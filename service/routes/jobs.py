@@ -77,12 +77,11 @@ def create_job(
         policy.check_job_slots(session, settings, tenant_id)
         add_event(session, job.pk, "Job created and queued.")
         response = to_object(job).model_dump(mode="json")
-        idempotency.remember(session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response)
-        try:
-            session.commit()
-        except idempotency.IntegrityError:  # a concurrent request with the same key won
-            session.rollback()
-            return idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+        won = idempotency.commit_remembered(
+            session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response
+        )
+        if won is not None:  # a concurrent request with the same key made the job
+            return won
         _enqueue(session, queue, job)
     return response
 
