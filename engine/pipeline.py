@@ -183,8 +183,8 @@ def onnx_exports(
 
 
 def add_latencies(setup: Setup, job: EngineJob, student: nn.Module, metrics: dict) -> None:
-    """Each model's `latency_ms` (per sample, at batch 1 and 64, on the job's device) in its metrics,
-    and the student's `speedup` over the teachers."""
+    """The teachers' and the student's `latency_ms` (per sample, at batch 1 and 64, on the job's device)
+    in their metrics, and the student's `speedup` over the teachers; `int8_metrics` times the int8 one."""
     sample, device = setup.validation.x[:1], setup.device
 
     def teachers(x: Tensor) -> list[Tensor]:
@@ -193,8 +193,6 @@ def add_latencies(setup: Setup, job: EngineJob, student: nn.Module, metrics: dic
     metrics["teacher"]["latency_ms"] = latency_ms(teachers, sample, device)
     with evaluating(student):
         metrics["student"]["latency_ms"] = latency_ms(student, sample, device)
-    if "int8" in job.export:
-        metrics["int8"]["latency_ms"] = latency_ms(quantize_int8(student).eval(), sample, device)
     metrics["speedup"] = speedup(metrics["teacher"]["latency_ms"], metrics["student"]["latency_ms"])
     metrics["latency_device"] = str(device)
 
@@ -202,12 +200,15 @@ def add_latencies(setup: Setup, job: EngineJob, student: nn.Module, metrics: dic
 def int8_metrics(
     setup: Setup, student: nn.Module, student_logits: Tensor, artifacts: dict[str, Path], batch_size: int
 ) -> dict:
-    """The int8 student measured on the validation set like the float one, and both files' sizes."""
-    int8_logits = predict(quantize_int8(student), setup.validation.x, batch_size, setup.device)
+    """The int8 student measured on the validation set like the float one, its latency, and both files'
+    sizes."""
+    int8_student = quantize_int8(student)
+    int8_logits = predict(int8_student, setup.validation.x, batch_size, setup.device)
     labels = setup.validation.y
     return {
         "accuracy": None if labels is None else accuracy(int8_logits, labels),
         "agreement": accuracy(int8_logits, student_logits.argmax(dim=1)),
         "bytes": artifacts[INT8_PROGRAM].stat().st_size,
         "float_bytes": artifacts["student.pt2"].stat().st_size,
+        "latency_ms": latency_ms(int8_student, setup.validation.x[:1], setup.device),
     }
