@@ -42,6 +42,7 @@ from benchmarks.common import RESULTS, machine, write_result
 from core.config import Settings
 from core.db import Database
 from core.models import Artifact, File
+from distill_client import Client
 from engine.specs import MLPSpec
 from tests.factories import blobs, save_npz, save_teacher, train_teacher
 from tests.servers import postgres_database, redis_url
@@ -57,7 +58,8 @@ UNCLEAR = {"internal_error", "worker_lost"}
 @dataclass
 class Tenant:
     name: str
-    client: httpx.Client
+    client: httpx.Client  # raw requests, hostile ones too (an empty Idempotency-Key)
+    api: Client  # reads, paged
     files: dict[str, str] = field(default_factory=dict)  # role -> file id
     jobs: list[str] = field(default_factory=list)
 
@@ -185,15 +187,8 @@ def wait_all(tenants: list[Tenant], outcomes: list[Outcome], timeout: float) -> 
             outcome.code = outcome.job["error"]["code"]
 
 
-def job_events(tenant: Tenant, job_id: str) -> list[dict]:
-    events, after = [], None
-    while True:
-        params = {"limit": 100, **({"after": after} if after else {})}
-        page = tenant.client.get(f"/v1/jobs/{job_id}/events", params=params).json()
-        events += page["data"]
-        if not page["has_more"]:
-            return events
-        after = page["data"][-1]["id"]
+def job_events(tenant: Tenant, job_id: str) -> list[str]:
+    return [event.message for event in tenant.api.list_events(job_id)]
 
 
 def check_answers(tenants: list[Tenant], outcomes: list[Outcome]) -> list[str]:
@@ -207,9 +202,7 @@ def check_answers(tenants: list[Tenant], outcomes: list[Outcome]) -> list[str]:
             if status != "succeeded":
                 problems.append(f"valid job {o.job_id}: {status} {o.job and o.job['error']}")
                 continue
-            successes = sum(
-                e["message"].startswith("Job succeeded") for e in job_events(by_tenant[o.tenant], o.job_id)
-            )
+            successes = sum(m.startswith("Job succeeded") for m in job_events(by_tenant[o.tenant], o.job_id))
             if successes != 1:
                 problems.append(f"valid job {o.job_id} succeeded {successes} times")
             artifacts = by_tenant[o.tenant].client.get(f"/v1/jobs/{o.job_id}/artifacts").json()["data"]
@@ -233,15 +226,7 @@ def check_answers(tenants: list[Tenant], outcomes: list[Outcome]) -> list[str]:
 def check_isolation(tenants: list[Tenant]) -> list[str]:
     problems = []
     for tenant in tenants:
-        listed, after = set(), None
-        while True:
-            page = tenant.client.get(
-                "/v1/jobs", params={"limit": 100, **({"after": after} if after else {})}
-            ).json()
-            listed |= {job["id"] for job in page["data"]}
-            if not page["has_more"]:
-                break
-            after = page["data"][-1]["id"]
+        listed = {job.id for job in tenant.api.list_jobs()}
         if listed != set(tenant.jobs):
             problems.append(f"tenant {tenant.name} lists {len(listed)} jobs, made {len(tenant.jobs)}")
         for other in tenants:
@@ -291,7 +276,7 @@ def run(args) -> dict:
             client = stack_of.enter_context(
                 httpx.Client(base_url=stack.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
             )
-            tenant = Tenant(name, client)
+            tenant = Tenant(name, client, stack_of.enter_context(Client(stack.url, key)))
             for role, content in files.items():
                 purpose = "teacher" if role == "teacher" else "dataset"
                 response = client.post(
@@ -324,7 +309,7 @@ def run(args) -> dict:
         attempts, requeues = Counter(), 0
         for o in outcomes:
             if o.job_id:
-                messages = [e["message"] for e in job_events(tenant_of[o.tenant], o.job_id)]
+                messages = job_events(tenant_of[o.tenant], o.job_id)
                 attempts[sum(m.startswith("A worker picked up the job") for m in messages)] += 1
                 requeues += sum(m.startswith("Re-queued") for m in messages)
         return {
