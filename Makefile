@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-hinton bench-checkpoints bench-soak migrate clean
+.PHONY: run test lint bench bench-hinton bench-checkpoints bench-soak bench-latency migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -34,6 +34,10 @@ bench-hinton: $(STAMP)
 # What a checkpoint costs (ms per save, MB) and what a resumed job saves: a few minutes on 2 CPU cores.
 bench-checkpoints: $(STAMP)
 	$(BIN)/python -m benchmarks.checkpoint_cost
+
+# Teacher, student and int8 student latencies of one MNIST job, and its ONNX students: about 2 minutes.
+bench-latency: $(STAMP)
+	$(BIN)/python -m benchmarks.latency
 
 # 200 requests from 4 tenants, valid and hostile, a worker SIGKILLed every 30 s; fails if a check does.
 # About 10 minutes on 2 CPU cores; --backends postgres-redis for the scaled-out stack.

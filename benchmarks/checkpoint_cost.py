@@ -15,16 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.common import argument_parser, load_mnist, machine, write_result
+from benchmarks.common import MNIST_TEACHER, argument_parser, machine, mnist_teacher_files, write_result
 from engine.checkpoint import Checkpoints
 from engine.pipeline import JobFiles, run_distillation
 from engine.specs import EngineJob, MLPSpec
 from tests.engine.factories import FolderStore, KilledAt, RecordingReporter, WorkerKilled
-from tests.factories import save_teacher, train_teacher
 
-TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[1200, 1200])
 STUDENT = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[800, 800])
 
 
@@ -41,18 +37,6 @@ def attempt(
         return time.perf_counter() - started, None
     digest = hashlib.sha256(result.artifacts["student.safetensors"].read_bytes()).hexdigest()
     return time.perf_counter() - started, digest
-
-
-def prepare_files(folder: Path, data: Path) -> dict[str, Path]:
-    """A teacher trained one epoch with plain PyTorch, the training set, and the test set as validation."""
-    x_train, y_train = load_mnist(data, "train")
-    x_test, y_test = load_mnist(data, "t10k")
-    files = {"teacher": folder / "teacher.safetensors", "train": folder / "train.npz",
-             "validation": folder / "test.npz"}  # fmt: skip
-    save_teacher(files["teacher"], train_teacher(TEACHER, x_train, y_train, epochs=1))
-    np.savez(files["train"], x=x_train, y=y_train)
-    np.savez(files["validation"], x=x_test, y=y_test)
-    return files
 
 
 def measure(job: EngineJob, files: dict, folder: Path, kill_fraction: float, interval: float) -> dict:
@@ -92,14 +76,14 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between checkpoints")
     args = parser.parse_args()
     job = EngineJob.model_validate({
-        "teachers": [{"format": "safetensors", "architecture": TEACHER}],
+        "teachers": [{"format": "safetensors", "architecture": MNIST_TEACHER}],
         "student_architecture": STUDENT,
         "distillation": {"temperature": 20.0, "alpha": 0.9, "beta": 0.1},
         "training": {"epochs": args.epochs, "batch_size": 128, "lr_schedule": "cosine", "device": "cpu"},
     })  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         folder = Path(tmp)
-        files = prepare_files(folder, args.data)
+        files = mnist_teacher_files(folder, args.data)
         figures = measure(job, files, folder, args.kill_at, args.interval)
     result = {"job": f"MNIST, 784-1200-1200-10 teacher into 784-800-800-10 student, {args.epochs} epochs"}
     result |= figures | {"machine": machine()}

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.specs import MLPSpec
+from tests.factories import save_teacher, train_teacher
 from tests.service_client import ServiceClient
 from tests.stack import ServiceStack
 
@@ -24,6 +26,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 # --- data -------------------------------------------------------------------------------------
+
+
+MNIST_TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[1200, 1200])
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -40,6 +45,19 @@ def load_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     x = read_idx(folder / f"{split}-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255.0
     y = read_idx(folder / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
     return x, y
+
+
+def mnist_teacher_files(folder: Path, data: Path) -> dict[str, Path]:
+    """`MNIST_TEACHER` trained one epoch with plain PyTorch, the training set, and the test set as
+    validation, as files a job reads."""
+    x_train, y_train = load_mnist(data, "train")
+    x_test, y_test = load_mnist(data, "t10k")
+    files = {"teacher": folder / "teacher.safetensors", "train": folder / "train.npz",
+             "validation": folder / "test.npz"}  # fmt: skip
+    save_teacher(files["teacher"], train_teacher(MNIST_TEACHER, x_train, y_train, epochs=1))
+    np.savez(files["train"], x=x_train, y=y_train)
+    np.savez(files["validation"], x=x_test, y=y_test)
+    return files
 
 
 # --- the service ------------------------------------------------------------------------------
