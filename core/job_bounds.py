@@ -3,7 +3,7 @@ parameters of each model, the memory its training needs at the peak, and the epo
 the training samples they pass through the students.
 Over a bound, a 422 names the field and the figures; the defaults follow the machine's memory.
 
-The figures are `engine.sizes`'; a pt2 teacher, whose architecture is not declared, counts a parameter
+The figures are `engine.sizes`'; a pt2 or onnx teacher, whose architecture is not declared, counts a parameter
 for every 4 bytes of its file."""
 
 from dataclasses import dataclass

@@ -15,6 +15,7 @@ from engine.specs import (
     DistillationConfig,
     EngineJob,
     Spec,
+    TeacherFormat,
     TeacherSource,
     TeacherWeight,
     TrainingConfig,
@@ -23,12 +24,12 @@ from engine.specs import (
 
 class TeacherRef(Spec):
     file_id: str = Field(max_length=64)
-    format: Literal["safetensors", "pt2"] | None = Field(
+    format: TeacherFormat | None = Field(
         default=None, description="Default: the format detected when the file was uploaded."
     )
     architecture: ArchitectureSpec | None = Field(
         default=None,
-        description="Required for `safetensors` (weights only); a `pt2` archive carries its own.",
+        description="Required for `safetensors` (weights only); a `pt2` or `onnx` program carries its own.",
     )
     weight: TeacherWeight = Field(default=1.0, description="Share in a teacher ensemble (`teachers`).")
 

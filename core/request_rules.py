@@ -104,10 +104,10 @@ def _resolved_teacher(
             "A safetensors teacher holds weights only: give its `architecture` (a model spec).",
             f"{field}.architecture",
         )  # fmt: skip
-    if detected_format == "pt2" and teacher.architecture is not None:
+    if detected_format != "safetensors" and teacher.architecture is not None:
         raise RequestError(
             422, "unexpected_architecture",
-            f"A pt2 teacher carries its own architecture: remove {field}.architecture.",
+            f"A {detected_format} teacher carries its own architecture: remove {field}.architecture.",
             f"{field}.architecture",
         )  # fmt: skip
     return teacher.model_copy(update={"format": detected_format})

@@ -64,14 +64,14 @@ def initialising_teacher_architecture(
     teachers: Sequence[TeacherSource], teacher_fields: Sequence[str] | None = None
 ) -> ArchitectureSpec:
     """The first teacher's architecture, which a student derived from the teacher is designed and
-    initialised from; `architecture_required` where it declares none (a pt2 teacher)."""
+    initialised from; `architecture_required` where it declares none (a pt2 or onnx teacher)."""
     architecture = teachers[0].architecture
     if architecture is None:
         field = _teacher_fields(teachers, teacher_fields)[0]
         raise DistillError(
             "architecture_required",
-            f"student.derive designs the student from {field}'s architecture, which a pt2 teacher does not "
-            "declare: use a safetensors teacher, or give student.architecture.",
+            f"student.derive designs the student from {field}'s architecture, which a {teachers[0].format} "
+            "teacher does not declare: use a safetensors teacher, or give student.architecture.",
             "student.derive",
         )
     return architecture
@@ -196,7 +196,7 @@ def _check_tinybert(job: EngineJob, fields: list[str]) -> None:
     teacher = job.teachers[0].architecture
     if teacher is None or teacher.family != "transformer":
         what = (
-            "a pt2 program, whose architecture is not declared"
+            f"a {job.teachers[0].format} program, whose architecture is not declared"
             if teacher is None
             else f"a {teacher.family} model"
         )

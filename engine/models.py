@@ -28,4 +28,7 @@ def build_model(spec: ArchitectureSpec) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
+    """Those torch holds, plus a foreign runtime's (an ONNX teacher's initializers)."""
+    return sum(parameter.numel() for parameter in model.parameters()) + getattr(
+        model, "runtime_parameters", 0
+    )

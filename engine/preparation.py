@@ -69,7 +69,7 @@ def load_teachers(
     layer_paths = teacher_layer_paths(job)
     models = []
     for number, (source, path) in enumerate(zip(job.teachers, files.teachers, strict=True), start=1):
-        teacher = load_teacher(path, source.format, source.architecture, tapped=bool(layer_paths[number - 1]))
+        teacher = load_teacher(path, source.format, source.architecture, layer_paths[number - 1])
         teacher = teacher.to(device)
         name = "Teacher" if len(job.teachers) == 1 else f"Teacher {number} of {len(job.teachers)}"
         reporter.event(f"{name} loaded ({source.format}): {count_parameters(teacher):,} parameters")

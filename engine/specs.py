@@ -262,8 +262,12 @@ class TrainingConfig(Spec):
     augmentation: Augmentation = Field(default=Augmentation(), description="For image data only.")
 
 
+# `safetensors` holds weights only, the job declares the architecture; `pt2` and `onnx` hold programs.
+TeacherFormat = Literal["safetensors", "pt2", "onnx"]
+
+
 class TeacherSource(Spec):
-    format: Literal["safetensors", "pt2"]
+    format: TeacherFormat
     architecture: ArchitectureSpec | None = None
     weight: TeacherWeight = Field(default=1.0, description="Share in the teacher ensemble.")
 

@@ -1,8 +1,9 @@
-"""Loading the teacher: a safetensors state dict plus its architecture, or a torch.export program."""
+"""Loading the teacher: a safetensors state dict plus its architecture, a torch.export program, or an ONNX
+model."""
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors import safe_open
@@ -11,28 +12,32 @@ from torch import nn
 
 from engine.errors import DistillError
 from engine.models import build_model
-from engine.specs import ArchitectureSpec
+from engine.onnx_teacher import OnnxTeacher
+from engine.specs import ArchitectureSpec, TeacherFormat
 
 MAX_LISTED_PROBLEMS = 20
 
 
 def load_teacher(
     path: Path,
-    format: Literal["safetensors", "pt2"],
+    format: TeacherFormat,
     architecture: ArchitectureSpec | None = None,
-    tapped: bool = False,
+    layers: Sequence[str] = (),
 ) -> nn.Module:
-    """A frozen teacher on the CPU, in eval mode where the format allows it.
+    """A frozen teacher on the CPU, in eval mode where the format allows it, whose `layers` the job reads.
 
     `pt2` programs ignore `architecture` and cannot be switched to eval mode afterwards: they
     keep the mode they were exported in, so teachers must be exported from a model in eval mode
     (otherwise dropout stays active and BatchNorm normalizes with batch statistics). A `tapped`
     program (one whose layers the job reads) is unflattened so its layers keep their module paths.
+    An `onnx` model's layers are its graph's named values.
     """
     if format == "safetensors":
         teacher = _load_safetensors(path, architecture)
+    elif format == "onnx":
+        teacher = OnnxTeacher(path, layers)
     else:
-        teacher = _load_exported_program(path, tapped)
+        teacher = _load_exported_program(path, tapped=bool(layers))
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher

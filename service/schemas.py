@@ -29,7 +29,12 @@ class FileObject(BaseModel):
     filename: str
     bytes: int
     sha256: str
-    format: str = Field(description="Detected on upload: `safetensors`, `pt2`, `npz` or `json`.")
+    format: str = Field(
+        description=(
+            "Detected on upload: `safetensors`, `onnx` or `pt2` (teachers), `npz` or `jsonl` (datasets), "
+            "`json` (tokenizers)."
+        )
+    )
     created_at: int
 
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.onnx_file import OnnxFileRejected, check_onnx_file
+
 SAFETENSORS_DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
@@ -82,8 +84,20 @@ def _teacher_format(path: Path) -> str:
     except UploadRejected:
         if _is_pickle(path):  # a legacy (non-zip) torch.save file
             raise UploadRejected(PICKLE_HINT) from None
-        raise
+        if not _starts_like_onnx(path):
+            raise
+        try:
+            check_onnx_file(path)
+        except OnnxFileRejected as exc:
+            raise UploadRejected(str(exc)) from None
+        return "onnx"
     return "safetensors"
+
+
+def _starts_like_onnx(path: Path) -> bool:
+    """ONNX exporters write a model's fields in order, so it starts with field 1 (`ir_version`), a varint."""
+    with path.open("rb") as f:
+        return f.read(1) == b"\x08"
 
 
 def _is_pickle(path: Path) -> bool:

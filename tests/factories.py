@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 from engine.models import build_model
+from engine.onnx_export import export_onnx
 from examples.toy_teacher import blobs, fit
 
-__all__ = ["blobs", "save_npz", "train_teacher", "save_teacher", "accuracy"]
+__all__ = ["blobs", "save_npz", "train_teacher", "save_teacher", "save_onnx_teacher", "accuracy"]
 
 
 def save_npz(path: Path, x, y=None) -> Path:
@@ -25,6 +26,14 @@ def train_teacher(spec, x, y, epochs: int = 30, seed: int = 0) -> torch.nn.Modul
 
 def save_teacher(path: Path, model: torch.nn.Module) -> Path:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def save_onnx_teacher(path: Path, model: torch.nn.Module, example: torch.Tensor) -> Path:
+    """The model as one ONNX file with a dynamic batch, as torch's exporter writes it for a user."""
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+    export_onnx(program, path.parent).rename(path)
     return path
 
 

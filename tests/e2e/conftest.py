@@ -4,15 +4,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.specs import MLPSpec
-from tests.factories import blobs, save_npz, save_teacher, train_teacher
+from tests.factories import blobs, save_npz, save_onnx_teacher, save_teacher, train_teacher
 
 TEACHER = MLPSpec(input_shape=[16], num_classes=4, hidden_sizes=[64, 64])
 
 
 @dataclass
 class Task:
+    model: torch.nn.Module
     teacher: Path
     train: Path
     validation: Path
@@ -27,12 +29,20 @@ def task(tmp_path_factory) -> Task:
     x_val, y_val = blobs(300, seed=1)
     teacher = train_teacher(TEACHER, x, y)
     return Task(
+        model=teacher,
         teacher=save_teacher(folder / "teacher.safetensors", teacher),
         train=save_npz(folder / "train.npz", x, y),
         validation=save_npz(folder / "validation.npz", x_val, y_val),
         x_val=x_val,
         y_val=y_val,
     )
+
+
+@pytest.fixture(scope="session")
+def onnx_teacher(task, tmp_path_factory) -> Path:
+    """The task's teacher as a user exports it to ONNX."""
+    path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
+    return save_onnx_teacher(path, task.model, torch.zeros(2, *TEACHER.input_shape))
 
 
 def job_request(teacher_id: str, train_id: str, validation_id: str | None = None, **overrides) -> dict:

@@ -1,8 +1,10 @@
-"""Keys from the real CLI, honoured by the real API process: `DISTILL_AUTH=on`, two tenants, a real job."""
+"""Keys from the real CLI, honoured by the real API process: `DISTILL_AUTH=on`, two tenants, a real job (of
+an ONNX teacher, which unpickles nothing and so runs where keys are on, a layer read by a feature pair)."""
 
 import socket
 
 import httpx
+import onnx
 import pytest
 
 from tests.e2e.conftest import job_request
@@ -29,18 +31,28 @@ def as_key(stack: ServiceStack, key: str) -> httpx.Client:
     return httpx.Client(base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {key}"})
 
 
-def test_keys_scope_a_real_job_to_its_tenant(stack, task):
+def onnx_job(teacher_id: str, train_id: str, onnx_teacher) -> dict:
+    hidden = next(
+        v for node in onnx.load(onnx_teacher).graph.node for v in node.output if "relu" in v.lower()
+    )
+    return job_request(
+        teacher_id, train_id, teacher={"file_id": teacher_id, "format": "onnx", "architecture": None},
+        distillation={"features": [{"teacher": hidden, "student": "hidden.0"}]},
+    )  # fmt: skip
+
+
+def test_keys_scope_a_real_job_to_its_tenant(stack, task, onnx_teacher):
     acme_key, globex_key = create_key(stack, "acme"), create_key(stack, "globex")
     assert stack.client.get("/v1/jobs").status_code == 401
     assert stack.client.get("/v1/jobs").headers["www-authenticate"].startswith("Bearer")
 
     stack.client.headers["Authorization"] = f"Bearer {acme_key}"  # uploads and waits as acme
-    teacher = stack.client.upload(task.teacher, "teacher")
+    teacher = stack.client.upload(onnx_teacher, "teacher")
     train = stack.client.upload(task.train, "dataset")
-    created = stack.client.post("/v1/jobs", json=job_request(teacher["id"], train["id"]))
+    created = stack.client.post("/v1/jobs", json=onnx_job(teacher["id"], train["id"], onnx_teacher))
     assert created.status_code == 201, created.text
     job_id = created.json()["id"]
-    second = stack.client.post("/v1/jobs", json=job_request(teacher["id"], train["id"]))
+    second = stack.client.post("/v1/jobs", json=onnx_job(teacher["id"], train["id"], onnx_teacher))
     assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_jobs"
     refused = stack.client.post(
         "/v1/files", files={"file": ("t.pt2", pt2_teacher())}, data={"purpose": "teacher"}
@@ -49,6 +61,9 @@ def test_keys_scope_a_real_job_to_its_tenant(stack, task):
 
     job = stack.client.wait_for_job(job_id)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
+    assert job["metrics"]["teacher"]["accuracy"] > 0.9 and job["metrics"]["student"]["accuracy"] > 0.85
+    losses = stack.client.get(f"/v1/jobs/{job_id}/metrics", params={"name": "feature_loss"}).json()["data"]
+    assert losses and losses[-1]["value"] < losses[0]["value"]
     assert stack.client.get(f"/v1/jobs/{job_id}/artifacts/student.pt2").status_code == 200
 
     with as_key(stack, globex_key) as globex:

@@ -56,6 +56,11 @@ class RecordingReporter:
         return self.stop_after is not None and self.stop_checks >= self.stop_after
 
 
+def series(reporter: RecordingReporter, name: str) -> list[float]:
+    """The values of metric `name` in the order the reporter received them."""
+    return [values[name] for _epoch, _step, values in reporter.metric_calls if name in values]
+
+
 class WorkerKilled(BaseException):
     """Stands for SIGKILL: the engine catches nothing of it, and saves nothing more."""
 

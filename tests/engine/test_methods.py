@@ -12,17 +12,13 @@ from engine.models import build_model
 from engine.pipeline import JobFiles, run_distillation
 from engine.specs import CNNSpec, MLPSpec
 
-from .factories import TEACHER_SPEC, RecordingReporter
+from .factories import TEACHER_SPEC, RecordingReporter, series
 
 
 def run(job, teacher_paths, train_path, out_dir):
     reporter = RecordingReporter()
     result = run_distillation(job, JobFiles(teacher_paths, train_path), out_dir, reporter)
     return result, reporter
-
-
-def series(reporter, name):
-    return [values[name] for _epoch, _step, values in reporter.metric_calls if name in values]
 
 
 @pytest.mark.parametrize("soft_loss", ["kl", "ce", "mse"])

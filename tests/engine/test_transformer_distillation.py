@@ -12,6 +12,7 @@ from torch.export import Dim
 
 from engine.datasets import load_datasets
 from engine.errors import DistillError
+from engine.onnx_export import export_onnx
 from engine.pipeline import JobFiles, run_distillation
 from engine.specs import EngineJob
 from engine.teachers import load_teacher
@@ -26,7 +27,7 @@ from tests.text_factories import (
     write_jsonl,
 )
 
-from .factories import RecordingReporter
+from .factories import RecordingReporter, series
 
 TINYBERT_TERMS = {"embedding_loss", "hidden_loss", "attention_loss", "tinybert_loss"}
 
@@ -89,10 +90,6 @@ def failure(job, text_task, tmp_path, **files) -> DistillError:
     with pytest.raises(DistillError) as caught:
         distill(job, text_task, tmp_path, **files)
     return caught.value
-
-
-def series(reporter, name):
-    return [values[name] for _epoch, _step, values in reporter.metric_calls if name in values]
 
 
 def test_tinybert_teaches_a_one_layer_student_and_reports_its_terms(text_task, tmp_path):
@@ -243,7 +240,7 @@ def test_feature_pairs_tap_a_pt2_mlp_teacher(make_job, blob_task, tmp_path):
 
 def test_a_tapped_pt2_teacher_is_unflattened_and_falls_back_to_one_graph(text_task, monkeypatch):
     ids = torch.from_numpy(marked_sequences(4, seed=3)[0])
-    teacher = load_teacher(text_task.pt2_teacher_path, "pt2", tapped=True)
+    teacher = load_teacher(text_task.pt2_teacher_path, "pt2", layers=["layers.1.attention.probs"])
     assert isinstance(teacher.get_submodule("layers.1.attention.probs"), torch.nn.Module)
     untapped = load_teacher(text_task.pt2_teacher_path, "pt2")  # one graph: faster, no layers to hook
     with torch.no_grad():
@@ -253,6 +250,35 @@ def test_a_tapped_pt2_teacher_is_unflattened_and_falls_back_to_one_graph(text_ta
         raise RuntimeError("cannot unflatten")
 
     monkeypatch.setattr(torch.export, "unflatten", refuse)
-    flat = load_teacher(text_task.pt2_teacher_path, "pt2", tapped=True)
+    flat = load_teacher(text_task.pt2_teacher_path, "pt2", layers=["layers.1.attention.probs"])
     with torch.no_grad():
         torch.testing.assert_close(flat(ids), teacher(ids))
+
+
+class MaskedInputs(torch.nn.Module):
+    """A text teacher as Hugging Face exports them: token ids and an attention mask (1 where not padding)."""
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, input_ids, attention_mask):
+        return self.teacher(input_ids * attention_mask)  # the same ids only when the mask is right
+
+
+def test_an_onnx_text_teacher_gets_its_attention_mask_from_the_ids(text_task, tmp_path):
+    teacher = load_teacher(text_task.teacher_path, "safetensors", TEACHER_SPEC)
+    ids = torch.from_numpy(marked_sequences(4, seed=3)[0])
+    batch = Dim("batch", min=1)
+    program = torch.export.export(
+        MaskedInputs(teacher), (ids, (ids != 0).long()), dynamic_shapes=({0: batch}, {0: batch})
+    )
+    path = export_onnx(program, tmp_path).rename(tmp_path / "teacher.onnx")
+    onnx_teacher = load_teacher(path, "onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(onnx_teacher(ids), teacher(ids), rtol=1e-4, atol=1e-4)
+    job = text_job(
+        teacher=None, teacher_format="onnx", distillation={"transformer": None}, training={"epochs": 2}
+    )
+    result, _ = distill(job, text_task, tmp_path, teacher=path)
+    assert result.metrics["teacher"]["accuracy"] > 0.95

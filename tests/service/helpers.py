@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -77,6 +78,22 @@ def pt2_teacher() -> bytes:
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     return buffer.getvalue()
+
+
+def onnx_teacher(external_data: bool = False) -> bytes:
+    """A linear classifier as an ONNX model with a dynamic batch, written with onnx.helper (no exporter:
+    milliseconds); with `external_data`, its weight points at a file beside it, as big models do."""
+    weight = onnx.numpy_helper.from_array(np.ones((FEATURES, CLASSES), np.float32), "weight")
+    if external_data:
+        onnx.external_data_helper.set_external_data(weight, location="weight.bin")
+        weight.ClearField("raw_data")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "weight"], ["logits"])], "teacher",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", FEATURES])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", CLASSES])],
+        [weight],
+    )  # fmt: skip
+    return onnx.helper.make_model(graph).SerializeToString()
 
 
 def pickled_teacher(legacy: bool = False) -> bytes:

@@ -1,6 +1,7 @@
 """DISTILL_AUTH=on: every /v1 endpoint wants a valid API key (401 otherwise), and a tenant reaches only its
 own files, jobs, events, metrics and artifacts: another tenant's id answers exactly as an unknown id (404).
-Also the pt2 policy: pt2 teachers are refused while keys are on, unless the operator allows them."""
+Also the pt2 policy: pt2 teachers are refused while keys are on, unless the operator allows them; onnx
+teachers, which unpickle nothing, are not."""
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from tests.service.helpers import (
     dataset_bytes,
     job_request,
     newest_id,
+    onnx_teacher,
     pt2_teacher,
     safetensors_teacher,
     stored_objects,
@@ -309,6 +311,16 @@ def test_pt2_upload_is_refused_while_keys_are_on(settings, alice):
     assert "DISTILL_ALLOW_PT2=on" in error["message"] and "safetensors" in error["message"]
     assert newest_id(alice, "files") == newest
     assert stored_objects(settings.storage_root) == objects
+
+
+def test_onnx_teachers_are_allowed_while_keys_are_on(alice):
+    teacher = upload_ok(alice, onnx_teacher(), "teacher", "teacher.onnx")
+    dataset = upload_ok(alice, dataset_bytes(), "dataset")
+    response = alice.post(
+        "/v1/jobs", json=job_request(teacher["id"], dataset["id"], teacher={"file_id": teacher["id"]})
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["request"]["teacher"]["format"] == "onnx"
 
 
 def test_pt2_is_allowed_when_the_operator_turns_it_on(tmp_path, alice_key):

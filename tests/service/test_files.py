@@ -10,6 +10,7 @@ from tests.service.helpers import (
     assert_error,
     dataset_bytes,
     job_request,
+    onnx_teacher,
     pt2_teacher,
     safetensors_teacher,
     stored_objects,
@@ -22,6 +23,7 @@ UPLOADS = {
     "unlabeled dataset npz": (lambda: dataset_bytes(labels=False), "dataset", "transfer.npz", "npz"),
     "teacher safetensors": (safetensors_teacher, "teacher", "teacher.safetensors", "safetensors"),
     "teacher pt2": (pt2_teacher, "teacher", "teacher.pt2", "pt2"),
+    "teacher onnx": (onnx_teacher, "teacher", "teacher.onnx", "onnx"),
     "tokenizer json": (lambda: TOKENIZER, "tokenizer", "tokenizer.json", "json"),
 }
 

@@ -13,6 +13,7 @@ from tests.service.helpers import (
     job_request,
     mlp_spec,
     newest_id,
+    onnx_teacher,
     pt2_teacher,
     upload_ok,
 )
@@ -100,7 +101,7 @@ SCHEMA_ERRORS = {
         lambda r: drop(r, "student.architecture.num_classes"),
         "student.architecture.num_classes",
     ),
-    "teacher format onnx": (lambda r: set_path(r, "teacher.format", "onnx"), "teacher.format"),
+    "teacher format tflite": (lambda r: set_path(r, "teacher.format", "tflite"), "teacher.format"),
     "epochs 0": (lambda r: set_path(r, "training.epochs", 0), "training.epochs"),
     "batch_size 0": (lambda r: set_path(r, "training.batch_size", 0), "training.batch_size"),
     "learning_rate 0": (lambda r: set_path(r, "training.learning_rate", 0), "training.learning_rate"),
@@ -143,6 +144,11 @@ def tokenizer_file(client) -> dict:
 @pytest.fixture
 def pt2_file(client) -> dict:
     return upload_ok(client, pt2_teacher(), "teacher", "teacher.pt2")
+
+
+@pytest.fixture
+def onnx_file(client) -> dict:
+    return upload_ok(client, onnx_teacher(), "teacher", "teacher.onnx")
 
 
 def test_unknown_teacher_file(client, dataset_file):
@@ -218,12 +224,21 @@ def test_format_mismatch_pt2_file(client, pt2_file, dataset_file):
     assert_error(client.post("/v1/jobs", json=request), 422, "teacher.format", "format_mismatch")
 
 
-def test_pt2_teacher_with_architecture(client, pt2_file, dataset_file):
-    request = job_request(pt2_file["id"], dataset_file["id"])  # carries an architecture
+@pytest.mark.parametrize("program", ["pt2", "onnx"])
+def test_program_teacher_with_architecture(client, request, program, dataset_file):
+    file = request.getfixturevalue(f"{program}_file")
+    body = job_request(file["id"], dataset_file["id"])  # carries an architecture
     error = assert_error(
-        client.post("/v1/jobs", json=request), 422, "teacher.architecture", "unexpected_architecture"
+        client.post("/v1/jobs", json=body), 422, "teacher.architecture", "unexpected_architecture"
     )
-    assert "pt2" in error["message"]
+    assert program in error["message"]
+
+
+def test_a_student_is_not_derived_from_an_onnx_teacher(client, onnx_file, dataset_file):
+    body = job_request(onnx_file["id"], dataset_file["id"], teacher={"file_id": onnx_file["id"]})
+    body["student"] = {"derive": {"depth": 0.5}}
+    error = assert_error(client.post("/v1/jobs", json=body), 422, "student.derive", "architecture_required")
+    assert "onnx teacher does not declare" in error["message"]
 
 
 def test_num_classes_mismatch(client, teacher_file, dataset_file):

@@ -16,6 +16,7 @@ from service.upload_formats import UploadRejected, detect_format
 from tests.service.helpers import (
     TOKENIZER,
     dataset_bytes,
+    onnx_teacher,
     safetensors_raw,
     safetensors_teacher,
     upload_ok,
@@ -25,9 +26,9 @@ from tests.service.helpers import (
 FUZZ = settings(
     max_examples=250, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
-FORMATS = {"teacher": {"safetensors", "pt2"}, "dataset": {"npz", "jsonl"}, "tokenizer": {"json"}}
+FORMATS = {"teacher": {"safetensors", "pt2", "onnx"}, "dataset": {"npz", "jsonl"}, "tokenizer": {"json"}}
 SEEDS = {
-    "teacher": [safetensors_teacher()],
+    "teacher": [safetensors_teacher(), onnx_teacher()],
     "dataset": [dataset_bytes(), b'{"text": "a cat", "label": 0}\n{"text": "a dog", "label": 1}\n'],
     "tokenizer": [TOKENIZER],
 }
