@@ -3,6 +3,7 @@ it against the real API and worker, exits 0 for a good student, 4 for one that m
 job that fails."""
 
 import hashlib
+import json
 import shlex
 import shutil
 import subprocess
@@ -79,3 +80,42 @@ def test_a_job_that_fails_exits_1(stack, workspace):
     result = run_pipeline(stack, workspace, job)
     assert result.returncode == 1, result.stderr
     assert "teacher_load_failed" in result.stderr
+
+
+DEPLOYED = """
+import json, sys
+import numpy as np
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1])
+data = np.load(sys.argv[2])
+logits = session.run(None, {session.get_inputs()[0].name: data["x"].astype(np.float32)})[0]
+print(json.dumps({"accuracy": float((logits.argmax(1) == data["y"]).mean())}))
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    sys.exit("torch is importable where only onnxruntime and numpy should be")
+"""
+
+
+def test_the_student_deploys_with_onnxruntime_and_numpy_only(stack, workspace, tmp_path):
+    """What a user deploys: `student.onnx` in a fresh venv with onnxruntime and numpy (at the lock's
+    versions, from pip's cache after `make test`'s install), scoring what the job reported."""
+    assert run_pipeline(stack, workspace, example_job()).returncode == 0
+    venv = tmp_path / "deploy"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    constraints = tmp_path / "constraints.txt"
+    pins = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line]
+    constraints.write_text("\n".join(pins))
+    install = [venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", "-c", constraints,
+               "onnxruntime", "numpy"]  # fmt: skip
+    subprocess.run(install, check=True, capture_output=True, timeout=600)
+    distilled, data = workspace / "distilled", workspace / "ci" / "validation.npz"
+    scored = subprocess.run([venv / "bin" / "python", "-c", DEPLOYED, distilled / "student.onnx", data],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    metrics = json.loads((distilled / "metrics.json").read_text())["final"]
+    accuracy = json.loads(scored.stdout)["accuracy"]
+    assert accuracy == metrics["onnx"]["accuracy"]
+    assert abs(accuracy - metrics["student"]["accuracy"]) <= 1 / 300  # one sample, float rounding
