@@ -58,6 +58,15 @@ def _teachers(request: dict, metrics: dict) -> str:
     return f"{teachers} of {metrics['teacher']['parameters']:,} parameters"
 
 
+def _cpu_latency(onnx: dict) -> str:
+    latency = onnx.get("latency_ms")
+    if latency is None:
+        return ""
+    return (
+        f", {latency['batch_1']:.4g} ms per sample at batch 1 and {latency['batch_64']:.4g} at 64 on the CPU"
+    )
+
+
 def _results(metrics: dict) -> str:
     teacher, student = metrics["teacher"], metrics["student"]
     rows = [("", "teacher", "student"), ("---",) * 3,
@@ -77,7 +86,7 @@ def _results(metrics: dict) -> str:
         onnx = metrics["onnx"]
         lines.append(f"`student.onnx` under ONNX Runtime: accuracy {_share(onnx['accuracy'])}, agreement "
                      f"with PyTorch {_share(onnx['agreement'])}, largest difference "
-                     f"{onnx['max_abs_difference']:.2g}")  # fmt: skip
+                     f"{onnx['max_abs_difference']:.2g}{_cpu_latency(onnx)}")  # fmt: skip
     table = "\n".join(f"| {' | '.join(row)} |" for row in rows)
     return table + "\n\n" + "\n".join(f"- {line}" for line in lines)
 

@@ -4,7 +4,6 @@ also `student.int8.onnx`, its weights quantized to int8 by ONNX Runtime, measure
 
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -12,6 +11,7 @@ from torch import Tensor
 
 from engine.errors import DistillError
 from engine.evaluate import accuracy
+from engine.latency import latency_ms
 
 ONNX_MODEL = "student.onnx"
 INT8_ONNX_MODEL = "student.int8.onnx"
@@ -36,22 +36,31 @@ def quantize_onnx(path: Path) -> Path:
     return int8_path
 
 
-def onnx_logits(path: Path, x: Tensor, batch_size: int) -> Tensor:
-    """The model's logits for every sample of `x`, from ONNX Runtime on the CPU."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    batches = (x[start : start + batch_size].numpy() for start in range(0, len(x), batch_size))
-    return torch.from_numpy(np.concatenate([session.run(None, {name: batch})[0] for batch in batches]))
+class OnnxRunner:
+    """The model in an ONNX Runtime session on the CPU, called on a batch of samples like a torch model."""
+
+    def __init__(self, path: Path):
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+
+    def logits(self, x: Tensor, batch_size: int) -> Tensor:
+        return torch.cat([self(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])
 
 
 def onnx_metrics(
     path: Path, x: Tensor, labels: Tensor | None, student_logits: Tensor, batch_size: int
 ) -> dict:
-    """How the ONNX model agrees with the PyTorch student on the validation set, and its accuracy."""
-    logits = onnx_logits(path, x, batch_size)
+    """How the ONNX model agrees with the PyTorch student on the validation set, its accuracy, and its
+    latency under ONNX Runtime on the CPU."""
+    model = OnnxRunner(path)
+    logits = model.logits(x, batch_size)
     return {
         "accuracy": None if labels is None else accuracy(logits, labels),
         "agreement": accuracy(logits, student_logits.argmax(dim=1)),
         "max_abs_difference": float((logits - student_logits).abs().max()),
         "bytes": path.stat().st_size,
+        "latency_ms": latency_ms(model, x[:1], torch.device("cpu")),
     }

@@ -71,8 +71,9 @@ class OnnxTeacher(nn.Module):
             typed = f", typed {', '.join(untyped)}" if untyped else ""
             raise DistillError(
                 "teacher_load_failed",
-                f"{filename} takes inputs {names}{typed}: an ONNX teacher takes one input, the samples (float or integer token ids), and for text models "
-                f"optionally {ATTENTION_MASK} and {TOKEN_TYPE_IDS}. Export it with those inputs only.",
+                f"{filename} takes inputs {names}{typed}: an ONNX teacher takes one input, the samples "
+                f"(float or integer token ids), and for text models optionally {ATTENTION_MASK} and "
+                f"{TOKEN_TYPE_IDS}. Export it with those inputs only.",
             )
         batch = self.inputs[0].shape[0] if self.inputs[0].shape else None
         if isinstance(batch, int):

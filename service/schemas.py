@@ -80,6 +80,7 @@ class OnnxModelMetrics(BaseModel):
     agreement: float = Field(description="Top-1 agreement with the PyTorch student.")
     max_abs_difference: float = Field(description="Largest difference from the PyTorch student's logits.")
     bytes: int
+    latency_ms: Latency | None = Field(default=None, description="Under ONNX Runtime, on the worker's CPU.")
 
 
 class OnnxMetrics(OnnxModelMetrics):
