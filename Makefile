@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-hinton bench-checkpoints bench-soak bench-latency migrate clean
+.PHONY: run test browser lint bench bench-hinton bench-checkpoints bench-soak bench-latency migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -15,8 +15,17 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/distill up
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The dashboard's tests drive Debian's chromium (tests/e2e/test_dashboard.py): installed when missing, as
+# root or with sudo, quietly; the package lists are refreshed only when the first try finds them stale.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo -n)
+APT_INSTALL := $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+browser:
+	@command -v chromium >/dev/null || $(APT_INSTALL) chromium >/dev/null 2>&1 \
+		|| { $(AS_ROOT) apt-get update -qq && $(APT_INSTALL) chromium >/dev/null 2>&1; } \
+		|| echo "chromium could not be installed: the dashboard's browser tests skip (under CI=true, fail)"
 
 # Style, and the import contracts of pyproject.toml: the layers import one way (see docs/architecture.md).
 lint: $(STAMP)

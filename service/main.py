@@ -12,7 +12,7 @@ from service.errors import install_error_handlers
 from service.key_check import KeyCheck
 from service.limits import BodySizeLimit
 from service.prometheus import RequestMetrics, make_registry
-from service.routes import files, health, jobs, prometheus
+from service.routes import dashboard, files, health, jobs, prometheus
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,6 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(KeyCheck, resources=resources)  # a request without a key goes no further
     app.add_middleware(RequestMetrics, requests=requests)  # outermost: every answer is counted, 401s too
     install_error_handlers(app)
-    for module in (health, files, jobs, prometheus):
+    for module in (health, files, jobs, prometheus, dashboard):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ from sqlalchemy import case, func, select
 from core import lifecycle
 from core.models import Job
 from core.resources import Resources
+from service.routes import dashboard
 
 DURATION_BUCKETS = (10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)  # seconds
 
@@ -28,6 +29,14 @@ def make_registry(resources: Resources) -> tuple[CollectorRegistry, Histogram]:
     )  # fmt: skip
     registry.register(JobCollector(resources))
     return registry, requests
+
+
+def _route_label(scope) -> str:
+    """The route template; the dashboard's files (served by a frontend route, which has none) as one."""
+    route = scope.get("route")
+    if hasattr(route, "path"):
+        return route.path
+    return dashboard.PATH if scope["path"].startswith(dashboard.PATH) else "unmatched"
 
 
 class RequestMetrics:
@@ -45,8 +54,7 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route = scope.get("route")
-                labels = (getattr(route, "path", "unmatched"), scope["method"], str(status))
+                labels = (_route_label(scope), scope["method"], str(status))
                 self.requests.labels(*labels).observe(time.perf_counter() - started)
             await send(message)
 

@@ -1,6 +1,7 @@
 """Real PostgreSQL and Redis for the tests: a fresh database / Redis db per run, dropped afterwards.
 
-Under CI=true an unreachable server fails the test; elsewhere it skips with a message naming it.
+Under CI=true an unreachable server (or a missing program, `missing`) fails the test; elsewhere it skips
+with a message naming it.
 """
 
 import os
@@ -16,11 +17,15 @@ REDIS_SERVER_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6
 RABBITMQ_URL = os.environ.get("DISTILL_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
-def unavailable(what: str, exc: Exception):
-    message = f"{what} is not reachable ({exc})"
+def missing(message: str):
+    """Skip the test for want of what `message` names; under CI=true, fail it."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; under CI=true this test must run", pytrace=False)
     pytest.skip(message)
+
+
+def unavailable(what: str, exc: Exception):
+    missing(f"{what} is not reachable ({exc})")
 
 
 @contextmanager

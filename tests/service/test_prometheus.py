@@ -38,6 +38,17 @@ def test_requests_are_counted_by_route_template_method_and_status(client, queued
     assert after[missing] >= 1
 
 
+def test_the_dashboards_files_count_as_one_route(client):
+    before = scrape(client)
+    for path in ("/dashboard/", "/dashboard/app.js", "/dashboard/jobs/job-0123"):
+        client.get(path, headers={"Accept": "text/html"})
+    key = (
+        "distill_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", "/dashboard"), ("status", "200")),
+    )
+    assert scrape(client)[key] == before.get(key, 0) + 3
+
+
 def test_jobs_are_reported_as_the_database_has_them(client, resources, queued_job):
     metrics = scrape(client)
     with resources.database.sessions() as session:
