@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from core import lifecycle
 from core.checkpoints import StoredCheckpoint
-from core.gates import evaluate, summary
+from core.gates import Gate, evaluate, summary
 from core.job_request import JobCreate, engine_job
 from core.lifecycle import add_event
 from core.model_card import MODEL_CARD, CardFile, model_card
@@ -49,10 +49,11 @@ def run_job(resources: Resources, job_id: str) -> None:
             heartbeat(resources.database, job.id, settings.heartbeat_seconds),
             tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir,
         ):
-            result = _distill(resources, job, Path(out_dir), reporter)
+            request = JobCreate.model_validate(job.request)
+            result = _distill(resources, job, request, Path(out_dir), reporter)
             if reporter.should_stop():
                 raise JobCancelled
-            _finish(resources, job, result)
+            _finish(resources, job, request.gates, result)
     except JobCancelled:
         _end(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
     except DistillError as exc:
@@ -78,8 +79,9 @@ def _claim(resources: Resources, job_id: str) -> Job | None:
         return job
 
 
-def _distill(resources: Resources, job: Job, out_dir: Path, reporter: DatabaseReporter) -> DistillResult:
-    request = JobCreate.model_validate(job.request)
+def _distill(
+    resources: Resources, job: Job, request: JobCreate, out_dir: Path, reporter: DatabaseReporter
+) -> DistillResult:
     keys = _storage_keys(resources, job)
     checkpoints = Checkpoints(
         StoredCheckpoint(resources.storage, job.tenant_id, job.id), resources.settings.checkpoint_seconds
@@ -109,18 +111,17 @@ def _storage_keys(resources: Resources, job: Job) -> dict[str, str]:
     return key_of
 
 
-def _finish(resources: Resources, job: Job, result: DistillResult) -> None:
-    metrics, gates = _with_gates(job, result.metrics)
+def _finish(resources: Resources, job: Job, gates: list[Gate], result: DistillResult) -> None:
+    metrics, verdicts = _with_gates(gates, result.metrics)
     files = {**result.artifacts, MODEL_CARD: _write_model_card(resources, job, metrics, result.artifacts)}
     artifacts = [_store_artifact(resources.storage, job, name, path) for name, path in files.items()]
     with resources.database.transaction() as session:
         succeeded = lifecycle.move(session, job.id, lifecycle.SUCCEED, attempt=job.attempts, metrics=metrics)
         if succeeded:
             session.add_all(artifacts)
-            if gates:
-                add_event(
-                    session, job.pk, summary(gates), "info" if all(g["passed"] for g in gates) else "warning"
-                )
+            if verdicts:
+                passed = all(verdict["passed"] for verdict in verdicts)
+                add_event(session, job.pk, summary(verdicts), "info" if passed else "warning")
             add_event(session, job.pk, "Job succeeded: the student is ready to download.")
     if not succeeded:  # cancelled at the last moment: keep no student
         for artifact in artifacts:
@@ -154,10 +155,10 @@ def _write_model_card(resources: Resources, job: Job, metrics: dict, artifacts: 
     return path
 
 
-def _with_gates(job: Job, metrics: dict) -> tuple[dict, list[dict]]:
+def _with_gates(gates: list[Gate], metrics: dict) -> tuple[dict, list[dict]]:
     """The metrics with the request's gates evaluated on them (`metrics.gates`), and those results."""
-    gates = evaluate(JobCreate.model_validate(job.request).gates, metrics)
-    return ({**metrics, "gates": gates} if gates else metrics), gates
+    verdicts = evaluate(gates, metrics)
+    return ({**metrics, "gates": verdicts} if verdicts else metrics), verdicts
 
 
 def _end(

@@ -139,8 +139,8 @@ def test_a_lost_attempt_finishing_late_leaves_the_new_attempts_artifacts_alone(
         )
 
     set_job(resources.database, job_id, status="running", attempts=2, heartbeat_at=time.time())
-    _finish(resources, attempt(2), result(b'{"attempt": 2}'))
+    _finish(resources, attempt(2), [], result(b'{"attempt": 2}'))
     with pytest.raises(JobCancelled):  # fenced off: the job is no longer its to finish
-        _finish(resources, attempt(1), result(b'{"attempt": 1}'))
+        _finish(resources, attempt(1), [], result(b'{"attempt": 1}'))
     assert job_state(resources.database, job_id)[0] == "succeeded"
     assert client.get(f"/v1/jobs/{job_id}/artifacts/student.json").content == b'{"attempt": 2}'
