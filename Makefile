@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint bench bench-hinton bench-checkpoints bench-soak bench-latency migrate clean
+.PHONY: run test browser lint bench bench-hinton bench-checkpoints bench-soak bench-latency bench-pickup migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -52,6 +52,10 @@ bench-latency: $(STAMP)
 # About 10 minutes on 2 CPU cores; --backends postgres-redis for the scaled-out stack.
 bench-soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak
+
+# How long a job sent to an idle worker stays queued, on the embedded default and on Redis: about a minute.
+bench-pickup: $(STAMP)
+	$(BIN)/python -m benchmarks.pickup
 
 migrate: $(STAMP)
 	$(BIN)/distill migrate

@@ -58,6 +58,8 @@ def broker_transport_options(settings: Settings) -> dict:
             "processed_folder": str(folders["processed"]),
             "control_folder": str(folders["control"]),  # else kombu writes into the working directory
             "store_processed": False,
+            # How often a worker lists the queue folder (kombu's default: 1 s, a second's wait per job).
+            "polling_interval": 0.1,
         }
     # Redis and SQS redeliver an unacknowledged task after this long; training jobs run for hours.
     return {"visibility_timeout": 12 * 3600, "socket_connect_timeout": 5}
