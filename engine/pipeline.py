@@ -117,7 +117,7 @@ def finish(
         metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)
     if "onnx" in job.export:
         metrics["onnx"] = onnx_exports(setup, job, artifacts, student_logits, out_dir)
-    add_latencies(setup, job, student, metrics)
+    add_latencies(setup, student, metrics)
     seconds = time.perf_counter() - started
     summary = {"final": metrics, "series": trained.series, "device": str(setup.device), "seconds": seconds}
     artifacts[METRICS_FILE] = out_dir / METRICS_FILE
@@ -182,7 +182,7 @@ def onnx_exports(
     return measured
 
 
-def add_latencies(setup: Setup, job: EngineJob, student: nn.Module, metrics: dict) -> None:
+def add_latencies(setup: Setup, student: nn.Module, metrics: dict) -> None:
     """The teachers' and the student's `latency_ms` (per sample, at batch 1 and 64, on the job's device)
     in their metrics, and the student's `speedup` over the teachers; `int8_metrics` times the int8 one."""
     sample, device = setup.validation.x[:1], setup.device
@@ -209,6 +209,6 @@ def int8_metrics(
         "accuracy": None if labels is None else accuracy(int8_logits, labels),
         "agreement": accuracy(int8_logits, student_logits.argmax(dim=1)),
         "bytes": artifacts[INT8_PROGRAM].stat().st_size,
-        "float_bytes": artifacts["student.pt2"].stat().st_size,
+        "float_bytes": artifacts[PROGRAM].stat().st_size,
         "latency_ms": latency_ms(int8_student, setup.validation.x[:1], setup.device),
     }
