@@ -35,7 +35,13 @@ class ArrayDataset:
         return self.y is not None
 
     def subset(self, indices: Tensor) -> "ArrayDataset":
-        return ArrayDataset(self.x[indices], None if self.y is None else self.y[indices])
+        return ArrayDataset(*self.take(indices))
+
+    def take(self, index: slice | Tensor) -> tuple[Tensor, Tensor | None]:
+        """The samples at `index` (positions, on any device), and their labels."""
+        if isinstance(index, Tensor):
+            index = index.to(self.x.device)
+        return self.x[index], None if self.y is None else self.y[index]
 
 
 def invalid(message: str) -> DistillError:
@@ -164,14 +170,22 @@ def count_batches(num_samples: int, batch_size: int) -> int:
     return len(batch_bounds(num_samples, batch_size))
 
 
+def batch_indices(
+    num_samples: int, batch_size: int, order: Tensor | None = None, first: int = 0
+) -> Iterator[slice | Tensor]:
+    """The positions of each batch's samples: slices of `order` (default: as stored), from batch number
+    `first` on."""
+    for start, end in batch_bounds(num_samples, batch_size)[first:]:
+        yield slice(start, end) if order is None else order[start:end]
+
+
 def iterate_batches(
     dataset: ArrayDataset, batch_size: int, order: Tensor | None = None, first: int = 0
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(x, y) batches, the samples taken in `order` (default: as stored), from batch number `first` on;
     y is None for an unlabeled dataset."""
-    for start, end in batch_bounds(len(dataset), batch_size)[first:]:
-        index = slice(start, end) if order is None else order[start:end].to(dataset.x.device)
-        yield dataset.x[index], None if dataset.y is None else dataset.y[index]
+    for index in batch_indices(len(dataset), batch_size, order, first):
+        yield dataset.take(index)
 
 
 def smallest_batch(num_samples: int, batch_size: int) -> int:

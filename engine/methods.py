@@ -91,16 +91,20 @@ def distill_born_again(setup: Setup, student: Student, job: EngineJob, reporter:
                 train_cohort(taught_by, [student], job, reporter, clock, run),
             )
         )
-        taught_by = student_as_teacher(setup, student, job.training.batch_size)
+        if generation < generations:
+            taught_by = student_as_teacher(setup, student, job.training.batch_size, f"generation{generation}")
     return candidates
 
 
-def student_as_teacher(setup: Setup, student: Student, batch_size: int) -> Setup:
+def student_as_teacher(setup: Setup, student: Student, batch_size: int, name: str) -> Setup:
+    """The setup with the trained `student`, frozen, as the only teacher; its outputs over the training set
+    computed once where the job's teachers' are."""
     student.taps.remove()
     frozen = copy.deepcopy(student.model).eval().requires_grad_(False)
     teachers = TeacherEnsemble([frozen], [1.0], "mean", [[]])
     logits = teachers.predict(setup.validation.x, batch_size, setup.device)
-    return dataclasses.replace(setup, teachers=teachers, teacher_validation_logits=logits)
+    cached = setup.cache.private_teachers(teachers, setup.train, name) if setup.cached is not None else None
+    return dataclasses.replace(setup, teachers=teachers, teacher_validation_logits=logits, cached=cached)
 
 
 METHODS = {"standard": distill_standard, "mutual": distill_mutual, "born_again": distill_born_again}

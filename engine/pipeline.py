@@ -6,6 +6,7 @@ after hours. Phase "running" trains the students its method asks for, then expor
 """
 
 import json
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.checkpoint import Checkpoints
+from engine.devices import resolve_device
 from engine.errors import DistillError
 from engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
 from engine.export import PROGRAM, export_student
@@ -22,15 +24,17 @@ from engine.latency import latency_ms, speedup
 from engine.methods import Candidate, Trained, train_students
 from engine.models import count_parameters
 from engine.onnx_export import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_metrics, quantize_onnx
-from engine.preparation import Setup, prepare
+from engine.preparation import Setup, prepare, with_cached_outputs
 from engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.reporting import Reporter
 from engine.specs import EngineJob, JobFiles
 from engine.students import build_student
+from engine.teacher_cache import TeacherCacheStore
 
 METRICS_FILE = "metrics.json"
+CACHE_FOLDER = "teacher-cache"  # in the output folder, for the job's run only
 
-__all__ = ["Checkpoints", "DistillResult", "JobFiles", "Reporter", "run_distillation"]
+__all__ = ["Checkpoints", "DistillResult", "JobFiles", "Reporter", "TeacherCacheStore", "run_distillation"]
 
 
 @dataclass
@@ -46,17 +50,20 @@ def run_distillation(
     out_dir: Path,
     reporter: Reporter,
     checkpoints: Checkpoints | None = None,
+    teacher_cache: TeacherCacheStore | None = None,
 ) -> DistillResult:
     """Distill `job` from its `files` into `out_dir`, telling `reporter` how it goes. `checkpoints`: where
-    and how often to save the training state, and the last attempt's to resume from (default: none saved)."""
+    and how often to save the training state, and the last attempt's to resume from (default: none saved).
+    `teacher_cache`: where the teachers' outputs are kept for later jobs (default: for this job only)."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:
         reporter.phase("validating")
         device = resolve_device(job.training.device)
-        setup = prepare(job, files, device, reporter)
+        setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache)
         student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
         reporter.phase("running")
+        setup = with_cached_outputs(setup)
         job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter)
         trained = train_students(setup, job, student, job_checkpoints, reporter)
         return finish(setup, trained, out_dir, started, reporter)
@@ -67,6 +74,7 @@ def run_distillation(
             raise out_of_memory(error, device) from None
         raise
     finally:
+        shutil.rmtree(out_dir / CACHE_FOLDER, ignore_errors=True)  # what the store keeps, it has copied
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -84,16 +92,6 @@ def out_of_memory(error: BaseException, device: torch.device) -> DistillError:
         f"the job ran out of memory on {device} ({reason}): lower training.batch_size or use smaller models; "
         "the server bounds what a job may ask with DISTILL_MAX_JOB_MEMORY_BYTES",
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DistillError(
-            "device_unavailable", "device is 'cuda' but this worker has no GPU: use 'auto' or 'cpu'"
-        )
-    return torch.device(name)
 
 
 def finish(
@@ -146,6 +144,7 @@ def job_metrics(
         metrics[group] = [candidate_summary(setup, c, logits, c is best) for c, logits in scored]
     if trained.search is not None:
         metrics["search"] = trained.search
+    metrics["teacher_cache"] = setup.cache.summary()
     return metrics
 
 

@@ -1,7 +1,9 @@
 """Phase "validating": the job's rules, then its data and teachers, loaded and checked. Everything that
 can fail cheaply fails here, in seconds, with an error that says what to change."""
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -17,12 +19,14 @@ from engine.checks import (
 )
 from engine.data import ArrayDataset
 from engine.datasets import check_tokenizer, load_datasets
-from engine.ensemble import TeacherEnsemble
+from engine.devices import placed_dataset
+from engine.ensemble import TeacherBatch, TeacherEnsemble
 from engine.evaluate import accuracy
 from engine.job_rules import check_job, learners
 from engine.models import count_parameters
 from engine.reporting import Reporter
 from engine.specs import EngineJob, JobFiles
+from engine.teacher_cache import CachedTeachers, TeacherCache, TeacherCacheStore
 from engine.teachers import load_teacher
 from engine.tinybert import capture_paths
 
@@ -36,9 +40,26 @@ class Setup:
     validation: ArrayDataset
     teachers: TeacherEnsemble
     teacher_validation_logits: Tensor  # computed once: the teachers are frozen
+    cache: TeacherCache
+    cached: CachedTeachers | None = None  # the teachers' outputs over `train`, where the cache serves them
+
+    def teacher_batch(self, x: Tensor, index: slice | Tensor, generator: torch.Generator) -> TeacherBatch:
+        """The teachers' outputs on the training samples `x` at positions `index`."""
+        if self.cached is None:
+            return self.teachers(x, generator)
+        return self.cached(index, generator)
 
 
-def prepare(job: EngineJob, files: JobFiles, device: torch.device, reporter: Reporter) -> Setup:
+def prepare(
+    job: EngineJob,
+    files: JobFiles,
+    device: torch.device,
+    reporter: Reporter,
+    folder: Path,
+    cache_store: TeacherCacheStore | None = None,
+) -> Setup:
+    """The job checked, its data and teachers loaded; `folder`: where the teachers' outputs may be written
+    for the job's run."""
     check_job(job)  # before any file is read
     reporter.event(f"Device: {device}")
     batch_size = job.training.batch_size
@@ -50,17 +71,32 @@ def prepare(job: EngineJob, files: JobFiles, device: torch.device, reporter: Rep
         check_student_input(model, validation, field)
         check_batch_norm_batches(model, len(train), batch_size, field)
     check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
+    train = placed_dataset(train, device)  # read at every step; the validation set once an epoch
 
     teachers = load_teachers(job, files, train, device, reporter)
     check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
-    with teacher_rejections(validation.x[:batch_size]):
-        teacher_validation_logits = teachers.predict(validation.x, batch_size, device)
+    cache = TeacherCache(job, files, cache_store, folder, device, reporter)
+    cache.decide(teachers, train, validation)
+    if cache.used:
+        teacher_validation_logits = cache.teachers(teachers, "validation", validation).log_probabilities(
+            batch_size
+        )
+    else:
+        with teacher_rejections(validation.x[:batch_size]):
+            teacher_validation_logits = teachers.predict(validation.x, batch_size, device)
     check_teacher_logits(teacher_validation_logits, validation.x)
     if validation.labeled:
         who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
         reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
 
-    return Setup(device, train, validation, teachers, teacher_validation_logits)
+    return Setup(device, train, validation, teachers, teacher_validation_logits, cache)
+
+
+def with_cached_outputs(setup: Setup) -> Setup:
+    """The setup reading the teachers' outputs over the training set from the cache, where it serves them."""
+    if not setup.cache.used:
+        return setup
+    return dataclasses.replace(setup, cached=setup.cache.teachers(setup.teachers, "train", setup.train))
 
 
 def load_teachers(

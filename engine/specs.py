@@ -5,7 +5,8 @@ engine builds from. Every model forbids unknown fields: a typo is an error, not 
 """
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -205,6 +206,20 @@ class DistillationConfig(Spec):
         max_length=64,
         description="Feature (hint) losses between named layers, added to the loss.",
     )
+    teacher_cache: Literal["auto", "off"] = Field(
+        default="auto",
+        description="`auto`: where the teachers see the same inputs in every epoch (no augmentation), each "
+        "teacher's outputs (logits, and the layers that feature pairs and TinyBERT read) are computed once "
+        "over the training and validation sets and read back in every epoch, trial, generation and peer; "
+        "they are kept for the tenant's later jobs with the same teachers and data. The student is the "
+        "same as with `off`, which runs the teachers on every batch.",
+    )
+    teacher_cache_precision: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32",
+        description="How the cached layer outputs are stored (logits are always float32): `float32` gives "
+        "exactly the uncached values; `float16` and `bfloat16` halve the size of large feature maps, "
+        "rounding the features the student imitates.",
+    )
     transformer: TransformerDistillation | None = Field(
         default=None,
         description="TinyBERT layer distillation between a transformer student and the (first) teacher, a "
@@ -287,9 +302,11 @@ class EngineJob(Spec):
 class JobFiles:
     """The files a job reads, as local paths: one per teacher (in the order of `EngineJob.teachers`), the
     training set, the validation set (default: a seeded hold-out of the training set) and the tokenizer
-    that JSON Lines datasets are tokenized with."""
+    that JSON Lines datasets are tokenized with; and the sha256 of those files the caller knows (the
+    teacher cache's keys; the engine hashes the others)."""
 
     teachers: list[Path]
     train: Path
     validation: Path | None = None
     tokenizer: Path | None = None
+    digests: Mapping[Path, str] = field(default_factory=dict)  # sha256 of the files, where known

@@ -69,12 +69,11 @@ def feature_distiller(
     pairs = job.distillation.features
     if not pairs:
         return None
-    teachers = setup.teachers
     x = setup.train.x[:2].to(setup.device)
     with evaluating(student), torch.no_grad():
         student(x)
-        teachers(x)
-    missing = [p.teacher for p in pairs if p.teacher not in teachers.layer_outputs()[p.teacher_index]]
+        teacher_layers = setup.teachers(x).layers
+    missing = [p.teacher for p in pairs if p.teacher not in teacher_layers[p.teacher_index]]
     if missing:
         raise DistillError(
             "unknown_layer",
@@ -83,5 +82,5 @@ def feature_distiller(
             "pick a layer that runs in forward, or use a safetensors teacher for feature distillation",
         )
     student_shapes = sample_shapes(taps.outputs, "student")
-    teacher_shapes = [sample_shapes(outputs, "teacher") for outputs in teachers.layer_outputs()]
+    teacher_shapes = [sample_shapes(outputs, "teacher") for outputs in teacher_layers]
     return FeatureDistiller(pairs, student_shapes, teacher_shapes)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from engine.augment import augment
 from engine.checkpoint import JobCheckpoints
-from engine.data import count_batches, iterate_batches
+from engine.data import batch_indices, count_batches
 from engine.errors import DistillError, JobCancelled
 from engine.evaluate import classification_metrics, predict
 from engine.losses import TeacherOutputs, kl_loss, scheduled_temperature
@@ -179,18 +179,18 @@ def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps:
     config, distillation = job.training, job.distillation
     for student in run.cohort:
         student.model.train()
-    for x, y in iterate_batches(setup.train, config.batch_size, run.order, run.batch):
+    for index in batch_indices(len(setup.train), config.batch_size, run.order, run.batch):
         clock.tick()
-        x, y = x.to(setup.device), None if y is None else y.to(setup.device)
+        x, y = (None if t is None else t.to(setup.device, non_blocking=True) for t in setup.train.take(index))
         x = augment(x, config.augmentation, run.generator)
         temperature = temperature_at(distillation, run.step + 1, run_steps)
-        teachers = setup.teachers(x, run.generator)
+        teachers = setup.teacher_batch(x, index, run.generator)
         logits = [student.model(x) for student in run.cohort]
         for k, (student, optimizer, scheduler) in enumerate(
             zip(run.cohort, run.optimizers, run.schedulers, strict=True)
         ):
             terms = student.objective(
-                logits[k], teachers, y, temperature, student.taps.outputs, setup.teachers.layer_outputs()
+                logits[k], teachers.outputs, y, temperature, student.taps.outputs, teachers.layers
             )
             if len(run.cohort) > 1:
                 terms = terms | mutual_terms(
@@ -198,7 +198,7 @@ def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps:
                 )
             losses = loss_values(terms)
             if not math.isfinite(losses["loss"]):
-                raise divergence(losses["loss"], x, teachers, temperature, clock, job)
+                raise divergence(losses["loss"], x, teachers.outputs, temperature, clock, job)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

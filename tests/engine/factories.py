@@ -67,13 +67,14 @@ class WorkerKilled(BaseException):
 
 @dataclass
 class KilledAt(RecordingReporter):
-    """Dies at its `kill_at`-th step (the stop check that opens each step)."""
+    """Dies as its `kill_at`-th step opens (at the first stop check after `kill_at` - 1 steps; the teacher
+    cache's pass before the first step checks too, so `kill_at` >= 2)."""
 
     kill_at: int = 0
 
     def should_stop(self) -> bool:
         self.stop_checks += 1
-        if self.stop_checks == self.kill_at:
+        if len(self.progress_calls) == self.kill_at - 1:
             raise WorkerKilled
         return False
 
@@ -94,6 +95,23 @@ class FolderStore:
             return False
         shutil.copyfile(self.file, path)
         return True
+
+
+class FolderCacheStore:
+    """Teacher tables kept in a folder by key, as the worker keeps them in the storage."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.saved = folder, []
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def fetch(self, key: str) -> Path | None:
+        return self.folder / key if (self.folder / key).is_dir() else None
+
+    def save(self, key: str, folder: Path) -> str | None:
+        shutil.rmtree(self.folder / key, ignore_errors=True)
+        shutil.copytree(folder, self.folder / key)
+        self.saved.append(key)
+        return None
 
 
 def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 60) -> nn.Module:

@@ -21,6 +21,8 @@ from .factories import FEATURES, NUM_CLASSES, RecordingReporter, gaussian_blobs
 
 EPOCHS, BATCH_SIZE, TRAIN_SAMPLES = 4, 32, 540  # 600 samples, 10% held out
 STEPS_PER_EPOCH = math.ceil(TRAIN_SAMPLES / BATCH_SIZE)
+# The teachers' one pass over the training and validation sets (the cache) checks for a stop at each batch.
+CACHE_BATCHES = STEPS_PER_EPOCH + math.ceil((600 - TRAIN_SAMPLES) / BATCH_SIZE)
 STUDENT_FILES = {"student.safetensors", "student.json", "student.pt2"}
 
 
@@ -54,7 +56,7 @@ def test_student_learns_the_task(distilled):
 def test_final_metrics_have_the_documented_shape(distilled):
     metrics = distilled[0].metrics
     assert set(metrics) == {"teacher", "student", "agreement", "accuracy_retention", "compression", "speedup",
-                            "latency_device"}  # fmt: skip
+                            "latency_device", "teacher_cache"}  # fmt: skip
     assert set(metrics["student"]) == {"accuracy", "parameters", "latency_ms"}
     assert metrics["teacher"]["parameters"] == 8 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4
     assert metrics["student"]["parameters"] == 8 * 16 + 16 + 16 * 4 + 4
@@ -88,7 +90,7 @@ def test_progress_is_reported_every_step(distilled):
     assert {(epochs, total_steps) for _, epochs, _, total_steps in reporter.progress_calls} == {
         (EPOCHS, total)
     }
-    assert reporter.stop_checks == total
+    assert reporter.stop_checks == total + CACHE_BATCHES
 
 
 def test_phases_and_events(distilled):
@@ -128,11 +130,16 @@ def test_another_seed_gives_other_weights(distilled, blob_task, make_job, tmp_pa
     )
 
 
-def test_stopping_cancels_before_writing_any_student_file(blob_task, make_job, tmp_path):
-    reporter = RecordingReporter(stop_after=5)
+@pytest.mark.parametrize(
+    "stop_after, steps",
+    [(CACHE_BATCHES - 3, 0), (CACHE_BATCHES + 5, 4)],
+    ids=["while the teachers' outputs are computed", "while training"],
+)
+def test_stopping_cancels_before_writing_any_student_file(blob_task, make_job, tmp_path, stop_after, steps):
+    reporter = RecordingReporter(stop_after=stop_after)
     with pytest.raises(JobCancelled):
         distill(make_job(), blob_task, tmp_path / "out", reporter=reporter)
-    assert len(reporter.progress_calls) == 4
+    assert len(reporter.progress_calls) == steps
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.export import Dim
 
 from engine.datasets import load_datasets
@@ -282,3 +282,18 @@ def test_an_onnx_text_teacher_gets_its_attention_mask_from_the_ids(text_task, tm
     )
     result, _ = distill(job, text_task, tmp_path, teacher=path)
     assert result.metrics["teacher"]["accuracy"] > 0.95
+
+
+def test_the_teacher_cache_gives_the_tinybert_student_the_teacher_would(text_task, tmp_path):
+    job = text_job(training={"epochs": 2})
+    off = job.model_copy(
+        update={"distillation": job.distillation.model_copy(update={"teacher_cache": "off"})}
+    )
+    (cached, _), (uncached, _) = (
+        distill(job, text_task, tmp_path / "on"),
+        distill(off, text_task, tmp_path / "off"),
+    )
+    assert cached.metrics["teacher_cache"]["status"] == "miss"
+    assert cached.series == uncached.series
+    weights = [load_file(result.artifacts["student.safetensors"]) for result in (cached, uncached)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
