@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Epochs of all of a job's runs together: trials, generations, each model of a cohort.",
     )
+    teacher_cache_max_bytes: int = Field(
+        default=20 * 1024**3,
+        ge=0,
+        description="What all kept teacher outputs (`distillation.teacher_cache`) may take in the storage "
+        "together; past it the least recently used go, never one an unfinished job reads (0: keep none).",
+    )
     max_job_sample_epochs: int = Field(
         default=10**9,
         ge=1,

@@ -140,3 +140,42 @@ class ApiKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TeacherCacheEntry(Base):
+    """One teacher's outputs over one dataset, kept for the tenant's later jobs (`core.teacher_cache`)."""
+
+    __tablename__ = "teacher_cache_entries"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_teacher_cache_tenant_key"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))  # the engine's hash of all the outputs depend on
+    storage_key: Mapped[str] = mapped_column(String(512))  # the folder of its files
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    last_used_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+
+class TeacherCacheFile(Base):
+    """A file an entry was computed from (or read with): deleting the file deletes the entry."""
+
+    __tablename__ = "teacher_cache_files"
+
+    entry_pk: Mapped[int] = mapped_column(
+        ForeignKey("teacher_cache_entries.pk", ondelete="CASCADE"), primary_key=True
+    )
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class TeacherCacheReader(Base):
+    """A job that reads an entry: while the job is unfinished, the entry is never evicted."""
+
+    __tablename__ = "teacher_cache_readers"
+
+    entry_pk: Mapped[int] = mapped_column(
+        ForeignKey("teacher_cache_entries.pk", ondelete="CASCADE"), primary_key=True
+    )
+    job_pk: Mapped[int] = mapped_column(
+        ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -118,6 +118,28 @@ class GateResult(BaseModel):
     passed: bool
 
 
+class TeacherCacheMetrics(BaseModel):
+    status: Literal["hit", "miss", "mixed", "off", "bypassed"] = Field(
+        description="`hit`: every teacher output was read from the cache; `miss`: computed once in this job "
+        "(`mixed`: some of each); `off`: `distillation.teacher_cache` is off; `bypassed`: not cacheable "
+        "(see `reason`)."
+    )
+    reason: str | None = Field(default=None, description="Why the teachers ran on every batch.")
+    entries: int | None = Field(default=None, description="Tables read: one per teacher and dataset.")
+    bytes: int | None = Field(default=None, description="Their size.")
+    seconds: float | None = Field(
+        default=None, description="Spent computing the missing ones and opening the rest."
+    )
+    saved_seconds: float | None = Field(
+        default=None,
+        description="About what the teachers would have spent without the cache (a pass over the training set "
+        "per epoch, one over the validation set), less `seconds`.",
+    )
+    not_kept: str | None = Field(
+        default=None, description="Why a table computed here was not kept for later jobs."
+    )
+
+
 class JobMetrics(BaseModel):
     teacher: ModelMetrics
     student: ModelMetrics
@@ -136,6 +158,9 @@ class JobMetrics(BaseModel):
     )
     search: SearchResult | None = Field(default=None, description="`auto` temperature or alpha: the trials.")
     gates: list[GateResult] | None = Field(default=None, description="The request's `gates`, evaluated.")
+    teacher_cache: TeacherCacheMetrics | None = Field(
+        default=None, description="Where the teachers' outputs came from (`distillation.teacher_cache`)."
+    )
 
 
 class JobError(BaseModel):

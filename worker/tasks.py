@@ -21,6 +21,7 @@ from core.model_card import MODEL_CARD, CardFile, model_card
 from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
+from core.teacher_cache import StoredTeacherCache
 from engine.errors import DistillError, JobCancelled
 from engine.pipeline import Checkpoints, DistillResult, JobFiles, run_distillation
 from worker.liveness import heartbeat
@@ -82,13 +83,15 @@ def _claim(resources: Resources, job_id: str) -> Job | None:
 def _distill(
     resources: Resources, job: Job, request: JobCreate, out_dir: Path, reporter: DatabaseReporter
 ) -> DistillResult:
-    keys = _storage_keys(resources, job)
+    stored = _stored_files(resources, job)
+    settings = resources.settings
     checkpoints = Checkpoints(
-        StoredCheckpoint(resources.storage, job.tenant_id, job.id), resources.settings.checkpoint_seconds
+        StoredCheckpoint(resources.storage, job.tenant_id, job.id), settings.checkpoint_seconds
     )
     with ExitStack() as stack:
         path_of = {
-            file_id: stack.enter_context(resources.storage.local_path(key)) for file_id, key in keys.items()
+            file_id: stack.enter_context(resources.storage.local_path(key))
+            for file_id, (key, _) in stored.items()
         }
         dataset = request.dataset
         files = JobFiles(
@@ -96,19 +99,27 @@ def _distill(
             train=path_of[dataset.train_file_id],
             validation=path_of.get(dataset.validation_file_id),
             tokenizer=path_of.get(dataset.tokenizer_file_id),
+            digests={path_of[file_id]: sha256 for file_id, (_, sha256) in stored.items()},
         )
-        return run_distillation(engine_job(request), files, out_dir, reporter, checkpoints)
+        cache = StoredTeacherCache(
+            resources.database, resources.storage, settings.teacher_cache_max_bytes,
+            job.tenant_id, job.pk, list(stored), stack,
+        )  # fmt: skip
+        return run_distillation(engine_job(request), files, out_dir, reporter, checkpoints, cache)
 
 
-def _storage_keys(resources: Resources, job: Job) -> dict[str, str]:
-    """Storage key of each file the job reads, by file id."""
+def _stored_files(resources: Resources, job: Job) -> dict[str, tuple[str, str]]:
+    """The storage key and sha256 of each file the job reads, by file id."""
     wanted = [f.file_id for f in job.files]
     with resources.database.transaction() as session:
-        key_of = dict(session.execute(select(File.id, File.storage_key).where(File.id.in_(wanted))).all())
-    missing = [file_id for file_id in wanted if file_id not in key_of]
+        rows = session.execute(
+            select(File.id, File.storage_key, File.sha256).where(File.id.in_(wanted))
+        ).all()
+    stored = {file_id: (key, sha256) for file_id, key, sha256 in rows}
+    missing = [file_id for file_id in wanted if file_id not in stored]
     if missing:
         raise DistillError("file_missing", f"File(s) {', '.join(missing)} were deleted before the job ran.")
-    return key_of
+    return stored
 
 
 def _finish(resources: Resources, job: Job, gates: list[Gate], result: DistillResult) -> None:

@@ -77,7 +77,29 @@ def distill_and_check(stack: ServiceStack, task) -> dict:
     events = [e["message"] for e in stack.client.get(f"/v1/jobs/{job['id']}/events").json()["data"]]
     assert any("validating" in e for e in events) and any("running" in e for e in events)
     assert "succeeded" in events[-1]
+    check_teacher_cache(stack, job, artifacts, train["id"])
     return job
+
+
+def check_teacher_cache(stack: ServiceStack, job: dict, artifacts: dict, train_id: str) -> None:
+    """The job kept its teacher's outputs in the storage: the same job again reads them and trains the very
+    same student; deleting the dataset deletes them."""
+    assert job["metrics"]["teacher_cache"]["status"] == "miss"
+    kept = stack.home / "storage" / "caches" / "default"
+    assert len(list(kept.iterdir())) == 2  # the teacher over the training and the validation set
+
+    again = stack.client.wait_for_job(stack.client.submit(job["request"])["id"])
+    assert again["status"] == "succeeded", f"{again['error']}\n{stack.logs()}"
+    assert again["metrics"]["teacher_cache"]["status"] == "hit"
+    events = [e["message"] for e in stack.client.get(f"/v1/jobs/{again['id']}/events").json()["data"]]
+    assert any(
+        e.startswith("Teacher outputs over the 1,200 training samples: read from the cache") for e in events
+    )
+    sha256 = {a["name"]: a["sha256"] for a in again["artifacts"]}
+    assert sha256["student.safetensors"] == artifacts["student.safetensors"]["sha256"]
+
+    assert stack.client.delete(f"/v1/files/{train_id}").status_code == 200
+    assert list(kept.iterdir()) == []
 
 
 def test_embedded_sqlite_and_filesystem_broker(stack, task):
