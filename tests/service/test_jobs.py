@@ -97,6 +97,8 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "generations": 2,
         "search": {"temperatures": [1.0, 2.0, 4.0, 8.0, 16.0], "alphas": [0.5, 0.9], "trial_epochs": 1},
         "features": [],
+        "teacher_cache": "auto",
+        "teacher_cache_precision": "float32",
         "transformer": None,
     }
     assert request["training"] == TRAINING_DEFAULTS
