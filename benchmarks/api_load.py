@@ -1,0 +1,214 @@
+"""The API under load: requests per second and latency of the status and list reads with 10,000 stored
+jobs, against a bare route of the same server returning the same bytes.
+
+The benchmark starts uvicorn itself (as `distill api` does: same app, same settings) on the embedded
+default (SQLite; PostgreSQL too with `--backends embedded postgres`), after inserting the jobs straight
+into the database (`benchmarks/stored_jobs.py`). Into that server's app, and nowhere else, it adds
+`GET /bare/{name}`: an `async` route answering the bytes the API answered for `name`, behind the same
+middleware, so the two differ only in what the API's route does. `wrk` measures each at 1 and 64
+connections, one right after the other.
+
+    .venv/bin/python -m benchmarks.api_load [--seconds 10] [--jobs 10000] [--backends embedded postgres]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from functools import cache
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import APIRouter, Response
+
+from benchmarks.common import ROOT, argument_parser, machine, write_result
+from benchmarks.stored_jobs import insert_jobs
+from core.db import Database
+from core.migrate import upgrade
+from service.main import create_app
+from tests.servers import postgres_database
+from tests.stack import free_port
+
+CONNECTIONS = (1, 64)
+GOAL = {"ratio_to_bare": 0.5, "p99_ms_at_64": 50}
+# wrk's summary as one JSON line (its own report is for people); latencies in microseconds.
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "microseconds": %d, "non_2xx": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, errors.status, errors.connect + errors.read + errors.write
+    + errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+# --- the server: the API's app plus the bare route, in one process ------------------------------
+
+
+def bare_router(bodies: Path) -> APIRouter:
+    """`GET /bare/{name}`: the bytes in `bodies/name.json`, read once; nothing else."""
+    router = APIRouter(prefix="/bare")
+    body = cache(lambda name: (bodies / f"{name}.json").read_bytes())
+
+    @router.get("/{name}")
+    async def bare(name: str) -> Response:
+        return Response(body(name), media_type="application/json")
+
+    return router
+
+
+def serve(port: int, bodies: Path) -> None:
+    """What `distill api` runs (settings from the environment), with the bare route added."""
+    app = create_app()
+    app.include_router(bare_router(bodies))
+    uvicorn.run(app, host="127.0.0.1", port=port, proxy_headers=True)
+
+
+@contextmanager
+def api_server(home: Path, database_url: str | None) -> Iterator[httpx.Client]:
+    """The server above in a process of its own, on a free port; a client of it once it is ready."""
+    port, env = free_port(), {**os.environ, "DISTILL_HOME": str(home)}
+    env.pop("DISTILL_AUTH", None)
+    if database_url:
+        env["DISTILL_DATABASE_URL"] = database_url
+    command = [sys.executable, "-m", "benchmarks.api_load", "--serve", str(port), "--bodies", str(home)]
+    with (home / "api.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        _wait_ready(client, process)
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _wait_ready(client: httpx.Client, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the API did not become ready (exit code {process.poll()})")
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+def endpoints(client: httpx.Client) -> dict[str, str]:
+    """The reads measured, by name: a succeeded job (metrics, artifacts, gates), the jobs list at 20 and
+    100 a page, the files list."""
+    newest = client.get("/v1/jobs", params={"status": "succeeded", "limit": 1}).json()["data"]
+    return {"job": f"/v1/jobs/{newest[0]['id']}", "jobs-20": "/v1/jobs?limit=20",
+            "jobs-100": "/v1/jobs?limit=100", "files-100": "/v1/files?limit=100"}  # fmt: skip
+
+
+def copy_bodies(client: httpx.Client, paths: dict[str, str], bodies: Path) -> None:
+    """What the API answers on each path, for the bare route to answer the same."""
+    for name, path in paths.items():
+        response = client.get(path)
+        response.raise_for_status()
+        (bodies / f"{name}.json").write_bytes(response.content)
+        bare = client.get(f"/bare/{name}")
+        assert bare.content == response.content and bare.headers["content-type"] == "application/json"
+
+
+def wrk(client: httpx.Client, path: str, connections: int, seconds: int, script: Path) -> dict:
+    """req/s, p50 and p99 of `wrk` on one path of the client's server; every answer must be a 2xx."""
+    url = str(client.base_url).rstrip("/") + path
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script), url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    _settle(client)
+    report = json.loads(output.strip().splitlines()[-1])
+    if report["non_2xx"] or report["socket_errors"]:
+        errors = f"{report['non_2xx']} non-2xx answers, {report['socket_errors']} socket errors"
+        raise RuntimeError(f"wrk {path}: {errors}")
+    answered = report["requests"] > 0  # else wrk's percentiles are 0: none came back in time
+    return {
+        "requests_per_second": round(report["requests"] / (report["microseconds"] / 1e6), 1),
+        "p50_ms": round(report["p50_us"] / 1000, 2) if answered else None,
+        "p99_ms": round(report["p99_us"] / 1000, 2) if answered else None,
+    }
+
+
+def _settle(client: httpx.Client) -> None:
+    """Wait until the server has answered what wrk left queued when it stopped, so that the next run
+    does not pay for this one: until /healthz answers in under 10 ms three times running."""
+    quick = 0
+    while quick < 3:
+        started = time.perf_counter()
+        client.get("/healthz")
+        quick = quick + 1 if time.perf_counter() - started < 0.01 else 0
+
+
+def measure(client: httpx.Client, paths: dict[str, str], seconds: int, script: Path) -> dict:
+    """Each endpoint and its bare twin at each of CONNECTIONS, one right after the other."""
+    result = {}
+    for name, path in paths.items():
+        wrk(client, path, 8, 1, script)  # warm-up
+        for connections in CONNECTIONS:
+            api = wrk(client, path, connections, seconds, script)
+            bare = wrk(client, f"/bare/{name}", connections, seconds, script)
+            ratio = round(api["requests_per_second"] / bare["requests_per_second"], 2)
+            result.setdefault(name, {})[str(connections)] = {"api": api, "bare": bare, "ratio": ratio}
+            print(f"  {path:<40} {connections:>2} conn: {_figures(api)} | bare {_figures(bare)} | "
+                  f"ratio {ratio:.2f}", flush=True)  # fmt: skip
+    return result
+
+
+def _figures(run: dict) -> str:
+    if run["p50_ms"] is None:
+        return f"{0:>7} req/s: no answer within the run"
+    rate, p50, p99 = run["requests_per_second"], run["p50_ms"], run["p99_ms"]
+    return f"{rate:>7.0f} req/s p50 {p50:>6.2f} ms p99 {p99:>6.2f} ms"
+
+
+def run_backend(backend: str, jobs: int, seconds: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        home = Path(folder)
+        database_url = stack.enter_context(postgres_database()) if backend == "postgres" else None
+        url_of_database = database_url or f"sqlite:///{home / 'distill.db'}"
+        upgrade(url_of_database)
+        started = time.perf_counter()
+        insert_jobs(Database(url_of_database), jobs)
+        print(f"{backend}: {jobs} jobs inserted in {time.perf_counter() - started:.1f} s", flush=True)
+        client = stack.enter_context(api_server(home, database_url))
+        paths = endpoints(client)
+        copy_bodies(client, paths, home)
+        script = home / "report.lua"
+        script.write_text(WRK_REPORT)
+        return {"paths": paths, "bytes": {name: (home / f"{name}.json").stat().st_size for name in paths},
+                **measure(client, paths, seconds, script)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argument_parser(__doc__, "api_load")
+    parser.add_argument("--seconds", type=int, default=10, help="each wrk run's length")
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--backends", nargs="+", choices=["embedded", "postgres"], default=["embedded"])
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve, args.bodies)
+    if args.url:
+        parser.error("--url: the bare route must live in the API's own process; this benchmark starts it")
+    result = {"benchmark": "api_load", "machine": machine(), "jobs": args.jobs, "seconds": args.seconds,
+              "goal": GOAL}  # fmt: skip
+    for backend in args.backends:
+        result[backend] = run_backend(backend, args.jobs, args.seconds)
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
