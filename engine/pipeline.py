@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.checkpoint import Checkpoints
+from engine.compute import uncompile
 from engine.devices import resolve_device
 from engine.errors import DistillError
 from engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
@@ -109,6 +110,7 @@ def finish(
         reporter.event(f"Best on the validation set: {best.name}; it is the exported student")
     best.student.taps.remove()  # the exported student must carry no hooks
     student, example = best.student.model, setup.train.x[:1]
+    uncompile(student)  # exported, timed and deployed as the plain model
     artifacts = export_student(student, best.student.spec, example, out_dir)
     if "int8" in job.export:
         artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)

@@ -17,6 +17,7 @@ from engine.checks import (
     probe_teacher,
     teacher_rejections,
 )
+from engine.compute import Precision, configure, memory_format
 from engine.data import ArrayDataset
 from engine.datasets import check_tokenizer, load_datasets
 from engine.devices import placed_dataset
@@ -41,6 +42,7 @@ class Setup:
     teachers: TeacherEnsemble
     teacher_validation_logits: Tensor  # computed once: the teachers are frozen
     cache: TeacherCache
+    precision: Precision  # the training steps'
     cached: CachedTeachers | None = None  # the teachers' outputs over `train`, where the cache serves them
 
     def teacher_batch(self, x: Tensor, index: slice | Tensor, generator: torch.Generator) -> TeacherBatch:
@@ -73,9 +75,10 @@ def prepare(
     check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
     train = placed_dataset(train, device)  # read at every step; the validation set once an epoch
 
+    precision = configure(device, job.training)
     teachers = load_teachers(job, files, train, device, reporter)
     check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
-    cache = TeacherCache(job, files, cache_store, folder, device, reporter)
+    cache = TeacherCache(job, files, cache_store, folder, precision, reporter)
     cache.decide(teachers, train, validation)
     if cache.used:
         teacher_validation_logits = cache.teachers(teachers, "validation", validation).log_probabilities(
@@ -89,7 +92,7 @@ def prepare(
         who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
         reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
 
-    return Setup(device, train, validation, teachers, teacher_validation_logits, cache)
+    return Setup(device, train, validation, teachers, teacher_validation_logits, cache, precision)
 
 
 def with_cached_outputs(setup: Setup) -> Setup:
@@ -106,7 +109,7 @@ def load_teachers(
     models = []
     for number, (source, path) in enumerate(zip(job.teachers, files.teachers, strict=True), start=1):
         teacher = load_teacher(path, source.format, source.architecture, layer_paths[number - 1])
-        teacher = teacher.to(device)
+        teacher = teacher.to(device, memory_format=memory_format(source.architecture, device))
         name = "Teacher" if len(job.teachers) == 1 else f"Teacher {number} of {len(job.teachers)}"
         reporter.event(f"{name} loaded ({source.format}): {count_parameters(teacher):,} parameters")
         probe_teacher(teacher, train, job.training.batch_size, job.student_architecture.num_classes, device)

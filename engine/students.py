@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from engine.compute import compile_model, memory_format
 from engine.derive import init_from_teacher
 from engine.errors import DistillError
 from engine.evaluate import evaluating
@@ -34,13 +35,15 @@ def build_student(
     setup: Setup, job: EngineJob, spec: ArchitectureSpec, seed: int, reporter: Reporter
 ) -> Student:
     torch.manual_seed(seed)  # right before building: the student's init depends on the seed only
-    model = build_model(spec).to(setup.device)
+    model = build_model(spec).to(setup.device, memory_format=memory_format(spec, setup.device))
     reporter.event(f"Student built ({spec.family}): {count_parameters(model):,} parameters")
     if job.student_init == "teacher":
         reporter.event(initialise_from_teacher(model, spec, job, setup))
     taps = student_layer_taps(job, model, spec)
     features = feature_distiller(job, model, taps, setup)
     transformer = transformer_term(job, spec, taps)
+    if job.training.compile:
+        compile_model(model, reporter)
     return Student(spec, model, taps, Objective(job.distillation, features, transformer).to(setup.device))
 
 

@@ -7,6 +7,7 @@ A `TeacherCacheStore` (the worker's: the storage, per tenant) keeps the tables f
 one teacher's table over one dataset, named by the hash of everything its values depend on (`entry_key`).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from engine.checks import teacher_rejections
+from engine.compute import Precision
 from engine.data import ArrayDataset
 from engine.devices import fits_on_gpu
 from engine.ensemble import TeacherBatch, TeacherEnsemble
@@ -109,11 +111,11 @@ class TeacherCache:
         files: JobFiles,
         store: TeacherCacheStore | None,
         folder: Path,
-        device: torch.device,
+        precision: Precision,
         reporter: Reporter,
     ):
         self.job, self.files, self.store, self.folder = job, files, store, folder
-        self.device, self.reporter = device, reporter
+        self.precision, self.device, self.reporter = precision, precision.device, reporter
         self.uses: list[PartUse] = []
         self._digests = dict(files.digests)
         self.used, self.reason = False, None
@@ -152,6 +154,10 @@ class TeacherCache:
             return f"the teacher outputs would take {needed / 1e9:,.2f} GB; {free / 1e9:,.2f} GB are free"
         return None
 
+    def arithmetic(self, part: str) -> str:
+        """Where and in what precision a part's teacher outputs are computed: each rounds its own way."""
+        return f"{self.device.type}:{self.precision.name if part == 'train' else 'fp32'}"
+
     def sha256(self, path: Path) -> str:
         if path not in self._digests:
             with path.open("rb") as stream:
@@ -163,17 +169,18 @@ class TeacherCache:
         use = PartUse(part, len(dataset))
         tables = []
         for index in range(len(ensemble)):
-            layers = ensemble.layer_paths[index]
-            key = entry_key(self.job, self.files, self.sha256, index, part, dataset, layers, self.device)
+            layers, arithmetic = ensemble.layer_paths[index], self.arithmetic(part)
+            key = entry_key(self.job, self.files, self.sha256, index, part, dataset, layers, arithmetic)
             tables.append(self._stored(key, use) or self._computed(key, ensemble, index, dataset, use))
         self.uses.append(use)
         self.reporter.event(use_summary(use))
         return CachedTeachers(ensemble, placed(tables, self.device), self.device)
 
     def private_teachers(self, ensemble: TeacherEnsemble, dataset: ArrayDataset, name: str) -> CachedTeachers:
-        """Tables of teachers made during the job (a born-again generation), kept for this job only."""
+        """Tables of teachers made during the job (a born-again generation) over the training set, kept for
+        this job only."""
         tables = [
-            self._compute(self.folder / f"{name}-{index}", ensemble, index, dataset, "float32")
+            self._compute(self.folder / f"{name}-{index}", ensemble, index, dataset, "train", "float32")
             for index in range(len(ensemble))
         ]
         return CachedTeachers(ensemble, placed(tables, self.device), self.device)
@@ -203,7 +210,8 @@ class TeacherCache:
     ) -> TeacherTable:
         folder = self.folder / key
         shutil.rmtree(folder, ignore_errors=True)
-        table = self._compute(folder, ensemble, index, dataset, self.job.distillation.teacher_cache_precision)
+        precision = self.job.distillation.teacher_cache_precision
+        table = self._compute(folder, ensemble, index, dataset, use.part, precision)
         use.misses += 1
         use.bytes += table.nbytes
         use.seconds += table.seconds
@@ -224,10 +232,20 @@ class TeacherCache:
             return f"the store failed: {error}"
 
     def _compute(
-        self, folder: Path, ensemble: TeacherEnsemble, index: int, dataset: ArrayDataset, precision: str
+        self,
+        folder: Path,
+        ensemble: TeacherEnsemble,
+        index: int,
+        dataset: ArrayDataset,
+        part: str,
+        precision: str,
     ) -> TeacherTable:
+        """The table of teacher `index` over `dataset`, computed as the teacher runs on `part`: the training
+        set in the training steps' arithmetic, the validation set in float32."""
+        autocast = self.precision.autocast if part == "train" else contextlib.nullcontext
+
         def teacher(x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-            with teacher_rejections(x):
+            with teacher_rejections(x), autocast():
                 return ensemble.run_one(index, x)
 
         write_table(
@@ -304,7 +322,7 @@ def entry_key(
     part: str,
     dataset: ArrayDataset,
     layers: list[str],
-    device: torch.device,
+    arithmetic: str,
 ) -> str:
     """The hash of everything a teacher's table over a dataset depends on: the teacher (its file, format,
     architecture), the layers read, how they are stored, the data (its files, how text is tokenized, which
@@ -314,7 +332,7 @@ def entry_key(
     material = {
         "format": CACHE_FORMAT,
         "torch": torch.__version__,
-        "device": device.type,
+        "arithmetic": arithmetic,
         "teacher": {
             "sha256": sha256(files.teachers[teacher]),
             "format": source.format,

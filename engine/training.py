@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from engine.augment import augment
 from engine.checkpoint import JobCheckpoints
+from engine.compute import compiled_call, formatted, memory_format
 from engine.data import batch_indices, count_batches
 from engine.errors import DistillError, JobCancelled
 from engine.evaluate import classification_metrics, predict
@@ -44,6 +45,7 @@ class Run:
     optimizers: list[torch.optim.Optimizer]
     schedulers: list[torch.optim.lr_scheduler.LambdaLR]
     generator: torch.Generator  # the shuffle, augmentation and teacher draws: independent of model RNG
+    scalers: list[torch.amp.GradScaler | None] = field(default_factory=list)  # float16's, per student
     epoch: int = 0  # epochs done
     order: Tensor | None = None  # this epoch's sample order; None between epochs
     batch: int = 0  # batches of this epoch done
@@ -67,6 +69,7 @@ class Run:
             "students": self.students_state(),
             "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
             "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
+            "scalers": [None if scaler is None else scaler.state_dict() for scaler in self.scalers],
             "generator": self.generator.get_state(),
             "epoch": self.epoch, "order": self.order, "batch": self.batch, "step": self.step,
             "means": [{"sums": m.sums, "weight": m.weight} for m in self.means],
@@ -79,6 +82,9 @@ class Run:
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
+        for scaler, saved in zip(self.scalers, state["scalers"], strict=True):
+            if scaler is not None:
+                scaler.load_state_dict(saved)
         self.generator.set_state(state["generator"])
         self.epoch, self.order, self.batch, self.step = (
             state[k] for k in ("epoch", "order", "batch", "step")
@@ -152,7 +158,8 @@ def train_cohort(
     optimizers = [make_optimizer([*s.model.parameters(), *s.objective.parameters()], config) for s in cohort]
     run_steps = config.epochs * steps_per_epoch(setup, job)
     schedulers = [make_scheduler(o, config.lr_schedule, run_steps) for o in optimizers]
-    run = Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed))
+    scalers = [setup.precision.scaler() for _ in cohort]
+    run = Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed), scalers)
     if clock.begin_run(run):
         return run.series
     while run.epoch < config.epochs:
@@ -176,35 +183,48 @@ def train_cohort(
 
 def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps: int) -> None:
     """The rest of the run's epoch, from the batch it reached."""
-    config, distillation = job.training, job.distillation
+    config, distillation, precision = job.training, job.distillation, setup.precision
+    memory = memory_format(job.student_architecture, setup.device)
     for student in run.cohort:
         student.model.train()
     for index in batch_indices(len(setup.train), config.batch_size, run.order, run.batch):
         clock.tick()
         x, y = (None if t is None else t.to(setup.device, non_blocking=True) for t in setup.train.take(index))
-        x = augment(x, config.augmentation, run.generator)
+        x = formatted(augment(x, config.augmentation, run.generator), memory)
         temperature = temperature_at(distillation, run.step + 1, run_steps)
-        teachers = setup.teacher_batch(x, index, run.generator)
-        logits = [student.model(x) for student in run.cohort]
-        for k, (student, optimizer, scheduler) in enumerate(
-            zip(run.cohort, run.optimizers, run.schedulers, strict=True)
+        with precision.autocast():
+            teachers = setup.teacher_batch(x, index, run.generator)
+            logits = [compiled_call(student.model, x, clock.reporter) for student in run.cohort]
+        for k, (student, optimizer, scheduler, scaler) in enumerate(
+            zip(run.cohort, run.optimizers, run.schedulers, run.scalers, strict=True)
         ):
-            terms = student.objective(
-                logits[k], teachers.outputs, y, temperature, student.taps.outputs, teachers.layers
-            )
-            if len(run.cohort) > 1:
-                terms = terms | mutual_terms(
-                    logits, k, temperature, distillation.mutual_weight, terms["loss"]
+            with precision.autocast():
+                terms = student.objective(
+                    logits[k], teachers.outputs, y, temperature, student.taps.outputs, teachers.layers
                 )
+                if len(run.cohort) > 1:
+                    terms = terms | mutual_terms(
+                        logits, k, temperature, distillation.mutual_weight, terms["loss"]
+                    )
             losses = loss_values(terms)
             if not math.isfinite(losses["loss"]):
                 raise divergence(losses["loss"], x, teachers.outputs, temperature, clock, job)
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            descend(terms["loss"], optimizer, scaler)
             scheduler.step()
             run.means[k].add(losses, weight=len(x))
         run.batch, run.step = run.batch + 1, run.step + 1
+
+
+def descend(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """One optimizer step down the loss's gradient; with float16's scaler, skipped where it overflowed."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float, loss: Tensor) -> dict:

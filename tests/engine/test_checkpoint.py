@@ -67,6 +67,7 @@ JOBS = {
         [20],
     ),
     "mutual learning": ({"distillation": {"method": "mutual"}, "training": {"epochs": 2}}, [25]),
+    "float16 steps with their gradient scaler": ({"training": {"epochs": 2, "precision": "fp16"}}, [24]),
     "born-again, killed in generation 2": (
         {"distillation": {"method": "born_again", "generations": 2}, "training": {"epochs": 2}},
         [2 * STEPS_PER_EPOCH + 5],

@@ -157,13 +157,11 @@ def test_a_teacher_with_dropout_left_on_bypasses_the_cache(make_job, blob_task, 
     assert "teacher 0 gives different outputs for the same batch" in result.metrics["teacher_cache"]["reason"]
 
 
-def key_of(make_job, files=None, layers=(), part="train", dataset=None, **overrides):
+def key_of(make_job, files=None, layers=(), part="train", dataset=None, arithmetic="cpu:fp32", **overrides):
     job = make_job(**overrides)
     files = files or JobFiles([__file__], __file__)
     dataset = dataset or ArrayDataset(torch.zeros(10, FEATURES), None)
-    return entry_key(
-        job, files, lambda path: f"sha-of-{path}", 0, part, dataset, list(layers), torch.device("cpu")
-    )
+    return entry_key(job, files, lambda path: f"sha-of-{path}", 0, part, dataset, list(layers), arithmetic)
 
 
 def test_the_key_changes_with_what_the_outputs_depend_on_and_nothing_else(make_job):
@@ -176,6 +174,8 @@ def test_the_key_changes_with_what_the_outputs_depend_on_and_nothing_else(make_j
         "another hold-out share": key_of(make_job, training={"validation_fraction": 0.2}),
         "the validation part": key_of(make_job, part="validation"),
         "a tapped layer": key_of(make_job, layers=["hidden.1"]),
+        "bfloat16 training steps": key_of(make_job, arithmetic="cpu:bf16"),
+        "a GPU": key_of(make_job, arithmetic="cuda:fp32"),
         "a tokenizer": key_of(make_job, files=JobFiles([__file__], __file__, tokenizer="tokenizer.json")),
         "another sample shape": key_of(make_job, dataset=ArrayDataset(torch.zeros(10, 2, 4), None)),
         "another architecture": key_of(

@@ -32,6 +32,8 @@ TRAINING_DEFAULTS = {
     "validation_fraction": 0.1,
     "device": "auto",
     "augmentation": {"shift": 0, "flip": False},
+    "precision": "auto",
+    "compile": False,
 }
 
 
