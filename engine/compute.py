@@ -68,7 +68,7 @@ def memory_format(spec: ArchitectureSpec | None, device: torch.device) -> torch.
 
 
 def formatted(x: Tensor, memory: torch.memory_format) -> Tensor:
-    return x.contiguous(memory_format=memory) if x.dim() == 4 else x
+    return x.contiguous(memory_format=memory) if memory is torch.channels_last and x.dim() == 4 else x
 
 
 def compile_model(model: nn.Module, reporter: Reporter) -> None:
