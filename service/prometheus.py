@@ -1,7 +1,7 @@
 """What `GET /metrics` tells a Prometheus server: each route's request count and latency (from this
 process), and the jobs as the database has them (read at each scrape, so every API process reports
 the same): how many in each status, the queue's depth, how many a worker is running and heartbeating,
-and how long finished jobs took."""
+how long finished jobs took, and the teacher outputs kept in the cache."""
 
 import time
 from collections.abc import Iterator
@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
 from core import lifecycle
-from core.models import Job
+from core.models import Job, TeacherCacheEntry
 from core.resources import Resources
 from service.routes import dashboard
 
@@ -71,6 +71,9 @@ class JobCollector(Collector):
             fresh = Job.heartbeat_at >= time.time() - self.resources.settings.heartbeat_timeout_seconds
             heartbeating = session.scalar(select(func.count()).where(Job.status.in_(lifecycle.LIVE), fresh))
             durations = _durations(session)
+            entries, stored = session.execute(
+                select(func.count(), func.coalesce(func.sum(TeacherCacheEntry.bytes), 0))
+            ).one()
         statuses = GaugeMetricFamily("distill_jobs", "Jobs by status.", labels=["status"])
         for status in lifecycle.STATUSES:
             statuses.add_metric([status], counts.get(status, 0))
@@ -84,6 +87,16 @@ class JobCollector(Collector):
             heartbeating,
         )
         yield durations
+        yield GaugeMetricFamily(
+            "distill_teacher_cache_entries",
+            "Teacher outputs kept for later jobs (a teacher over a dataset each).",
+            entries,
+        )
+        yield GaugeMetricFamily(
+            "distill_teacher_cache_bytes",
+            "What they take in the storage, within DISTILL_TEACHER_CACHE_MAX_BYTES.",
+            stored,
+        )
 
 
 def _durations(session) -> HistogramMetricFamily:

@@ -5,7 +5,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from core.models import Job
+from core.models import Job, TeacherCacheEntry
 from service.main import create_app
 from tests.job_rows import set_job
 from tests.service.helpers import dataset_bytes, job_request, safetensors_teacher, upload_ok
@@ -56,6 +56,20 @@ def test_jobs_are_reported_as_the_database_has_them(client, resources, queued_jo
     assert metrics[("distill_jobs", (("status", "queued"),))] == queued
     assert metrics[("distill_queue_depth", ())] == queued
     assert ("distill_jobs_heartbeating", ()) in metrics
+
+
+def test_the_teacher_cache_is_reported_as_the_database_has_it(tmp_path):
+    with client_for(create_app(make_settings(tmp_path))) as client:
+        with client.app.state.resources.database.transaction() as session:
+            session.add_all(
+                TeacherCacheEntry(
+                    tenant_id="default", key=f"k{n}", storage_key=f"caches/default/{n}", bytes=n
+                )
+                for n in (1000, 2000)
+            )
+        metrics = scrape(client)
+    assert metrics[("distill_teacher_cache_entries", ())] == 2
+    assert metrics[("distill_teacher_cache_bytes", ())] == 3000
 
 
 def test_finished_jobs_durations_fall_in_their_buckets(tmp_path):
