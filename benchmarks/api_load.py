@@ -9,6 +9,7 @@ middleware, so the two differ only in what the API's route does. `wrk` measures 
 connections, one right after the other.
 
     .venv/bin/python -m benchmarks.api_load [--seconds 10] [--jobs 10000] [--backends embedded postgres]
+        [--endpoints job jobs-20 jobs-100 files-100]
 """
 
 import argparse
@@ -36,6 +37,7 @@ from tests.servers import postgres_database
 from tests.stack import free_port
 
 CONNECTIONS = (1, 64)
+ENDPOINTS = ["job", "jobs-20", "jobs-100", "files-100"]
 GOAL = {"ratio_to_bare": 0.5, "p99_ms_at_64": 50}
 # wrk's summary as one JSON line (its own report is for people); latencies in microseconds.
 WRK_REPORT = """
@@ -173,7 +175,7 @@ def _figures(run: dict) -> str:
     return f"{rate:>7.0f} req/s p50 {p50:>6.2f} ms p99 {p99:>6.2f} ms"
 
 
-def run_backend(backend: str, jobs: int, seconds: int) -> dict:
+def run_backend(backend: str, jobs: int, seconds: int, names: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         home = Path(folder)
         database_url = stack.enter_context(postgres_database()) if backend == "postgres" else None
@@ -183,7 +185,7 @@ def run_backend(backend: str, jobs: int, seconds: int) -> dict:
         insert_jobs(Database(url_of_database), jobs)
         print(f"{backend}: {jobs} jobs inserted in {time.perf_counter() - started:.1f} s", flush=True)
         client = stack.enter_context(api_server(home, database_url))
-        paths = endpoints(client)
+        paths = {name: path for name, path in endpoints(client).items() if name in names}
         copy_bodies(client, paths, home)
         script = home / "report.lua"
         script.write_text(WRK_REPORT)
@@ -196,6 +198,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run's length")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--backends", nargs="+", choices=["embedded", "postgres"], default=["embedded"])
+    parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=ENDPOINTS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,7 +209,7 @@ def main() -> None:
     result = {"benchmark": "api_load", "machine": machine(), "jobs": args.jobs, "seconds": args.seconds,
               "goal": GOAL}  # fmt: skip
     for backend in args.backends:
-        result[backend] = run_backend(backend, args.jobs, args.seconds)
+        result[backend] = run_backend(backend, args.jobs, args.seconds, args.endpoints)
     write_result(args.out, result)
 
 

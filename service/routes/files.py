@@ -20,6 +20,7 @@ from service.errors import ErrorBody
 from service.head_routes import add_head_route
 from service.limits import upload_too_large
 from service.pagination import After, Limit, paginate
+from service.responses import json_response
 from service.schemas import DeletedObject, FileObject, Page, Purpose
 from service.tenancy import get_owned, owned_by
 from service.upload_formats import UploadRejected, detect_format
@@ -132,13 +133,13 @@ def list_files(
         query = query.where(FileRow.purpose == purpose)
     with database.sessions() as session:
         rows, has_more = paginate(session, query, FileRow, after, limit)
-    return Page[FileObject](data=[to_object(r) for r in rows], has_more=has_more)
+    return json_response(Page[FileObject](data=[to_object(r) for r in rows], has_more=has_more))
 
 
 @router.get("/{file_id}", response_model=FileObject, responses=ERRORS)
 def retrieve_file(file_id: str, database: DatabaseDep, tenant_id: TenantDep):
     with database.sessions() as session:
-        return to_object(get_owned(session, FileRow, tenant_id, file_id))
+        return json_response(to_object(get_owned(session, FileRow, tenant_id, file_id)))
 
 
 @router.get(

@@ -20,6 +20,7 @@ from service.errors import ErrorBody
 from service.event_stream import job_event_stream
 from service.head_routes import add_head_route
 from service.pagination import After, Limit, paginate
+from service.responses import json_response
 from service.schemas import (
     ArtifactObject,
     ArtifactRef,
@@ -117,13 +118,13 @@ def list_jobs(
         query = query.where(Job.status == status)
     with database.sessions() as session:
         rows, has_more = paginate(session, query, Job, after, limit)
-        return Page[JobObject](data=[to_object(r) for r in rows], has_more=has_more)
+        return json_response(Page[JobObject](data=[to_object(r) for r in rows], has_more=has_more))
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
 def retrieve_job(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
     with database.sessions() as session:
-        return to_object(get_owned(session, Job, tenant_id, job_id))
+        return json_response(to_object(get_owned(session, Job, tenant_id, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
