@@ -75,11 +75,12 @@ def same_outputs(first: tuple[Tensor, dict], again: tuple[Tensor, dict]) -> bool
 def stored_bytes(outputs: tuple[Tensor, dict[str, Tensor]], precision: str) -> int:
     """What a batch's logits and layers take in a table whose layers are kept in `precision`."""
     logits, layers = outputs
-    itemsize = torch.finfo(PRECISIONS[precision]).bits // 8 if PRECISIONS[precision] else None
-    return logits.numel() * 4 + sum(
-        v.numel() * (itemsize if itemsize and v.is_floating_point() else v.element_size())
-        for v in layers.values()
-    )
+    layer_dtype = PRECISIONS[precision]
+
+    def itemsize(value: Tensor) -> int:
+        return layer_dtype.itemsize if layer_dtype and value.is_floating_point() else value.element_size()
+
+    return logits.numel() * 4 + sum(value.numel() * itemsize(value) for value in layers.values())
 
 
 def disk_space(folder: Path) -> int:
