@@ -16,9 +16,16 @@ After = Annotated[
 
 
 def paginate(
-    session: Session, query: Select, model, after: str | None, limit: int, newest_first: bool = True
+    session: Session,
+    query: Select,
+    model,
+    after: str | None,
+    limit: int,
+    newest_first: bool = True,
+    columns=(),
 ):
-    """One page of `query`'s rows and whether more follow; `after` must be an id the query itself returns."""
+    """One page of `query`'s rows and whether more follow; `after` must be an id the query itself returns.
+    With `columns`, only those are read, as rows (no ORM objects)."""
     order = model.pk.desc() if newest_first else model.pk.asc()
     if after is not None:
         cursor = session.scalar(
@@ -29,5 +36,6 @@ def paginate(
                 422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after"
             )
         query = query.where(model.pk < cursor if newest_first else model.pk > cursor)
-    rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
+    query = query.order_by(order).limit(limit + 1)
+    rows = list(session.execute(query.with_only_columns(*columns)) if columns else session.scalars(query))
     return rows[:limit], len(rows) > limit

@@ -19,8 +19,12 @@ def owned_by(model: type[File | Job], tenant_id: str) -> Select:
     return select(model).where(model.tenant_id == tenant_id)
 
 
-def get_owned(session: Session, model: type[Row], tenant_id: str, id_: str, param: str | None = None) -> Row:
-    row = session.scalar(owned_by(model, tenant_id).where(model.id == id_))
+def get_owned(
+    session: Session, model: type[Row], tenant_id: str, id_: str, param: str | None = None, columns=()
+) -> Row:
+    """The tenant's object with this id; with `columns`, only those, as a row (no ORM object)."""
+    query = owned_by(model, tenant_id).where(model.id == id_)
+    row = session.execute(query.with_only_columns(*columns)).first() if columns else session.scalar(query)
     if row is None:
         raise not_found(KIND[model], id_, param)
     return row

@@ -13,17 +13,17 @@ from core.lifecycle import add_event
 from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
 from core.request_rules import resolve_job
-from service import idempotency, policy
+from service import idempotency, job_reads, policy
 from service.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
 from service.head_routes import add_head_route
+from service.job_reads import job_object
 from service.pagination import After, Limit, paginate
 from service.responses import json_response
 from service.schemas import (
     ArtifactObject,
-    ArtifactRef,
     EventObject,
     JobObject,
     MetricList,
@@ -36,15 +36,6 @@ from service.tenancy import get_owned, owned_by
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorBody}})
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
 ROUTE = "POST /v1/jobs"
-
-
-def to_object(job: Job) -> JobObject:
-    return JobObject(
-        id=job.id, name=job.name, status=job.status, created_at=job.created_at, started_at=job.started_at,
-        finished_at=job.finished_at, request=JobCreate.model_validate(job.request), progress=job.progress,
-        metrics=job.metrics, error=job.error,
-        artifacts=[ArtifactRef(name=a.name, bytes=a.bytes, sha256=a.sha256) for a in job.artifacts],
-    )  # fmt: skip
 
 
 @router.post(
@@ -77,7 +68,7 @@ def create_job(
         session.flush()
         policy.check_job_slots(session, settings, tenant_id)
         add_event(session, job.pk, "Job created and queued.")
-        response = to_object(job).model_dump(mode="json")
+        response = job_object(job, job.artifacts).model_dump(mode="json")
         won = idempotency.commit_remembered(
             session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response
         )
@@ -113,18 +104,17 @@ def list_jobs(
     after: After = None,
     status: lifecycle.Status | None = None,
 ):
-    query = owned_by(Job, tenant_id)
-    if status is not None:
-        query = query.where(Job.status == status)
+    query = job_reads.listed(tenant_id, status)
     with database.sessions() as session:
-        rows, has_more = paginate(session, query, Job, after, limit)
-        return json_response(Page[JobObject](data=[to_object(r) for r in rows], has_more=has_more))
+        rows, has_more = paginate(session, query, Job, after, limit, columns=job_reads.COLUMNS)
+        return json_response(Page[JobObject](data=job_reads.job_objects(session, rows), has_more=has_more))
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
 def retrieve_job(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
     with database.sessions() as session:
-        return json_response(to_object(get_owned(session, Job, tenant_id, job_id)))
+        job = get_owned(session, Job, tenant_id, job_id, columns=job_reads.COLUMNS)
+        return json_response(job_reads.job_objects(session, [job])[0])
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
@@ -144,7 +134,7 @@ def cancel_job(job_id: str, database: DatabaseDep, storage: StorageDep, tenant_i
         if cancelled_in_queue:  # a job re-queued after a lost worker may have saved a checkpoint
             StoredCheckpoint(storage, job.tenant_id, job.id).delete()
         session.refresh(job)
-        return to_object(job)
+        return job_object(job, job.artifacts)
 
 
 @router.get(
