@@ -7,13 +7,13 @@ answer, which waits for a thread of the same thread pool. A yield-dependency ses
 that, deadlocks under load: every thread waits for a connection held by a request that waits for a
 thread (fastapi/fastapi#3205).
 
-The dependencies here only read what the app already holds, so they are `async def`: FastAPI calls those in
-the event loop, where a plain `def` dependency would cost a hop to a worker thread and back per request
-(four such hops took 0.6 ms a request, more than the status read itself).
+The dependencies here only read what the app already holds, so they are `async def`: FastAPI calls
+those in the event loop, where a plain `def` dependency costs a hop to a worker thread and back per
+request (four such hops took 0.6 ms a request, more than the status read itself).
 
-Everything comes from the `Resources` that `create_app` built from its settings, so an app made with
-`create_app(settings)` serves exactly those settings (the tests make apps with auth on, limits and
-another database and storage this way).
+Everything comes from the `Resources` that `create_app` built from its settings (and the job bodies it
+keeps, `service.kept_bodies`), so an app made with `create_app(settings)` serves exactly those settings
+(the tests make apps with auth on, limits and another database and storage this way).
 """
 
 from typing import Annotated
@@ -27,6 +27,7 @@ from core.models import DEFAULT_TENANT
 from core.queue import JobQueue
 from core.resources import Resources
 from core.storage import Storage
+from service.kept_bodies import KeptBodies
 
 
 async def get_resources(request: Request) -> Resources:
@@ -52,10 +53,15 @@ async def get_queue(resources: ResourcesDep) -> JobQueue:
     return resources.queue
 
 
+async def get_kept_jobs(request: Request) -> KeptBodies:
+    return request.app.state.kept_jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+KeptJobsDep = Annotated[KeptBodies, Depends(get_kept_jobs)]
 
 # Documents the scheme in the OpenAPI document; `KeyCheck` reads the header itself to say what is wrong.
 bearer_scheme = HTTPBearer(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from core.config import Settings, get_settings
 from core.resources import Resources
 from service.errors import install_error_handlers
+from service.kept_bodies import KeptBodies
 from service.key_check import KeyCheck
 from service.limits import BodySizeLimit
 from service.prometheus import RequestMetrics, make_registry
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.resources = resources
+    app.state.kept_jobs = KeptBodies()
     app.state.prometheus, requests = make_registry(resources)
     app.add_middleware(BodySizeLimit, settings=resources.settings)
     app.add_middleware(KeyCheck, resources=resources)  # a request without a key goes no further

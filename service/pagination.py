@@ -3,7 +3,7 @@
 from typing import Annotated
 
 from fastapi import Query
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.orm import Session
 
 from core.errors import RequestError
@@ -16,7 +16,7 @@ After = Annotated[
 
 
 def paginate(
-    session: Session,
+    session: Session | Connection,
     query: Select,
     model,
     after: str | None,
@@ -25,7 +25,7 @@ def paginate(
     columns=(),
 ):
     """One page of `query`'s rows and whether more follow; `after` must be an id the query itself returns.
-    With `columns`, only those are read, as rows (no ORM objects)."""
+    With `columns`, only those are read, as rows (no ORM objects, so a plain connection will do)."""
     order = model.pk.desc() if newest_first else model.pk.asc()
     if after is not None:
         cursor = session.scalar(

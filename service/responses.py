@@ -11,6 +11,18 @@ from fastapi import Response
 from pydantic import BaseModel
 
 
-def json_response(body: BaseModel) -> Response:
-    """`body` as FastAPI would encode it for a `response_model` of its own type."""
-    return Response(body.model_dump_json(by_alias=True), media_type="application/json")
+def encoded(body: BaseModel) -> bytes:
+    """`body` as FastAPI encodes it for a `response_model` of its own type."""
+    return body.model_dump_json(by_alias=True).encode()
+
+
+def encoded_page(items: list[bytes], has_more: bool) -> bytes:
+    """`encoded(Page(data=items, has_more=has_more))` for items encoded already."""
+    more = b"true" if has_more else b"false"
+    return b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":' + more + b"}"
+
+
+def json_response(body: BaseModel | bytes) -> Response:
+    """A body, encoded here if it is not already."""
+    content = body if isinstance(body, bytes) else encoded(body)
+    return Response(content, media_type="application/json")

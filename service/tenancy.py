@@ -5,7 +5,7 @@ Another tenant's id answers exactly as an id that does not exist (404).
 
 from typing import TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.orm import Session
 
 from core.errors import not_found
@@ -20,9 +20,15 @@ def owned_by(model: type[File | Job], tenant_id: str) -> Select:
 
 
 def get_owned(
-    session: Session, model: type[Row], tenant_id: str, id_: str, param: str | None = None, columns=()
+    session: Session | Connection,
+    model: type[Row],
+    tenant_id: str,
+    id_: str,
+    param: str | None = None,
+    columns=(),
 ) -> Row:
-    """The tenant's object with this id; with `columns`, only those, as a row (no ORM object)."""
+    """The tenant's object with this id; with `columns`, only those, as a row (no ORM object, so a plain
+    connection will do)."""
     query = owned_by(model, tenant_id).where(model.id == id_)
     row = session.execute(query.with_only_columns(*columns)).first() if columns else session.scalar(query)
     if row is None:

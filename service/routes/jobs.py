@@ -14,14 +14,14 @@ from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
 from core.request_rules import resolve_job
 from service import idempotency, job_reads, policy
-from service.deps import DatabaseDep, QueueDep, SettingsDep, StorageDep, TenantDep
+from service.deps import DatabaseDep, KeptJobsDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
 from service.head_routes import add_head_route
 from service.job_reads import job_object
 from service.pagination import After, Limit, paginate
-from service.responses import json_response
+from service.responses import encoded_page, json_response
 from service.schemas import (
     ArtifactObject,
     EventObject,
@@ -99,22 +99,23 @@ def _enqueue(session: Session, queue: JobQueue, job: Job) -> None:
 @router.get("", response_model=Page[JobObject], responses=ERRORS)
 def list_jobs(
     database: DatabaseDep,
+    kept: KeptJobsDep,
     tenant_id: TenantDep,
     limit: Limit = 20,
     after: After = None,
     status: lifecycle.Status | None = None,
 ):
     query = job_reads.listed(tenant_id, status)
-    with database.sessions() as session:
-        rows, has_more = paginate(session, query, Job, after, limit, columns=job_reads.COLUMNS)
-        return json_response(Page[JobObject](data=job_reads.job_objects(session, rows), has_more=has_more))
+    with database.engine.connect() as connection:
+        keys, has_more = paginate(connection, query, Job, after, limit, columns=job_reads.KEYS)
+        return json_response(encoded_page(job_reads.job_bodies(connection, keys, kept), has_more))
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
-def retrieve_job(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
-    with database.sessions() as session:
-        job = get_owned(session, Job, tenant_id, job_id, columns=job_reads.COLUMNS)
-        return json_response(job_reads.job_objects(session, [job])[0])
+def retrieve_job(job_id: str, database: DatabaseDep, kept: KeptJobsDep, tenant_id: TenantDep):
+    with database.engine.connect() as connection:
+        key = get_owned(connection, Job, tenant_id, job_id, columns=job_reads.KEYS)
+        return json_response(job_reads.job_bodies(connection, [key], kept)[0])
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)

@@ -102,6 +102,23 @@ def test_a_job_reads_as_it_is_now_after_each_change(client, resources, queued_jo
     assert listed[job_id]["progress"] == late
 
 
+def test_a_job_reads_with_the_error_of_a_lost_attempt_while_it_runs_again(client, resources, queued_job):
+    job_id, lost = queued_job["id"], {"code": "worker_lost", "message": "Re-queued: its worker was lost."}
+    for values in ({"status": "running", "started_at": 5}, {"status": "queued", "error": lost},
+                   {"status": "running", "started_at": 5}):  # fmt: skip
+        with resources.database.transaction() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(**values))
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        assert {key: job[key] for key in values} == values
+    assert job["error"] == lost
+
+
+def test_a_last_page(client):
+    page = client.get("/v1/jobs", params={"status": "cancelling"})  # none, or a few
+    assert page.json()["has_more"] is False
+    assert page.content == as_fastapi_encodes(Page[JobObject], Page[JobObject].model_validate(page.json()))
+
+
 def test_the_files_list_is_its_files_as_read_one_by_one(client, teacher_file, dataset_file):
     page = client.get("/v1/files", params={"limit": 2})
     files = [client.get(f"/v1/files/{file['id']}").json() for file in (dataset_file, teacher_file)]

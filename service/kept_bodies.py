@@ -1,0 +1,41 @@
+"""Encoded bodies kept by each API process, by id, each valid while its object's state is still the one it
+was encoded from: the caller reads the state (a few small columns) and gets the bytes, or encodes the
+body and keeps it. Reading a job's stored JSON and validating it into the schema's models costs a
+hundred times more than that (`service/job_reads.py`). The least recently used go first, past
+`max_bytes` in all.
+"""
+
+import threading
+from collections import OrderedDict
+
+MAX_BYTES = 32 * 1024 * 1024
+
+
+class KeptBodies:
+    def __init__(self, max_bytes: int = MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._bodies: OrderedDict[str, tuple[object, bytes]] = OrderedDict()  # by id: state, body
+        self._bytes = 0
+        self._lock = threading.Lock()  # the routes' threads share it
+
+    def body(self, id_: str, state: object) -> bytes | None:
+        """The body kept for this id, if it was encoded in this state."""
+        with self._lock:
+            kept = self._bodies.get(id_)
+            if kept is None or kept[0] != state:
+                return None
+            self._bodies.move_to_end(id_)
+            return kept[1]
+
+    def keep(self, id_: str, state: object, body: bytes) -> None:
+        with self._lock:
+            self._forget(id_)
+            self._bodies[id_] = state, body
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes:
+                self._forget(next(iter(self._bodies)))
+
+    def _forget(self, id_: str) -> None:
+        kept = self._bodies.pop(id_, None)
+        if kept is not None:
+            self._bytes -= len(kept[1])
