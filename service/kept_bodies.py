@@ -18,14 +18,16 @@ class KeptBodies:
         self._bytes = 0
         self._lock = threading.Lock()  # the routes' threads share it
 
-    def body(self, id_: str, state: object) -> bytes | None:
-        """The body kept for this id, if it was encoded in this state."""
+    def bodies(self, states: dict[str, object]) -> dict[str, bytes]:
+        """The bodies kept for these ids that were encoded in the state given for each."""
+        found = {}
         with self._lock:
-            kept = self._bodies.get(id_)
-            if kept is None or kept[0] != state:
-                return None
-            self._bodies.move_to_end(id_)
-            return kept[1]
+            for id_, state in states.items():
+                kept = self._bodies.get(id_)
+                if kept is not None and kept[0] == state:
+                    self._bodies.move_to_end(id_)
+                    found[id_] = kept[1]
+        return found
 
     def keep(self, id_: str, state: object, body: bytes) -> None:
         with self._lock:

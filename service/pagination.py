@@ -3,7 +3,7 @@
 from typing import Annotated
 
 from fastapi import Query
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from core.errors import RequestError
@@ -15,6 +15,42 @@ After = Annotated[
 ]
 
 
+class Pages:
+    """Pages of `query`'s rows, newest (or oldest) first; `after` must be an id the query itself returns.
+    With `columns`, only those are read, as rows (no ORM objects, so a plain connection will do).
+
+    The statements are built here, once: a read route that lists often keeps its `Pages`, its query's
+    values bound as parameters at each read (building and hashing a statement costs more than running
+    it, on SQLite)."""
+
+    def __init__(self, query: Select, model, columns=(), newest_first: bool = True):
+        pk, cursor = model.pk, bindparam("cursor")
+        order, beyond = (pk.desc(), pk < cursor) if newest_first else (pk.asc(), pk > cursor)
+        first = query.order_by(order).limit(bindparam("rows"))
+        self.first = first.with_only_columns(*columns) if columns else first
+        self.after = self.first.where(beyond)
+        self.cursor = select(model.pk).where(
+            model.id == bindparam("after"), model.pk.in_(query.with_only_columns(model.pk))
+        )
+        self.rows = bool(columns)
+
+    def page(
+        self, session: Session | Connection, after: str | None, limit: int, **params
+    ) -> tuple[list, bool]:
+        """One page and whether more follow; `params`: the values of the query's parameters."""
+        params["rows"] = limit + 1
+        statement = self.first
+        if after is not None:
+            params["cursor"] = session.scalar(self.cursor, params | {"after": after})
+            if params["cursor"] is None:
+                raise RequestError(
+                    422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after"
+                )
+            statement = self.after
+        rows = list(session.execute(statement, params) if self.rows else session.scalars(statement, params))
+        return rows[:limit], len(rows) > limit
+
+
 def paginate(
     session: Session | Connection,
     query: Select,
@@ -24,18 +60,5 @@ def paginate(
     newest_first: bool = True,
     columns=(),
 ):
-    """One page of `query`'s rows and whether more follow; `after` must be an id the query itself returns.
-    With `columns`, only those are read, as rows (no ORM objects, so a plain connection will do)."""
-    order = model.pk.desc() if newest_first else model.pk.asc()
-    if after is not None:
-        cursor = session.scalar(
-            select(model.pk).where(model.id == after, model.pk.in_(query.with_only_columns(model.pk)))
-        )
-        if cursor is None:
-            raise RequestError(
-                422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after"
-            )
-        query = query.where(model.pk < cursor if newest_first else model.pk > cursor)
-    query = query.order_by(order).limit(limit + 1)
-    rows = list(session.execute(query.with_only_columns(*columns)) if columns else session.scalars(query))
-    return rows[:limit], len(rows) > limit
+    """One page of `query`'s rows and whether more follow, as `Pages`, its statements built for this read."""
+    return Pages(query, model, columns, newest_first).page(session, after, limit)

@@ -18,8 +18,8 @@ def encoded(body: BaseModel) -> bytes:
 
 def encoded_page(items: list[bytes], has_more: bool) -> bytes:
     """`encoded(Page(data=items, has_more=has_more))` for items encoded already."""
-    more = b"true" if has_more else b"false"
-    return b'{"object":"list","data":[' + b",".join(items) + b'],"has_more":' + more + b"}"
+    end = b'],"has_more":true}' if has_more else b'],"has_more":false}'
+    return b"".join((b'{"object":"list","data":[', b",".join(items), end))
 
 
 def json_response(body: BaseModel | bytes) -> Response:

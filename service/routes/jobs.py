@@ -21,7 +21,7 @@ from service.event_stream import job_event_stream
 from service.head_routes import add_head_route
 from service.job_reads import job_object
 from service.pagination import After, Limit, paginate
-from service.responses import encoded_page, json_response
+from service.responses import json_response
 from service.schemas import (
     ArtifactObject,
     EventObject,
@@ -105,17 +105,14 @@ def list_jobs(
     after: After = None,
     status: lifecycle.Status | None = None,
 ):
-    query = job_reads.listed(tenant_id, status)
     with database.engine.connect() as connection:
-        keys, has_more = paginate(connection, query, Job, after, limit, columns=job_reads.KEYS)
-        return json_response(encoded_page(job_reads.job_bodies(connection, keys, kept), has_more))
+        return json_response(job_reads.page_body(connection, kept, tenant_id, status, after, limit))
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
 def retrieve_job(job_id: str, database: DatabaseDep, kept: KeptJobsDep, tenant_id: TenantDep):
     with database.engine.connect() as connection:
-        key = get_owned(connection, Job, tenant_id, job_id, columns=job_reads.KEYS)
-        return json_response(job_reads.job_bodies(connection, [key], kept)[0])
+        return json_response(job_reads.job_body(connection, kept, tenant_id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
