@@ -27,6 +27,9 @@ def owned_one(model: type[File | Job], columns=()) -> Select:
     return query.with_only_columns(*columns) if columns else query
 
 
+OBJECTS = {model: owned_one(model) for model in KIND}
+
+
 def get_owned(
     session: Session | Connection,
     model: type[Row],
@@ -38,7 +41,7 @@ def get_owned(
     """The tenant's object with this id, by `statement` if given (an `owned_one` of some columns)."""
     params = {"tenant_id": tenant_id, "id": id_}
     if statement is None:
-        row = session.scalar(owned_one(model), params)
+        row = session.scalar(OBJECTS[model], params)
     else:
         row = session.execute(statement, params).first()
     if row is None:
