@@ -53,15 +53,15 @@ async def get_queue(resources: ResourcesDep) -> JobQueue:
     return resources.queue
 
 
-async def get_kept_jobs(request: Request) -> KeptBodies:
-    return request.app.state.kept_jobs
+async def get_kept_bodies(request: Request) -> KeptBodies:
+    return request.app.state.kept_bodies
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-KeptJobsDep = Annotated[KeptBodies, Depends(get_kept_jobs)]
+KeptBodiesDep = Annotated[KeptBodies, Depends(get_kept_bodies)]
 
 # Documents the scheme in the OpenAPI document; `KeyCheck` reads the header itself to say what is wrong.
 bearer_scheme = HTTPBearer(

@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.resources = resources
-    app.state.kept_jobs = KeptBodies()
+    app.state.kept_bodies = KeptBodies()
     app.state.prometheus, requests = make_registry(resources)
     app.add_middleware(BodySizeLimit, settings=resources.settings)
     app.add_middleware(KeyCheck, resources=resources)  # a request without a key goes no further

@@ -13,16 +13,16 @@ from core.models import File as FileRow
 from core.models import Job, JobFile, new_id
 from core.request_rules import pt2_not_allowed
 from core.storage import CHUNK_BYTES, TooLarge
-from service import idempotency, policy
-from service.deps import DatabaseDep, SettingsDep, StorageDep, TenantDep
+from service import file_reads, idempotency, policy
+from service.deps import DatabaseDep, KeptBodiesDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.head_routes import add_head_route
 from service.limits import upload_too_large
-from service.pagination import After, Limit, paginate
+from service.pagination import After, Limit
 from service.responses import json_response
 from service.schemas import DeletedObject, FileObject, Page, Purpose
-from service.tenancy import get_owned, owned_by
+from service.tenancy import get_owned
 from service.upload_formats import UploadRejected, detect_format
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model": ErrorBody}})
@@ -123,23 +123,20 @@ def _store_upload(storage, key: str, upload: UploadFile, limit: int, room: polic
 @router.get("", response_model=Page[FileObject], responses=ERRORS)
 def list_files(
     database: DatabaseDep,
+    kept: KeptBodiesDep,
     tenant_id: TenantDep,
     limit: Limit = 20,
     after: After = None,
     purpose: Purpose | None = None,
 ):
-    query = owned_by(FileRow, tenant_id)
-    if purpose is not None:
-        query = query.where(FileRow.purpose == purpose)
-    with database.sessions() as session:
-        rows, has_more = paginate(session, query, FileRow, after, limit)
-    return json_response(Page[FileObject](data=[to_object(r) for r in rows], has_more=has_more))
+    with database.engine.connect() as connection:
+        return json_response(file_reads.page_body(connection, kept, tenant_id, purpose, after, limit))
 
 
 @router.get("/{file_id}", response_model=FileObject, responses=ERRORS)
-def retrieve_file(file_id: str, database: DatabaseDep, tenant_id: TenantDep):
-    with database.sessions() as session:
-        return json_response(to_object(get_owned(session, FileRow, tenant_id, file_id)))
+def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep, tenant_id: TenantDep):
+    with database.engine.connect() as connection:
+        return json_response(file_reads.file_body(connection, kept, tenant_id, file_id))
 
 
 @router.get(

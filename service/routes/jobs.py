@@ -14,7 +14,7 @@ from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
 from core.request_rules import resolve_job
 from service import idempotency, job_reads, policy
-from service.deps import DatabaseDep, KeptJobsDep, QueueDep, SettingsDep, StorageDep, TenantDep
+from service.deps import DatabaseDep, KeptBodiesDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
@@ -99,7 +99,7 @@ def _enqueue(session: Session, queue: JobQueue, job: Job) -> None:
 @router.get("", response_model=Page[JobObject], responses=ERRORS)
 def list_jobs(
     database: DatabaseDep,
-    kept: KeptJobsDep,
+    kept: KeptBodiesDep,
     tenant_id: TenantDep,
     limit: Limit = 20,
     after: After = None,
@@ -110,7 +110,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
-def retrieve_job(job_id: str, database: DatabaseDep, kept: KeptJobsDep, tenant_id: TenantDep):
+def retrieve_job(job_id: str, database: DatabaseDep, kept: KeptBodiesDep, tenant_id: TenantDep):
     with database.engine.connect() as connection:
         return json_response(job_reads.job_body(connection, kept, tenant_id, job_id))
 

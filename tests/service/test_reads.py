@@ -121,7 +121,20 @@ def test_a_last_page(client):
 
 def test_the_files_list_is_its_files_as_read_one_by_one(client, teacher_file, dataset_file):
     page = client.get("/v1/files", params={"limit": 2})
-    files = [client.get(f"/v1/files/{file['id']}").json() for file in (dataset_file, teacher_file)]
-    assert files == [dataset_file, teacher_file]
-    assert page.json() == {"object": "list", "data": files, "has_more": True}
-    assert page.content == as_fastapi_encodes(Page[FileObject], Page[FileObject](data=files, has_more=True))
+    files = [client.get(f"/v1/files/{file['id']}") for file in (dataset_file, teacher_file)]
+    assert [file.json() for file in files] == [dataset_file, teacher_file]
+    assert files[0].content == as_fastapi_encodes(FileObject, FileObject.model_validate(dataset_file))
+    assert page.json() == {"object": "list", "data": [dataset_file, teacher_file], "has_more": True}
+    expected = Page[FileObject](data=[dataset_file, teacher_file], has_more=True)
+    assert page.content == as_fastapi_encodes(Page[FileObject], expected)
+    teachers = client.get("/v1/files", params={"purpose": "teacher", "limit": 1}).json()
+    assert teachers["data"] == [teacher_file]
+
+
+def test_a_deleted_file_is_read_no_more(client, dataset_file):
+    assert client.get(f"/v1/files/{dataset_file['id']}").json() == dataset_file
+    assert client.get("/v1/files", params={"limit": 1}).json()["data"] == [dataset_file]
+    assert client.delete(f"/v1/files/{dataset_file['id']}").status_code == 200
+    assert client.get(f"/v1/files/{dataset_file['id']}").status_code == 404
+    listed = client.get("/v1/files", params={"limit": 100}).json()["data"]
+    assert dataset_file["id"] not in {file["id"] for file in listed}

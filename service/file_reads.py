@@ -1,0 +1,45 @@
+"""How the API reads files for their bodies (`GET /v1/files`, `GET /v1/files/{id}`): rows of the columns
+a body shows, read by statements built once, each file's body encoded once and kept
+(`service.kept_bodies`). A file is never changed once stored, only deleted, and a read finds no deleted
+file, so its kept body always holds."""
+
+from sqlalchemy import Connection, Row, bindparam
+
+from core.models import File
+from service.kept_bodies import KeptBodies
+from service.pagination import Pages
+from service.responses import encoded, encoded_page
+from service.schemas import FileObject
+from service.tenancy import get_owned, owned_by, owned_one
+
+COLUMNS = (File.id, File.purpose, File.filename, File.bytes, File.sha256, File.format, File.created_at)
+ONE = owned_one(File, COLUMNS)
+TENANTS = owned_by(File, bindparam("tenant_id"))
+PAGES = Pages(TENANTS, File, COLUMNS)
+PAGES_OF_PURPOSE = Pages(TENANTS.where(File.purpose == bindparam("purpose")), File, COLUMNS)
+UNCHANGING = None  # a file's state, for `KeptBodies`
+
+
+def file_body(connection: Connection, kept: KeptBodies, tenant_id: str, file_id: str) -> bytes:
+    """The tenant's file of this id, encoded (404 if there is none)."""
+    return file_bodies([get_owned(connection, File, tenant_id, file_id, statement=ONE)], kept)[0]
+
+
+def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, purpose: str | None,
+              after: str | None, limit: int) -> bytes:  # fmt: skip
+    """A page of the tenant's files (of `purpose`, if given), encoded."""
+    if purpose is None:
+        rows, has_more = PAGES.page(connection, after, limit, tenant_id=tenant_id)
+    else:
+        rows, has_more = PAGES_OF_PURPOSE.page(connection, after, limit, tenant_id=tenant_id, purpose=purpose)
+    return encoded_page(file_bodies(rows, kept), has_more)
+
+
+def file_bodies(rows: list[Row], kept: KeptBodies) -> list[bytes]:
+    """The encoded body of each row of `COLUMNS`: as kept, else encoded and kept."""
+    bodies = kept.bodies(dict.fromkeys((row.id for row in rows), UNCHANGING))
+    for row in rows:
+        if row.id not in bodies:
+            bodies[row.id] = encoded(FileObject.model_validate(row, from_attributes=True))
+            kept.keep(row.id, UNCHANGING, bodies[row.id])
+    return [bodies[row.id] for row in rows]
