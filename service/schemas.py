@@ -2,7 +2,8 @@
 
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.job_request import JobCreate
 from core.lifecycle import Status
@@ -20,6 +21,15 @@ class Page(BaseModel, Generic[T]):
 
 
 # Files
+
+
+# `POST /v1/files`'s multipart form, for the OpenAPI document only: the route reads the body itself as it
+# streams (`service/upload_stream.py`). Titled as FastAPI titled the form it parsed before; no docstring,
+# which would become the schema's description.
+class UploadForm(BaseModel):
+    model_config = ConfigDict(title="Body_upload_file_v1_files_post")
+    file: UploadFile = Field(description="The file's bytes.")
+    purpose: Purpose
 
 
 class FileObject(BaseModel):

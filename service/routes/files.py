@@ -1,10 +1,10 @@
 import re
 import unicodedata
-from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from core import teacher_cache
 from core.errors import RequestError
@@ -12,7 +12,7 @@ from core.lifecycle import UNFINISHED
 from core.models import File as FileRow
 from core.models import Job, JobFile, new_id
 from core.request_rules import pt2_not_allowed
-from core.storage import CHUNK_BYTES, TooLarge
+from core.storage import TooLarge
 from service import file_reads, idempotency, policy
 from service.deps import DatabaseDep, KeptBodiesDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
@@ -21,9 +21,10 @@ from service.head_routes import add_head_route
 from service.limits import upload_too_large
 from service.pagination import After, Limit
 from service.responses import json_response
-from service.schemas import DeletedObject, FileObject, Page, Purpose
+from service.schemas import DeletedObject, FileObject, Page, Purpose, UploadForm
 from service.tenancy import get_owned
 from service.upload_formats import UploadRejected, detect_format
+from service.upload_stream import Upload, receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model": ErrorBody}})
 ROUTE = "POST /v1/files"
@@ -48,24 +49,63 @@ def safe_filename(name: str | None) -> str:
     return base.strip().lstrip(".")[:255] or "upload"
 
 
-@router.post("", status_code=201, response_model=FileObject, responses=ERRORS)
-def upload_file(
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": UploadForm.model_json_schema()}},
+    }
+}  # documented here: the route reads the body itself (FastAPI would spool the whole file to disk first)
+
+
+# The file's bytes stream from the request body into storage (`receive_upload`); the database work before
+# and after runs on threads, each with its own session, none held while the bytes stream. (No docstring: it
+# would become the operation's description in the OpenAPI document.)
+@router.post("", status_code=201, response_model=FileObject, responses=ERRORS, openapi_extra=UPLOAD_BODY)
+async def upload_file(
+    request: Request,
     database: DatabaseDep,
     storage: StorageDep,
     settings: SettingsDep,
     tenant_id: TenantDep,
-    file: Annotated[UploadFile, File(description="The file's bytes.")],
-    purpose: Annotated[Purpose, Form()],
     idempotency_key: idempotency.IdempotencyKey = None,
 ):
     file_id = new_id("file")
     key = f"files/{tenant_id}/{file_id}"
-    with database.sessions() as session:  # closed again before the bytes stream to storage
-        room = None
-        if not policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
-            room = policy.room_for_upload(session, settings, tenant_id, file.size)
-    stored = _store_upload(storage, key, file, settings.max_upload_bytes, room)
-    filename = safe_filename(file.filename)
+    room = await run_in_threadpool(_room_for_upload, database, settings, tenant_id, idempotency_key)
+    upload = await _receive_upload(request, storage, key, settings.max_upload_bytes, room)
+    return await run_in_threadpool(
+        _record_upload, database, storage, settings, tenant_id, idempotency_key, file_id, key, upload
+    )
+
+
+def _room_for_upload(database, settings, tenant_id: str, idempotency_key: str | None) -> policy.Room | None:
+    """The tenant's room left (None: no quota, or a retry that will replay its first answer)."""
+    with database.sessions() as session:
+        if policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
+            return None
+        return policy.room_for_upload(session, settings, tenant_id, None)
+
+
+async def _receive_upload(
+    request: Request, storage, key: str, limit: int, room: policy.Room | None
+) -> Upload:
+    """Store the upload, stopping (and storing nothing) past the size limit or the tenant's room left."""
+    try:
+        return await receive_upload(request, storage, key, limit if room is None else min(limit, room.left))
+    except TooLarge:
+        if room is not None and room.left < limit:
+            raise policy.storage_quota_exceeded(room.quota, room.used) from None
+        raise upload_too_large(limit) from None
+
+
+def _record_upload(
+    database, storage, settings, tenant_id: str, idempotency_key: str | None, file_id: str, key: str,
+    upload: Upload,
+):  # fmt: skip
+    """Check the stored file's format and record it, or replay the key's first answer; a refused file is
+    deleted."""
+    purpose, stored = upload.purpose, upload.stored
+    filename = safe_filename(upload.filename)
     request_hash = idempotency.fingerprint(purpose, filename, stored.sha256)
     with database.sessions() as session:
         try:
@@ -103,21 +143,6 @@ def upload_file(
             storage.delete(key)
             return won
         return to_object(row)
-
-
-def _store_upload(storage, key: str, upload: UploadFile, limit: int, room: policy.Room | None):
-    """Store the upload, stopping (and storing nothing) past the size limit or the tenant's room left."""
-
-    def chunks():
-        while chunk := upload.file.read(CHUNK_BYTES):
-            yield chunk
-
-    try:
-        return storage.write(key, chunks(), max_bytes=limit if room is None else min(limit, room.left))
-    except TooLarge:
-        if room is not None and room.left < limit:
-            raise policy.storage_quota_exceeded(room.quota, room.used) from None
-        raise upload_too_large(limit) from None
 
 
 @router.get("", response_model=Page[FileObject], responses=ERRORS)

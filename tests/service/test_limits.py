@@ -1,18 +1,13 @@
 """Per-tenant limits: unfinished jobs at once (429 `too_many_jobs`) and stored bytes (413
 `storage_quota_exceeded`), each refusing with nothing stored, and each tenant's own."""
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi import UploadFile
 from sqlalchemy import select, update
 
 from core.config import Settings
-from core.errors import RequestError
 from core.models import File, Job
-from core.storage import make_storage
-from service import policy
 from service.routes import files as file_routes
 from tests.service.helpers import (
     assert_error,
@@ -152,10 +147,10 @@ def test_an_idempotent_upload_retry_at_the_quota_replays(quota_tenants):
 def test_concurrent_uploads_cannot_together_pass_the_quota(quota_settings, quota_tenants, monkeypatch):
     """Another upload of the tenant lands while this one streams: the check after inserting refuses it."""
     alice, _ = quota_tenants
-    store = file_routes._store_upload
+    receive = file_routes._receive_upload
 
-    def store_while_another_lands(storage, key, upload_file, limit, room):
-        stored = store(storage, key, upload_file, limit, room)
+    async def receive_while_another_lands(request, storage, key, limit, room):
+        upload = await receive(request, storage, key, limit, room)
         with database(quota_settings) as session:
             session.add(
                 File(
@@ -163,9 +158,9 @@ def test_concurrent_uploads_cannot_together_pass_the_quota(quota_settings, quota
                     sha256="0" * 64, storage_key="files/alice/other",
                 )
             )  # fmt: skip
-        return stored
+        return upload
 
-    monkeypatch.setattr(file_routes, "_store_upload", store_while_another_lands)
+    monkeypatch.setattr(file_routes, "_receive_upload", receive_while_another_lands)
     objects = stored_objects(quota_settings.storage_root)
     assert_error(upload(alice, content_of(1500), "dataset"), 413, "file", "storage_quota_exceeded")
     assert stored_objects(quota_settings.storage_root) == objects
@@ -173,16 +168,29 @@ def test_concurrent_uploads_cannot_together_pass_the_quota(quota_settings, quota
         assert session.scalars(select(File.filename)).all() == ["other.npz"]
 
 
-def test_an_upload_of_unknown_size_stops_at_the_room_left(tmp_path):
-    """Where the size is not known up front, storing stops at the room left and keeps nothing."""
-    storage = make_storage(str(tmp_path))
-    upload_file = UploadFile(io.BytesIO(bytes(5000)), size=None, filename="x.npz")
-    with pytest.raises(RequestError) as refused:
-        file_routes._store_upload(
-            storage, "files/t/f", upload_file, 10**9, policy.Room(quota=4000, used=1000)
-        )
-    assert (refused.value.status, refused.value.code) == (413, "storage_quota_exceeded")
-    assert not any(path.is_file() for path in tmp_path.rglob("*"))
+def test_an_upload_stops_at_the_room_left(quota_settings, quota_tenants):
+    """The file's size is not known before its bytes have streamed in (a chunked body says nothing of it):
+    storing stops at the room left and keeps nothing."""
+    alice, _ = quota_tenants
+    kept = upload_ok(alice, content_of(2000), "dataset")
+    objects = stored_objects(quota_settings.storage_root)
+    head = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="purpose"\r\n\r\ndataset\r\n'
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="x.npz"\r\n\r\n'
+    )
+
+    def body():
+        yield head
+        for _ in range(5):
+            yield bytes(1000)
+        yield b"\r\n--b0undary--\r\n"
+
+    response = alice.post(
+        "/v1/files", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b0undary"}
+    )
+    error = assert_error(response, 413, "file", "storage_quota_exceeded")
+    assert str(QUOTA) in error["message"] and str(kept["bytes"]) in error["message"]
+    assert stored_objects(quota_settings.storage_root) == objects
 
 
 # Concurrent requests, on both databases
