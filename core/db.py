@@ -13,6 +13,7 @@ class Database:
 
     def __init__(self, url: str, connections: int = 5):
         self.engine = make_engine(url, connections)
+        self.embedded = self.engine.dialect.name == "sqlite"  # a file this process reads itself, no server
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -20,6 +20,7 @@ from service.errors import ErrorBody
 from service.head_routes import add_head_route
 from service.limits import upload_too_large
 from service.pagination import After, Limit
+from service.reads import read
 from service.responses import json_response
 from service.schemas import DeletedObject, FileObject, Page, Purpose, UploadForm
 from service.tenancy import get_owned
@@ -146,7 +147,7 @@ def _record_upload(
 
 
 @router.get("", response_model=Page[FileObject], responses=ERRORS)
-def list_files(
+async def list_files(
     database: DatabaseDep,
     kept: KeptBodiesDep,
     tenant_id: TenantDep,
@@ -154,14 +155,12 @@ def list_files(
     after: After = None,
     purpose: Purpose | None = None,
 ):
-    with database.engine.connect() as connection:
-        return json_response(file_reads.page_body(connection, kept, tenant_id, purpose, after, limit))
+    return json_response(await read(database, file_reads.page_body, kept, tenant_id, purpose, after, limit))
 
 
 @router.get("/{file_id}", response_model=FileObject, responses=ERRORS)
-def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep, tenant_id: TenantDep):
-    with database.engine.connect() as connection:
-        return json_response(file_reads.file_body(connection, kept, tenant_id, file_id))
+async def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep, tenant_id: TenantDep):
+    return json_response(await read(database, file_reads.file_body, kept, tenant_id, file_id))
 
 
 @router.get(

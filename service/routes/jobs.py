@@ -21,6 +21,7 @@ from service.event_stream import job_event_stream
 from service.head_routes import add_head_route
 from service.job_reads import job_object
 from service.pagination import After, Limit, paginate
+from service.reads import read
 from service.responses import json_response
 from service.schemas import (
     ArtifactObject,
@@ -97,7 +98,7 @@ def _enqueue(session: Session, queue: JobQueue, job: Job) -> None:
 
 
 @router.get("", response_model=Page[JobObject], responses=ERRORS)
-def list_jobs(
+async def list_jobs(
     database: DatabaseDep,
     kept: KeptBodiesDep,
     tenant_id: TenantDep,
@@ -105,14 +106,12 @@ def list_jobs(
     after: After = None,
     status: lifecycle.Status | None = None,
 ):
-    with database.engine.connect() as connection:
-        return json_response(job_reads.page_body(connection, kept, tenant_id, status, after, limit))
+    return json_response(await read(database, job_reads.page_body, kept, tenant_id, status, after, limit))
 
 
 @router.get("/{job_id}", response_model=JobObject, responses=ERRORS)
-def retrieve_job(job_id: str, database: DatabaseDep, kept: KeptBodiesDep, tenant_id: TenantDep):
-    with database.engine.connect() as connection:
-        return json_response(job_reads.job_body(connection, kept, tenant_id, job_id))
+async def retrieve_job(job_id: str, database: DatabaseDep, kept: KeptBodiesDep, tenant_id: TenantDep):
+    return json_response(await read(database, job_reads.job_body, kept, tenant_id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject, responses=ERRORS)
