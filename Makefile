@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint bench bench-hinton bench-checkpoints bench-soak bench-latency bench-pickup bench-api migrate clean
+.PHONY: run test browser lint bench bench-hinton bench-checkpoints bench-soak bench-latency bench-pickup bench-transfer bench-api migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -63,6 +63,10 @@ bench-api: $(STAMP)
 		|| { $(AS_ROOT) apt-get update -qq && $(APT_INSTALL) wrk >/dev/null 2>&1; } \
 		|| { echo "wrk could not be installed (apt-get install wrk)"; exit 1; }
 	$(BIN)/python -m benchmarks.api_load
+
+# A 1 GiB upload and download through the API against cp of the file on the same disk: about a minute.
+bench-transfer: $(STAMP)
+	$(BIN)/python -m benchmarks.transfer
 
 migrate: $(STAMP)
 	$(BIN)/distill migrate
