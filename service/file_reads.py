@@ -37,9 +37,9 @@ def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, purpose:
 
 def file_bodies(rows: list[Row], kept: KeptBodies) -> list[bytes]:
     """The encoded body of each row of `COLUMNS`: as kept, else encoded and kept."""
-    bodies = kept.bodies(dict.fromkeys((row.id for row in rows), UNCHANGING))
-    for row in rows:
-        if row.id not in bodies:
-            bodies[row.id] = encoded(FileObject.model_validate(row, from_attributes=True))
-            kept.keep(row.id, UNCHANGING, bodies[row.id])
-    return [bodies[row.id] for row in rows]
+    ids = [row.id for row in rows]
+    bodies = kept.bodies(dict.fromkeys(ids, UNCHANGING))
+    for row in (row for row, file_id in zip(rows, ids, strict=True) if file_id not in bodies):
+        bodies[row.id] = encoded(FileObject.model_validate(row, from_attributes=True))
+        kept.keep(row.id, UNCHANGING, bodies[row.id])
+    return [bodies[file_id] for file_id in ids]

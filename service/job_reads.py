@@ -57,20 +57,20 @@ def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, status: 
 def job_bodies(connection: Connection, keys: list[Row], kept: KeptBodies) -> list[bytes]:
     """The encoded body of each job named by a row of `KEYS`: as kept, if kept in the job's state now;
     else read, encoded and kept."""
-    states = {key.id: _state(key) for key in keys}
+    states = _states(keys)
     bodies = kept.bodies(states)
     missing = [job_id for job_id in states if job_id not in bodies]
     if missing:
         rows = connection.execute(BODIES, {"job_ids": missing}).all()
-        for row, job in zip(rows, job_objects(connection, rows), strict=True):
-            bodies[row.id] = encoded(job)
-            kept.keep(row.id, _state(row), bodies[row.id])
+        for (job_id, state), job in zip(_states(rows).items(), job_objects(connection, rows), strict=True):
+            bodies[job_id] = encoded(job)
+            kept.keep(job_id, state, bodies[job_id])
     return [bodies[job_id] for job_id in states]
 
 
-def _state(row: Row) -> tuple:
-    """A row of `KEYS` or of `BODIES` past its id."""
-    return row[1 : len(KEYS)]
+def _states(rows: list[Row]) -> dict[str, tuple]:
+    """Each job's state by its id, from rows of `KEYS` (or of `BODIES`, which start with them)."""
+    return {job_id: tuple(rest[: len(KEYS) - 1]) for job_id, *rest in rows}
 
 
 def job_objects(connection: Connection, rows: list[Row]) -> list[JobObject]:

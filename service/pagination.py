@@ -47,7 +47,7 @@ class Pages:
                     422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after"
                 )
             statement = self.after
-        rows = list(session.execute(statement, params) if self.rows else session.scalars(statement, params))
+        rows = (session.execute(statement, params) if self.rows else session.scalars(statement, params)).all()
         return rows[:limit], len(rows) > limit
 
 
