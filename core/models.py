@@ -41,7 +41,11 @@ class File(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_tenant_status", "tenant_id", "status"),)
+    # A tenant's jobs newest first (the lists), and those of one status.
+    __table_args__ = (
+        Index("ix_jobs_tenant_pk", "tenant_id", "pk"),
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
+    )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: new_id("job"))

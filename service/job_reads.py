@@ -14,7 +14,6 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, Row, Text, bindparam, cast, select
 
-from core import lifecycle
 from core.job_request import JobCreate
 from core.models import Artifact, Job
 from service.kept_bodies import KeptBodies
@@ -28,11 +27,9 @@ KEYS = (Job.id, Job.status, Job.started_at, Job.finished_at, *STORED_JSON)  # pa
 COLUMNS = (Job.pk, Job.name, Job.created_at, Job.request, Job.progress, Job.metrics, Job.error)  # the rest
 
 ONE = owned_one(Job, KEYS)
-# The tenant's jobs of some statuses, every status when the list is not filtered: the (tenant, status)
-# index then serves a page newest first from each status's newest entries, where the tenant alone made
-# the database read and sort all of its jobs for each page.
-LISTED = owned_by(Job, bindparam("tenant_id")).where(Job.status.in_(bindparam("statuses", expanding=True)))
-PAGES = Pages(LISTED, Job, KEYS)
+TENANTS = owned_by(Job, bindparam("tenant_id"))  # newest first by the (tenant, pk) index
+PAGES = Pages(TENANTS, Job, KEYS)
+PAGES_OF_STATUS = Pages(TENANTS.where(Job.status == bindparam("status")), Job, KEYS)
 BODIES = select(*KEYS, *COLUMNS).where(Job.id.in_(bindparam("job_ids", expanding=True)))
 ARTIFACTS = (
     select(Artifact.job_pk, Artifact.name, Artifact.bytes, Artifact.sha256)
@@ -49,8 +46,10 @@ def job_body(connection: Connection, kept: KeptBodies, tenant_id: str, job_id: s
 def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, status: str | None,
               after: str | None, limit: int) -> bytes:  # fmt: skip
     """A page of the tenant's jobs (with `status`, if given), encoded."""
-    statuses = [status] if status else list(lifecycle.STATUSES)
-    keys, has_more = PAGES.page(connection, after, limit, tenant_id=tenant_id, statuses=statuses)
+    if status is None:
+        keys, has_more = PAGES.page(connection, after, limit, tenant_id=tenant_id)
+    else:
+        keys, has_more = PAGES_OF_STATUS.page(connection, after, limit, tenant_id=tenant_id, status=status)
     return encoded_page(job_bodies(connection, keys, kept), has_more)
 
 
