@@ -44,9 +44,13 @@ class DatabaseReporter:
         eta = self._eta(now, step, total_steps)
         progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
                     "fraction": fraction, "eta_seconds": eta}  # fmt: skip
-        with self.database.transaction() as session:
+        with (
+            self.database.transaction() as session
+        ):  # a job that ended, or went back to the queue, keeps its own
             session.execute(
-                update(Job).where(Job.id == self.job_id).values(progress=progress, heartbeat_at=time.time())
+                update(Job)
+                .where(Job.id == self.job_id, Job.status.in_(lifecycle.LIVE))
+                .values(progress=progress, heartbeat_at=time.time())
             )
 
     def _eta(self, now: float, step: int, total_steps: int) -> float | None:

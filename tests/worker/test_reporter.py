@@ -39,3 +39,14 @@ def test_the_eta_waits_for_a_rate_and_leaves_the_first_steps_warm_up_out(resourc
     )  # 0.5 s a step since step 1
     reporter.rewind(2)  # a resumed attempt measures its own rate
     assert eta_after(reporter, clock, database, job_id, at=1040.0, step=5) is None
+
+
+def test_a_late_progress_write_leaves_a_job_that_has_ended_as_it_ended(resources, queued_job):
+    database, job_id = resources.database, queued_job["id"]
+    set_job(database, job_id, status="succeeded", progress={"step": 10, "total_steps": 10})
+    with database.transaction() as session:
+        pk = session.scalar(select(Job.pk).where(Job.id == job_id))
+    reporter = DatabaseReporter(database, job_id, pk, progress_interval=0.0, cancel_interval=0.0)
+    reporter.progress(epoch=1, epochs=2, step=5, total_steps=10)  # a slow worker whose attempt was replaced
+    with database.transaction() as session:
+        assert session.scalar(select(Job.progress).where(Job.id == job_id)) == {"step": 10, "total_steps": 10}
