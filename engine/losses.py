@@ -27,6 +27,8 @@ class TeacherOutputs:
     def log_probabilities(self, temperature: float) -> Tensor:
         """log of the weighted mixture of the softened distributions, computed in log space."""
         log_probs = F.log_softmax(self.logits / temperature, dim=-1)
+        if len(log_probs) == 1:  # the mixture of one: what the logsumexp below gives, bit for bit
+            return log_probs[0]
         return torch.logsumexp(log_probs + self.weights.log().view(-1, 1, 1), dim=0)
 
     def mean_logits(self) -> Tensor:
