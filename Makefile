@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint bench bench-hinton bench-checkpoints bench-soak bench-latency bench-pickup bench-transfer bench-api migrate clean
+.PHONY: run test browser lint bench bench-epoch bench-mnist bench-hinton bench-checkpoints bench-soak bench-latency bench-pickup bench-transfer bench-api migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -33,7 +33,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 
-bench: $(STAMP)
+# The speed goals, each a ratio measured side by side, then one table of them all (benchmarks/speed.py):
+# the epoch's cost against plain PyTorch, the API under load, big files, pick-up. About 25 minutes.
+bench: bench-epoch bench-api bench-transfer bench-pickup
+	$(BIN)/python -m benchmarks.speed
+
+# A distillation epoch (teacher cache on and off) against the student alone and a naive KD loop: ~10 minutes.
+bench-epoch: $(STAMP)
+	$(BIN)/python -m benchmarks.epoch_cost
+
+# MNIST through the service end to end, the downloaded student measured outside it: a few minutes.
+bench-mnist: $(STAMP)
 	$(BIN)/python -m benchmarks.mnist_service
 
 # Hinton et al. 2015, Table 1, through the service: about 25 minutes on 2 CPU cores.

@@ -142,8 +142,8 @@ class TeacherCacheMetrics(BaseModel):
     )
     saved_seconds: float | None = Field(
         default=None,
-        description="About what the teachers would have spent without the cache (a pass over the training set "
-        "per epoch, one over the validation set), less `seconds`.",
+        description="About what the teachers would have spent without the cache (a pass over the training "
+        "set per epoch, one over the validation set), less `seconds`.",
     )
     not_kept: str | None = Field(
         default=None, description="Why a table computed here was not kept for later jobs."
