@@ -5,7 +5,6 @@ Revises: 0004
 Create Date: 2026-12-06 03:52:32.505861
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
