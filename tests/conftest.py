@@ -16,7 +16,14 @@ import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.servers import postgres_database, rabbitmq_queue, redis_url  # noqa: E402
-from tests.service.helpers import dataset_bytes, job_request, safetensors_teacher, upload_ok  # noqa: E402
+from tests.service.helpers import (  # noqa: E402
+    dataset_bytes,
+    job_request,
+    newest_id,
+    safetensors_teacher,
+    stored_objects,
+    upload_ok,
+)
 from tests.stack import ServiceStack  # noqa: E402
 
 
@@ -46,6 +53,15 @@ def resources(client):
 @pytest.fixture
 def storage_root(resources) -> Path:
     return resources.settings.storage_root
+
+
+@pytest.fixture
+def nothing_stored(client, storage_root):
+    """Asserts, after the test, that no file row and no stored object (nor a partial one) was added."""
+    newest, objects = newest_id(client, "files"), stored_objects(storage_root)
+    yield
+    assert newest_id(client, "files") == newest
+    assert stored_objects(storage_root) == objects
 
 
 @pytest.fixture

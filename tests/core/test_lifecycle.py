@@ -8,24 +8,8 @@ from sqlalchemy import select
 
 from core import lifecycle
 from core.db import Database
-from core.migrate import upgrade
 from core.models import Job
 from tests.job_rows import set_job
-from tests.servers import postgres_database
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request, tmp_path_factory):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('lifecycle') / 'jobs.db'}"
-        upgrade(url)
-        yield Database(url)
-        return
-    with postgres_database() as url:
-        upgrade(url)
-        database = Database(url)
-        yield database
-        database.engine.dispose()
 
 
 @pytest.fixture

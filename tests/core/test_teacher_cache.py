@@ -8,27 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core.db import Database
-from core.migrate import upgrade
 from core.models import Job, TeacherCacheEntry
 from core.storage import LocalStorage
 from core.teacher_cache import StoredTeacherCache, delete_folders, forget_file
 from tests.job_rows import set_job
-from tests.servers import postgres_database
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request, tmp_path_factory):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('cache') / 'cache.db'}"
-        upgrade(url)
-        yield Database(url)
-        return
-    with postgres_database() as url:
-        upgrade(url)
-        database = Database(url)
-        yield database
-        database.engine.dispose()
 
 
 @pytest.fixture

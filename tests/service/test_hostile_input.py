@@ -61,15 +61,6 @@ def deflate_bomb(megabytes: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def nothing_stored(client, storage_root):
-    """Asserts, after the test, that no file row and no stored object was added."""
-    newest, objects = newest_id(client, "files"), stored_objects(storage_root)
-    yield
-    assert newest_id(client, "files") == newest
-    assert stored_objects(storage_root) == objects
-
-
 def assert_rejected(response, *hints: str) -> dict:
     error = assert_error(response, 422, "file", "invalid_file")
     for hint in hints:

@@ -13,7 +13,6 @@ from tests.service.helpers import (
     TOKENIZER,
     assert_error,
     dataset_bytes,
-    newest_id,
     safetensors_raw,
     stored_objects,
 )
@@ -37,15 +36,6 @@ def post(client, body: bytes, content_type: str | None = MULTIPART, **headers):
     if content_type is not None:
         headers["Content-Type"] = content_type
     return client.post("/v1/files", content=body, headers=headers)
-
-
-@pytest.fixture
-def nothing_stored(client, storage_root):
-    """Asserts, after the test, that no file row and no stored object (nor a partial one) was added."""
-    newest, objects = newest_id(client, "files"), stored_objects(storage_root)
-    yield
-    assert newest_id(client, "files") == newest
-    assert stored_objects(storage_root) == objects
 
 
 def stored_one(client, storage_root, body: bytes) -> dict:
