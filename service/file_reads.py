@@ -3,20 +3,18 @@ a body shows, read by statements built once, each file's body encoded once and k
 (`service.kept_bodies`). A file is never changed once stored, only deleted, and a read finds no deleted
 file, so its kept body always holds."""
 
-from sqlalchemy import Connection, Row, bindparam
+from sqlalchemy import Connection, Row
 
 from core.models import File
 from service.kept_bodies import KeptBodies
-from service.pagination import Pages
+from service.pagination import TenantPages
 from service.responses import encoded, encoded_page
 from service.schemas import FileObject
-from service.tenancy import get_owned, owned_by, owned_one
+from service.tenancy import get_owned, owned_one
 
 COLUMNS = (File.id, File.purpose, File.filename, File.bytes, File.sha256, File.format, File.created_at)
 ONE = owned_one(File, COLUMNS)
-TENANTS = owned_by(File, bindparam("tenant_id"))
-PAGES = Pages(TENANTS, File, COLUMNS)
-PAGES_OF_PURPOSE = Pages(TENANTS.where(File.purpose == bindparam("purpose")), File, COLUMNS)
+PAGES = TenantPages(File, COLUMNS, File.purpose)
 UNCHANGING = None  # a file's state, for `KeptBodies`
 
 
@@ -28,10 +26,7 @@ def file_body(connection: Connection, kept: KeptBodies, tenant_id: str, file_id:
 def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, purpose: str | None,
               after: str | None, limit: int) -> bytes:  # fmt: skip
     """A page of the tenant's files (of `purpose`, if given), encoded."""
-    if purpose is None:
-        rows, has_more = PAGES.page(connection, after, limit, tenant_id=tenant_id)
-    else:
-        rows, has_more = PAGES_OF_PURPOSE.page(connection, after, limit, tenant_id=tenant_id, purpose=purpose)
+    rows, has_more = PAGES.page(connection, tenant_id, purpose, after, limit)
     return encoded_page(file_bodies(rows, kept), has_more)
 
 

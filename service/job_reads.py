@@ -17,19 +17,17 @@ from sqlalchemy import Connection, Row, Text, bindparam, cast, select
 from core.job_request import JobCreate
 from core.models import Artifact, Job
 from service.kept_bodies import KeptBodies
-from service.pagination import Pages
+from service.pagination import TenantPages
 from service.responses import encoded, encoded_page
 from service.schemas import ArtifactRef, JobObject
-from service.tenancy import get_owned, owned_by, owned_one
+from service.tenancy import get_owned, owned_one
 
 STORED_JSON = (cast(Job.progress, Text).label("progress_json"), cast(Job.error, Text).label("error_json"))
 KEYS = (Job.id, Job.status, Job.started_at, Job.finished_at, *STORED_JSON)  # past the id: the job's state
 COLUMNS = (Job.pk, Job.name, Job.created_at, Job.request, Job.progress, Job.metrics, Job.error)  # the rest
 
 ONE = owned_one(Job, KEYS)
-TENANTS = owned_by(Job, bindparam("tenant_id"))  # newest first by the (tenant, pk) index
-PAGES = Pages(TENANTS, Job, KEYS)
-PAGES_OF_STATUS = Pages(TENANTS.where(Job.status == bindparam("status")), Job, KEYS)
+PAGES = TenantPages(Job, KEYS, Job.status)  # newest first by the (tenant, pk) index
 BODIES = select(*KEYS, *COLUMNS).where(Job.id.in_(bindparam("job_ids", expanding=True)))
 ARTIFACTS = (
     select(Artifact.job_pk, Artifact.name, Artifact.bytes, Artifact.sha256)
@@ -46,10 +44,7 @@ def job_body(connection: Connection, kept: KeptBodies, tenant_id: str, job_id: s
 def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, status: str | None,
               after: str | None, limit: int) -> bytes:  # fmt: skip
     """A page of the tenant's jobs (with `status`, if given), encoded."""
-    if status is None:
-        keys, has_more = PAGES.page(connection, after, limit, tenant_id=tenant_id)
-    else:
-        keys, has_more = PAGES_OF_STATUS.page(connection, after, limit, tenant_id=tenant_id, status=status)
+    keys, has_more = PAGES.page(connection, tenant_id, status, after, limit)
     return encoded_page(job_bodies(connection, keys, kept), has_more)
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from core.errors import RequestError
+from service.tenancy import owned_by
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
 After = Annotated[
@@ -49,6 +50,23 @@ class Pages:
             statement = self.after
         rows = (session.execute(statement, params) if self.rows else session.scalars(statement, params)).all()
         return rows[:limit], len(rows) > limit
+
+
+class TenantPages:
+    """Pages of a tenant's rows of `model` (as `Pages`, of `columns`): all of them, or those whose `column`
+    holds the value a list is filtered by (a job's status, a file's purpose)."""
+
+    def __init__(self, model, columns, column):
+        tenants = owned_by(model, bindparam("tenant_id"))
+        self.all = Pages(tenants, model, columns)
+        self.filtered = Pages(tenants.where(column == bindparam("value")), model, columns)
+
+    def page(
+        self, connection: Connection, tenant_id: str, value: str | None, after: str | None, limit: int
+    ) -> tuple[list, bool]:
+        if value is None:
+            return self.all.page(connection, after, limit, tenant_id=tenant_id)
+        return self.filtered.page(connection, after, limit, tenant_id=tenant_id, value=value)
 
 
 def paginate(
