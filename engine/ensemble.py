@@ -44,8 +44,10 @@ class TeacherEnsemble:
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> TeacherBatch:
         drawn = self.draw(generator)
         needed = range(len(self)) if drawn is None else sorted({drawn, *self._tapped})
-        logits = {index: self.teachers[index](x).float() for index in needed}
-        return TeacherBatch(self.combine(logits, drawn), [dict(taps.outputs) for taps in self.taps])
+        outputs = {index: self.run_one(index, x) for index in needed}
+        logits = {index: values for index, (values, _layers) in outputs.items()}
+        layers = [outputs[index][1] if index in outputs else {} for index in range(len(self))]
+        return TeacherBatch(self.combine(logits, drawn), layers)
 
     def draw(self, generator: torch.Generator | None) -> int | None:
         """`random`: the teacher this batch learns from, drawn by weight; None: all of them."""
