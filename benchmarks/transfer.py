@@ -63,11 +63,8 @@ def _header(tensor_bytes: int) -> bytes:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # --- the servers --------------------------------------------------------------------------------------
