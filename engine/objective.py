@@ -1,10 +1,11 @@
 """What the student minimises on a batch: alpha·soft + beta·hard + the weighted feature losses
-+ the weighted TinyBERT layer losses."""
++ the weighted TinyBERT layer losses. The soft loss is `soft_loss`'s, on standardised logits where
+`logit_standardization` asks."""
 
 from torch import Tensor, nn
 
 from engine.features import FeatureDistiller
-from engine.losses import RESPONSE_LOSSES, TeacherOutputs, hard_loss
+from engine.losses import RESPONSE_LOSSES, ResponseBatch, TeacherOutputs, hard_loss
 from engine.specs import DistillationConfig
 
 
@@ -26,7 +27,7 @@ class Objective(nn.Module):
         self.config = config
         self.features = features
         self.transformer = transformer
-        self.response_loss = RESPONSE_LOSSES[config.soft_loss]
+        self.response_loss = RESPONSE_LOSSES[config.soft_loss](config)
 
     def forward(
         self,
@@ -37,7 +38,10 @@ class Objective(nn.Module):
         student_layers: dict[str, Tensor],
         teacher_layers: list[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
-        terms = {"soft_loss": self.response_loss(student_logits, teachers, temperature)}
+        batch = ResponseBatch(student_logits, teachers, temperature, labels)
+        if self.config.logit_standardization:
+            batch = batch.standardized()
+        terms = {"soft_loss": self.response_loss(batch)}
         loss = self.config.alpha * terms["soft_loss"]
         if labels is not None:  # unlabeled data: the hard term is skipped whatever beta is
             terms["hard_loss"] = hard_loss(student_logits, labels)

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class Spec(BaseModel):
@@ -21,6 +29,7 @@ class Spec(BaseModel):
 # 1e-320 is 0 in float32); logits / T must not overflow float32.
 TeacherWeight = Annotated[float, Field(ge=0.001, le=1000.0)]
 Temperature = Annotated[float, Field(ge=0.01, le=1000.0)]
+LossWeight = Annotated[float, Field(ge=0.0, le=1000.0)]
 
 
 def _family_required(schema: dict) -> None:
@@ -153,9 +162,54 @@ class TransformerDistillation(Spec):
         return self
 
 
+class DKDWeights(Spec):
+    """Decoupled knowledge distillation (Zhao et al. 2022, "Decoupled Knowledge Distillation", CVPR): the KL
+    at T split at the target class into TCKD and NCKD, weighted apart. The defaults are the paper's code's
+    (mdistiller: ALPHA 1, BETA 8)."""
+
+    target_weight: LossWeight = Field(
+        default=1.0,
+        description="Weight of TCKD: the KL between the binary (target class, all other classes) "
+        "distributions.",
+    )
+    non_target_weight: LossWeight = Field(
+        default=8.0,
+        description="Weight of NCKD: the KL between the distributions over the non-target classes.",
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if self.target_weight == self.non_target_weight == 0:
+            raise ValueError("target_weight and non_target_weight are both 0: give one > 0")
+        return self
+
+
+class DISTWeights(Spec):
+    """DIST (Huang et al. 2022, "Knowledge Distillation from A Stronger Teacher", NeurIPS): the student's
+    probabilities correlate with the teacher's, per sample (inter-class) and per class (intra-class). The
+    defaults are the official code's (beta = gamma = 1)."""
+
+    inter_weight: LossWeight = Field(
+        default=1.0,
+        description="Weight of the inter-class relation: 1 - the mean Pearson correlation between each "
+        "sample's student and teacher probabilities.",
+    )
+    intra_weight: LossWeight = Field(
+        default=1.0,
+        description="Weight of the intra-class relation: 1 - the mean Pearson correlation between each "
+        "class's student and teacher probabilities across the batch.",
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if self.inter_weight == self.intra_weight == 0:
+            raise ValueError("inter_weight and intra_weight are both 0: give one > 0")
+        return self
+
+
 class DistillationConfig(Spec):
     """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
-    plus the weighted feature losses of `features`."""
+    plus the weighted feature losses of `features`; `soft_loss` chooses another soft term than the KL."""
 
     temperature: Temperature | Literal["auto"] = Field(
         default=4.0,
@@ -173,11 +227,23 @@ class DistillationConfig(Spec):
         description="Weight of the soft (teacher) loss. `auto`: picked by trials over `search.alphas`.",
     )
     beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
-    soft_loss: Literal["kl", "ce", "mse"] = Field(
+    soft_loss: Literal["kl", "ce", "mse", "dkd", "dist"] = Field(
         default="kl",
         description="`kl`: KL(teacher || student) at T, times T^2. `ce`: cross-entropy with the softened "
         "teacher distribution, times T^2 (KL plus the teacher's constant entropy). `mse`: squared error "
-        "between the logits (logit matching; T cancels out).",
+        "between the logits (logit matching; T cancels out). `dkd`: decoupled KD (Zhao et al. 2022), "
+        "weighted by `dkd`; its target class is the label, or on unlabeled data the teachers' most likely "
+        "class. `dist`: DIST (Huang et al. 2022), correlations of the probabilities at T, weighted by "
+        "`dist`.",
+    )
+    dkd: DKDWeights = Field(default=DKDWeights(), description="`soft_loss: dkd`: its terms' weights.")
+    dist: DISTWeights = Field(default=DISTWeights(), description="`soft_loss: dist`: its terms' weights.")
+    logit_standardization: bool = Field(
+        default=False,
+        description="Logit standardisation (Sun et al. 2024): the soft loss compares the student's and the "
+        "teachers' logits z-scored per sample, (z - mean) / (std + 1e-7) over the classes, then divided by T "
+        "(the T^2 factor stays, as in the paper's code). The hard loss reads the raw logits. With soft_loss "
+        "`kl`, `ce` or `dkd`.",
     )
     ensemble: Literal["mean", "random"] = Field(
         default="mean",
@@ -226,6 +292,18 @@ class DistillationConfig(Spec):
         "transformer with a given architecture: embedding, hidden-state and attention losses, reported "
         "per epoch and their weighted sum `tinybert_loss` added to the loss. Default: off.",
     )
+
+    @field_validator("logit_standardization")
+    @classmethod
+    def _standardizable_soft_loss(cls, standardize: bool, info: ValidationInfo) -> bool:
+        soft_loss = info.data.get("soft_loss")
+        if standardize and soft_loss in ("mse", "dist"):
+            raise ValueError(
+                f"logit_standardization works with soft_loss `kl`, `ce` or `dkd` (the KL-based losses that "
+                f"Sun et al. 2024 standardise), not `{soft_loss}`: choose one of those, or set "
+                "logit_standardization to false"
+            )
+        return standardize
 
     @model_validator(mode="after")
     def _some_loss(self) -> Self:

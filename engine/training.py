@@ -12,7 +12,7 @@ from engine.compute import compiled_call, formatted, memory_format
 from engine.data import batch_indices, count_batches
 from engine.errors import DistillError, JobCancelled
 from engine.evaluate import classification_metrics, predict
-from engine.losses import TeacherOutputs, kl_loss, scheduled_temperature
+from engine.losses import ResponseBatch, TeacherOutputs, kl_loss, scheduled_temperature
 from engine.preparation import Setup
 from engine.reporting import Reporter
 from engine.specs import DistillationConfig, EngineJob, TrainingConfig
@@ -231,7 +231,7 @@ def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float
     """Student k's KL to its peers' (detached) mean softened distribution, added to its loss."""
     peers = torch.stack([other.detach() for j, other in enumerate(logits) if j != k])
     peer_outputs = TeacherOutputs(peers, torch.full((len(peers),), 1 / len(peers), device=peers.device))
-    mutual = kl_loss(logits[k], peer_outputs, temperature)
+    mutual = kl_loss(ResponseBatch(logits[k], peer_outputs, temperature))
     return {"loss": loss + weight * mutual, "mutual_loss": mutual}
 
 

@@ -21,9 +21,16 @@ def run(job, teacher_paths, train_path, out_dir):
     return result, reporter
 
 
-@pytest.mark.parametrize("soft_loss", ["kl", "ce", "mse"])
-def test_every_soft_loss_trains_a_good_student(make_job, blob_task, tmp_path, soft_loss):
-    job = make_job(distillation={"soft_loss": soft_loss})
+@pytest.mark.parametrize(
+    "distillation",
+    [
+        *({"soft_loss": name} for name in ("kl", "ce", "mse", "dkd", "dist")),
+        {"soft_loss": "kl", "logit_standardization": True},
+    ],
+    ids=["kl", "ce", "mse", "dkd", "dist", "standardized kl"],
+)
+def test_every_soft_loss_trains_a_good_student(make_job, blob_task, tmp_path, distillation):
+    job = make_job(distillation=distillation)
     result, reporter = run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
     assert result.metrics["student"]["accuracy"] > 0.9
     assert series(reporter, "soft_loss")[-1] < series(reporter, "soft_loss")[0]

@@ -87,11 +87,36 @@ def test_temperature_is_a_number_or_auto(client, teacher_file, dataset_file, val
         ({"generations": 0}, "distillation.generations"),
         ({"search": {"temperatures": []}}, "distillation.search.temperatures"),
         ({"features": [{"teacher": "", "student": "hidden.0"}]}, "distillation.features.0.teacher"),
+        ({"soft_loss": "dkd", "dkd": {"target_weight": -1}}, "distillation.dkd.target_weight"),
+        ({"dkd": {"target_weight": 0, "non_target_weight": 0}}, "distillation.dkd"),
+        ({"dkd": {"alpha": 1}}, "distillation.dkd.alpha"),
+        ({"soft_loss": "dist", "dist": {"intra_weight": -0.5}}, "distillation.dist.intra_weight"),
+        ({"logit_standardization": "sometimes"}, "distillation.logit_standardization"),
     ],
 )
 def test_bad_method_settings_name_the_field(client, teacher_file, dataset_file, distillation, param):
     request = job_request(teacher_file["id"], dataset_file["id"], distillation=distillation)
     assert_error(create(client, request), 422, param, "invalid_request")
+
+
+@pytest.mark.parametrize("soft_loss", ["mse", "dist"])
+def test_logit_standardization_needs_a_soft_loss_over_softened_logits(
+    client, teacher_file, dataset_file, soft_loss
+):
+    distillation = {"soft_loss": soft_loss, "logit_standardization": True}
+    request = job_request(teacher_file["id"], dataset_file["id"], distillation=distillation)
+    error = assert_error(create(client, request), 422, "distillation.logit_standardization")
+    assert f"not `{soft_loss}`" in error["message"]
+    assert "set logit_standardization to false" in error["message"]
+
+
+def test_dkd_and_dist_weights_are_filled_in_with_the_papers_defaults(client, teacher_file, dataset_file):
+    distillation = {"soft_loss": "dkd", "dkd": {"target_weight": 2.0}, "logit_standardization": True}
+    response = create(client, job_request(teacher_file["id"], dataset_file["id"], distillation=distillation))
+    assert response.status_code == 201, response.text
+    stored = response.json()["request"]["distillation"]
+    assert stored["dkd"] == {"target_weight": 2.0, "non_target_weight": 8.0}
+    assert stored["dist"] == {"inter_weight": 1.0, "intra_weight": 1.0} and stored["logit_standardization"]
 
 
 def test_born_again_with_feature_pairs_is_refused(client, teacher_file, dataset_file):

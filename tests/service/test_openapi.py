@@ -78,6 +78,18 @@ def test_job_create_documents_the_request(openapi):
     assert {"train_file_id", "validation_file_id"} <= set(dataset)
 
 
+def test_the_soft_losses_and_their_parameters_are_documented(openapi):
+    body = openapi["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    distillation = resolve(openapi, resolve(openapi, body)["properties"]["distillation"])["properties"]
+    assert set(resolve(openapi, distillation["soft_loss"])["enum"]) == {"kl", "ce", "mse", "dkd", "dist"}
+    dkd, dist = resolve(openapi, distillation["dkd"]), resolve(openapi, distillation["dist"])
+    assert dkd["properties"]["non_target_weight"]["default"] == 8.0
+    assert dist["properties"]["intra_weight"]["minimum"] == 0.0
+    weights = [*dkd["properties"].values(), *dist["properties"].values()]
+    assert all(weight.get("description") for weight in weights)
+    assert distillation["logit_standardization"]["default"] is False
+
+
 def test_architecture_is_a_union_of_families(openapi):
     student = resolve(openapi, openapi["components"]["schemas"]["StudentRef"]["properties"]["architecture"])
     assert student["discriminator"]["propertyName"] == "family"
