@@ -48,8 +48,20 @@ def _summary(request: dict, metrics: dict) -> str:
     return (
         f"A student of the `{family}` family ({metrics['student']['parameters']:,} parameters) distilled "
         f"from {_teachers(request, metrics)} with the `{how['method']}` method: temperature "
-        f"{how['temperature']}, alpha {how['alpha']}, beta {how['beta']}, soft loss `{how['soft_loss']}`."
+        f"{how['temperature']}, alpha {how['alpha']}, beta {how['beta']}, {_soft_loss(how)}."
     )
+
+
+def _soft_loss(how: dict) -> str:
+    """The soft loss by name, with its weights where it has some (`dkd`, `dist`: the request's field of the
+    same name) and the logit standardisation where it was on; a request from before these had neither."""
+    words = f"soft loss `{how['soft_loss']}`"
+    weights = how.get(how["soft_loss"])
+    if weights:
+        words += " (" + ", ".join(f"{name} {value}" for name, value in weights.items()) + ")"
+    if how.get("logit_standardization"):
+        words += " on standardised logits"
+    return words
 
 
 def _teachers(request: dict, metrics: dict) -> str:

@@ -32,6 +32,19 @@ def test_the_card_says_what_was_distilled_on_what_and_how_well():
     )
 
 
+def test_the_card_gives_dkds_weights_and_the_logit_standardization():
+    distillation = REQUEST["distillation"] | {
+        "soft_loss": "dkd",
+        "dkd": {"target_weight": 1.0, "non_target_weight": 8.0},
+        "dist": {"inter_weight": 1.0, "intra_weight": 1.0},
+        "logit_standardization": True,
+    }
+    card = model_card("job-1", REQUEST | {"distillation": distillation}, METRICS, FILES, ["student.pt2"])
+    assert "soft loss `dkd` (target_weight 1.0, non_target_weight 8.0) on standardised logits." in card
+    assert "inter_weight" not in card
+    assert "soft loss `kl`." in model_card("job-1", REQUEST, METRICS, FILES, ["student.pt2"])
+
+
 def test_without_onnx_or_gates_the_card_leaves_them_out():
     metrics = {key: value for key, value in METRICS.items() if key != "gates"}
     card = model_card("job-1", REQUEST, metrics, FILES, ["student.pt2"])
