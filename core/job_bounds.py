@@ -96,7 +96,7 @@ def _check_compute(job: EngineJob, train_samples: int | None, epoch_limit: int, 
         f"This job trains {epochs:,} model-epochs in all (its epochs, times the generations or the models "
         "of a cohort, plus the epochs of every `auto` trial)"
     )
-    change = "lower training.epochs or the search's trials"
+    change = "lower training.epochs or distillation.search.budget_epochs"
     if epochs > epoch_limit:
         raise RequestError(
             422, "too_many_epochs",

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from engine.data import ArrayDataset, batch_bounds, smallest_batch
 from engine.errors import DistillError
 from engine.reporting import Reporter
+from engine.search_plan import searched
 from engine.sizes import stage_resolutions
 from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 
@@ -73,10 +74,10 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
                 "below student_architecture.num_classes",
             )
     distillation = job.distillation
-    if distillation.searched and not validation.labeled:
+    if searched(job) and not validation.labeled:
         raise DistillError(
             "labels_required",
-            "temperature or alpha 'auto' picks values by validation accuracy, but the validation set has no "
+            "'auto' values are picked by validation accuracy, but the validation set has no "
             "labels: give a labeled validation file (or labeled training data), or fixed values",
         )
     if train.labeled:

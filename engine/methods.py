@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from engine.checkpoint import JobCheckpoints, QuietWhileReplaying
 from engine.ensemble import TeacherEnsemble
-from engine.evaluate import accuracy, predict
 from engine.preparation import Setup
 from engine.reporting import Reporter
+from engine.search import search_hyperparameters
+from engine.search_plan import searched
 from engine.sizes import planned_epochs
 from engine.specs import EngineJob
 from engine.students import Student, build_student
@@ -47,7 +48,7 @@ def train_students(
     clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints)
     training_reporter = QuietWhileReplaying(reporter, checkpoints)
     distill = METHODS[job.distillation.method]
-    if not job.distillation.searched:
+    if not searched(job):
         return Trained(job, distill(setup, student, job, training_reporter, clock))
     job, search, trial_series = search_hyperparameters(setup, job, training_reporter, clock)
     student = build_student(setup, job, job.student_architecture, job.training.seed, training_reporter)
@@ -108,39 +109,3 @@ def student_as_teacher(setup: Setup, student: Student, batch_size: int, name: st
 
 
 METHODS = {"standard": distill_standard, "mutual": distill_mutual, "born_again": distill_born_again}
-
-
-def search_hyperparameters(
-    setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock
-) -> tuple[EngineJob, dict, list[dict]]:
-    """Short trials over the grid, each a fresh student of the same seed; the best validation accuracy
-    wins (the first of equals). Returns the job with the chosen values, the trials, and their series."""
-    grid, distillation = job.distillation.search_grid(), job.distillation
-    trials, series = [], []
-    for number, (temperature, alpha) in enumerate(grid, start=1):
-        trial = with_values(job, temperature, alpha, epochs=distillation.search.trial_epochs)
-        student = build_student(setup, trial, job.student_architecture, job.training.seed, reporter)
-        series += train_cohort(setup, [student], trial, reporter, clock, f"trial{number}")
-        student.taps.remove()
-        logits = predict(student.model, setup.validation.x, job.training.batch_size, setup.device)
-        trials.append(
-            {
-                "temperature": temperature,
-                "alpha": alpha,
-                "validation_accuracy": accuracy(logits, setup.validation.y),
-            }
-        )
-        reporter.event(
-            f"Trial {number} of {len(grid)}: T={temperature:g}, alpha={alpha:g}: "
-            f"validation accuracy {trials[-1]['validation_accuracy']:.2%}"
-        )
-    best = max(trials, key=lambda t: t["validation_accuracy"])
-    reporter.event(f"Chosen by {len(grid)} trials: T={best['temperature']:g}, alpha={best['alpha']:g}")
-    chosen = with_values(job, best["temperature"], best["alpha"], epochs=job.training.epochs)
-    return chosen, {"temperature": best["temperature"], "alpha": best["alpha"], "trials": trials}, series
-
-
-def with_values(job: EngineJob, temperature: float, alpha: float, epochs: int) -> EngineJob:
-    distillation = job.distillation.model_copy(update={"temperature": temperature, "alpha": alpha})
-    training = job.training.model_copy(update={"epochs": epochs})
-    return job.model_copy(update={"distillation": distillation, "training": training})

@@ -9,6 +9,7 @@ memory are estimates that err on the high side: what a model's forward pass keep
 import math
 from itertools import pairwise
 
+from engine.search_plan import search_epochs
 from engine.specs import ArchitectureSpec, CNNSpec, EngineJob, MLPSpec, TransformerSpec
 
 FLOAT_BYTES = 4
@@ -105,11 +106,8 @@ def planned_epochs(job: EngineJob) -> int:
     """The epochs the job's runs go through one after another: the `auto` trials, then the main run (once
     per generation)."""
     distillation = job.distillation
-    trials = (
-        len(distillation.search_grid()) * distillation.search.trial_epochs if distillation.searched else 0
-    )
     generations = distillation.generations if distillation.method == "born_again" else 1
-    return trials + job.training.epochs * generations
+    return search_epochs(job) + job.training.epochs * generations
 
 
 def model_epochs(job: EngineJob) -> int:

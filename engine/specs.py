@@ -4,7 +4,6 @@ Pydantic models without torch, so the API validates requests with exactly the ru
 engine builds from. Every model forbids unknown fields: a typo is an error, not a silent default.
 """
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ class Spec(BaseModel):
 TeacherWeight = Annotated[float, Field(ge=0.001, le=1000.0)]
 Temperature = Annotated[float, Field(ge=0.01, le=1000.0)]
 LossWeight = Annotated[float, Field(ge=0.0, le=1000.0)]
+LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
 
 
 def _family_required(schema: dict) -> None:
@@ -115,13 +115,31 @@ class FeaturePair(Spec):
 
 
 class Search(Spec):
-    """The grid that `temperature: "auto"` and `alpha: "auto"` try, each trial a short training run."""
+    """What an `auto` search chooses from and what it may spend: successive halving over the combinations
+    of the `auto` fields' candidates (see `engine/search.py`)."""
 
     temperatures: list[Temperature] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=16)
     alphas: list[Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(
         default=[0.5, 0.9], min_length=1, max_length=16
     )
-    trial_epochs: int = Field(default=1, ge=1, le=100, description="Epochs of each trial.")
+    learning_rates: list[LearningRate] = Field(
+        default=[3e-4, 1e-3, 3e-3], min_length=1, max_length=16, description="For `learning_rate: auto`."
+    )
+    trial_epochs: int = Field(default=1, ge=1, le=100, description="Epochs of each trial of the first rung.")
+    budget_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Epochs all the trials may train together. Default: `training.epochs`, so that the "
+        "search costs no more than the run after it.",
+    )
+    reduction_factor: int = Field(
+        default=3,
+        ge=2,
+        le=10,
+        description="Each rung after the first trains the best 1/reduction_factor of the rung before "
+        "(at least 2) reduction_factor times longer; the last takes what is left of the budget.",
+    )
 
 
 class TransformerDistillation(Spec):
@@ -213,7 +231,7 @@ class DistillationConfig(Spec):
 
     temperature: Temperature | Literal["auto"] = Field(
         default=4.0,
-        description="Softmax temperature T. `auto`: short trials over `search.temperatures` pick it by "
+        description="Softmax temperature T. `auto`: the search picks it from `search.temperatures` by "
         "validation accuracy (needs validation labels).",
     )
     final_temperature: Temperature | None = Field(
@@ -224,7 +242,7 @@ class DistillationConfig(Spec):
     )
     alpha: Annotated[float, Field(ge=0.0, le=1000.0)] | Literal["auto"] = Field(
         default=0.9,
-        description="Weight of the soft (teacher) loss. `auto`: picked by trials over `search.alphas`.",
+        description="Weight of the soft (teacher) loss. `auto`: the search picks it from `search.alphas`.",
     )
     beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
     soft_loss: Literal["kl", "ce", "mse", "dkd", "dist"] = Field(
@@ -266,7 +284,9 @@ class DistillationConfig(Spec):
         default=1.0, ge=0.0, le=1000.0, description="`mutual`: weight of the peers' loss."
     )
     generations: int = Field(default=2, ge=1, le=10, description="`born_again`: how many students in turn.")
-    search: Search = Field(default=Search(), description="Trials for `auto` T and alpha.")
+    search: Search = Field(
+        default=Search(), description="How fields set to `auto` are chosen: candidates and budget."
+    )
     features: list[FeaturePair] = Field(
         default=[],
         max_length=64,
@@ -317,16 +337,6 @@ class DistillationConfig(Spec):
             raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
         return self
 
-    @property
-    def searched(self) -> bool:
-        return "auto" in (self.temperature, self.alpha)
-
-    def search_grid(self) -> list[tuple[float, float]]:
-        """The (temperature, alpha) pairs an `auto` search tries: the grid of each `auto` value."""
-        temperatures = self.search.temperatures if self.temperature == "auto" else [self.temperature]
-        alphas = self.search.alphas if self.alpha == "auto" else [self.alpha]
-        return list(itertools.product(temperatures, alphas))
-
 
 class Augmentation(Spec):
     """Random changes to image batches `[C, H, W]`, the same for the teachers' and the student's input."""
@@ -340,7 +350,9 @@ class Augmentation(Spec):
 class TrainingConfig(Spec):
     epochs: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=128, ge=1, le=65_536)
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    learning_rate: LearningRate | Literal["auto"] = Field(
+        default=1e-3, description="`auto`: picked by trials over `distillation.search.learning_rates`."
+    )
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Only for `sgd`.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)

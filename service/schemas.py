@@ -109,15 +109,30 @@ class CandidateMetrics(BaseModel):
 
 
 class Trial(BaseModel):
-    temperature: float
-    alpha: float
+    trial: int = Field(description="Its number, in the order the trials ran (`trial<n>_*` series).")
+    rung: int = Field(description="Its rung of the successive halving, from 1.")
+    epochs: int
+    temperature: float | None = Field(default=None, description="Where searched.")
+    alpha: float | None = Field(default=None, description="Where searched.")
+    learning_rate: float | None = Field(default=None, description="Where searched.")
     validation_accuracy: float
 
 
 class SearchResult(BaseModel):
-    temperature: float = Field(description="The chosen temperature.")
-    alpha: float = Field(description="The chosen alpha.")
+    temperature: float = Field(description="The chosen temperature (the job's own where not searched).")
+    alpha: float = Field(description="The chosen alpha (the job's own where not searched).")
+    learning_rate: float = Field(description="The chosen learning rate (the job's own where not searched).")
     trials: list[Trial]
+    budget_epochs: int = Field(description="Epochs the trials could train together.")
+    spent_epochs: int = Field(description="Epochs they trained.")
+    p_value: float | None = Field(
+        description="McNemar's test of the chosen trial against the runner-up of the last rung, on the "
+        "validation samples: the chance of a split this uneven between two equally good students."
+    )
+    separated: bool | None = Field(
+        description="Whether the chosen trial is better than the runner-up beyond chance (p < 0.05); "
+        "false means the choice between them was a coin flip (an event says so). None: one candidate."
+    )
 
 
 class GateResult(BaseModel):
@@ -166,7 +181,7 @@ class JobMetrics(BaseModel):
     generations: list[CandidateMetrics] | None = Field(
         default=None, description="`born_again`: every generation."
     )
-    search: SearchResult | None = Field(default=None, description="`auto` temperature or alpha: the trials.")
+    search: SearchResult | None = Field(default=None, description="The `auto` search: its trials and choice.")
     gates: list[GateResult] | None = Field(default=None, description="The request's `gates`, evaluated.")
     teacher_cache: TeacherCacheMetrics | None = Field(
         default=None, description="Where the teachers' outputs came from (`distillation.teacher_cache`)."

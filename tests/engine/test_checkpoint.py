@@ -77,6 +77,13 @@ JOBS = {
          "training": {"epochs": 2}},
         [STEPS_PER_EPOCH + 3, STEPS_PER_EPOCH + 4],
     ),
+    "a search of TPE's draws and two rungs, killed in each rung": (
+        {"distillation": {"temperature": "auto", "alpha": "auto", "search": {
+            "temperatures": [1.0, 2.0, 4.0, 8.0], "alphas": [0.2, 0.8], "learning_rates": [1e-2, 3e-2],
+            "budget_epochs": 20}},
+         "training": {"epochs": 2, "learning_rate": "auto"}},
+        [5 * STEPS_PER_EPOCH + 2, 14 * STEPS_PER_EPOCH + 1],  # 12 trials of 1 epoch, then 4 of 2
+    ),
 }  # fmt: skip
 
 

@@ -45,13 +45,22 @@ def job(**fields) -> EngineJob:
     ("distillation", "planned", "computed"),
     [
         ({}, 7, 7),
-        ({"temperature": "auto", "alpha": "auto"}, 5 * 2 + 7, 17),  # the default grid, one epoch a trial
-        ({"temperature": "auto", "search": {"trial_epochs": 3}}, 5 * 3 + 7, 22),
+        ({"temperature": "auto", "alpha": "auto"}, 7 + 7, 14),  # 7 of the 10 combinations, an epoch each
+        ({"temperature": "auto", "search": {"trial_epochs": 3}}, 2 * 3 + 7, 13),
+        ({"temperature": "auto", "search": {"budget_epochs": 20}}, 5 * 1 + 2 * 7 + 7, 26),  # two rungs
         ({"method": "born_again", "generations": 4}, 28, 28),
         ({"method": "mutual"}, 7, 14),  # one peer of the student's own by default
         ({"method": "mutual", "peers": [SPECS[1].model_dump()] * 3}, 7, 28),
     ],
-    ids=["plain", "auto grid", "longer trials", "generations", "a pair", "a cohort of four"],
+    ids=[
+        "plain",
+        "auto grid",
+        "longer trials",
+        "a larger budget",
+        "generations",
+        "a pair",
+        "a cohort of four",
+    ],
 )
 def test_epochs_count_every_run_and_every_model(distillation, planned, computed):
     assert planned_epochs(job(distillation=distillation)) == planned

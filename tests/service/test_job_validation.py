@@ -105,6 +105,7 @@ SCHEMA_ERRORS = {
     "epochs 0": (lambda r: set_path(r, "training.epochs", 0), "training.epochs"),
     "batch_size 0": (lambda r: set_path(r, "training.batch_size", 0), "training.batch_size"),
     "learning_rate 0": (lambda r: set_path(r, "training.learning_rate", 0), "training.learning_rate"),
+    "learning_rate fast": (lambda r: set_path(r, "training.learning_rate", "fast"), "training.learning_rate"),
     "unknown optimizer": (lambda r: set_path(r, "training.optimizer", "lion"), "training.optimizer"),
     "name too long": (lambda r: {**r, "name": "x" * 256}, "name"),
 }

@@ -1,0 +1,184 @@
+"""The `auto` search: trials that choose the values a job sets to `auto`, rung by rung as `search_plan`
+plans them. Where the first rung cannot try every combination, TPE (Bergstra et al. 2011, Optuna's
+sampler, seeded by the job) draws its candidates, each guided by the results before it.
+
+Every trial is a fresh student of the job's seed and a run of its own (`trial<n>`), so a resumed job
+replays the trials its last attempt finished, and the sampler, told the same results, draws the same
+candidates after them. The choice is the best validation accuracy of the last rung; a McNemar test on
+the validation samples says whether it is really better than the runner-up.
+"""
+
+import math
+from dataclasses import dataclass
+
+import optuna
+from torch import Tensor
+
+from engine.evaluate import predict
+from engine.preparation import Setup
+from engine.reporting import Reporter
+from engine.search_plan import Rung, combinations, plan_rungs, search_space
+from engine.specs import EngineJob
+from engine.students import build_student
+from engine.training import Clock, train_cohort
+
+SECTIONS = {"temperature": "distillation", "alpha": "distillation", "learning_rate": "training"}
+SEPARATED_P = 0.05  # McNemar's p below which the best trial counts as better than the runner-up
+
+
+@dataclass
+class Trial:
+    number: int
+    rung: int
+    epochs: int
+    values: dict  # every searched field's value
+    correct: Tensor  # which validation samples it classified right
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.float().mean().item()
+
+    def record(self) -> dict:
+        return {"trial": self.number, "rung": self.rung, "epochs": self.epochs, **self.values,
+                "validation_accuracy": self.accuracy}  # fmt: skip
+
+
+class CandidateDraws:
+    """The first rung's candidates: every combination when the rung holds them all, else TPE's draws
+    (its first third at random), never the same combination twice."""
+
+    def __init__(self, space: dict[str, list], trials: int, seed: int):
+        self.space, self.untried = space, combinations(space)
+        self.study = None
+        if trials < len(self.untried):
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 3))
+            self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.results: dict[tuple, float] = {}
+        self.asked: optuna.Trial | None = None
+
+    def draw(self) -> dict:
+        if self.study is not None:
+            for _ in range(100):
+                self.asked = self.study.ask()
+                values = {name: self.asked.suggest_categorical(name, c) for name, c in self.space.items()}
+                if tuple(values.values()) not in self.results:
+                    return values
+                self.study.tell(self.asked, self.results[tuple(values.values())])  # a repeat: known
+        return self.untried[0]  # every combination in turn, or what TPE keeps missing
+
+    def tell(self, values: dict, accuracy: float) -> None:
+        self.results[tuple(values.values())] = accuracy
+        self.untried.remove(values)
+        if self.asked is not None:
+            self.study.tell(self.asked, accuracy)
+            self.asked = None
+
+
+def search_hyperparameters(
+    setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock
+) -> tuple[EngineJob, dict, list[dict]]:
+    """The job with the chosen values (and its own epochs), the search's record, and its trials' series."""
+    space, rungs = search_space(job), plan_rungs(job)
+    reporter.event(plan_summary(space, rungs, job))
+    search = Search(setup, job, reporter, clock, total=sum(rung.trials for rung in rungs))
+    draws = CandidateDraws(space, rungs[0].trials if rungs else 0, job.training.seed)
+    for _ in range(rungs[0].trials if rungs else 0):
+        values = draws.draw()
+        draws.tell(values, search.run(values, 1, rungs[0]).accuracy)
+    last = search.trials
+    for number, rung in enumerate(rungs[1:], start=2):
+        last = [search.run(trial.values, number, rung) for trial in best(last, rung.trials)]
+    chosen = best(last, 2) if last else []
+    values = chosen[0].values if chosen else {name: values[0] for name, values in space.items()}
+    record = search.record(values, chosen)
+    reporter.event(f"Chosen by {len(search.trials)} trials: {describe(values)}")
+    if record["separated"] is False:
+        reporter.event(not_separated(chosen, record["p_value"]), "warning")
+    return with_values(job, values, job.training.epochs), record, search.series
+
+
+class Search:
+    """The trials run so far, and how to run one."""
+
+    def __init__(self, setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock, total: int):
+        self.setup, self.job, self.reporter, self.clock, self.total = setup, job, reporter, clock, total
+        self.trials: list[Trial] = []
+        self.series: list[dict] = []
+
+    def run(self, values: dict, rung_number: int, rung: Rung) -> Trial:
+        setup, job, number = self.setup, self.job, len(self.trials) + 1
+        trial_job = with_values(job, values, rung.epochs)
+        student = build_student(setup, trial_job, job.student_architecture, job.training.seed, self.reporter)
+        self.series += train_cohort(setup, [student], trial_job, self.reporter, self.clock, f"trial{number}")
+        student.taps.remove()
+        logits = predict(student.model, setup.validation.x, job.training.batch_size, setup.device)
+        trial = Trial(number, rung_number, rung.epochs, values, logits.argmax(dim=-1) == setup.validation.y)
+        self.trials.append(trial)
+        self.reporter.event(
+            f"Trial {number} of {self.total} (rung {rung_number}, {rung.epochs} epochs): {describe(values)}: "
+            f"validation accuracy {trial.accuracy:.2%}"
+        )
+        return trial
+
+    def record(self, values: dict, chosen: list[Trial]) -> dict:
+        p_value = mcnemar_p(chosen[0].correct, chosen[1].correct) if len(chosen) == 2 else None
+        job = self.job
+        fixed = {name: getattr(getattr(job, SECTIONS[name]), name) for name in SECTIONS}
+        return {
+            **(fixed | values),
+            "trials": [trial.record() for trial in self.trials],
+            "budget_epochs": job.distillation.search.budget_epochs or job.training.epochs,
+            "spent_epochs": sum(trial.epochs for trial in self.trials),
+            "p_value": p_value,
+            "separated": None if p_value is None else p_value < SEPARATED_P,
+        }
+
+
+def best(trials: list[Trial], count: int) -> list[Trial]:
+    """The `count` most accurate, the earlier first among equals."""
+    return sorted(trials, key=lambda trial: (-trial.accuracy, trial.number))[:count]
+
+
+def mcnemar_p(first: Tensor, second: Tensor) -> float:
+    """Exact two-sided McNemar test: the chance that two equally good classifiers split the samples only
+    one of them gets right at least as unevenly as these two do."""
+    only_first = int((first & ~second).sum())
+    only_second = int((second & ~first).sum())
+    disagreements = only_first + only_second
+    if disagreements == 0:
+        return 1.0
+    tail = sum(math.comb(disagreements, k) for k in range(min(only_first, only_second) + 1))
+    return min(1.0, 2 * tail / 2**disagreements)
+
+
+def with_values(job: EngineJob, values: dict, epochs: int) -> EngineJob:
+    updates = {section: {"epochs": epochs} if section == "training" else {} for section in SECTIONS.values()}
+    for name, value in values.items():
+        updates[SECTIONS[name]][name] = value
+    return job.model_copy(
+        update={name: getattr(job, name).model_copy(update=update) for name, update in updates.items()}
+    )
+
+
+def describe(values: dict) -> str:
+    shown = {name: f"{value:g}" if isinstance(value, float) else str(value) for name, value in values.items()}
+    return ", ".join(f"{'T' if name == 'temperature' else name}={value}" for name, value in shown.items())
+
+
+def plan_summary(space: dict[str, list], rungs: list[Rung], job: EngineJob) -> str:
+    combos = math.prod(len(values) for values in space.values())
+    plan = ", then ".join(f"{rung.trials} trials of {rung.epochs} epochs" for rung in rungs) or "no trial"
+    budget = job.distillation.search.budget_epochs or job.training.epochs
+    spent = sum(rung.trials * rung.epochs for rung in rungs)
+    return f"Search over {' x '.join(space)} ({combos} combinations): {plan}; {spent} of {budget} epochs"
+
+
+def not_separated(chosen: list[Trial], p_value: float) -> str:
+    first, second = chosen
+    return (
+        f"The search cannot tell its two best apart: {describe(first.values)} ({first.accuracy:.2%}) and "
+        f"{describe(second.values)} ({second.accuracy:.2%}) differ no more than chance would make them "
+        f"(McNemar p = {p_value:.2f} on the validation samples they disagree on): the choice between them "
+        "is a coin flip. A larger validation set or distillation.search.budget_epochs would separate them."
+    )

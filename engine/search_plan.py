@@ -1,0 +1,87 @@
+"""What an `auto` search tries and for how long, from the job's specs alone (torch-free: the API bounds a
+job by its planned epochs when it is submitted).
+
+The search is successive halving (Jamieson & Talwalkar 2016): a first rung of many short trials, then
+rungs that train the best of the rung before longer, so that the values chosen are those that end best
+rather than those that learn fastest. `plan_rungs` picks the deepest such plan that fits the budget.
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from engine.specs import EngineJob
+
+MAX_RUNGS = 6
+
+
+@dataclass(frozen=True)
+class Rung:
+    trials: int  # how many candidates it trains
+    epochs: int  # each, from scratch
+
+
+def search_space(job: EngineJob) -> dict[str, list]:
+    """The candidate values of each field the job sets to `auto`, by field name."""
+    distillation, training = job.distillation, job.training
+    search = distillation.search
+    fields = {
+        "temperature": (distillation.temperature, search.temperatures),
+        "alpha": (distillation.alpha, search.alphas),
+        "learning_rate": (training.learning_rate, search.learning_rates),
+    }
+    return {name: list(candidates) for name, (value, candidates) in fields.items() if value == "auto"}
+
+
+def searched(job: EngineJob) -> bool:
+    return bool(search_space(job))
+
+
+def combinations(space: dict[str, list]) -> list[dict]:
+    """Every combination of the candidates, in the order of the fields and of their candidates."""
+    return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def plan_rungs(job: EngineJob) -> list[Rung]:
+    search = job.distillation.search
+    candidates = math.prod(len(values) for values in search_space(job).values())
+    budget = search.budget_epochs or job.training.epochs
+    epochs = job.training.epochs
+    return successive_halving(candidates, budget, epochs, search.trial_epochs, search.reduction_factor)
+
+
+def successive_halving(candidates: int, budget: int, epochs: int, first: int, factor: int) -> list[Rung]:
+    """The deepest plan within `budget` epochs: rung k trains the best ceil(n/factor^k) of the n
+    candidates of the first rung (at least 2, fewer each rung) for first*factor^k epochs; the last rung
+    shares out what is left of the budget, up to `epochs` (the run the search is for). The first rung tries
+    every candidate, or at least factor^2 of them. With no room for a second rung: one rung of as many
+    candidates as fit, sharing the budget. A lone candidate needs no trial."""
+    if candidates <= 1:
+        return []
+    for depth in range(MAX_RUNGS, 1, -1):
+        plan = _halving(depth, candidates, budget, epochs, first, factor)
+        if plan is not None:
+            return plan
+    trials = max(1, min(candidates, budget // first))
+    return [Rung(trials, max(first, min(epochs, budget // trials)))]
+
+
+def _halving(
+    depth: int, candidates: int, budget: int, epochs: int, first: int, factor: int
+) -> list[Rung] | None:
+    fewest = min(candidates, max(factor**2, 2 * factor ** (depth - 1)))
+    for trials in range(min(candidates, budget // first), fewest - 1, -1):
+        counts = [trials] + [max(2, math.ceil(trials / factor**k)) for k in range(1, depth)]
+        if any(later >= earlier for earlier, later in itertools.pairwise(counts)):
+            continue
+        lengths = [first * factor**k for k in range(depth - 1)]
+        spent = sum(count * length for count, length in zip(counts, lengths, strict=False))
+        last = min(epochs, (budget - spent) // counts[-1])
+        if lengths[-1] < epochs and last >= min(epochs, first * factor ** (depth - 1)):
+            return [Rung(count, length) for count, length in zip(counts, [*lengths, last], strict=True)]
+    return None
+
+
+def search_epochs(job: EngineJob) -> int:
+    """The epochs all the trials of the job's search train together."""
+    return sum(rung.trials * rung.epochs for rung in plan_rungs(job)) if searched(job) else 0

@@ -1,0 +1,107 @@
+"""The `auto` search: its plan within the budget, its rungs, TPE's draws, and what it tells the user."""
+
+from itertools import pairwise
+
+import pytest
+import torch
+
+from engine.pipeline import JobFiles, run_distillation
+from engine.search import mcnemar_p
+from engine.search_plan import Rung, successive_halving
+
+from .factories import RecordingReporter, series
+
+
+@pytest.mark.parametrize(
+    ("candidates", "budget", "epochs", "first", "plan"),
+    [
+        (5, 20, 20, 1, [(5, 1), (2, 7)]),  # every candidate, then the best two share the rest
+        (10, 20, 20, 1, [(9, 1), (3, 3)]),
+        (90, 100, 20, 1, [(31, 1), (11, 3), (4, 9)]),
+        (90, 1000, 50, 1, [(90, 1), (30, 3), (10, 9), (4, 27), (2, 50)]),  # the last rung: the run's length
+        (5, 10, 10, 1, [(5, 2)]),  # no room for a second rung: one, sharing the budget
+        (90, 10, 10, 1, [(10, 1)]),
+        (2, 10, 10, 1, [(2, 5)]),  # two candidates cannot be halved
+        (5, 20, 20, 3, [(5, 4)]),
+        (1, 20, 20, 1, []),  # nothing to choose between
+    ],
+)
+def test_successive_halving_plans_the_deepest_rungs_the_budget_allows(
+    candidates, budget, epochs, first, plan
+):
+    assert successive_halving(candidates, budget, epochs, first, 3) == [Rung(*rung) for rung in plan]
+
+
+@pytest.mark.parametrize("candidates", [2, 3, 7, 16, 90])
+@pytest.mark.parametrize("budget", [4, 9, 20, 55, 300])
+def test_a_plan_never_spends_more_than_its_budget_and_each_rung_is_fewer_and_longer(candidates, budget):
+    plan = successive_halving(candidates, budget, 20, 1, 3)
+    assert sum(rung.trials * rung.epochs for rung in plan) <= budget
+    assert all(later.trials < earlier.trials for earlier, later in pairwise(plan))
+    assert all(later.epochs > earlier.epochs for earlier, later in pairwise(plan))
+    assert plan[0].trials <= candidates and all(rung.epochs <= 20 for rung in plan)
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial_tail_over_the_disagreements():
+    right = torch.tensor([True] * 8 + [False, True])
+    wrong = torch.tensor([False] * 8 + [False, True])
+    assert mcnemar_p(right, wrong) == pytest.approx(2 / 2**8)  # 8 disagreements, all one way
+    first = torch.tensor([True, True, True, False])
+    second = torch.tensor([False, False, True, True])
+    assert mcnemar_p(first, second) == 1.0  # 2 to 1: 2 * (C(3,0) + C(3,1)) / 2^3, capped
+    assert mcnemar_p(first, first) == 1.0
+
+
+def distill(job, blob_task, out_dir):
+    reporter = RecordingReporter()
+    result = run_distillation(
+        job, JobFiles([blob_task.teacher_path], blob_task.train_path), out_dir, reporter
+    )
+    return result, reporter
+
+
+def test_the_best_of_the_first_rung_train_longer_and_the_best_of_those_is_chosen(
+    make_job, blob_task, tmp_path
+):
+    search = {"temperatures": [1.0, 4.0], "alphas": [0.2, 0.8], "budget_epochs": 12}
+    job = make_job(distillation={"temperature": "auto", "alpha": "auto", "search": search})
+    result, reporter = distill(job, blob_task, tmp_path)
+    record = result.metrics["search"]
+    first, second = record["trials"][:4], record["trials"][4:]
+    assert [(t["rung"], t["epochs"]) for t in record["trials"]] == [(1, 1)] * 4 + [(2, 4)] * 2
+    values = lambda trial: (trial["temperature"], trial["alpha"])  # noqa: E731
+    ranked = sorted(first, key=lambda t: (-t["validation_accuracy"], t["trial"]))
+    assert [values(t) for t in second] == [values(t) for t in ranked[:2]]
+    chosen = max(second, key=lambda t: t["validation_accuracy"])
+    assert (record["temperature"], record["alpha"]) == values(chosen)
+    assert record["spent_epochs"] == 12 == record["budget_epochs"]
+    assert len(series(reporter, "trial5_validation_accuracy")) == 4
+    assert any(m.startswith("Search over temperature x alpha (4 combinations)") for _, m in reporter.events)
+    assert reporter.progress_calls[-1][1] == 12 + 4  # progress spans the trials and the run
+
+
+def test_tpe_draws_distinct_candidates_and_the_same_ones_for_the_same_seed(make_job, blob_task, tmp_path):
+    search = {"temperatures": [1.0, 2.0, 4.0, 8.0], "alphas": [0.2, 0.8], "learning_rates": [1e-2, 3e-2],
+              "budget_epochs": 12}  # fmt: skip
+    job = make_job(
+        distillation={"temperature": "auto", "alpha": "auto", "search": search},
+        training={"learning_rate": "auto", "epochs": 2},
+    )
+    first, _ = distill(job, blob_task, tmp_path / "first")
+    again, _ = distill(job, blob_task, tmp_path / "again")
+    trials = first.metrics["search"]["trials"]
+    drawn = [(t["temperature"], t["alpha"], t["learning_rate"]) for t in trials]
+    assert len(drawn) == 12 == len(set(drawn))  # 12 one-epoch trials of the 16 combinations
+    assert again.metrics["search"] == first.metrics["search"]
+    assert first.metrics["search"]["learning_rate"] in (1e-2, 3e-2)
+
+
+def test_a_search_that_cannot_separate_its_best_two_says_so(make_job, blob_task, tmp_path):
+    search = {"temperatures": [2.0, 2.0001]}  # the same student, all but
+    result, reporter = distill(
+        make_job(distillation={"temperature": "auto", "search": search}), blob_task, tmp_path
+    )
+    record = result.metrics["search"]
+    assert record["separated"] is False and record["p_value"] > 0.05
+    warnings = [message for level, message in reporter.events if level == "warning"]
+    assert any(message.startswith("The search cannot tell its two best apart") for message in warnings)
