@@ -44,12 +44,20 @@ def _metadata(job_id: str, request: dict, metrics: dict) -> str:
 
 
 def _summary(request: dict, metrics: dict) -> str:
-    family, how = request["student"]["architecture"]["family"], request["distillation"]
+    family, how = request["student"]["architecture"]["family"], _chosen(request, metrics)
     return (
         f"A student of the `{family}` family ({metrics['student']['parameters']:,} parameters) distilled "
         f"from {_teachers(request, metrics)} with the `{how['method']}` method: temperature "
         f"{how['temperature']}, alpha {how['alpha']}, beta {how['beta']}, {_soft_loss(how)}."
     )
+
+
+def _chosen(request: dict, metrics: dict) -> dict:
+    """The request's distillation settings, with what an `auto` search chose in place of `auto`."""
+    search = metrics.get("search") or {}
+    return request["distillation"] | {
+        name: search[name] for name in ("temperature", "alpha", "soft_loss") if name in search
+    }
 
 
 def _soft_loss(how: dict) -> str:

@@ -28,6 +28,7 @@ from engine.onnx_export import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_me
 from engine.preparation import Setup, prepare, with_cached_outputs
 from engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.reporting import Reporter
+from engine.search import first_trial
 from engine.specs import EngineJob, JobFiles
 from engine.students import build_student
 from engine.teacher_cache import TeacherCacheStore
@@ -62,7 +63,8 @@ def run_distillation(
         reporter.phase("validating")
         device = resolve_device(job.training.device)
         setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache)
-        student = build_student(setup, job, job.student_architecture, job.training.seed, reporter)
+        spec, seed = job.student_architecture, job.training.seed
+        student = build_student(setup, first_trial(job), spec, seed, reporter)
         reporter.phase("running")
         setup = with_cached_outputs(setup)
         job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter)

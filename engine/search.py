@@ -22,7 +22,12 @@ from engine.specs import EngineJob
 from engine.students import build_student
 from engine.training import Clock, train_cohort
 
-SECTIONS = {"temperature": "distillation", "alpha": "distillation", "learning_rate": "training"}
+SECTIONS = {
+    "temperature": "distillation",
+    "alpha": "distillation",
+    "learning_rate": "training",
+    "soft_loss": "distillation",
+}
 SEPARATED_P = 0.05  # McNemar's p below which the best trial counts as better than the runner-up
 
 
@@ -150,6 +155,13 @@ def mcnemar_p(first: Tensor, second: Tensor) -> float:
         return 1.0
     tail = sum(math.comb(disagreements, k) for k in range(min(only_first, only_second) + 1))
     return min(1.0, 2 * tail / 2**disagreements)
+
+
+def first_trial(job: EngineJob) -> EngineJob:
+    """The job with each `auto` field at its first candidate: one a student can be built for (the job
+    itself where nothing is searched)."""
+    space = search_space(job)
+    return with_values(job, combinations(space)[0], job.training.epochs) if space else job
 
 
 def with_values(job: EngineJob, values: dict, epochs: int) -> EngineJob:

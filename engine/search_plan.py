@@ -10,7 +10,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from engine.specs import EngineJob
+from engine.specs import STANDARDIZABLE_SOFT_LOSSES, EngineJob
 
 MAX_RUNGS = 6
 
@@ -29,8 +29,16 @@ def search_space(job: EngineJob) -> dict[str, list]:
         "temperature": (distillation.temperature, search.temperatures),
         "alpha": (distillation.alpha, search.alphas),
         "learning_rate": (training.learning_rate, search.learning_rates),
+        "soft_loss": (distillation.soft_loss, soft_loss_candidates(job)),
     }
     return {name: list(candidates) for name, (value, candidates) in fields.items() if value == "auto"}
+
+
+def soft_loss_candidates(job: EngineJob) -> list[str]:
+    candidates = job.distillation.search.soft_losses
+    if job.distillation.logit_standardization:
+        return [loss for loss in candidates if loss in STANDARDIZABLE_SOFT_LOSSES]
+    return candidates
 
 
 def searched(job: EngineJob) -> bool:

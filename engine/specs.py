@@ -30,6 +30,8 @@ TeacherWeight = Annotated[float, Field(ge=0.001, le=1000.0)]
 Temperature = Annotated[float, Field(ge=0.01, le=1000.0)]
 LossWeight = Annotated[float, Field(ge=0.0, le=1000.0)]
 LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
+SoftLoss = Literal["kl", "ce", "mse", "dkd", "dist"]
+STANDARDIZABLE_SOFT_LOSSES = ("kl", "ce", "dkd")  # the KL-based losses that Sun et al. 2024 standardise
 
 
 def _family_required(schema: dict) -> None:
@@ -124,6 +126,12 @@ class Search(Spec):
     )
     learning_rates: list[LearningRate] = Field(
         default=[3e-4, 1e-3, 3e-3], min_length=1, max_length=16, description="For `learning_rate: auto`."
+    )
+    soft_losses: list[SoftLoss] = Field(
+        default=["kl", "dkd", "dist"],
+        min_length=1,
+        max_length=5,
+        description="For `soft_loss: auto` (with `logit_standardization`, those it works with).",
     )
     trial_epochs: int = Field(default=1, ge=1, le=100, description="Epochs of each trial of the first rung.")
     budget_epochs: int | None = Field(
@@ -245,14 +253,14 @@ class DistillationConfig(Spec):
         description="Weight of the soft (teacher) loss. `auto`: the search picks it from `search.alphas`.",
     )
     beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
-    soft_loss: Literal["kl", "ce", "mse", "dkd", "dist"] = Field(
+    soft_loss: SoftLoss | Literal["auto"] = Field(
         default="kl",
         description="`kl`: KL(teacher || student) at T, times T^2. `ce`: cross-entropy with the softened "
         "teacher distribution, times T^2 (KL plus the teacher's constant entropy). `mse`: squared error "
         "between the logits (logit matching; T cancels out). `dkd`: decoupled KD (Zhao et al. 2022), "
         "weighted by `dkd`; its target class is the label, or on unlabeled data the teachers' most likely "
         "class. `dist`: DIST (Huang et al. 2022), correlations of the probabilities at T, weighted by "
-        "`dist`.",
+        "`dist`. `auto`: the search picks it from `search.soft_losses`.",
     )
     dkd: DKDWeights = Field(default=DKDWeights(), description="`soft_loss: dkd`: its terms' weights.")
     dist: DISTWeights = Field(default=DISTWeights(), description="`soft_loss: dist`: its terms' weights.")
@@ -317,7 +325,7 @@ class DistillationConfig(Spec):
     @classmethod
     def _standardizable_soft_loss(cls, standardize: bool, info: ValidationInfo) -> bool:
         soft_loss = info.data.get("soft_loss")
-        if standardize and soft_loss in ("mse", "dist"):
+        if standardize and soft_loss not in (*STANDARDIZABLE_SOFT_LOSSES, "auto"):
             raise ValueError(
                 f"logit_standardization works with soft_loss `kl`, `ce` or `dkd` (the KL-based losses that "
                 f"Sun et al. 2024 standardise), not `{soft_loss}`: choose one of those, or set "

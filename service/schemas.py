@@ -115,6 +115,7 @@ class Trial(BaseModel):
     temperature: float | None = Field(default=None, description="Where searched.")
     alpha: float | None = Field(default=None, description="Where searched.")
     learning_rate: float | None = Field(default=None, description="Where searched.")
+    soft_loss: str | None = Field(default=None, description="Where searched.")
     validation_accuracy: float
 
 
@@ -122,6 +123,7 @@ class SearchResult(BaseModel):
     temperature: float = Field(description="The chosen temperature (the job's own where not searched).")
     alpha: float = Field(description="The chosen alpha (the job's own where not searched).")
     learning_rate: float = Field(description="The chosen learning rate (the job's own where not searched).")
+    soft_loss: str = Field(description="The chosen soft loss (the job's own where not searched).")
     trials: list[Trial]
     budget_epochs: int = Field(description="Epochs the trials could train together.")
     spent_epochs: int = Field(description="Epochs they trained.")

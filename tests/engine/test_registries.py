@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from engine.losses import FEATURE_LOSSES, RESPONSE_LOSSES
 from engine.methods import METHODS
 from engine.models import MODEL_FAMILIES
-from engine.specs import ArchitectureSpec, DistillationConfig, FeaturePair
+from engine.specs import ArchitectureSpec, DistillationConfig, FeaturePair, SoftLoss
 
 
 def literal_choices(spec: type[BaseModel], field: str) -> set[str]:
@@ -24,7 +24,7 @@ def architecture_families() -> set[str]:
 @pytest.mark.parametrize(
     ("registry", "choices"),
     [
-        (RESPONSE_LOSSES, literal_choices(DistillationConfig, "soft_loss")),
+        (RESPONSE_LOSSES, set(get_args(SoftLoss))),
         (FEATURE_LOSSES, literal_choices(FeaturePair, "loss")),
         (METHODS, literal_choices(DistillationConfig, "method")),
         (MODEL_FAMILIES, architecture_families()),

@@ -7,7 +7,7 @@ import torch
 
 from engine.pipeline import JobFiles, run_distillation
 from engine.search import mcnemar_p
-from engine.search_plan import Rung, successive_halving
+from engine.search_plan import Rung, search_space, successive_halving
 
 from .factories import RecordingReporter, series
 
@@ -105,3 +105,22 @@ def test_a_search_that_cannot_separate_its_best_two_says_so(make_job, blob_task,
     assert record["separated"] is False and record["p_value"] > 0.05
     warnings = [message for level, message in reporter.events if level == "warning"]
     assert any(message.startswith("The search cannot tell its two best apart") for message in warnings)
+
+
+def test_the_soft_loss_can_be_searched_and_the_student_trains_with_the_chosen_one(
+    make_job, blob_task, tmp_path
+):
+    distillation = {"soft_loss": "auto", "search": {"soft_losses": ["kl", "dkd"]}}
+    result, reporter = distill(make_job(distillation=distillation), blob_task, tmp_path)
+    record = result.metrics["search"]
+    assert [trial["soft_loss"] for trial in record["trials"]] == ["kl", "dkd"]
+    assert record["soft_loss"] in ("kl", "dkd") and result.metrics["student"]["accuracy"] > 0.9
+    assert any(
+        message.startswith(f"Chosen by 2 trials: soft_loss={record['soft_loss']}")
+        for _, message in reporter.events
+    )
+
+
+def test_standardized_logits_leave_out_the_soft_losses_they_do_not_work_with(make_job):
+    job = make_job(distillation={"soft_loss": "auto", "logit_standardization": True})
+    assert search_space(job) == {"soft_loss": ["kl", "dkd"]}  # of the default kl, dkd, dist
