@@ -81,7 +81,15 @@ def test_job_create_documents_the_request(openapi):
 def test_the_soft_losses_and_their_parameters_are_documented(openapi):
     body = openapi["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     distillation = resolve(openapi, resolve(openapi, body)["properties"]["distillation"])["properties"]
-    assert set(resolve(openapi, distillation["soft_loss"])["enum"]) == {"kl", "ce", "mse", "dkd", "dist"}
+    branches = [resolve(openapi, branch) for branch in distillation["soft_loss"]["anyOf"]]
+    choices = {choice for branch in branches for choice in branch.get("enum", [branch.get("const")])}
+    assert choices == {"kl", "ce", "mse", "dkd", "dist", "auto"}
+    search = resolve(openapi, distillation["search"])["properties"]
+    assert search["budget_epochs"]["description"] and search["soft_losses"]["default"] == [
+        "kl",
+        "dkd",
+        "dist",
+    ]
     dkd, dist = resolve(openapi, distillation["dkd"]), resolve(openapi, distillation["dist"])
     assert dkd["properties"]["non_target_weight"]["default"] == 8.0
     assert dist["properties"]["intra_weight"]["minimum"] == 0.0
