@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from benchmarks.common import (
@@ -70,7 +71,14 @@ def parse_args() -> argparse.Namespace:
     students.add_argument("--temperature", type=float, default=20.0)
     students.add_argument("--alpha", type=float, default=0.9, help="weight of the soft (teacher) loss")
     students.add_argument("--beta", type=float, default=0.1, help="weight of the hard (label) loss")
+    students.add_argument("--soft-loss", choices=["kl", "ce", "mse", "dkd", "dist"], default="kl")
+    students.add_argument("--logit-standardization", action="store_true", help="z-scored logits at T")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--teacher-file",
+        type=Path,
+        help="the teacher's safetensors: read if it exists, else trained and saved there",
+    )
     return parser.parse_args()
 
 
@@ -81,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="distill-hinton-") as tmp:
         folder = Path(tmp)
         with Timer() as teacher_clock:
-            teacher = train_teacher(x_train, y_train, args)
+            teacher = saved_or_trained_teacher(x_train, y_train, args)
         teacher_result = describe_teacher(teacher, args, x_test, y_test, teacher_clock.seconds)
         paths = {
             "teacher": save_teacher(folder / "teacher.safetensors", teacher),
@@ -105,6 +113,19 @@ def main() -> None:
 
 def teacher_spec(dropout: float) -> MLPSpec:
     return MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[1200, 1200], dropout=dropout)
+
+
+def saved_or_trained_teacher(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> nn.Module:
+    """The teacher of `--teacher-file` when it exists (its seconds are then those of loading it), else one
+    trained here, and saved there if asked."""
+    if args.teacher_file is not None and args.teacher_file.exists():
+        model = build_model(teacher_spec(args.teacher_dropout))
+        model.load_state_dict(load_file(args.teacher_file))
+        return model.eval()
+    model = train_teacher(x, y, args)
+    if args.teacher_file is not None:
+        save_teacher(args.teacher_file, model)
+    return model
 
 
 def train_teacher(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> nn.Module:
@@ -213,7 +234,13 @@ def student_distillations(args: argparse.Namespace) -> dict[str, dict]:
     Alone, the teacher is still named (the service needs one) but serves only the agreement metric."""
     return {
         "student_alone": {"temperature": args.temperature, "alpha": 0.0, "beta": 1.0},
-        "distilled_student": {"temperature": args.temperature, "alpha": args.alpha, "beta": args.beta},
+        "distilled_student": {
+            "temperature": args.temperature,
+            "alpha": args.alpha,
+            "beta": args.beta,
+            "soft_loss": args.soft_loss,
+            "logit_standardization": args.logit_standardization,
+        },  # fmt: skip
     }
 
 
