@@ -150,7 +150,18 @@ class Search(Spec):
     )
 
 
-class TransformerDistillation(Spec):
+class TermWeights(Spec):
+    """The weights of a loss's terms (its fields named `*_weight`), which must not all be 0."""
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        weights = {name: getattr(self, name) for name in type(self).model_fields if name.endswith("_weight")}
+        if not any(weights.values()):
+            raise ValueError(f"{', '.join(weights)} are all 0: give one > 0")
+        return self
+
+
+class TransformerDistillation(TermWeights):
     """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models.
 
     Student layer m learns the hidden states (through a learned projection W_h) and the attention
@@ -181,14 +192,8 @@ class TransformerDistillation(Spec):
         "Default: uniform, student layer m (1-based) of M reads teacher layer ceil(m * N / M) of N.",
     )
 
-    @model_validator(mode="after")
-    def _some_weight(self) -> Self:
-        if self.embedding_weight == self.hidden_weight == self.attention_weight == 0:
-            raise ValueError("embedding_weight, hidden_weight and attention_weight are all 0: give one > 0")
-        return self
 
-
-class DKDWeights(Spec):
+class DKDWeights(TermWeights):
     """Decoupled knowledge distillation (Zhao et al. 2022, "Decoupled Knowledge Distillation", CVPR): the KL
     at T split at the target class into TCKD and NCKD, weighted apart. The defaults are the paper's code's
     (mdistiller: ALPHA 1, BETA 8)."""
@@ -203,14 +208,8 @@ class DKDWeights(Spec):
         description="Weight of NCKD: the KL between the distributions over the non-target classes.",
     )
 
-    @model_validator(mode="after")
-    def _some_weight(self) -> Self:
-        if self.target_weight == self.non_target_weight == 0:
-            raise ValueError("target_weight and non_target_weight are both 0: give one > 0")
-        return self
 
-
-class DISTWeights(Spec):
+class DISTWeights(TermWeights):
     """DIST (Huang et al. 2022, "Knowledge Distillation from A Stronger Teacher", NeurIPS): the student's
     probabilities correlate with the teacher's, per sample (inter-class) and per class (intra-class). The
     defaults are the official code's (beta = gamma = 1)."""
@@ -225,12 +224,6 @@ class DISTWeights(Spec):
         description="Weight of the intra-class relation: 1 - the mean Pearson correlation between each "
         "class's student and teacher probabilities across the batch.",
     )
-
-    @model_validator(mode="after")
-    def _some_weight(self) -> Self:
-        if self.inter_weight == self.intra_weight == 0:
-            raise ValueError("inter_weight and intra_weight are both 0: give one > 0")
-        return self
 
 
 class DistillationConfig(Spec):
