@@ -28,6 +28,7 @@ TRAINING_DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 0.0,
     "lr_schedule": "constant",
+    "warmup_epochs": 0.0,
     "seed": 0,
     "validation_fraction": 0.1,
     "device": "auto",
