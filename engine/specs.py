@@ -266,7 +266,10 @@ class TrainingConfig(Spec):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Only for `sgd`.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="cosine",
+        description="`cosine`: from `learning_rate` down to 0 at the last step; `constant`: the same throughout.",
+    )
     warmup_epochs: float = Field(
         default=0.0,
         ge=0.0,
