@@ -1,10 +1,12 @@
-"""What the benchmarks share: MNIST from its IDX files, the service (started here or at a URL) as a
-user's HTTP client sees it, timing, measuring a downloaded student, and the machine's description."""
+"""What the benchmarks share: MNIST from its IDX files, a small convolutional teacher for it, the service
+(started here or at a URL) as a user's HTTP client sees it, timing, measuring a downloaded student, and the
+machine's description."""
 
 import argparse
 import gzip
 import io
 import json
+import math
 import platform
 import sys
 import time
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from engine.specs import MLPSpec
 from tests.factories import save_teacher, train_teacher
@@ -57,6 +61,60 @@ def mnist_teacher_files(folder: Path, data: Path) -> dict[str, Path]:
     save_teacher(files["teacher"], train_teacher(MNIST_TEACHER, x_train, y_train, epochs=1))
     np.savez(files["train"], x=x_train, y=y_train)
     np.savez(files["validation"], x=x_test, y=y_test)
+    return files
+
+
+def mnist_images(folder: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The training images [N, 1, 28, 28] and labels, then the test images and labels, as tensors."""
+    x_train, y_train = (torch.from_numpy(a) for a in load_mnist(folder, "train"))
+    x_test, y_test = (torch.from_numpy(a) for a in load_mnist(folder, "t10k"))
+    return x_train.view(-1, 1, 28, 28), y_train, x_test.view(-1, 1, 28, 28), y_test
+
+
+class TwoConvTeacher(nn.Module):
+    """PyTorch's MNIST example network (without its dropout: the teacher is frozen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3)
+        self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+def trained_two_conv_teacher(x: Tensor, y: Tensor, epochs: int = 1) -> nn.Module:
+    """A `TwoConvTeacher` trained on images [N, 1, 28, 28] with plain PyTorch: batch 128, Adam, the learning
+    rate decaying from 1e-3 to 0 on a cosine."""
+    torch.manual_seed(0)
+    teacher = TwoConvTeacher()
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
+    steps = epochs * math.ceil(len(x) / 128)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    for _ in range(epochs):
+        for index in torch.randperm(len(x)).split(128):
+            loss = F.cross_entropy(teacher(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return teacher.eval()
+
+
+def two_conv_job_files(folder: Path, teacher: nn.Module, x_train, y_train, x_val, y_val) -> dict[str, Path]:
+    """The teacher as a pt2 program, the training set, and the validation set, as files a job reads."""
+    files = {
+        "teacher": folder / "teacher.pt2",
+        "train": folder / "train.npz",
+        "validation": folder / "test.npz",
+    }
+    program = torch.export.export(
+        teacher, (x_val[:2],), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)
+    )
+    torch.export.save(program, files["teacher"])
+    np.savez(files["train"], x=x_train.numpy(), y=y_train.numpy())
+    np.savez(files["validation"], x=x_val.numpy(), y=y_val.numpy())
     return files
 
 

@@ -21,12 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import argument_parser, load_mnist, machine, service, write_result
+from benchmarks.common import (
+    argument_parser,
+    machine,
+    mnist_images,
+    service,
+    trained_two_conv_teacher,
+    two_conv_job_files,
+    write_result,
+)
 from engine.models import build_model
 from engine.pipeline import JobFiles, run_distillation
 from engine.specs import EngineJob, MLPSpec
@@ -34,19 +41,6 @@ from tests.engine.factories import FolderCacheStore, RecordingReporter
 
 STUDENT = MLPSpec(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[800, 800])
 BATCH, LEARNING_RATE, TEMPERATURE, ALPHA, BETA = 128, 1e-3, 4.0, 0.9, 0.1
-
-
-class TwoConvTeacher(nn.Module):
-    """PyTorch's MNIST example network (without its dropout: the teacher is frozen)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3)
-        self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
 class TimingReporter(RecordingReporter):
@@ -64,18 +58,6 @@ class TimingReporter(RecordingReporter):
     def epoch_seconds(self) -> list[float]:
         marks = [self.started, *self.ends]
         return [later - earlier for earlier, later in zip(marks, marks[1:], strict=False)]
-
-
-def trained_teacher(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    torch.manual_seed(0)
-    teacher = TwoConvTeacher()
-    optimizer = torch.optim.Adam(teacher.parameters(), lr=LEARNING_RATE)
-    for index in torch.randperm(len(x)).split(BATCH):
-        loss = F.cross_entropy(teacher(x[index]), y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return teacher.eval()
 
 
 def plain_loop(x, y, x_val, y_val, epochs: int, teacher: nn.Module | None = None) -> list[float]:
@@ -178,13 +160,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="of the student alone and of the service")
     args = parser.parse_args()
-    x_train, y_train = (torch.from_numpy(a) for a in load_mnist(args.data, "train"))
-    x_val, y_val = (torch.from_numpy(a) for a in load_mnist(args.data, "t10k"))
-    data = (x_train.view(-1, 1, 28, 28), y_train, x_val.view(-1, 1, 28, 28), y_val)
+    data = mnist_images(args.data)
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         folder = Path(tmp)
-        teacher = trained_teacher(data[0], y_train)
-        files = save_files(folder, teacher, *data)
+        teacher = trained_two_conv_teacher(data[0], data[1])
+        files = two_conv_job_files(folder, teacher, *data)
         figures = measure(files, data, teacher, args.epochs, args.rounds, folder)
         http = over_http(args.url, args.api_key, files, args.epochs, folder / "home")
     result = {"benchmark": "epoch_cost", "machine": machine(), "epochs": args.epochs, "rounds": args.rounds,
@@ -192,21 +172,6 @@ def main() -> None:
     result["ratios"] = ratios(result)
     write_result(args.out, result)
     report(result)
-
-
-def save_files(folder: Path, teacher: nn.Module, x_train, y_train, x_val, y_val) -> dict[str, Path]:
-    files = {
-        "teacher": folder / "teacher.pt2",
-        "train": folder / "train.npz",
-        "validation": folder / "test.npz",
-    }
-    program = torch.export.export(
-        teacher, (x_val[:2],), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)
-    )
-    torch.export.save(program, files["teacher"])
-    np.savez(files["train"], x=x_train.numpy(), y=y_train.numpy())
-    np.savez(files["validation"], x=x_val.numpy(), y=y_val.numpy())
-    return files
 
 
 def ratios(result: dict) -> dict:

@@ -357,7 +357,17 @@ class TrainingConfig(Spec):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Only for `sgd`.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="cosine",
+        description="`cosine`: from `learning_rate` down to 0 at the last step; `constant`: the same throughout.",
+    )
+    warmup_epochs: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="The learning rate rises linearly from 0 over this many epochs' steps, then follows "
+        "`lr_schedule` (`cosine` decays over the steps after the warm-up).",
+    )
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     validation_fraction: float = Field(
         default=0.1, gt=0.0, le=0.5, description="Seeded hold-out used when no validation file is given."

@@ -156,8 +156,9 @@ def train_cohort(
     under `<name>_<metric>`."""
     config = job.training
     optimizers = [make_optimizer([*s.model.parameters(), *s.objective.parameters()], config) for s in cohort]
-    run_steps = config.epochs * steps_per_epoch(setup, job)
-    schedulers = [make_scheduler(o, config.lr_schedule, run_steps) for o in optimizers]
+    epoch_steps = steps_per_epoch(setup, job)
+    run_steps, warmup_steps = config.epochs * epoch_steps, round(config.warmup_epochs * epoch_steps)
+    schedulers = [make_scheduler(o, config.lr_schedule, run_steps, warmup_steps) for o in optimizers]
     scalers = [setup.precision.scaler() for _ in cohort]
     run = Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed), scalers)
     if clock.begin_run(run):
@@ -268,14 +269,23 @@ def make_optimizer(parameters: list[nn.Parameter], config: TrainingConfig) -> to
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A learning-rate factor per step: 1 throughout, or a cosine from 1 down to 0 at the last step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, schedule, total_steps, warmup_steps)
+    )
+
+
+def learning_rate_factor(step: int, schedule: str, total_steps: int, warmup_steps: int) -> float:
+    """The learning rate's factor at a step (0-based): rising linearly from 0 over the warm-up's steps, then
+    1 throughout, or a cosine from 1 down to 0 at the last step. A run shorter than its warm-up (an `auto`
+    trial) ends before the factor reaches 1."""
+    if step < warmup_steps:
+        return step / warmup_steps
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        progress = min(step - warmup_steps, total_steps - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
 
 
 def cpu_copy(state: dict) -> dict:

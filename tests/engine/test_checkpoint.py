@@ -53,10 +53,10 @@ def assert_same_job(resumed, uninterrupted):
 
 
 JOBS = {
-    "standard, dropout, adamw, cosine": (
+    "standard, dropout, adamw, warm-up, cosine": (
         {"student_architecture": DROPOUT_STUDENT, "training": {"epochs": 3, "optimizer": "adamw",
-                                                              "lr_schedule": "cosine"}},
-        [23, 12],  # mid-epoch 2, then 12 steps into the resumed attempt
+                                                              "lr_schedule": "cosine", "warmup_epochs": 1.5}},
+        [23, 12],  # mid-epoch 2 (in the warm-up's 26 steps), then 12 steps into the resumed attempt
     ),
     "two teachers drawn at random, feature pairs, temperature schedule": (
         {"teachers": [{"format": "safetensors", "architecture": {"family": "mlp", "input_shape": [FEATURES],

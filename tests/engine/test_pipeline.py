@@ -380,18 +380,29 @@ def test_cnn_batch_of_one_with_one_by_one_maps_is_refused(make_job, tmp_path):
     assert error.code == "incompatible_shapes" and "batch_size >= 2" in error.message
 
 
+COSINE_QUARTER = (1 + math.cos(math.pi / 4)) / 2  # a quarter of the way down the cosine
+
+
 @pytest.mark.parametrize(
-    ("schedule", "factors"), [("constant", [1.0, 1.0, 1.0]), ("cosine", [1.0, 0.5, 0.0])]
+    ("schedule", "warmup_steps", "factors"),
+    [
+        ("constant", 0, [1, 1, 1, 1, 1]),
+        ("cosine", 0, [1, COSINE_QUARTER, 0.5, 1 - COSINE_QUARTER, 0]),
+        ("constant", 2, [0, 0.5, 1, 1, 1]),
+        ("cosine", 2, [0, 0.5, 1, 0.5, 0]),  # the cosine over the 2 steps after the warm-up
+        ("cosine", 8, [0, 0.125, 0.25, 0.375, 0.5]),  # a run shorter than its warm-up
+    ],
 )
-def test_learning_rate_schedules(schedule, factors):
+def test_learning_rate_schedules(schedule, warmup_steps, factors):
+    """The factor at each of 4 steps, and after the last."""
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = make_scheduler(optimizer, schedule, total_steps=4)
+    scheduler = make_scheduler(optimizer, schedule, total_steps=4, warmup_steps=warmup_steps)
     rates = []
     for _ in range(5):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert rates[0::2] == pytest.approx([0.1 * factor for factor in factors])
+    assert rates == pytest.approx([0.1 * factor for factor in factors])
 
 
 @pytest.mark.parametrize(
