@@ -359,7 +359,8 @@ class TrainingConfig(Spec):
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     lr_schedule: Literal["constant", "cosine"] = Field(
         default="cosine",
-        description="`cosine`: from `learning_rate` down to 0 at the last step; `constant`: the same throughout.",
+        description="`cosine`: from `learning_rate` down to 0 at the last step (the default: students end "
+        "better, see make bench-defaults); `constant`: the same throughout.",
     )
     warmup_epochs: float = Field(
         default=0.0,
