@@ -72,10 +72,8 @@ def text_job(
         "teachers": [{"format": teacher_format, "architecture": teacher}],
         "student_architecture": student,
         "distillation": {"temperature": 2.0, "alpha": 0.5, "beta": 0.5, "transformer": {}},
-        # A constant rate: these few epochs' thresholds were set with it, a cosine learns less in them.
-        "training": {"epochs": 5, "batch_size": 32, "learning_rate": 5e-3, "lr_schedule": "constant",
-                     "device": "cpu"},
-    }  # fmt: skip
+        "training": {"epochs": 5, "batch_size": 32, "learning_rate": 5e-3, "device": "cpu"},
+    }
     for name, values in sections.items():
         fields[name] = fields[name] | values
     return EngineJob.model_validate(fields)

@@ -27,7 +27,7 @@ TRAINING_DEFAULTS = {
     "optimizer": "adam",
     "momentum": 0.9,
     "weight_decay": 0.0,
-    "lr_schedule": "cosine",
+    "lr_schedule": "constant",
     "warmup_epochs": 0.0,
     "seed": 0,
     "validation_fraction": 0.1,
