@@ -17,7 +17,15 @@ from torch import Tensor
 from engine.evaluate import predict
 from engine.preparation import Setup
 from engine.reporting import Reporter
-from engine.search_plan import Rung, combinations, plan_rungs, search_space
+from engine.search_plan import (
+    Rung,
+    combination_count,
+    combinations,
+    plan_rungs,
+    rung_epochs,
+    search_budget,
+    search_space,
+)
 from engine.specs import EngineJob
 from engine.students import build_student
 from engine.training import Clock, train_cohort
@@ -87,8 +95,9 @@ def search_hyperparameters(
     space, rungs = search_space(job), plan_rungs(job)
     reporter.event(plan_summary(space, rungs, job))
     search = Search(setup, job, reporter, clock, total=sum(rung.trials for rung in rungs))
-    draws = CandidateDraws(space, rungs[0].trials if rungs else 0, job.training.seed)
-    for _ in range(rungs[0].trials if rungs else 0):
+    first_trials = rungs[0].trials if rungs else 0
+    draws = CandidateDraws(space, first_trials, job.training.seed)
+    for _ in range(first_trials):
         values = draws.draw()
         draws.tell(values, search.run(values, 1, rungs[0]).accuracy)
     last = search.trials
@@ -133,7 +142,7 @@ class Search:
         return {
             **(fixed | values),
             "trials": [trial.record() for trial in self.trials],
-            "budget_epochs": job.distillation.search.budget_epochs or job.training.epochs,
+            "budget_epochs": search_budget(job),
             "spent_epochs": sum(trial.epochs for trial in self.trials),
             "p_value": p_value,
             "separated": None if p_value is None else p_value < SEPARATED_P,
@@ -179,11 +188,12 @@ def describe(values: dict) -> str:
 
 
 def plan_summary(space: dict[str, list], rungs: list[Rung], job: EngineJob) -> str:
-    combos = math.prod(len(values) for values in space.values())
     plan = ", then ".join(f"{rung.trials} trials of {rung.epochs} epochs" for rung in rungs) or "no trial"
-    budget = job.distillation.search.budget_epochs or job.training.epochs
-    spent = sum(rung.trials * rung.epochs for rung in rungs)
-    return f"Search over {' x '.join(space)} ({combos} combinations): {plan}; {spent} of {budget} epochs"
+    combinations = combination_count(space)
+    spent, budget = rung_epochs(rungs), search_budget(job)
+    return (
+        f"Search over {' x '.join(space)} ({combinations} combinations): {plan}; {spent} of {budget} epochs"
+    )
 
 
 def not_separated(chosen: list[Trial], p_value: float) -> str:

@@ -50,12 +50,26 @@ def combinations(space: dict[str, list]) -> list[dict]:
     return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
 
 
+def combination_count(space: dict[str, list]) -> int:
+    return math.prod(len(values) for values in space.values())
+
+
+def search_budget(job: EngineJob) -> int:
+    """The epochs the trials may train together: `search.budget_epochs`, by default the run's own."""
+    return job.distillation.search.budget_epochs or job.training.epochs
+
+
 def plan_rungs(job: EngineJob) -> list[Rung]:
-    search = job.distillation.search
-    candidates = math.prod(len(values) for values in search_space(job).values())
-    budget = search.budget_epochs or job.training.epochs
-    epochs = job.training.epochs
-    return successive_halving(candidates, budget, epochs, search.trial_epochs, search.reduction_factor)
+    search, epochs = job.distillation.search, job.training.epochs
+    candidates = combination_count(search_space(job))
+    return successive_halving(
+        candidates, search_budget(job), epochs, search.trial_epochs, search.reduction_factor
+    )
+
+
+def rung_epochs(rungs: list[Rung]) -> int:
+    """The epochs all the rungs' trials train together."""
+    return sum(rung.trials * rung.epochs for rung in rungs)
 
 
 def successive_halving(candidates: int, budget: int, epochs: int, first: int, factor: int) -> list[Rung]:
@@ -92,4 +106,4 @@ def _halving(
 
 def search_epochs(job: EngineJob) -> int:
     """The epochs all the trials of the job's search train together."""
-    return sum(rung.trials * rung.epochs for rung in plan_rungs(job)) if searched(job) else 0
+    return rung_epochs(plan_rungs(job)) if searched(job) else 0
