@@ -33,6 +33,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 MNIST_TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[1200, 1200])
+# Hinton et al.'s 784-800-800-10 student, over images [1, 28, 28] as the two-convolution teacher reads them.
+IMAGE_STUDENT = MLPSpec(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[800, 800])
 
 
 def read_idx(path: Path) -> np.ndarray:

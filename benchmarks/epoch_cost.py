@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import (
+    IMAGE_STUDENT,
     argument_parser,
     machine,
     mnist_images,
@@ -36,10 +37,10 @@ from benchmarks.common import (
 )
 from engine.models import build_model
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob, MLPSpec
+from engine.specs import EngineJob
 from tests.engine.factories import FolderCacheStore, RecordingReporter
 
-STUDENT = MLPSpec(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[800, 800])
+STUDENT = IMAGE_STUDENT
 BATCH, LEARNING_RATE, TEMPERATURE, ALPHA, BETA = 128, 1e-3, 4.0, 0.9, 0.1
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import (
+    IMAGE_STUDENT,
     Timer,
     argument_parser,
     exported_predictions,
@@ -30,10 +31,10 @@ from benchmarks.common import (
     two_conv_job_files,
     write_result,
 )
-from engine.specs import MLPSpec, Search
+from engine.specs import Search
 from tests.service_client import ServiceClient
 
-STUDENT = MLPSpec(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[800, 800])
+STUDENT = IMAGE_STUDENT
 ROWS = {
     "alone": {"alpha": 0.0, "beta": 1.0},
     **{f"KD T={t:g}": {"temperature": t} for t in Search().temperatures},

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import (
+    IMAGE_STUDENT,
     Timer,
     argument_parser,
     machine,
@@ -32,10 +33,10 @@ from benchmarks.common import (
     write_result,
 )
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob, MLPSpec
+from engine.specs import EngineJob
 from tests.engine.factories import FolderCacheStore, RecordingReporter
 
-STUDENT = MLPSpec(input_shape=[1, 28, 28], num_classes=10, hidden_sizes=[800, 800])
+STUDENT = IMAGE_STUDENT
 STUDENTS = {
     "alone": {"alpha": 0.0, "beta": 1.0},
     "distilled": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
