@@ -14,7 +14,7 @@ from engine.search_plan import searched
 from engine.sizes import planned_epochs
 from engine.specs import EngineJob
 from engine.students import Student, build_student
-from engine.training import Clock, steps_per_epoch, train_cohort
+from engine.training import Clock, steps_per_epoch, train_cohort, train_run
 
 
 @dataclass
@@ -50,7 +50,10 @@ def train_students(
     distill = METHODS[job.distillation.method]
     if not searched(job):
         return Trained(job, distill(setup, student, job, training_reporter, clock))
-    job, search, trial_series = search_hyperparameters(setup, job, training_reporter, clock)
+    job, search, trial_series, kept = search_hyperparameters(setup, job, training_reporter, clock)
+    if kept is not None:  # the standard method: the student goes on from the chosen trial
+        series = train_run(setup, kept.run, job, training_reporter, clock)
+        return Trained(job, [Candidate("student", kept.run.cohort[0], series)], search, trial_series)
     student = build_student(setup, job, job.student_architecture, job.training.seed, training_reporter)
     return Trained(job, distill(setup, student, job, training_reporter, clock), search, trial_series)
 

@@ -5,7 +5,8 @@ sampler, seeded by the job) draws its candidates, each guided by the results bef
 Every trial is a fresh student of the job's seed and a run of its own (`trial<n>`), so a resumed job
 replays the trials its last attempt finished, and the sampler, told the same results, draws the same
 candidates after them. The choice is the best validation accuracy of the last rung; a McNemar test on
-the validation samples says whether it is really better than the runner-up.
+the validation samples says whether it is really better than the runner-up. Trials follow the run's
+schedule, stopped at their rung's epochs, so the job can go on with the one it chose (`Trial.run`).
 """
 
 import math
@@ -21,14 +22,15 @@ from engine.search_plan import (
     Rung,
     combination_count,
     combinations,
+    continues_trial,
     plan_rungs,
-    rung_epochs,
     search_budget,
+    search_cost,
     search_space,
 )
 from engine.specs import EngineJob
 from engine.students import build_student
-from engine.training import Clock, train_cohort
+from engine.training import Clock, Run, start_run, train_run
 
 SECTIONS = {
     "temperature": "distillation",
@@ -46,10 +48,17 @@ class Trial:
     epochs: int
     values: dict  # every searched field's value
     correct: Tensor  # which validation samples it classified right
+    run: Run | None = None  # where it stopped, for the job to go on from: the last rung's, if it may
 
     @property
     def accuracy(self) -> float:
         return self.correct.float().mean().item()
+
+    def release(self) -> None:
+        """Let its student go: the job will not go on from it."""
+        if self.run is not None:
+            self.run.cohort[0].taps.remove()
+            self.run = None
 
     def record(self) -> dict:
         return {"trial": self.number, "rung": self.rung, "epochs": self.epochs, **self.values,
@@ -90,8 +99,9 @@ class CandidateDraws:
 
 def search_hyperparameters(
     setup: Setup, job: EngineJob, reporter: Reporter, clock: Clock
-) -> tuple[EngineJob, dict, list[dict]]:
-    """The job with the chosen values (and its own epochs), the search's record, and its trials' series."""
+) -> tuple[EngineJob, dict, list[dict], Trial | None]:
+    """The job with the chosen values, the search's record, its trials' series, and the chosen trial if
+    the job goes on from it."""
     space, rungs = search_space(job), plan_rungs(job)
     reporter.event(plan_summary(space, rungs, job))
     search = Search(setup, job, reporter, clock, total=sum(rung.trials for rung in rungs))
@@ -99,17 +109,23 @@ def search_hyperparameters(
     draws = CandidateDraws(space, first_trials, job.training.seed)
     for _ in range(first_trials):
         values = draws.draw()
-        draws.tell(values, search.run(values, 1, rungs[0]).accuracy)
+        draws.tell(values, search.run(values, 1, rungs, 0).accuracy)
     last = search.trials
-    for number, rung in enumerate(rungs[1:], start=2):
-        last = [search.run(trial.values, number, rung) for trial in best(last, rung.trials)]
+    for index in range(1, len(rungs)):
+        last = [
+            search.run(trial.values, index + 1, rungs, index) for trial in best(last, rungs[index].trials)
+        ]
     chosen = best(last, 2) if last else []
     values = chosen[0].values if chosen else {name: values[0] for name, values in space.items()}
-    record = search.record(values, chosen)
-    reporter.event(f"Chosen by {len(search.trials)} trials: {describe(values)}")
+    kept = chosen[0] if chosen and chosen[0].run is not None else None
+    for trial in last:
+        if trial is not kept:
+            trial.release()
+    record = search.record(values, chosen, kept)
+    reporter.event(f"Chosen by {len(search.trials)} trials: {describe(values)}{continuation(kept)}")
     if record["separated"] is False:
         reporter.event(not_separated(chosen, record["p_value"]), "warning")
-    return with_values(job, values, job.training.epochs), record, search.series
+    return with_values(job, values), record, search.series, kept
 
 
 class Search:
@@ -120,14 +136,21 @@ class Search:
         self.trials: list[Trial] = []
         self.series: list[dict] = []
 
-    def run(self, values: dict, rung_number: int, rung: Rung) -> Trial:
-        setup, job, number = self.setup, self.job, len(self.trials) + 1
-        trial_job = with_values(job, values, rung.epochs)
+    def run(self, values: dict, rung_number: int, rungs: list[Rung], index: int) -> Trial:
+        """Train a trial of `values` in rung `index` of `rungs`, keeping its run if the job may go on
+        from it."""
+        setup, job, number, rung = self.setup, self.job, len(self.trials) + 1, rungs[index]
+        trial_job = with_values(job, values)
         student = build_student(setup, trial_job, job.student_architecture, job.training.seed, self.reporter)
-        self.series += train_cohort(setup, [student], trial_job, self.reporter, self.clock, f"trial{number}")
-        student.taps.remove()
+        run = start_run(setup, [student], trial_job)
+        run.continued = index == len(rungs) - 1 and continues_trial(job)
+        name = f"trial{number}"
+        self.series += train_run(setup, run, trial_job, self.reporter, self.clock, name, rung.epochs)
         logits = predict(student.model, setup.validation.x, job.training.batch_size, setup.device)
-        trial = Trial(number, rung_number, rung.epochs, values, logits.argmax(dim=-1) == setup.validation.y)
+        correct = logits.argmax(dim=-1) == setup.validation.y
+        trial = Trial(number, rung_number, rung.epochs, values, correct, run)
+        if not run.continued:
+            trial.release()
         self.trials.append(trial)
         self.reporter.event(
             f"Trial {number} of {self.total} (rung {rung_number}, {rung.epochs} epochs): {describe(values)}: "
@@ -135,7 +158,7 @@ class Search:
         )
         return trial
 
-    def record(self, values: dict, chosen: list[Trial]) -> dict:
+    def record(self, values: dict, chosen: list[Trial], kept: Trial | None) -> dict:
         p_value = mcnemar_p(chosen[0].correct, chosen[1].correct) if len(chosen) == 2 else None
         job = self.job
         fixed = {name: getattr(getattr(job, SECTIONS[name]), name) for name in SECTIONS}
@@ -143,7 +166,8 @@ class Search:
             **(fixed | values),
             "trials": [trial.record() for trial in self.trials],
             "budget_epochs": search_budget(job),
-            "spent_epochs": sum(trial.epochs for trial in self.trials),
+            "spent_epochs": sum(trial.epochs for trial in self.trials) - (kept.epochs if kept else 0),
+            "continued_trial": kept.number if kept else None,
             "p_value": p_value,
             "separated": None if p_value is None else p_value < SEPARATED_P,
         }
@@ -170,11 +194,11 @@ def first_trial(job: EngineJob) -> EngineJob:
     """The job with each `auto` field at its first candidate: one a student can be built for (the job
     itself where nothing is searched)."""
     space = search_space(job)
-    return with_values(job, combinations(space)[0], job.training.epochs) if space else job
+    return with_values(job, combinations(space)[0]) if space else job
 
 
-def with_values(job: EngineJob, values: dict, epochs: int) -> EngineJob:
-    updates = {section: {"epochs": epochs} if section == "training" else {} for section in SECTIONS.values()}
+def with_values(job: EngineJob, values: dict) -> EngineJob:
+    updates = {section: {} for section in SECTIONS.values()}
     for name, value in values.items():
         updates[SECTIONS[name]][name] = value
     return job.model_copy(
@@ -190,10 +214,19 @@ def describe(values: dict) -> str:
 def plan_summary(space: dict[str, list], rungs: list[Rung], job: EngineJob) -> str:
     plan = ", then ".join(f"{rung.trials} trials of {rung.epochs} epochs" for rung in rungs) or "no trial"
     combinations = combination_count(space)
-    spent, budget = rung_epochs(rungs), search_budget(job)
+    continued = continues_trial(job)
+    spent, budget = search_cost(rungs, continued), search_budget(job)
+    goes_on = ", the student going on from the best of the last rung" if continued and rungs else ""
     return (
-        f"Search over {' x '.join(space)} ({combinations} combinations): {plan}; {spent} of {budget} epochs"
+        f"Search over {' x '.join(space)} ({combinations} combinations): {plan}{goes_on}; {spent} of "
+        f"{budget} epochs"
     )
+
+
+def continuation(kept: Trial | None) -> str:
+    if kept is None:
+        return ""
+    return f"; the student goes on from trial {kept.number}, {kept.epochs} epochs in"
 
 
 def not_separated(chosen: list[Trial], p_value: float) -> str:

@@ -3,7 +3,9 @@ job by its planned epochs when it is submitted).
 
 The search is successive halving (Jamieson & Talwalkar 2016): a first rung of many short trials, then
 rungs that train the best of the rung before longer, so that the values chosen are those that end best
-rather than those that learn fastest. `plan_rungs` picks the deepest such plan that fits the budget.
+rather than those that learn fastest. Every trial follows the run's own schedule, stopped at its rung's
+epochs, so a job of the standard method goes on with the trial it chose instead of training its student
+again: those epochs are not the search's cost. `plan_rungs` picks the deepest plan that fits the budget.
 """
 
 import itertools
@@ -59,12 +61,18 @@ def search_budget(job: EngineJob) -> int:
     return job.distillation.search.budget_epochs or job.training.epochs
 
 
+def continues_trial(job: EngineJob) -> bool:
+    """Whether the job's student goes on from the chosen trial (a student trained alone, as trials are)."""
+    return job.distillation.method == "standard"
+
+
 def plan_rungs(job: EngineJob) -> list[Rung]:
     search, epochs = job.distillation.search, job.training.epochs
     candidates = combination_count(search_space(job))
     return successive_halving(
-        candidates, search_budget(job), epochs, search.trial_epochs, search.reduction_factor
-    )
+        candidates, search_budget(job), epochs, search.trial_epochs, search.reduction_factor,
+        continues_trial(job),
+    )  # fmt: skip
 
 
 def rung_epochs(rungs: list[Rung]) -> int:
@@ -72,38 +80,54 @@ def rung_epochs(rungs: list[Rung]) -> int:
     return sum(rung.trials * rung.epochs for rung in rungs)
 
 
-def successive_halving(candidates: int, budget: int, epochs: int, first: int, factor: int) -> list[Rung]:
-    """The deepest plan within `budget` epochs: rung k trains the best ceil(n/factor^k) of the n
-    candidates of the first rung (at least 2, fewer each rung) for first*factor^k epochs; the last rung
-    shares out what is left of the budget, up to `epochs` (the run the search is for). The first rung tries
-    every candidate, or at least factor^2 of them. With no room for a second rung: one rung of as many
-    candidates as fit, sharing the budget. A lone candidate needs no trial."""
+def search_cost(rungs: list[Rung], continued: bool) -> int:
+    """The epochs the trials train that the job's student does not go on from."""
+    return rung_epochs(rungs) - (rungs[-1].epochs if rungs and continued else 0)
+
+
+def successive_halving(
+    candidates: int, budget: int, epochs: int, first: int, factor: int, continued: bool = False
+) -> list[Rung]:
+    """The deepest plan whose cost (`search_cost`) fits `budget` epochs: rung k trains the best
+    ceil(n/factor^k) of the n candidates of the first rung (at least 2, fewer each rung) for
+    first*factor^k epochs, and the last rung as long as what is left of the budget allows, up to `epochs`
+    (the run the search is for). The first rung tries every candidate, or at least enough for the last
+    rung to hold two. With no room for a second rung: one rung of as many candidates as fit. A lone
+    candidate needs no trial. `continued`: the job goes on from the best trial of the last rung."""
     if candidates <= 1:
         return []
     for depth in range(MAX_RUNGS, 1, -1):
-        plan = _halving(depth, candidates, budget, epochs, first, factor)
+        plan = _halving(depth, candidates, budget, epochs, first, factor, continued)
         if plan is not None:
             return plan
-    trials = max(1, min(candidates, budget // first))
-    return [Rung(trials, max(first, min(epochs, budget // trials)))]
+    trials = max(1, min(candidates, budget // first + continued))
+    return [Rung(trials, max(first, _last_rung_epochs(trials, budget, epochs, continued)))]
 
 
 def _halving(
-    depth: int, candidates: int, budget: int, epochs: int, first: int, factor: int
+    depth: int, candidates: int, budget: int, epochs: int, first: int, factor: int, continued: bool
 ) -> list[Rung] | None:
-    fewest = min(candidates, max(factor**2, 2 * factor ** (depth - 1)))
-    for trials in range(min(candidates, budget // first), fewest - 1, -1):
+    lengths = [first * factor**k for k in range(depth)]
+    if lengths[-2] >= epochs:
+        return None
+    for trials in range(min(candidates, budget // first), min(candidates, 2 * factor ** (depth - 1)) - 1, -1):
         counts = [trials] + [max(2, math.ceil(trials / factor**k)) for k in range(1, depth)]
         if any(later >= earlier for earlier, later in itertools.pairwise(counts)):
             continue
-        lengths = [first * factor**k for k in range(depth - 1)]
-        spent = sum(count * length for count, length in zip(counts, lengths, strict=False))
-        last = min(epochs, (budget - spent) // counts[-1])
-        if lengths[-1] < epochs and last >= min(epochs, first * factor ** (depth - 1)):
-            return [Rung(count, length) for count, length in zip(counts, [*lengths, last], strict=True)]
+        spent = sum(count * length for count, length in zip(counts, lengths[:-1], strict=False))
+        last = _last_rung_epochs(counts[-1], budget - spent, epochs, continued)
+        if last >= min(epochs, lengths[-1]):
+            return [Rung(count, length) for count, length in zip(counts, [*lengths[:-1], last], strict=True)]
     return None
 
 
+def _last_rung_epochs(trials: int, budget: int, epochs: int, continued: bool) -> int:
+    """How long each of `trials` trials may train on `budget` epochs (the continued one's are free), up to
+    `epochs`."""
+    paid = trials - continued
+    return min(epochs, budget // paid) if paid else epochs
+
+
 def search_epochs(job: EngineJob) -> int:
-    """The epochs all the trials of the job's search train together."""
-    return rung_epochs(plan_rungs(job)) if searched(job) else 0
+    """The epochs the job's search adds to its training."""
+    return search_cost(plan_rungs(job), continues_trial(job)) if searched(job) else 0

@@ -138,8 +138,9 @@ class Search(Spec):
         default=None,
         ge=1,
         le=100_000,
-        description="Epochs all the trials may train together. Default: `training.epochs`, so that the "
-        "search costs no more than the run after it.",
+        description="Epochs the trials may train together, not counting those of the trial the student "
+        "goes on from (the standard method). Default: `training.epochs`, so that the search costs no more "
+        "than the run after it.",
     )
     reduction_factor: int = Field(
         default=3,

@@ -52,6 +52,7 @@ class Run:
     step: int = 0  # steps of this run done: where the temperature and learning-rate schedules are
     means: list[RunningMeans] = field(default_factory=list)
     series: list[dict] = field(default_factory=list)  # every point this run reported
+    continued: bool = False  # trained in parts (an `auto` trial the job may go on with): see finished_state
 
     def begin_epoch(self, num_samples: int) -> None:
         self.order = torch.randperm(num_samples, generator=self.generator)
@@ -77,7 +78,7 @@ class Run:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        self.load_finished_state(state)
+        self.load_finished_state({"students": state["students"], "series": state["series"]})
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
@@ -92,11 +93,19 @@ class Run:
         self.means = [RunningMeans(**saved) for saved in state["means"]]
 
     def finished_state(self) -> dict:
-        """The trained students (copied: a later run must not change them) and the series."""
-        students = [{part: cpu_copy(values) for part, values in s.items()} for s in self.students_state()]
-        return {"students": students, "series": list(self.series)}
+        """The trained students and the series, copied (a later run must not change them); for a run that
+        may be continued, everything `state_dict` holds."""
+        state = (
+            self.state_dict()
+            if self.continued
+            else {"students": self.students_state(), "series": self.series}
+        )
+        return cpu_copy(state)
 
     def load_finished_state(self, state: dict) -> None:
+        if "optimizers" in state:
+            self.load_state_dict(state)
+            return
         for student, saved in zip(self.cohort, state["students"], strict=True):
             student.model.load_state_dict(saved["model"])
             student.objective.load_state_dict(saved["objective"])
@@ -154,24 +163,45 @@ def train_cohort(
 
     A job's main run reports under plain metric names; its other runs (`name`: `trial2`, `generation2`)
     under `<name>_<metric>`."""
+    return train_run(setup, start_run(setup, cohort, job), job, reporter, clock, name)
+
+
+def start_run(setup: Setup, cohort: list[Student], job: EngineJob) -> Run:
+    """A run of the students, at its first step: their optimizers and schedules over the job's epochs."""
     config = job.training
     optimizers = [make_optimizer([*s.model.parameters(), *s.objective.parameters()], config) for s in cohort]
     epoch_steps = steps_per_epoch(setup, job)
     run_steps, warmup_steps = config.epochs * epoch_steps, round(config.warmup_epochs * epoch_steps)
     schedulers = [make_scheduler(o, config.lr_schedule, run_steps, warmup_steps) for o in optimizers]
     scalers = [setup.precision.scaler() for _ in cohort]
-    run = Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed), scalers)
+    return Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed), scalers)
+
+
+def train_run(
+    setup: Setup,
+    run: Run,
+    job: EngineJob,
+    reporter: Reporter,
+    clock: Clock,
+    name: str = "",
+    until: int | None = None,
+) -> list[dict]:
+    """Train the run from the epoch it reached to epoch `until` (default: the job's last); returns the
+    points it reported on the way. To the checkpoints each call is a run of its own."""
+    config = job.training
+    run_steps, until = config.epochs * steps_per_epoch(setup, job), until or config.epochs
+    reported = len(run.series)
     if clock.begin_run(run):
-        return run.series
-    while run.epoch < config.epochs:
+        return run.series[reported:]
+    while run.epoch < until:
         if run.order is None:
             run.begin_epoch(len(setup.train))
             clock.epoch += 1
         train_epoch(setup, run, job, clock, run_steps)
-        values = epoch_values(setup, cohort, run.means, config.batch_size)
+        values = epoch_values(setup, run.cohort, run.means, config.batch_size)
         if job.distillation.final_temperature is not None:
             values["temperature"] = temperature_at(job.distillation, run.step, run_steps)
-        reporter.event(epoch_summary(run.epoch + 1, config.epochs, values, name))
+        reporter.event(epoch_summary(run.epoch + 1, until, values, name))
         values = {f"{name}_{metric}" if name else metric: value for metric, value in values.items()}
         reporter.metrics(clock.epoch, clock.step, values)
         run.series += [
@@ -179,7 +209,7 @@ def train_cohort(
         ]
         run.end_epoch()
     clock.end_run()
-    return run.series
+    return run.series[reported:]
 
 
 def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps: int) -> None:
@@ -288,8 +318,15 @@ def learning_rate_factor(step: int, schedule: str, total_steps: int, warmup_step
     return 1.0
 
 
-def cpu_copy(state: dict) -> dict:
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+def cpu_copy(state):
+    """A copy of the state (tensors, and dicts and lists of them) that later training cannot change."""
+    if isinstance(state, Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {name: cpu_copy(value) for name, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(cpu_copy(value) for value in state)
+    return state
 
 
 def loss_values(terms: dict[str, Tensor]) -> dict[str, float]:

@@ -111,7 +111,7 @@ class CandidateMetrics(BaseModel):
 class Trial(BaseModel):
     trial: int = Field(description="Its number, in the order the trials ran (`trial<n>_*` series).")
     rung: int = Field(description="Its rung of the successive halving, from 1.")
-    epochs: int
+    epochs: int = Field(description="Epochs it trained, on the run's own schedule stopped there.")
     temperature: float | None = Field(default=None, description="Where searched.")
     alpha: float | None = Field(default=None, description="Where searched.")
     learning_rate: float | None = Field(default=None, description="Where searched.")
@@ -126,7 +126,12 @@ class SearchResult(BaseModel):
     soft_loss: str = Field(description="The chosen soft loss (the job's own where not searched).")
     trials: list[Trial]
     budget_epochs: int = Field(description="Epochs the trials could train together.")
-    spent_epochs: int = Field(description="Epochs they trained.")
+    spent_epochs: int = Field(
+        description="Epochs they trained, less those of the trial the student went on from."
+    )
+    continued_trial: int | None = Field(
+        description="The trial the student went on from (the standard method), rather than training anew."
+    )
     p_value: float | None = Field(
         description="McNemar's test of the chosen trial against the runner-up of the last rung, on the "
         "validation samples: the chance of a split this uneven between two equally good students."

@@ -72,10 +72,10 @@ JOBS = {
         {"distillation": {"method": "born_again", "generations": 2}, "training": {"epochs": 2}},
         [2 * STEPS_PER_EPOCH + 5],
     ),
-    "auto T, killed in the second trial and in the main run": (
-        {"distillation": {"temperature": "auto", "search": {"temperatures": [1.0, 4.0]}},
-         "training": {"epochs": 2}},
-        [STEPS_PER_EPOCH + 3, STEPS_PER_EPOCH + 4],
+    "auto T, killed in the second trial and as the student goes on from the chosen one": (
+        {"distillation": {"temperature": "auto", "search": {"temperatures": [1.0, 4.0], "budget_epochs": 2}},
+         "training": {"epochs": 3}},  # 2 trials of 2 epochs, then the best one's third
+        [2 * STEPS_PER_EPOCH + 5, 2 * STEPS_PER_EPOCH + 1],  # 5 steps into trial 2, then into its third
     ),
     "a search of TPE's draws and two rungs, killed in each rung": (
         {"distillation": {"temperature": "auto", "alpha": "auto", "search": {

@@ -266,7 +266,7 @@ def test_auto_temperature_and_alpha_pick_a_grid_value_and_record_the_trials(make
     assert (best["temperature"], best["alpha"]) == (chosen["temperature"], chosen["alpha"])
     assert len(series(reporter, "trial3_validation_accuracy")) == 1
     assert any(message.startswith("Chosen by 4 trials") for _, message in reporter.events)
-    assert len(series(reporter, "loss")) == 4  # then the full run with the chosen values
+    assert len(series(reporter, "loss")) == 3  # then the chosen trial goes on to the run's 4 epochs
 
 
 def test_auto_needs_validation_labels(make_job, blob_task, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from engine.pipeline import JobFiles, run_distillation
 from engine.search import mcnemar_p
-from engine.search_plan import Rung, search_space, successive_halving
+from engine.search_plan import Rung, search_cost, search_space, successive_halving
 
 from .factories import RecordingReporter, series
 
@@ -32,11 +32,31 @@ def test_successive_halving_plans_the_deepest_rungs_the_budget_allows(
     assert successive_halving(candidates, budget, epochs, first, 3) == [Rung(*rung) for rung in plan]
 
 
+@pytest.mark.parametrize(
+    ("candidates", "budget", "epochs", "plan"),
+    [
+        (5, 10, 10, [(5, 1), (2, 5)]),  # 5 + 2 x 5 - the 5 epochs the student goes on from
+        (30, 10, 10, [(6, 1), (2, 4)]),  # as many first trials as leave the last rung 3 epochs
+        (90, 100, 20, [(36, 1), (12, 3), (4, 9)]),
+        (2, 10, 10, [(2, 10)]),  # both train the whole run; the better one is the student
+        (30, 3, 10, [(4, 1)]),  # one rung: the trial gone on from costs nothing
+    ],
+)
+def test_a_search_the_student_goes_on_from_does_not_pay_for_the_epochs_it_keeps(
+    candidates, budget, epochs, plan
+):
+    rungs = [Rung(*rung) for rung in plan]
+    assert successive_halving(candidates, budget, epochs, 1, 3, continued=True) == rungs
+
+
+@pytest.mark.parametrize("continued", [False, True])
 @pytest.mark.parametrize("candidates", [2, 3, 7, 16, 90])
 @pytest.mark.parametrize("budget", [4, 9, 20, 55, 300])
-def test_a_plan_never_spends_more_than_its_budget_and_each_rung_is_fewer_and_longer(candidates, budget):
-    plan = successive_halving(candidates, budget, 20, 1, 3)
-    assert sum(rung.trials * rung.epochs for rung in plan) <= budget
+def test_a_plan_never_spends_more_than_its_budget_and_each_rung_is_fewer_and_longer(
+    candidates, budget, continued
+):
+    plan = successive_halving(candidates, budget, 20, 1, 3, continued)
+    assert search_cost(plan, continued) <= budget
     assert all(later.trials < earlier.trials for earlier, later in pairwise(plan))
     assert all(later.epochs > earlier.epochs for earlier, later in pairwise(plan))
     assert plan[0].trials <= candidates and all(rung.epochs <= 20 for rung in plan)
@@ -60,12 +80,14 @@ def distill(job, blob_task, out_dir):
     return result, reporter
 
 
-def test_the_best_of_the_first_rung_train_longer_and_the_best_of_those_is_chosen(
+def test_the_best_of_the_first_rung_train_longer_and_the_student_goes_on_from_the_best_of_those(
     make_job, blob_task, tmp_path
 ):
-    search = {"temperatures": [1.0, 4.0], "alphas": [0.2, 0.8], "budget_epochs": 12}
-    job = make_job(distillation={"temperature": "auto", "alpha": "auto", "search": search})
-    result, reporter = distill(job, blob_task, tmp_path)
+    search = {"temperatures": [1.0, 4.0], "alphas": [0.2, 0.8], "budget_epochs": 8}
+    job = make_job(
+        distillation={"temperature": "auto", "alpha": "auto", "search": search}, training={"epochs": 6}
+    )
+    result, reporter = distill(job, blob_task, tmp_path / "searched")
     record = result.metrics["search"]
     first, second = record["trials"][:4], record["trials"][4:]
     assert [(t["rung"], t["epochs"]) for t in record["trials"]] == [(1, 1)] * 4 + [(2, 4)] * 2
@@ -74,10 +96,21 @@ def test_the_best_of_the_first_rung_train_longer_and_the_best_of_those_is_chosen
     assert [values(t) for t in second] == [values(t) for t in ranked[:2]]
     chosen = max(second, key=lambda t: t["validation_accuracy"])
     assert (record["temperature"], record["alpha"]) == values(chosen)
-    assert record["spent_epochs"] == 12 == record["budget_epochs"]
+    assert record["continued_trial"] == chosen["trial"]
+    assert record["spent_epochs"] == 8 == record["budget_epochs"]  # 4 x 1 + 2 x 4, less the 4 gone on from
     assert len(series(reporter, "trial5_validation_accuracy")) == 4
+    main_epochs = [epoch for epoch, _, values in reporter.metric_calls if "validation_accuracy" in values]
+    assert main_epochs == [13, 14]  # its epochs 5 and 6, after the trials' 12
     assert any(m.startswith("Search over temperature x alpha (4 combinations)") for _, m in reporter.events)
-    assert reporter.progress_calls[-1][1] == 12 + 4  # progress spans the trials and the run
+    assert reporter.progress_calls[-1][1] == 8 + 6  # progress spans the trials and the run
+
+    fixed = make_job(
+        distillation={"temperature": record["temperature"], "alpha": record["alpha"]}, training={"epochs": 6}
+    )
+    alone, _ = distill(fixed, blob_task, tmp_path / "fixed")
+    # going on from the trial is the very run that the fixed values train
+    assert result.metrics["student"]["accuracy"] == alone.metrics["student"]["accuracy"]
+    assert result.metrics["agreement"] == alone.metrics["agreement"]
 
 
 def test_tpe_draws_distinct_candidates_and_the_same_ones_for_the_same_seed(make_job, blob_task, tmp_path):
@@ -90,8 +123,8 @@ def test_tpe_draws_distinct_candidates_and_the_same_ones_for_the_same_seed(make_
     first, _ = distill(job, blob_task, tmp_path / "first")
     again, _ = distill(job, blob_task, tmp_path / "again")
     trials = first.metrics["search"]["trials"]
-    drawn = [(t["temperature"], t["alpha"], t["learning_rate"]) for t in trials]
-    assert len(drawn) == 12 == len(set(drawn))  # 12 one-epoch trials of the 16 combinations
+    drawn = [(t["temperature"], t["alpha"], t["learning_rate"]) for t in trials if t["rung"] == 1]
+    assert len(drawn) == 8 == len(set(drawn))  # 8 one-epoch trials of the 16 combinations, then 3 of 2
     assert again.metrics["search"] == first.metrics["search"]
     assert first.metrics["search"]["learning_rate"] in (1e-2, 3e-2)
 

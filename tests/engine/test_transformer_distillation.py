@@ -294,6 +294,12 @@ def test_the_teacher_cache_gives_the_tinybert_student_the_teacher_would(text_tas
         distill(off, text_task, tmp_path / "off"),
     )
     assert cached.metrics["teacher_cache"]["status"] == "miss"
-    assert cached.series == uncached.series
+    # Equal up to rounding: the teacher's outputs over the cache's batches and over the shuffled training
+    # batches differ in the last bits on some CPUs. A key's bias is left out: softmax ignores it, so its
+    # gradient is such rounding alone, which Adam scales up to full steps.
+    assert [point["value"] for point in cached.series] == pytest.approx(
+        [point["value"] for point in uncached.series], rel=1e-6
+    )
     weights = [load_file(result.artifacts["student.safetensors"]) for result in (cached, uncached)]
-    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    for name in (name for name in weights[0] if not name.endswith("attention.key.bias")):
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6)
