@@ -109,12 +109,10 @@ def search_hyperparameters(
     draws = CandidateDraws(space, first_trials, job.training.seed)
     for _ in range(first_trials):
         values = draws.draw()
-        draws.tell(values, search.run(values, 1, rungs, 0).accuracy)
+        draws.tell(values, search.run(values, rungs, 0).accuracy)
     last = search.trials
     for index in range(1, len(rungs)):
-        last = [
-            search.run(trial.values, index + 1, rungs, index) for trial in best(last, rungs[index].trials)
-        ]
+        last = [search.run(trial.values, rungs, index) for trial in best(last, rungs[index].trials)]
     chosen = best(last, 2) if last else []
     values = chosen[0].values if chosen else {name: values[0] for name, values in space.items()}
     kept = chosen[0] if chosen and chosen[0].run is not None else None
@@ -136,10 +134,11 @@ class Search:
         self.trials: list[Trial] = []
         self.series: list[dict] = []
 
-    def run(self, values: dict, rung_number: int, rungs: list[Rung], index: int) -> Trial:
+    def run(self, values: dict, rungs: list[Rung], index: int) -> Trial:
         """Train a trial of `values` in rung `index` of `rungs`, keeping its run if the job may go on
         from it."""
-        setup, job, number, rung = self.setup, self.job, len(self.trials) + 1, rungs[index]
+        setup, job, rung = self.setup, self.job, rungs[index]
+        number, rung_number = len(self.trials) + 1, index + 1
         trial_job = with_values(job, values)
         student = build_student(setup, trial_job, job.student_architecture, job.training.seed, self.reporter)
         run = start_run(setup, [student], trial_job)
