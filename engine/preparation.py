@@ -67,7 +67,8 @@ def prepare(
     """The job checked, its data and teachers loaded; `folder`: where the teachers' outputs may be written
     for the job's run; `ranks`: the processes the job trains on (each checks the batches it will take)."""
     check_job(job)  # before any file is read
-    reporter.event(f"Device: {device}")
+    several = f"Devices: {ranks.size} processes on {device.type}"
+    reporter.event(f"Device: {device}" if ranks.size == 1 else several)
     batch_size = job.training.batch_size
     if files.tokenizer is not None:
         check_tokenizer(job, files.tokenizer, reporter)
