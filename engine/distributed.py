@@ -98,8 +98,9 @@ def join_ranks(device: torch.device) -> Ranks:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=size, timeout=WAIT_LIMIT)
+        dist.init_process_group("nccl", rank=rank, world_size=size, timeout=WAIT_LIMIT, device_id=device)
+    else:
+        dist.init_process_group("gloo", rank=rank, world_size=size, timeout=WAIT_LIMIT)
     return Ranks(rank, size, device)
 
 
