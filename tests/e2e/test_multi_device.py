@@ -1,7 +1,7 @@
 """A job over two devices (`training.devices: 2`: two gloo processes on the CPU) through the real API and
 worker: it succeeds like a one-device job; killed mid-training with its worker's child, it leaves no rank
-behind, resumes from its checkpoint and ends with the student it would have had. A worker without the
-GPUs asked for fails the job at once."""
+behind, resumes from its checkpoint and ends with the student it would have had; cancelled, every rank
+stops. A worker without the GPUs asked for fails the job at once."""
 
 import os
 import signal
@@ -91,6 +91,26 @@ def test_a_two_device_job_killed_mid_training_resumes_and_ends_as_one_never_kill
         artifact_digests(stack, job_id)["student.safetensors"]
         == artifact_digests(stack, twin["id"])["student.safetensors"]
     )
+
+
+def test_a_cancelled_two_device_job_stops_on_every_rank(stack, task):
+    teacher = stack.client.upload(task.teacher, "teacher")["id"]
+    train = stack.client.upload(task.train, "dataset")["id"]
+    request = job_request(teacher, train, training=TWO_DEVICES | {"epochs": 50})
+    job_id = stack.client.post("/v1/jobs", json=request).json()["id"]
+    stack.client.wait_for_job(
+        job_id, timeout=120, until=lambda j: j["status"] == "running" and j["progress"]["step"] >= 5
+    )
+    (child,) = stack.training_processes()
+    ranks = descendants(child)
+    assert stack.client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelling"
+
+    job = stack.client.wait_for_job(job_id, timeout=60)
+    assert job["status"] == "cancelled", stack.logs()
+    assert job["progress"]["step"] < job["progress"]["total_steps"]
+    assert "Job cancelled; no student was saved." in events(stack, job_id)
+    assert not any(alive(pid) for pid in ranks)  # the task waited for them
+    assert stack.client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"] == []
 
 
 def test_a_job_asking_for_more_gpus_than_the_worker_has_fails_device_unavailable(stack, task):
