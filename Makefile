@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint bench bench-epoch bench-mnist bench-hinton bench-defaults bench-losses bench-checkpoints bench-soak bench-latency bench-pickup bench-transfer bench-api migrate clean
+.PHONY: run test browser lint bench bench-epoch bench-mnist bench-hinton bench-defaults bench-losses bench-checkpoints bench-devices bench-soak bench-latency bench-pickup bench-transfer bench-api migrate clean
 
 # The venv is rebuilt whenever the pinned versions or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -63,6 +63,10 @@ bench-losses: $(STAMP)
 # What a checkpoint costs (ms per save, MB) and what a resumed job saves: a few minutes on 2 CPU cores.
 bench-checkpoints: $(STAMP)
 	$(BIN)/python -m benchmarks.checkpoint_cost
+
+# One MNIST job on one process and on two (training.devices: 2), alternately, through the service: minutes.
+bench-devices: $(STAMP)
+	nice -n 10 $(BIN)/python -m benchmarks.devices
 
 # Teacher, student and int8 student latencies of one MNIST job, and its ONNX students: about 2 minutes.
 bench-latency: $(STAMP)

@@ -14,6 +14,7 @@ from engine.job_rules import learners
 from engine.sizes import (
     FLOAT_BYTES,
     cohort,
+    device_share,
     frozen_model_bytes,
     model_epochs,
     model_training_bytes,
@@ -66,12 +67,13 @@ def _check_parameters(job: EngineJob, teacher_parameters: list[tuple[str, int]],
 
 def _check_memory(job: EngineJob, teacher_parameters: list[int], dataset_bytes: int, limit: int) -> None:
     training = job.training
+    batch_size = device_share(training.batch_size, training.devices)  # each process holds the models whole
     needs = {
         "the students in training": sum(
-            model_training_bytes(spec, training.optimizer, training.batch_size) for spec in cohort(job)
+            model_training_bytes(spec, training.optimizer, batch_size) for spec in cohort(job)
         ),
         "the teachers": sum(
-            frozen_model_bytes(parameters, source.architecture, training.batch_size)
+            frozen_model_bytes(parameters, source.architecture, batch_size)
             for source, parameters in zip(job.teachers, teacher_parameters, strict=True)
         ),
         "the datasets": dataset_bytes,

@@ -63,12 +63,16 @@ class Checkpoints:
     def __init__(self, store: CheckpointStore | None = None, every_seconds: float = 300.0):
         self.store, self.every_seconds = store, every_seconds
 
-    def for_job(self, job: EngineJob, folder: Path, reporter: Reporter) -> "JobCheckpoints":
+    def for_job(
+        self, job: EngineJob, folder: Path, reporter: Reporter, saves: bool = True
+    ) -> "JobCheckpoints":
         """The job's checkpointing, holding the last attempt's checkpoint if there is one and it is this
-        job's (else a warning event says why the job starts over)."""
+        job's (else a warning event says why the job starts over). `saves`: False for a process that
+        resumes from the checkpoint but leaves saving to another (rank 0 of a job over several devices)."""
         fingerprint = hashlib.sha256(f"{FORMAT}:{job.model_dump_json()}".encode()).hexdigest()
         path = folder / "checkpoint.pt"
-        return JobCheckpoints(self, path, fingerprint, reporter, self._fetch(path, fingerprint, reporter))
+        restored = self._fetch(path, fingerprint, reporter)
+        return JobCheckpoints(self, path, fingerprint, reporter, restored, saves and self.store is not None)
 
     def _fetch(self, path: Path, fingerprint: str, reporter: Reporter) -> Restored | None:
         if self.store is None or not self.store.fetch(path):
@@ -100,9 +104,10 @@ class JobCheckpoints:
         fingerprint: str,
         reporter: Reporter,
         restored: Restored | None,
+        saves: bool,
     ):
         self.settings, self.path, self.fingerprint, self.reporter = settings, path, fingerprint, reporter
-        self.restored = restored
+        self.restored, self.saves = restored, saves
         self.finished: list[dict] = []
         self.replaying = restored is not None  # until the job reaches a run the last attempt had not finished
         self._runs_begun = 0
@@ -123,14 +128,13 @@ class JobCheckpoints:
         return False
 
     def end_run(self, run: Resumable, epoch: int, step: int) -> None:
-        if self.settings.store is None:
+        if not self.saves:
             return
         self.finished.append(run.finished_state())
         self.save(epoch, step, None)
 
     def due(self) -> bool:
-        settings = self.settings
-        return settings.store is not None and time.monotonic() - self._last_save >= settings.every_seconds
+        return self.saves and time.monotonic() - self._last_save >= self.settings.every_seconds
 
     def save(self, epoch: int, step: int, live: dict | None) -> None:
         state = {"fingerprint": self.fingerprint, "epoch": epoch, "step": step,

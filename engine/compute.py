@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from engine.errors import DistillError
 from engine.reporting import Reporter
@@ -81,14 +82,16 @@ def compile_model(model: nn.Module, reporter: Reporter) -> None:
 
 
 def compiled_call(model: nn.Module, x: Tensor, reporter: Reporter) -> Tensor:
-    """The model's output on `x`; a compiled model that fails to compile runs eagerly from then on."""
-    if not is_compiled(model):
+    """The model's output on `x` (`model` may be a DistributedDataParallel around it); a compiled model that
+    fails to compile runs eagerly from then on."""
+    plain = model.module if isinstance(model, DistributedDataParallel) else model
+    if not is_compiled(plain):
         return model(x)
     try:
         return model(x)
     except Exception as error:  # the compiler's failures are of every kind
         log.warning("torch.compile failed; running eagerly", exc_info=True)
-        uncompile(model)
+        uncompile(plain)
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         reporter.event(
             f"torch.compile failed ({type(error).__name__}: {first_line}): the student trains without it.",

@@ -8,12 +8,21 @@ from engine.errors import DistillError
 GPU_SHARE = 0.4  # data moves to the GPU when it takes at most this share of the memory free there
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, devices: int = 1) -> torch.device:
+    """The job's device (`training.device`); for `devices` GPUs, their type, once this worker is seen to
+    have as many. The CPU runs any number of processes."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise DistillError(
             "device_unavailable", "device is 'cuda' but this worker has no GPU: use 'auto' or 'cpu'"
+        )
+    present = torch.cuda.device_count() if name == "cuda" else devices
+    if present < devices:
+        raise DistillError(
+            "device_unavailable",
+            f"training.devices is {devices} but this worker has {present} GPU{'s' if present > 1 else ''}: "
+            f"ask for at most {present}, or run the job where there are more",
         )
     return torch.device(name)
 

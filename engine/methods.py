@@ -45,7 +45,7 @@ def train_students(
 ) -> Trained:
     """The students the job's method trains, after the trials of an `auto` search; a resumed job replays
     what its last attempt finished (quietly) and continues from its checkpoint."""
-    clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints)
+    clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints, setup.ranks)
     training_reporter = QuietWhileReplaying(reporter, checkpoints)
     distill = METHODS[job.distillation.method]
     if not searched(job):

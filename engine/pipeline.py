@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from engine.checkpoint import Checkpoints
 from engine.compute import uncompile
 from engine.devices import resolve_device
+from engine.distributed import ONE_PROCESS, Ranks
 from engine.errors import DistillError
 from engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
 from engine.export import PROGRAM, export_student
@@ -53,23 +54,28 @@ def run_distillation(
     reporter: Reporter,
     checkpoints: Checkpoints | None = None,
     teacher_cache: TeacherCacheStore | None = None,
-) -> DistillResult:
+    ranks: Ranks = ONE_PROCESS,
+) -> DistillResult | None:
     """Distill `job` from its `files` into `out_dir`, telling `reporter` how it goes. `checkpoints`: where
     and how often to save the training state, and the last attempt's to resume from (default: none saved).
-    `teacher_cache`: where the teachers' outputs are kept for later jobs (default: for this job only)."""
+    `teacher_cache`: where the teachers' outputs are kept for later jobs (default: for this job only).
+    `ranks`: this process's place among those training the job together (see `engine.distributed`; each
+    has an `out_dir` of its own); only rank 0 evaluates and exports the student, the others return None."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:
         reporter.phase("validating")
-        device = resolve_device(job.training.device)
-        setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache)
+        device = ranks.device or resolve_device(job.training.device)
+        with ranks.main_first():
+            setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache, ranks)
         spec, seed = job.student_architecture, job.training.seed
         student = build_student(setup, first_trial(job), spec, seed, reporter)
         reporter.phase("running")
-        setup = with_cached_outputs(setup)
-        job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter)
+        with ranks.main_first():
+            setup = with_cached_outputs(setup)
+        job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter, saves=ranks.main)
         trained = train_students(setup, job, student, job_checkpoints, reporter)
-        return finish(setup, trained, out_dir, started, reporter)
+        return finish(setup, trained, out_dir, started, reporter) if ranks.main else None
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.
         traceback.clear_frames(error.__traceback__)

@@ -21,11 +21,13 @@ from engine.compute import Precision, configure, memory_format
 from engine.data import ArrayDataset
 from engine.datasets import check_tokenizer, load_datasets
 from engine.devices import placed_dataset
+from engine.distributed import ONE_PROCESS, Ranks
 from engine.ensemble import TeacherBatch, TeacherEnsemble
 from engine.evaluate import accuracy
 from engine.job_rules import check_job, learners
 from engine.models import count_parameters
 from engine.reporting import Reporter
+from engine.sizes import device_share
 from engine.specs import EngineJob, JobFiles
 from engine.teacher_cache import CachedTeachers, TeacherCache, TeacherCacheStore
 from engine.teachers import load_teacher
@@ -44,6 +46,7 @@ class Setup:
     cache: TeacherCache
     precision: Precision  # the training steps'
     cached: CachedTeachers | None = None  # the teachers' outputs over `train`, where the cache serves them
+    ranks: Ranks = ONE_PROCESS  # the processes training together, and this one's place among them
 
     def teacher_batch(self, x: Tensor, index: slice | Tensor, generator: torch.Generator) -> TeacherBatch:
         """The teachers' outputs on the training samples `x` at positions `index`."""
@@ -59,11 +62,13 @@ def prepare(
     reporter: Reporter,
     folder: Path,
     cache_store: TeacherCacheStore | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> Setup:
     """The job checked, its data and teachers loaded; `folder`: where the teachers' outputs may be written
-    for the job's run."""
+    for the job's run; `ranks`: the processes the job trains on (each checks the batches it will take)."""
     check_job(job)  # before any file is read
-    reporter.event(f"Device: {device}")
+    several = f"Devices: {ranks.size} processes on {device.type}"
+    reporter.event(f"Device: {device}" if ranks.size == 1 else several)
     batch_size = job.training.batch_size
     if files.tokenizer is not None:
         check_tokenizer(job, files.tokenizer, reporter)
@@ -71,7 +76,9 @@ def prepare(
     for field, model in learners(job):
         check_student_input(model, train, field)
         check_student_input(model, validation, field)
-        check_batch_norm_batches(model, len(train), batch_size, field)
+        check_batch_norm_batches(
+            model, device_share(len(train), ranks.size), device_share(batch_size, ranks.size), field
+        )
     check_augmentation(job.training.augmentation, list(train.x.shape[1:]))
     train = placed_dataset(train, device)  # read at every step; the validation set once an epoch
 
@@ -92,7 +99,9 @@ def prepare(
         who = "Teacher" if len(teachers) == 1 else "Teacher ensemble"
         reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
 
-    return Setup(device, train, validation, teachers, teacher_validation_logits, cache, precision)
+    return Setup(
+        device, train, validation, teachers, teacher_validation_logits, cache, precision, ranks=ranks
+    )
 
 
 def with_cached_outputs(setup: Setup) -> Setup:

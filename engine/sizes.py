@@ -95,6 +95,12 @@ def frozen_model_bytes(parameters: int, spec: ArchitectureSpec | None, batch_siz
     return FLOAT_BYTES * (parameters + activations)
 
 
+def device_share(count: int, devices: int) -> int:
+    """Each of `devices` processes' share of `count` samples (a step's batch, an epoch), rounded up: every
+    process takes as many, so that they step together."""
+    return -(-count // devices)
+
+
 def cohort(job: EngineJob) -> list[ArchitectureSpec]:
     """The models trained together: the student, and its `mutual` peers (one of its own by default)."""
     if job.distillation.method == "mutual":

@@ -377,6 +377,16 @@ class TrainingConfig(Spec):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="`auto`: CUDA when there is one."
     )
+    devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes that train the student together (data parallel, DistributedDataParallel): on "
+        "CUDA one GPU each (the worker must have that many, else the job fails `device_unavailable`), on "
+        "the CPU that many processes sharing its cores. `batch_size` is the total of a step over all of "
+        "them (each takes its share), so the learning rate, the steps per epoch and the schedules mean the "
+        "same for any number.",
+    )
     augmentation: Augmentation = Field(default=Augmentation(), description="For image data only.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from engine.augment import augment
 from engine.checkpoint import JobCheckpoints
 from engine.compute import compiled_call, formatted, memory_format
-from engine.data import batch_indices, count_batches
+from engine.distributed import ONE_PROCESS, Ranks
 from engine.errors import DistillError, JobCancelled
 from engine.evaluate import classification_metrics, predict
 from engine.losses import ResponseBatch, TeacherOutputs, kl_loss, scheduled_temperature
@@ -120,9 +120,16 @@ class Clock:
     what that attempt reported after it.
     """
 
-    def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int, checkpoints: JobCheckpoints):
+    def __init__(
+        self,
+        reporter: Reporter,
+        epochs: int,
+        steps_per_epoch: int,
+        checkpoints: JobCheckpoints,
+        ranks: Ranks = ONE_PROCESS,
+    ):
         self.reporter, self.epochs, self.total_steps = reporter, epochs, epochs * steps_per_epoch
-        self.checkpoints = checkpoints
+        self.checkpoints, self.ranks = checkpoints, ranks
         self.run: Run | None = None
         restored = checkpoints.restored
         self.epoch, self.step = (0, 0) if restored is None else (restored.epoch, restored.step)
@@ -139,7 +146,7 @@ class Clock:
         return self.checkpoints.begin_run(run)
 
     def tick(self) -> None:
-        if self.reporter.should_stop():
+        if self.ranks.any(self.reporter.should_stop()):
             raise JobCancelled(f"stopped at step {self.step} of {self.total_steps}")
         if self.checkpoints.due():
             self.checkpoints.save(self.epoch, self.step, self.run.state_dict())
@@ -152,7 +159,7 @@ class Clock:
 
 
 def steps_per_epoch(setup: Setup, job: EngineJob) -> int:
-    return count_batches(len(setup.train), job.training.batch_size)
+    return setup.ranks.steps(len(setup.train), job.training.batch_size)
 
 
 def train_cohort(
@@ -193,11 +200,12 @@ def train_run(
     reported = len(run.series)
     if clock.begin_run(run):
         return run.series[reported:]
+    learners = [(setup.ranks.parallel(s.model), setup.ranks.parallel(s.objective)) for s in run.cohort]
     while run.epoch < until:
         if run.order is None:
             run.begin_epoch(len(setup.train))
             clock.epoch += 1
-        train_epoch(setup, run, job, clock, run_steps)
+        train_epoch(setup, run, learners, job, clock, run_steps)
         values = epoch_values(setup, run.cohort, run.means, config.batch_size)
         if job.distillation.final_temperature is not None:
             values["temperature"] = temperature_at(job.distillation, run.step, run_steps)
@@ -212,32 +220,40 @@ def train_run(
     return run.series[reported:]
 
 
-def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock, run_steps: int) -> None:
-    """The rest of the run's epoch, from the batch it reached."""
+def train_epoch(
+    setup: Setup,
+    run: Run,
+    learners: list[tuple[nn.Module, nn.Module]],
+    job: EngineJob,
+    clock: Clock,
+    run_steps: int,
+) -> None:
+    """The rest of the run's epoch, from the batch it reached. `learners`: each student's model and
+    objective as the steps call them (`Ranks.parallel`)."""
     config, distillation, precision = job.training, job.distillation, setup.precision
     memory = memory_format(job.student_architecture, setup.device)
     for student in run.cohort:
         student.model.train()
-    for index in batch_indices(len(setup.train), config.batch_size, run.order, run.batch):
+    for index in setup.ranks.batches(run.order, config.batch_size, run.batch):
         clock.tick()
         x, y = (None if t is None else t.to(setup.device, non_blocking=True) for t in setup.train.take(index))
         x = formatted(augment(x, config.augmentation, run.generator), memory)
         temperature = temperature_at(distillation, run.step + 1, run_steps)
         with precision.autocast():
             teachers = setup.teacher_batch(x, index, run.generator)
-            logits = [compiled_call(student.model, x, clock.reporter) for student in run.cohort]
-        for k, (student, optimizer, scheduler, scaler) in enumerate(
-            zip(run.cohort, run.optimizers, run.schedulers, run.scalers, strict=True)
+            logits = [compiled_call(model, x, clock.reporter) for model, _objective in learners]
+        for k, (student, (_model, objective), optimizer, scheduler, scaler) in enumerate(
+            zip(run.cohort, learners, run.optimizers, run.schedulers, run.scalers, strict=True)
         ):
             with precision.autocast():
-                terms = student.objective(
+                terms = objective(
                     logits[k], teachers.outputs, y, temperature, student.taps.outputs, teachers.layers
                 )
                 if len(run.cohort) > 1:
                     terms = terms | mutual_terms(
                         logits, k, temperature, distillation.mutual_weight, terms["loss"]
                     )
-            losses = loss_values(terms)
+            losses = loss_values(terms, setup.ranks)
             if not math.isfinite(losses["loss"]):
                 raise divergence(losses["loss"], x, teachers.outputs, temperature, clock, job)
             optimizer.zero_grad(set_to_none=True)
@@ -329,9 +345,9 @@ def cpu_copy(state):
     return state
 
 
-def loss_values(terms: dict[str, Tensor]) -> dict[str, float]:
-    """The batch's loss terms as floats, in one device-to-host copy."""
-    values = torch.stack([term.detach().float() for term in terms.values()]).tolist()
+def loss_values(terms: dict[str, Tensor], ranks: Ranks) -> dict[str, float]:
+    """The step's loss terms as floats (the ranks' mean), in one device-to-host copy."""
+    values = ranks.mean(torch.stack([term.detach().float() for term in terms.values()])).tolist()
     return dict(zip(terms, values, strict=True))
 
 

@@ -22,9 +22,13 @@ from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
 from core.teacher_cache import StoredTeacherCache
+from engine.devices import resolve_device
+from engine.distributed import ONE_PROCESS, Ranks
 from engine.errors import DistillError, JobCancelled
-from engine.pipeline import Checkpoints, DistillResult, JobFiles, run_distillation
-from worker.liveness import heartbeat
+from engine.pipeline import Checkpoints, DistillResult, JobFiles, Reporter, run_distillation
+from engine.specs import EngineJob
+from worker.launcher import TrainingProcessLost, distill_on_ranks
+from worker.liveness import heartbeat, training_process_lost
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,10 @@ def run_job(resources: Resources, job_id: str) -> None:
     if job is None:
         log.info("job %s is not queued any more; skipping", job_id)
         return
-    settings = resources.settings
-    reporter = DatabaseReporter(
-        resources.database, job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
-    )
+    reporter = job_reporter(resources, job)
     try:
         with (
-            heartbeat(resources.database, job.id, settings.heartbeat_seconds),
+            heartbeat(resources.database, job.id, resources.settings.heartbeat_seconds),
             tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir,
         ):
             request = JobCreate.model_validate(job.request)
@@ -57,6 +58,8 @@ def run_job(resources: Resources, job_id: str) -> None:
             _finish(resources, job, request.gates, result)
     except JobCancelled:
         _end(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
+    except TrainingProcessLost as lost:  # as when the process running a one-device job dies
+        training_process_lost(resources, job.id, lost.how, lost.out_of_memory)
     except DistillError as exc:
         error = {"code": exc.code, "message": exc.message}
         _end(resources, job, lifecycle.FAIL, f"Job failed ({exc.code}): {exc.message}", error)
@@ -80,14 +83,19 @@ def _claim(resources: Resources, job_id: str) -> Job | None:
         return job
 
 
+def job_reporter(resources: Resources, job: Job) -> DatabaseReporter:
+    settings = resources.settings
+    return DatabaseReporter(
+        resources.database, job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
+    )
+
+
 def _distill(
     resources: Resources, job: Job, request: JobCreate, out_dir: Path, reporter: DatabaseReporter
 ) -> DistillResult:
+    """The job distilled in this process, or on its `training.devices` (`worker.launcher`)."""
     stored = _stored_files(resources, job)
-    settings = resources.settings
-    checkpoints = Checkpoints(
-        StoredCheckpoint(resources.storage, job.tenant_id, job.id), settings.checkpoint_seconds
-    )
+    spec = engine_job(request)
     with ExitStack() as stack:
         path_of = {
             file_id: stack.enter_context(resources.storage.local_path(key))
@@ -101,11 +109,35 @@ def _distill(
             tokenizer=path_of.get(dataset.tokenizer_file_id),
             digests={path_of[file_id]: sha256 for file_id, (_, sha256) in stored.items()},
         )
-        cache = StoredTeacherCache(
-            resources.database, resources.storage, settings.teacher_cache_max_bytes,
-            job.tenant_id, job.pk, list(stored), stack,
-        )  # fmt: skip
-        return run_distillation(engine_job(request), files, out_dir, reporter, checkpoints, cache)
+        devices = spec.training.devices
+        if devices == 1:
+            return distill_here(resources, job, spec, files, list(stored), out_dir, reporter, stack)
+        resolve_device(spec.training.device, devices)  # before starting a process per device
+        return distill_on_ranks(resources.settings, job, devices, files, list(stored), out_dir)
+
+
+def distill_here(
+    resources: Resources,
+    job: Job,
+    spec: EngineJob,
+    files: JobFiles,
+    file_ids: list[str],
+    out_dir: Path,
+    reporter: Reporter,
+    stack: ExitStack,
+    ranks: Ranks = ONE_PROCESS,
+) -> DistillResult | None:
+    """The engine's run in this process (the job's, or one rank's), with the job's checkpoint store and
+    teacher cache; the cache's fetched folders stay until `stack` closes."""
+    settings = resources.settings
+    checkpoints = Checkpoints(
+        StoredCheckpoint(resources.storage, job.tenant_id, job.id), settings.checkpoint_seconds
+    )
+    cache = StoredTeacherCache(
+        resources.database, resources.storage, settings.teacher_cache_max_bytes,
+        job.tenant_id, job.pk, file_ids, stack,
+    )  # fmt: skip
+    return run_distillation(spec, files, out_dir, reporter, checkpoints, cache, ranks)
 
 
 def _stored_files(resources: Resources, job: Job) -> dict[str, tuple[str, str]]:

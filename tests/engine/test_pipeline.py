@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.export import Dim
 
+from engine.devices import resolve_device
 from engine.errors import DistillError, JobCancelled
 from engine.models import build_model
 from engine.pipeline import JobFiles, run_distillation
@@ -336,6 +337,16 @@ def test_invalid_dataset_fails_validation(blob_task, make_job, tmp_path):
 def test_cuda_without_a_gpu(blob_task, make_job, tmp_path):
     error = distill_error(make_job(training={"device": "cuda"}), blob_task, tmp_path)
     assert error.code == "device_unavailable"
+
+
+def test_more_gpus_than_the_worker_has(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda", 1) == torch.device("cuda")
+    with pytest.raises(DistillError) as caught:
+        resolve_device("auto", 2)
+    assert caught.value.code == "device_unavailable"
+    assert "training.devices is 2 but this worker has 1 GPU:" in caught.value.message
 
 
 def test_cnn_on_tiny_images(make_job, tmp_path):

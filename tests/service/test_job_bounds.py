@@ -84,6 +84,8 @@ def test_the_memory_bound_names_what_needs_the_memory(small_server):
     assert "the students in training" in message and "0.0625 GiB" in message
     request["training"]["batch_size"] = 16
     assert small_server.post("/v1/jobs", json=request).status_code == 201
+    request["training"] |= {"batch_size": 1024, "devices": 64}  # 16 a device: each holds its share of a step
+    assert small_server.post("/v1/jobs", json=request).status_code == 201
 
 
 def test_epochs_times_training_samples_are_bounded(tmp_path):

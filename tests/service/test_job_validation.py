@@ -104,6 +104,8 @@ SCHEMA_ERRORS = {
     "teacher format tflite": (lambda r: set_path(r, "teacher.format", "tflite"), "teacher.format"),
     "epochs 0": (lambda r: set_path(r, "training.epochs", 0), "training.epochs"),
     "batch_size 0": (lambda r: set_path(r, "training.batch_size", 0), "training.batch_size"),
+    "devices 0": (lambda r: set_path(r, "training.devices", 0), "training.devices"),
+    "devices 65": (lambda r: set_path(r, "training.devices", 65), "training.devices"),
     "learning_rate 0": (lambda r: set_path(r, "training.learning_rate", 0), "training.learning_rate"),
     "learning_rate fast": (lambda r: set_path(r, "training.learning_rate", "fast"), "training.learning_rate"),
     "unknown optimizer": (lambda r: set_path(r, "training.optimizer", "lion"), "training.optimizer"),

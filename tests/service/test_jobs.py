@@ -32,6 +32,7 @@ TRAINING_DEFAULTS = {
     "seed": 0,
     "validation_fraction": 0.1,
     "device": "auto",
+    "devices": 1,
     "augmentation": {"shift": 0, "flip": False},
     "precision": "auto",
     "compile": False,

@@ -1,0 +1,56 @@
+"""What the task makes of its ranks' ending: rank 0's result, the lowest rank's failure as the exception a
+one-device job raises, or a lost training process when no rank said why."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.errors import DistillError, JobCancelled
+from worker.launcher import (
+    FAILURE_FILE,
+    RESULT_FILE,
+    RankFailed,
+    TrainingProcessLost,
+    failure_of,
+    rank_folder,
+    rank_outcome,
+)
+
+
+def write(out_dir: Path, rank: int, name: str, values: dict) -> None:
+    rank_folder(out_dir, rank).mkdir(exist_ok=True)
+    (rank_folder(out_dir, rank) / name).write_text(json.dumps(values))
+
+
+def test_rank_0s_result_is_the_jobs(tmp_path):
+    artifacts = {"student.pt2": str(rank_folder(tmp_path, 0) / "student.pt2")}
+    write(tmp_path, 0, RESULT_FILE, {"metrics": {"agreement": 1.0}, "series": [], "artifacts": artifacts})
+    result = rank_outcome(tmp_path, 0, out_of_memory=False)
+    assert result.metrics == {"agreement": 1.0}
+    assert result.artifacts == {"student.pt2": rank_folder(tmp_path, 0) / "student.pt2"}
+
+
+@pytest.mark.parametrize(
+    "error, raised",
+    [
+        (JobCancelled("stopped at step 3 of 9"), JobCancelled),
+        (DistillError("loss_diverged", "the loss became nan"), DistillError),
+        (ValueError("surprise"), RankFailed),
+    ],
+)
+def test_the_lowest_failing_rank_says_what_ended_the_job(tmp_path, error, raised):
+    write(tmp_path, 3, FAILURE_FILE, failure_of(ValueError("later"), 3))
+    write(tmp_path, 1, FAILURE_FILE, failure_of(error, 1))
+    with pytest.raises(raised) as caught:
+        rank_outcome(tmp_path, 1, out_of_memory=False)
+    assert failure_of(caught.value, 1)["message"].endswith(str(error))
+    if raised is DistillError:
+        assert caught.value.code == "loss_diverged"
+
+
+def test_ranks_that_end_without_a_word_lost_their_training_process(tmp_path):
+    with pytest.raises(TrainingProcessLost) as caught:
+        rank_outcome(tmp_path, 1, out_of_memory=True)
+    assert caught.value.out_of_memory
+    assert "torchrun exit code 1" in caught.value.how
