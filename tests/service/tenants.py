@@ -14,7 +14,7 @@ from core.config import Settings
 from core.db import Database
 from core.migrate import upgrade
 from core.models import Artifact, Job, JobMetric
-from core.storage import make_storage
+from core.resources import make_storage
 from service.auth import create_key, revoke_key
 from service.main import create_app
 

@@ -1,0 +1,230 @@
+"""The storage in an S3-compatible bucket (AWS S3, MinIO, Ceph, Cloudflare R2, ...): `s3://bucket/prefix`.
+
+boto3 finds the endpoint, region and credentials as every AWS tool does: AWS_ENDPOINT_URL,
+AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, ~/.aws/config, an
+instance role. Writes stream as multipart uploads of PART_BYTES parts (one PUT for a smaller object), so an
+upload holds one part in memory whatever its size; reads are ranged GETs.
+"""
+
+import io
+import itertools
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from core.storage import HashedChunks, StoredObject
+
+MiB = 1024 * 1024
+# S3's parts are 5 MiB at least (all but the last) and 10,000 at most: an object of up to 78 GiB.
+PART_BYTES = 8 * MiB
+# A read after a seek asks for FIRST_GET_BYTES, and each sequential read after it for twice as many as the
+# last, up to LAST_GET_BYTES: a header costs one small GET, a download few large ones.
+FIRST_GET_BYTES = 256 * 1024
+LAST_GET_BYTES = 16 * MiB
+READ_BUFFER_BYTES = 64 * 1024
+PRESIGNED_SECONDS = 15 * 60
+CLIENT_CONFIG = Config(
+    signature_version="s3v4",  # what every region and S3-compatible server accepts, presigned URLs too
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+)
+NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+REFUSED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str = ""):
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._client, self._client_pid = None, None
+
+    @classmethod
+    def from_url(cls, url: str) -> "S3Storage":
+        parts = urlsplit(url)
+        return cls(parts.netloc, parts.path)
+
+    @property
+    def client(self):
+        """This process's client: a worker's forked children must not share its pooled connections."""
+        if self._client_pid != os.getpid():
+            self._client, self._client_pid = boto3.client("s3", config=CLIENT_CONFIG), os.getpid()
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def write(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
+        hashed = HashedChunks(chunks, max_bytes)
+        parts = _parts(hashed)
+        first = next(parts, b"")
+        if len(first) < PART_BYTES:  # the whole object
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=first)
+        else:
+            self._write_parts(self._key(key), itertools.chain([first], parts))
+        return hashed.stored()
+
+    def _write_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """A multipart upload of the parts: the object appears whole at the end, or not at all."""
+        upload = {"Bucket": self.bucket, "Key": key}
+        upload["UploadId"] = self.client.create_multipart_upload(**upload)["UploadId"]
+        try:
+            done = []
+            for number, part in enumerate(parts, start=1):
+                etag = self.client.upload_part(**upload, PartNumber=number, Body=part)["ETag"]
+                done.append({"PartNumber": number, "ETag": etag})
+            self.client.complete_multipart_upload(**upload, MultipartUpload={"Parts": done})
+        except BaseException:
+            with suppress(Exception):  # what stopped the upload is the error to raise, not a failed abort
+                self.client.abort_multipart_upload(**upload)
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        return io.BufferedReader(RangedReader(self.client, self.bucket, self._key(key)), READ_BUFFER_BYTES)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        for page in self._pages_under(self._key(key) + "/"):
+            objects = [{"Key": listed["Key"]} for listed in page.get("Contents", [])]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="distill-s3-") as folder:
+            target = Path(folder) / PurePosixPath(key).name
+            self._download(self._key(key), target)
+            yield target
+
+    def _download(self, key: str, target: Path) -> None:
+        """The object `key` into the file `target`, or the objects under `key/` into the folder."""
+        try:
+            self.client.download_file(self.bucket, key, str(target))
+            return
+        except ClientError as exc:
+            if _code(exc) not in NOT_FOUND:
+                raise
+        for page in self._pages_under(key + "/"):
+            for listed in page.get("Contents", []):
+                path = target / listed["Key"].removeprefix(key + "/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(self.bucket, listed["Key"], str(path))
+
+    def _pages_under(self, prefix: str) -> Iterator[dict]:
+        return self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+
+    def download_url(self, key: str, content_type: str, content_disposition: str) -> str:
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "ResponseContentType": content_type,
+            "ResponseContentDisposition": content_disposition,
+        }
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGNED_SECONDS)
+
+    def problem(self) -> str | None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError:
+            return "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        except ClientError as exc:
+            return self._refusal(_code(exc))
+        except BotoCoreError as exc:  # the endpoint cannot be reached, or answers nonsense
+            return f"{exc}: check AWS_ENDPOINT_URL ({self.client.meta.endpoint_url})"
+        return None
+
+    def _refusal(self, code: str) -> str:
+        bucket = f"bucket {self.bucket!r} at {self.client.meta.endpoint_url}"
+        if code in NOT_FOUND:
+            return f"{bucket} does not exist: create it, or check DISTILL_STORAGE_URL and AWS_ENDPOINT_URL"
+        if code in REFUSED:
+            return (
+                f"{bucket} refuses access ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE) and the bucket's policy"
+            )
+        return f"{bucket} answers {code}: check AWS_ENDPOINT_URL and AWS_DEFAULT_REGION"
+
+
+def _parts(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The bytes regrouped into parts of PART_BYTES; the last is shorter, and absent if it would be empty."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= PART_BYTES:
+            yield bytes(buffer[:PART_BYTES])
+            del buffer[:PART_BYTES]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class RangedReader(io.RawIOBase):
+    """An object read by ranged GETs from where the reader is; a seek costs nothing until the next read."""
+
+    def __init__(self, client, bucket: str, key: str):
+        self.client, self.bucket, self.key = client, bucket, key
+        try:
+            self.size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except ClientError as exc:
+            if _code(exc) in NOT_FOUND:
+                raise FileNotFoundError(f"s3://{bucket}/{key}") from None
+            raise
+        self.position, self._get_bytes = 0, FIRST_GET_BYTES
+        self._body, self._body_end = None, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        origin = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if origin + offset < 0:
+            raise ValueError(f"negative seek position {origin + offset}")
+        if origin + offset != self.position:
+            self._drop_body()
+            self.position, self._get_bytes = origin + offset, FIRST_GET_BYTES
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        if self.position >= self.size:
+            return 0
+        if self._body is None:
+            self._get(len(buffer))
+        data = self._body.read(min(len(buffer), self._body_end - self.position))
+        if not data:
+            raise OSError(f"s3://{self.bucket}/{self.key}: the GET ended at byte {self.position}")
+        buffer[: len(data)] = data
+        self.position += len(data)
+        if self.position == self._body_end:
+            self._drop_body()
+        return len(data)
+
+    def _get(self, wanted: int) -> None:
+        self._body_end = min(self.size, self.position + max(wanted, self._get_bytes))
+        self._get_bytes = min(2 * self._get_bytes, LAST_GET_BYTES)
+        byte_range = f"bytes={self.position}-{self._body_end - 1}"
+        self._body = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=byte_range)["Body"]
+
+    def _drop_body(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        self._drop_body()
+        super().close()
