@@ -114,8 +114,8 @@ def _record_upload(
             if replayed is not None:
                 storage.delete(key)
                 return replayed
-            with storage.local_path(key) as path:
-                detected = detect_format(purpose, path)
+            with storage.open(key) as stream:  # read where the checks need: headers, in a bucket too
+                detected = detect_format(purpose, stream)
             if detected.format == "pt2" and not settings.pt2_allowed:
                 raise pt2_not_allowed(settings, "file")
         except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
