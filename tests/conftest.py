@@ -120,6 +120,21 @@ def s3_url(bucket) -> str:
     return f"s3://{bucket}/test-{secrets.token_hex(4)}"
 
 
+@pytest.fixture(scope="module", params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def storage_client(request, client) -> TestClient:
+    """The API on each storage: `client` (a local folder), then an app on this run's bucket over the same
+    database."""
+    if request.param == "local":
+        yield client
+        return
+    from core.config import Settings
+    from service.main import create_app
+
+    settings = Settings(storage_url=f"s3://{request.getfixturevalue('bucket')}/api-{secrets.token_hex(4)}")
+    with TestClient(create_app(settings)) as s3_client:
+        yield s3_client
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> ServiceStack:
     """A real API process and a real Celery worker process on SQLite + the filesystem broker."""

@@ -169,12 +169,20 @@ async def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep
     responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_file(
-    file_id: str, request: Request, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep
+    file_id: str,
+    request: Request,
+    database: DatabaseDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
 ):
     with database.sessions() as session:
         row = get_owned(session, FileRow, tenant_id, file_id)
     content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
-    return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)
+    return stream_object(
+        request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename,
+        settings.s3_presign,
+    )  # fmt: skip
 
 
 add_head_route(router, "/{file_id}/content", download_file, response_class=StreamingResponse,
