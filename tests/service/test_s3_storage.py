@@ -10,10 +10,11 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from service.main import create_app
-from tests.service.helpers import dataset_bytes, job_request, safetensors_teacher, upload_ok
+from tests.service.helpers import dataset_bytes, job_request, safetensors_raw, safetensors_teacher, upload_ok
 from tests.service.tenants import finish_job, make_settings
 
 pytestmark = pytest.mark.s3
+MiB = 1024 * 1024
 CONTENT = b'{"model": {"type": "WordLevel"}, "vocab": "' + os.urandom(32).hex().encode() + b'"}'
 
 
@@ -83,3 +84,17 @@ def test_readyz_names_a_bucket_that_refuses_access(bucket, tmp_path, monkeypatch
 
 def _refused(**_):  # moto grants every key: S3's answer to a wrong one
     raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadBucket")
+
+
+def test_the_format_check_of_an_upload_reads_its_header_not_the_whole_file(presigning):
+    storage = presigning.app.state.resources.storage
+    asked = []
+    storage.client.meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: asked.append(params["headers"]["Range"])
+    )
+    content = safetensors_raw(
+        {"w": {"dtype": "U8", "shape": [MiB * 24], "data_offsets": [0, MiB * 24]}}, bytes(MiB * 24)
+    )
+    upload_ok(presigning, content, "teacher", "big.safetensors")
+    spans = [tuple(map(int, r.removeprefix("bytes=").split("-"))) for r in asked]
+    assert 0 < sum(last - first + 1 for first, last in spans) <= MiB
