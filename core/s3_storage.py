@@ -7,7 +7,6 @@ upload holds one part in memory whatever its size; reads are ranged GETs.
 """
 
 import io
-import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -63,28 +62,19 @@ class S3Storage:
 
     def write(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
         hashed = HashedChunks(chunks, max_bytes)
-        parts = _parts(hashed)
-        first = next(parts, b"")
-        if len(first) < PART_BYTES:  # the whole object
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=first)
-        else:
-            self._write_parts(self._key(key), itertools.chain([first], parts))
-        return hashed.stored()
-
-    def _write_parts(self, key: str, parts: Iterable[bytes]) -> None:
-        """A multipart upload of the parts: the object appears whole at the end, or not at all."""
-        upload = {"Bucket": self.bucket, "Key": key}
-        upload["UploadId"] = self.client.create_multipart_upload(**upload)["UploadId"]
+        upload = MultipartUpload(self.client, self.bucket, self._key(key))
         try:
-            done = []
-            for number, part in enumerate(parts, start=1):
-                etag = self.client.upload_part(**upload, PartNumber=number, Body=part)["ETag"]
-                done.append({"PartNumber": number, "ETag": etag})
-            self.client.complete_multipart_upload(**upload, MultipartUpload={"Parts": done})
+            for part in _parts(hashed):
+                if not upload.begun and len(part) < PART_BYTES:  # the first part is the last: one PUT
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=part)
+                elif part:
+                    upload.add(part)
+                del part  # not held while the next one fills: one part in memory, not two
+            upload.complete()
         except BaseException:
-            with suppress(Exception):  # what stopped the upload is the error to raise, not a failed abort
-                self.client.abort_multipart_upload(**upload)
+            upload.abort()
             raise
+        return hashed.stored()
 
     def open(self, key: str) -> BinaryIO:
         return io.BufferedReader(RangedReader(self.client, self.bucket, self._key(key)), READ_BUFFER_BYTES)
@@ -153,15 +143,58 @@ class S3Storage:
 
 
 def _parts(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The bytes regrouped into parts of PART_BYTES; the last is shorter, and absent if it would be empty."""
-    buffer = bytearray()
+    """The bytes regrouped into parts of PART_BYTES, then the rest (maybe empty)."""
+    pending: list[memoryview] = []
+    size = 0
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= PART_BYTES:
-            yield bytes(buffer[:PART_BYTES])
-            del buffer[:PART_BYTES]
-    if buffer:
-        yield bytes(buffer)
+        view = memoryview(chunk)
+        while size + len(view) >= PART_BYTES:
+            pending.append(view[: PART_BYTES - size])
+            view, size = view[PART_BYTES - size :], 0
+            yield _joined(pending)
+        if view:
+            pending.append(view)
+            size += len(view)
+    yield _joined(pending)
+
+
+def _joined(pending: list[memoryview]) -> bytes:
+    """The views' bytes as one; the list is emptied, so that a part is not held twice while it uploads."""
+    part = b"".join(pending)
+    pending.clear()
+    return part
+
+
+class MultipartUpload:
+    """An object uploaded part by part, begun at the first part; it appears whole once `complete`, or not
+    at all: `abort` drops the parts uploaded."""
+
+    def __init__(self, client, bucket: str, key: str):
+        self.client, self.target = client, {"Bucket": bucket, "Key": key}
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+
+    @property
+    def begun(self) -> bool:
+        return self.upload_id is not None
+
+    def add(self, part: bytes) -> None:
+        if not self.begun:
+            self.upload_id = self.client.create_multipart_upload(**self.target)["UploadId"]
+        number = len(self.parts) + 1
+        answer = self.client.upload_part(**self.target, UploadId=self.upload_id, PartNumber=number, Body=part)
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def complete(self) -> None:
+        if self.begun:
+            self.client.complete_multipart_upload(
+                **self.target, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+            )
+
+    def abort(self) -> None:
+        if self.begun:
+            with suppress(Exception):  # what stopped the upload is the error to raise, not a failed abort
+                self.client.abort_multipart_upload(**self.target, UploadId=self.upload_id)
 
 
 def _code(error: ClientError) -> str:
