@@ -6,6 +6,7 @@ instance role. Writes stream as multipart uploads of PART_BYTES parts (one PUT f
 upload holds one part in memory whatever its size; reads are ranged GETs.
 """
 
+import functools
 import io
 import os
 import tempfile
@@ -19,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from core.storage import HashedChunks, StoredObject
+from core.storage import HashedChunks, StorageUnavailable, StoredObject
 
 MiB = 1024 * 1024
 # S3's parts are 5 MiB at least (all but the last) and 10,000 at most: an object of up to 78 GiB.
@@ -38,6 +39,23 @@ CLIENT_CONFIG = Config(
 )
 NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 REFUSED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+def _bucket_failures_unavailable(method):
+    """`method`, raising StorageUnavailable (which says what to check) when the bucket, not an object,
+    failed: the API answers 503, as /readyz does, rather than a 500 per request."""
+
+    @functools.wraps(method)
+    def reporting(self: "S3Storage", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            problem = self._bucket_problem(exc, missing={"NoSuchBucket"})
+            if problem is None:
+                raise
+            raise StorageUnavailable(problem) from exc
+
+    return reporting
 
 
 class S3Storage:
@@ -60,6 +78,7 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @_bucket_failures_unavailable
     def write(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
         hashed = HashedChunks(chunks, max_bytes)
         upload = MultipartUpload(self.client, self.bucket, self._key(key))
@@ -76,9 +95,11 @@ class S3Storage:
             raise
         return hashed.stored()
 
+    @_bucket_failures_unavailable
     def open(self, key: str) -> BinaryIO:
         return io.BufferedReader(RangedReader(self.client, self.bucket, self._key(key)), READ_BUFFER_BYTES)
 
+    @_bucket_failures_unavailable
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         for page in self._pages_under(self._key(key) + "/"):
@@ -93,6 +114,7 @@ class S3Storage:
             self._download(self._key(key), target)
             yield target
 
+    @_bucket_failures_unavailable
     def _download(self, key: str, target: Path) -> None:
         """The object `key` into the file `target`, or the objects under `key/` into the folder."""
         try:
@@ -122,24 +144,34 @@ class S3Storage:
     def problem(self) -> str | None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except NoCredentialsError:
-            return "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
-        except ClientError as exc:
-            return self._refusal(_code(exc))
-        except BotoCoreError as exc:  # the endpoint cannot be reached, or answers nonsense
-            return f"{exc}: check AWS_ENDPOINT_URL ({self.client.meta.endpoint_url})"
+        except (ClientError, BotoCoreError) as exc:
+            found = self._bucket_problem(exc, missing=NOT_FOUND)  # HEAD answers carry no error code
+            return (
+                found or f"{self._bucket} answers {_code(exc)}: check AWS_ENDPOINT_URL and AWS_DEFAULT_REGION"
+            )
         return None
 
-    def _refusal(self, code: str) -> str:
-        bucket = f"bucket {self.bucket!r} at {self.client.meta.endpoint_url}"
-        if code in NOT_FOUND:
-            return f"{bucket} does not exist: create it, or check DISTILL_STORAGE_URL and AWS_ENDPOINT_URL"
+    @property
+    def _bucket(self) -> str:
+        return f"bucket {self.bucket!r} at {self.client.meta.endpoint_url}"
+
+    def _bucket_problem(self, exc: Exception, missing: set[str]) -> str | None:
+        """What to check when `exc` says the bucket cannot be used; None when it is about one object."""
+        if isinstance(exc, NoCredentialsError):
+            return "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        if isinstance(exc, BotoCoreError):  # the endpoint cannot be reached, or answers nonsense
+            return f"{self._bucket} cannot be used ({exc}): check AWS_ENDPOINT_URL"
+        code = _code(exc)
+        if code in missing:
+            return (
+                f"{self._bucket} does not exist: create it, or check DISTILL_STORAGE_URL and AWS_ENDPOINT_URL"
+            )
         if code in REFUSED:
             return (
-                f"{bucket} refuses access ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                f"{self._bucket} refuses access ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE) and the bucket's policy"
             )
-        return f"{bucket} answers {code}: check AWS_ENDPOINT_URL and AWS_DEFAULT_REGION"
+        return None
 
 
 def _parts(chunks: Iterable[bytes]) -> Iterator[bytes]:

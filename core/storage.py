@@ -20,6 +20,11 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+class StorageUnavailable(Exception):
+    """The storage cannot be used now (a bucket missing, refusing access, out of reach); the message says
+    what to check."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bytes: int

@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from core.storage import Storage, read_chunks
-from service.errors import ErrorBody, error_response
+from service.errors import STORAGE_UNAVAILABLE, ErrorBody, error_response
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -33,6 +33,7 @@ DOWNLOAD_RESPONSES = {
         "headers": {"Location": {"description": "The presigned URL.", "schema": {"type": "string"}}},
     },
     416: {"model": ErrorBody, "description": "`Range` is not a satisfiable single byte range."},
+    **STORAGE_UNAVAILABLE,
 }
 
 
@@ -119,8 +120,10 @@ def _stream(
     if request.method == "HEAD":  # the headers a GET would get, without reading the object
         return Response(status_code=status, media_type=content_type, headers=headers)
 
+    stream = storage.open(key)  # before the answer starts: a storage that fails is still a 503
+
     def body():
-        with storage.open(key) as stream:
+        with stream:
             yield from read_chunks(stream, start, length)
 
     return StreamingResponse(body(), status_code=status, media_type=content_type, headers=headers)

@@ -10,7 +10,15 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from service.main import create_app
-from tests.service.helpers import dataset_bytes, job_request, safetensors_raw, safetensors_teacher, upload_ok
+from tests.service.helpers import (
+    assert_error,
+    dataset_bytes,
+    job_request,
+    safetensors_raw,
+    safetensors_teacher,
+    upload,
+    upload_ok,
+)
 from tests.service.tenants import finish_job, make_settings
 
 pytestmark = pytest.mark.s3
@@ -61,15 +69,18 @@ def test_an_artifact_download_is_a_redirect_too(presigning):
     assert httpx.get(redirect.headers["location"]).content == CONTENT
 
 
-def test_readyz_names_a_missing_bucket(s3_endpoint, tmp_path):
+def test_a_missing_bucket_is_named_by_readyz_and_is_a_503_not_a_500(s3_endpoint, tmp_path):
     settings = make_settings(tmp_path, storage_url="s3://no-such-bucket-here/prefix")
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")
+        uploaded = upload(client, CONTENT, "tokenizer", "tokenizer.json")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable" and (body["database"], body["broker"]) == ("ok", "ok")
     assert "'no-such-bucket-here'" in body["storage"] and "does not exist" in body["storage"]
     assert "AWS_ENDPOINT_URL" in body["storage"]
+    error = assert_error(uploaded, 503, None, "storage_unavailable")
+    assert "'no-such-bucket-here'" in error["message"]
 
 
 def test_readyz_names_a_bucket_that_refuses_access(bucket, tmp_path, monkeypatch):
