@@ -80,12 +80,12 @@ class S3Storage:
 
     @_bucket_failures_unavailable
     def write(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
-        hashed = HashedChunks(chunks, max_bytes)
-        upload = MultipartUpload(self.client, self.bucket, self._key(key))
+        hashed, target = HashedChunks(chunks, max_bytes), {"Bucket": self.bucket, "Key": self._key(key)}
+        upload = MultipartUpload(self.client, target)
         try:
             for part in _parts(hashed):
                 if not upload.begun and len(part) < PART_BYTES:  # the first part is the last: one PUT
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=part)
+                    self.client.put_object(**target, Body=part)
                 elif part:
                     upload.add(part)
                 del part  # not held while the next one fills: one part in memory, not two
@@ -103,9 +103,14 @@ class S3Storage:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         for page in self._pages_under(self._key(key) + "/"):
-            objects = [{"Key": listed["Key"]} for listed in page.get("Contents", [])]
-            if objects:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+            if "Contents" in page:
+                self._delete_listed(page["Contents"])
+
+    def _delete_listed(self, listed: list[dict]) -> None:
+        objects = {"Objects": [{"Key": item["Key"]} for item in listed], "Quiet": True}
+        errors = self.client.delete_objects(Bucket=self.bucket, Delete=objects).get("Errors", [])
+        if errors:  # the batch answers 200 whatever it could not delete
+            raise OSError(f"s3://{self.bucket}/{errors[0]['Key']} was not deleted: {errors[0]['Message']}")
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
@@ -191,7 +196,7 @@ def _parts(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _joined(pending: list[memoryview]) -> bytes:
-    """The views' bytes as one; the list is emptied, so that a part is not held twice while it uploads."""
+    """The views' bytes as one; the list is emptied, so that their chunks are not kept beside the part."""
     part = b"".join(pending)
     pending.clear()
     return part
@@ -201,8 +206,8 @@ class MultipartUpload:
     """An object uploaded part by part, begun at the first part; it appears whole once `complete`, or not
     at all: `abort` drops the parts uploaded."""
 
-    def __init__(self, client, bucket: str, key: str):
-        self.client, self.target = client, {"Bucket": bucket, "Key": key}
+    def __init__(self, client, target: dict[str, str]):
+        self.client, self.target = client, target  # its Bucket and Key
         self.upload_id: str | None = None
         self.parts: list[dict] = []
 
