@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 
@@ -106,18 +107,21 @@ def s3_server():
     variables that boto3 reads here and in the API and worker processes the tests start; yields its URL."""
     url = f"http://127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its log goes to a file: a pipe nobody reads fills up and stops the server mid-request.
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, stdout=log, stderr=log)
     try:
-        _wait_for_s3(server, url)
+        _wait_for_s3(server, url, log)
         with _environment(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                           AWS_DEFAULT_REGION="us-east-1", AWS_PROFILE=None):  # fmt: skip
             yield url
     finally:
         server.terminate()
         server.wait(timeout=10)
+        log.close()
 
 
-def _wait_for_s3(server: subprocess.Popen, url: str) -> None:
+def _wait_for_s3(server: subprocess.Popen, url: str, log) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -126,7 +130,8 @@ def _wait_for_s3(server: subprocess.Popen, url: str) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     server.kill()
-    missing(f"moto's S3 server (moto[server]) did not start: {server.communicate()[1][-2000:]}")
+    log.seek(0)
+    missing(f"moto's S3 server (moto[server]) did not start: {log.read()[-2000:].decode(errors='replace')}")
 
 
 @contextmanager
