@@ -12,7 +12,11 @@ Throughputs are medians, in MiB/s. The API process is watched through /proc/<pid
 every 10 ms during each transfer (the peak over the value before it), its VmHWM before the first
 transfer and after the last, and its CPU seconds per GiB moved.
 
-    .venv/bin/python -m benchmarks.transfer [--size-mib 1024] [--repeats 3] [--dir /var/tmp]
+With `--s3` the same steps run again with the API's storage in a bucket (DISTILL_STORAGE_URL=s3://…) on
+moto's S3 server, started here on loopback, and the S3 throughputs are compared with the disk's. moto keeps
+objects in memory and is plain Python: it is the bound there, not a real S3's speed.
+
+    .venv/bin/python -m benchmarks.transfer [--size-mib 1024] [--repeats 3] [--dir /var/tmp] [--s3]
 """
 
 import hashlib
@@ -33,6 +37,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.common import ROOT, argument_parser, machine, write_result
+from tests.servers import s3_bucket, s3_server
 from tests.stack import free_port
 
 MiB = 1024 * 1024
@@ -71,9 +76,11 @@ def sha256_of(path: Path) -> str:
 
 
 @contextmanager
-def api_process(home: Path, max_upload_bytes: int):
-    """`distill api` on a free port, its home in `home`; yields (url, pid)."""
+def api_process(home: Path, max_upload_bytes: int, storage_url: str | None):
+    """`distill api` on a free port, its home in `home` (and its storage, unless `storage_url`); yields
+    (url, pid)."""
     env = {**os.environ, "DISTILL_HOME": str(home), "DISTILL_MAX_UPLOAD_BYTES": str(max_upload_bytes)}
+    env |= {"DISTILL_STORAGE_URL": storage_url} if storage_url else {}
     run = [sys.executable, "-m", "cli"]
     subprocess.run([*run, "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = free_port()
@@ -224,12 +231,12 @@ def download(url: str, pid: int, file: dict, folder: Path) -> dict:
     return {"seconds": seconds, **figures}
 
 
-def measure(folder: Path, size: int, repeats: int) -> dict:
-    source = folder / "teacher.safetensors"
-    sha256 = make_teacher(source, size)
+def measure(folder: Path, source: Path, sha256: str, repeats: int, storage_url: str | None = None) -> dict:
+    size = source.stat().st_size
+    folder.mkdir()
     runs: dict[str, list] = {"cp": [], "discarded": [], "upload": [], "download": []}
     with (
-        api_process(folder / "home", max_upload_bytes=2 * size) as (url, pid),
+        api_process(folder / "home", 2 * size, storage_url) as (url, pid),
         discarding_server() as discard,
     ):
         with source.open("rb") as f:  # the upload path, warmed: a 422 for a cut-off teacher
@@ -298,17 +305,38 @@ def report(result: dict) -> None:
           f"+{result['api_vmhwm_growth_mib']} MiB over all transfers")  # fmt: skip
 
 
+def measure_s3(folder: Path, source: Path, sha256: str, repeats: int) -> dict:
+    """`measure` with the API's storage in a new bucket on moto's S3 server."""
+    with s3_server(), s3_bucket() as bucket:
+        return measure(folder, source, sha256, repeats, storage_url=f"s3://{bucket}/transfer")
+
+
+def report_s3(disk: dict, s3: dict) -> None:
+    print("\non S3 (moto's server on loopback):")
+    report(s3)
+    for name in ("upload", "download"):
+        ratio = s3[name]["mib_per_s"] / disk[name]["mib_per_s"]
+        print(f"S3 / disk, {name}: {s3[name]['mib_per_s']} / {disk[name]['mib_per_s']} MiB/s = {ratio:.2f}")
+
+
 def main() -> None:
     parser = argument_parser(__doc__, "transfer")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where the file and the API's storage go")
+    parser.add_argument("--s3", action="store_true", help="also with the storage on moto's S3 server")
     args = parser.parse_args()
     if shutil.which("curl") is None:
         sys.exit("this benchmark needs curl")
     with tempfile.TemporaryDirectory(prefix="distill-transfer-", dir=args.dir) as folder:
-        result = measure(Path(folder), args.size_mib * MiB, args.repeats)
+        source = Path(folder) / "teacher.safetensors"
+        sha256 = make_teacher(source, args.size_mib * MiB)
+        result = measure(Path(folder) / "disk", source, sha256, args.repeats)
+        s3 = measure_s3(Path(folder) / "s3", source, sha256, args.repeats) if args.s3 else None
     report(result)
+    if s3 is not None:
+        report_s3(result, s3)
+        result["s3"] = s3
     write_result(args.out, {"benchmark": "transfer", "machine": machine(), **result})
 
 

@@ -35,7 +35,9 @@ def api(args) -> None:
     from service.main import create_app
 
     _refuse_open_bind_without_auth(args.host, args.settings)
-    uvicorn.run(create_app(args.settings), host=args.host, port=args.port, proxy_headers=True)
+    app = create_app(args.settings)
+    _refuse_unusable_storage(app.state.resources)
+    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=True)
 
 
 def worker(args) -> None:
@@ -43,7 +45,9 @@ def worker(args) -> None:
     from worker.celery_app import make_celery
 
     settings = args.settings
-    app = make_celery(Resources.from_settings(settings))
+    resources = Resources.from_settings(settings)
+    _refuse_unusable_storage(resources)
+    app = make_celery(resources)
     app.worker_main(["worker", "--queues", settings.task_queue, "--concurrency", str(args.concurrency),
                      "--loglevel", args.loglevel, "--hostname", f"distill-{os.getpid()}@%h"])  # fmt: skip
 
@@ -75,6 +79,13 @@ def up(args) -> None:
             worker_process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker_process.kill()
+
+
+def _refuse_unusable_storage(resources) -> None:
+    problem = resources.storage.problem()
+    if problem is not None:
+        url = resources.settings.resolved_storage_url
+        sys.exit(f"distill: cannot use the storage {url} (DISTILL_STORAGE_URL): {problem}.")
 
 
 def _refuse_open_bind_without_auth(host: str, settings: Settings) -> None:

@@ -4,9 +4,12 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S3_SCHEME = "s3://"
 
 
 class Settings(BaseSettings):
@@ -15,7 +18,16 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("./var"), description="Where the embedded default keeps everything.")
     database_url: str | None = Field(default=None, description="Default: SQLite under `home`.")
     broker_url: str | None = Field(default=None, description="Default: a filesystem broker under `home`.")
-    storage_url: str | None = Field(default=None, description="A local path. Default: `home`/storage.")
+    storage_url: str | None = Field(
+        default=None,
+        description="A local (or shared) folder, or `s3://bucket/prefix`: an S3-compatible bucket, its "
+        "endpoint, region and credentials from the AWS_* settings. Default: `home`/storage.",
+    )
+    s3_presign: bool = Field(
+        default=False,
+        description="With an s3:// storage, downloads answer 307 to a presigned GET URL of the object (valid "
+        "15 minutes) instead of streaming its bytes through the API.",
+    )
     auth: Literal["off", "on"] = "off"
     allow_unauthenticated_bind: bool = Field(
         default=False,
@@ -98,10 +110,19 @@ class Settings(BaseSettings):
 
     @field_validator("storage_url")
     @classmethod
-    def _local_path(cls, url: str | None) -> str | None:
-        if url is not None and "://" in url:
-            raise ValueError("only a local (or shared) folder is served so far: give its path")
+    def _folder_or_bucket(cls, url: str | None) -> str | None:
+        if url is None or "://" not in url:
+            return url
+        if not url.startswith(S3_SCHEME) or not urlsplit(url).netloc:
+            raise ValueError("give a local (or shared) folder's path, or s3://bucket/prefix")
         return url
+
+    @field_validator("s3_presign")
+    @classmethod
+    def _presign_needs_a_bucket(cls, presign: bool, info: ValidationInfo) -> bool:
+        if presign and not (info.data.get("storage_url") or "").startswith(S3_SCHEME):
+            raise ValueError("presigned URLs need a bucket: DISTILL_STORAGE_URL=s3://bucket/prefix")
+        return presign
 
     @property
     def resolved_database_url(self) -> str:
@@ -130,7 +151,14 @@ class Settings(BaseSettings):
 
     @property
     def storage_root(self) -> Path:
+        """The storage's folder, when it is not a bucket."""
         return Path(self.storage_url).resolve() if self.storage_url else (self.home / "storage").resolve()
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url and self.storage_url.startswith(S3_SCHEME):
+            return self.storage_url
+        return str(self.storage_root)
 
 
 def machine_memory_bytes() -> int:

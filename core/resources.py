@@ -2,11 +2,13 @@
 queue. The API, the workers and the CLI each make one and hand it down; nothing reaches for a global."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from core.config import Settings
+from core.config import S3_SCHEME, Settings
 from core.db import Database
 from core.queue import JobQueue
-from core.storage import Storage, make_storage
+from core.s3_storage import S3Storage
+from core.storage import LocalStorage, Storage
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,11 @@ class Resources:
         return cls(
             settings=settings,
             database=Database(settings.resolved_database_url, connections=settings.threads),
-            storage=make_storage(str(settings.storage_root)),
+            storage=make_storage(settings.resolved_storage_url),
             queue=JobQueue(settings),
         )
+
+
+def make_storage(url: str) -> Storage:
+    """The storage at `url`: a bucket for `s3://bucket/prefix`, else a local folder."""
+    return S3Storage.from_url(url) if url.startswith(S3_SCHEME) else LocalStorage(Path(url))

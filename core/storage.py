@@ -1,4 +1,5 @@
-"""Where file and artifact bytes live. One small interface; local disk today, S3-compatible later."""
+"""Where file and artifact bytes live. One small interface: a local folder here, an S3-compatible bucket in
+`core/s3_storage.py`; `core.resources.make_storage` picks one by URL."""
 
 import hashlib
 import os
@@ -19,6 +20,11 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+class StorageUnavailable(Exception):
+    """The storage cannot be used now (a bucket missing, refusing access, out of reach); the message says
+    what to check."""
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bytes: int
@@ -32,10 +38,19 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO:
         """A seekable binary reader."""
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Delete the object `key`, or every object under the folder `key/`; nothing there is no error."""
 
     def local_path(self, key: str) -> "contextmanager[Path]":
-        """A context manager giving a path on local disk that holds the object's bytes."""
+        """A context manager giving a path on local disk that holds the object's bytes (or, for a folder,
+        its files); nothing at `key` gives a path that does not exist."""
+
+    def download_url(self, key: str, content_type: str, content_disposition: str) -> str | None:
+        """A URL a client may GET the object from without the API for a while, answered with these headers;
+        None where there is none."""
+
+    def problem(self) -> str | None:
+        """None when the storage can be used, else what is wrong, for a person to fix."""
 
 
 def read_chunks(stream: BinaryIO, start: int = 0, length: int | None = None) -> Iterator[bytes]:
@@ -48,6 +63,25 @@ def read_chunks(stream: BinaryIO, start: int = 0, length: int | None = None) -> 
         if remaining is not None:
             remaining -= len(chunk)
         yield chunk
+
+
+class HashedChunks:
+    """The chunks as they pass, counted and hashed; raises TooLarge past `max_bytes`."""
+
+    def __init__(self, chunks: Iterable[bytes], max_bytes: int | None):
+        self.chunks, self.max_bytes = chunks, max_bytes
+        self.size, self.digest = 0, hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.size += len(chunk)
+            if self.max_bytes is not None and self.size > self.max_bytes:
+                raise TooLarge(self.max_bytes)
+            self.digest.update(chunk)
+            yield chunk
+
+    def stored(self) -> StoredObject:
+        return StoredObject(bytes=self.size, sha256=self.digest.hexdigest())
 
 
 class LocalStorage:
@@ -63,21 +97,17 @@ class LocalStorage:
     def write(self, key: str, chunks: Iterable[bytes], max_bytes: int | None = None) -> StoredObject:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
+        hashed = HashedChunks(chunks, max_bytes)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise TooLarge(max_bytes)
-                    digest.update(chunk)
+                for chunk in hashed:
                     out.write(chunk)
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        return StoredObject(bytes=size, sha256=digest.hexdigest())
+        return hashed.stored()
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
@@ -93,13 +123,20 @@ class LocalStorage:
     def local_path(self, key: str) -> Iterator[Path]:
         yield self._path(key)
 
+    def download_url(self, key: str, content_type: str, content_disposition: str) -> None:
+        return None  # the API streams the file itself
+
+    def problem(self) -> str | None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the storage folder {self.root}: {exc.strerror}"
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            return f"the storage folder {self.root} is not writable by this process"
+        return None
+
 
 def job_key(tenant_id: str, job_id: str, name: str) -> str:
     """Where a job's objects live: its artifacts (`name` = `attempt-<n>/<artifact>`) and, while it is
     unfinished, its checkpoint."""
     return f"jobs/{tenant_id}/{job_id}/{name}"
-
-
-def make_storage(url: str) -> Storage:
-    """The storage at `url`: a local folder (the settings refuse other URLs until they are served)."""
-    return LocalStorage(Path(url))

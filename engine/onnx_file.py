@@ -8,7 +8,7 @@ read those from any path on the machine that loads the model.
 """
 
 from dataclasses import dataclass
-from io import BytesIO
+from io import SEEK_END, BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,9 +46,16 @@ class OnnxSummary:
 
 def check_onnx_file(path: Path) -> OnnxSummary:
     """The model's IR version and its graph's inputs and outputs, once its whole structure has been read."""
-    walk = _Walk()
     with path.open("rb") as f:
-        walk.message(f, "model", end=path.stat().st_size, depth=0)
+        return check_onnx_stream(f)
+
+
+def check_onnx_stream(f: BinaryIO) -> OnnxSummary:
+    """`check_onnx_file` of a seekable binary stream, read from its start."""
+    walk = _Walk()
+    end = f.seek(0, SEEK_END)
+    f.seek(0)
+    walk.message(f, "model", end=end, depth=0)
     if walk.ir_version is None or walk.opsets == 0 or walk.graphs == 0:
         present = {
             "ir_version": walk.ir_version is not None,

@@ -1,13 +1,14 @@
-"""Streamed downloads of stored objects with `ETag` (the sha256), `Range` and `If-None-Match`."""
+"""Streamed downloads of stored objects with `ETag` (the sha256), `Range` and `If-None-Match`; with
+DISTILL_S3_PRESIGN, a redirect to the bucket instead."""
 
 import re
 from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from core.storage import Storage, read_chunks
-from service.errors import ErrorBody, error_response
+from service.errors import STORAGE_UNAVAILABLE, ErrorBody, error_response
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -25,7 +26,14 @@ DOWNLOAD_RESPONSES = {
         "content": _BYTES,
     },
     304: {"description": "Not modified: `If-None-Match` names the current ETag."},
+    307: {
+        "description": "Only with DISTILL_S3_PRESIGN on (an s3:// storage): `Location` is a presigned URL "
+        "of the object in the bucket, valid 15 minutes, that answers the GET (with `Range`) without a key. "
+        "`HEAD` and `If-None-Match` are still answered here.",
+        "headers": {"Location": {"description": "The presigned URL.", "schema": {"type": "string"}}},
+    },
     416: {"model": ErrorBody, "description": "`Range` is not a satisfiable single byte range."},
+    **STORAGE_UNAVAILABLE,
 }
 
 
@@ -49,8 +57,11 @@ def _position(digits: str) -> int:
 
 
 def stream_object(
-    request: Request, storage: Storage, key: str, size: int, sha256: str, content_type: str, filename: str
-) -> Response:
+    request: Request, storage: Storage, key: str, size: int, sha256: str, content_type: str, filename: str,
+    presign: bool,
+) -> Response:  # fmt: skip
+    """The object's bytes (or a 304, 206, 416), or with `presign` (DISTILL_S3_PRESIGN) a GET's redirect to
+    them in the bucket."""
     etag = f'"{sha256}"'
     headers = {
         "ETag": etag,
@@ -59,6 +70,9 @@ def stream_object(
     }
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
+    if presign and request.method == "GET":  # a HEAD is answered here: a presigned URL signs one method
+        url = storage.download_url(key, content_type, headers["Content-Disposition"])
+        return RedirectResponse(url, status_code=307, headers={"ETag": etag})
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     if not _single_byte_range(range_header) or (if_range is not None and if_range != etag):
@@ -106,8 +120,10 @@ def _stream(
     if request.method == "HEAD":  # the headers a GET would get, without reading the object
         return Response(status_code=status, media_type=content_type, headers=headers)
 
+    stream = storage.open(key)  # before the answer starts: a storage that fails is still a 503
+
     def body():
-        with storage.open(key) as stream:
+        with stream:
             yield from read_chunks(stream, start, length)
 
     return StreamingResponse(body(), status_code=status, media_type=content_type, headers=headers)

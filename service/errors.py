@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import RequestError
+from core.storage import StorageUnavailable
 
 
 class ErrorDetail(BaseModel):
@@ -18,6 +19,15 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+STORAGE_UNAVAILABLE = {
+    503: {
+        "model": ErrorBody,
+        "description": "`storage_unavailable`: the storage cannot be used now (a bucket missing, refusing "
+        "access or out of reach); the message says what to check, as `/readyz` does.",
+    }
+}
 
 
 def error_response(
@@ -83,6 +93,10 @@ def _unparsable_body_message(request: Request, exc: StarletteHTTPException) -> s
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_unavailable(_request: Request, exc: StorageUnavailable):
+        return error_response(503, "storage_unavailable", f"The storage cannot be used now: {exc}.")
+
     @app.exception_handler(RequestError)
     async def _api_error(_request: Request, exc: RequestError):
         return error_response(exc.status, exc.code, exc.message, exc.param)

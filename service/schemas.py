@@ -253,3 +253,4 @@ class ReadyStatus(BaseModel):
     status: Literal["ok", "unavailable"]
     database: str
     broker: str
+    storage: str = Field(description="`ok`, or what is wrong with the storage (a bucket missing or refused).")

@@ -2,7 +2,9 @@
 
 Nothing here unpickles or loads whole arrays: the checks read headers (or a JSON Lines file's first
 lines) only, so a bad upload is a 422 at once instead of a failed job later. The engine checks the
-contents again when it loads them.
+contents again when it loads them. They read a seekable stream (`Storage.open`), so a file in a bucket
+costs a few small ranged GETs, not a download; only what needs every byte reads it all: a JSON Lines
+dataset's line count and a tokenizer's JSON document.
 """
 
 import json
@@ -10,12 +12,12 @@ import math
 import struct
 import zipfile
 import zlib
-from pathlib import Path
-from typing import NamedTuple
+from io import SEEK_END
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from engine.onnx_file import OnnxFileRejected, check_onnx_file
+from engine.onnx_file import OnnxFileRejected, check_onnx_stream
 
 SAFETENSORS_DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -63,11 +65,16 @@ class Detected(NamedTuple):
     samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines
 
 
-def detect_format(purpose: str, path: Path) -> Detected:
+def detect_format(purpose: str, f: BinaryIO) -> Detected:
+    """The format of the file that the seekable binary stream `f` reads."""
     if purpose == "dataset":
-        return _dataset_format(path)
+        return _dataset_format(f)
     checks = {"teacher": _teacher_format, "tokenizer": _tokenizer_format}
-    return Detected(checks[purpose](path))
+    return Detected(checks[purpose](f))
+
+
+def _size(f: BinaryIO) -> int:
+    return f.seek(0, SEEK_END)
 
 
 def _damaged_zip(exc: Exception) -> UploadRejected:
@@ -76,41 +83,40 @@ def _damaged_zip(exc: Exception) -> UploadRejected:
     )
 
 
-def _teacher_format(path: Path) -> str:
-    if zipfile.is_zipfile(path):
-        return _zip_teacher_format(path)
+def _teacher_format(f: BinaryIO) -> str:
+    if zipfile.is_zipfile(f):
+        return _zip_teacher_format(f)
     try:
-        check_safetensors(path)
+        check_safetensors(f)
     except UploadRejected:
-        if _is_pickle(path):  # a legacy (non-zip) torch.save file
+        if _is_pickle(f):  # a legacy (non-zip) torch.save file
             raise UploadRejected(PICKLE_HINT) from None
-        if not _starts_like_onnx(path):
+        if not _starts_like_onnx(f):
             raise
         try:
-            check_onnx_file(path)
+            check_onnx_stream(f)
         except OnnxFileRejected as exc:
             raise UploadRejected(str(exc)) from None
         return "onnx"
     return "safetensors"
 
 
-def _starts_like_onnx(path: Path) -> bool:
+def _starts_like_onnx(f: BinaryIO) -> bool:
     """ONNX exporters write a model's fields in order, so it starts with field 1 (`ir_version`), a varint."""
-    with path.open("rb") as f:
-        return f.read(1) == b"\x08"
+    f.seek(0)
+    return f.read(1) == b"\x08"
 
 
-def _is_pickle(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(2)
+def _is_pickle(f: BinaryIO) -> bool:
+    f.seek(0)
+    head = f.read(2)
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # pickle's PROTO opcode
 
 
-def _check_zip_directory(path: Path) -> None:
+def _check_zip_directory(f: BinaryIO) -> None:
     """Refuse an archive whose central directory is too big to read, before `zipfile` reads it."""
     try:
-        with path.open("rb") as f:
-            end = zipfile._EndRecData(f)  # what `zipfile.is_zipfile` and `ZipFile` read first
+        end = zipfile._EndRecData(f)  # what `zipfile.is_zipfile` and `ZipFile` read first
     except OSError as exc:
         raise _damaged_zip(exc) from None
     if end is None:
@@ -123,10 +129,10 @@ def _check_zip_directory(path: Path) -> None:
         )
 
 
-def _zip_teacher_format(path: Path) -> str:
-    _check_zip_directory(path)
+def _zip_teacher_format(f: BinaryIO) -> str:
+    _check_zip_directory(f)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(f) as archive:
             names = archive.namelist()
     except ZIP_ERRORS as exc:
         raise _damaged_zip(exc) from None
@@ -137,22 +143,22 @@ def _zip_teacher_format(path: Path) -> str:
     raise UploadRejected("This zip archive is not a torch.export archive (.pt2); " + PICKLE_HINT)
 
 
-def check_safetensors(path: Path) -> None:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise UploadRejected("Not a safetensors file: it is shorter than the 8-byte header length.")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
-            raise UploadRejected(
-                f"Not a safetensors file (or truncated): its header claims {header_len} bytes "
-                f"but the file has {size}."
-            )
-        try:
-            header = json.loads(f.read(header_len))
-        except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
-            raise UploadRejected(f"Not a safetensors file: its header is not JSON ({exc}).") from None
+def check_safetensors(f: BinaryIO) -> None:
+    size = _size(f)
+    f.seek(0)
+    prefix = f.read(8)
+    if len(prefix) < 8:
+        raise UploadRejected("Not a safetensors file: it is shorter than the 8-byte header length.")
+    (header_len,) = struct.unpack("<Q", prefix)
+    if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
+        raise UploadRejected(
+            f"Not a safetensors file (or truncated): its header claims {header_len} bytes "
+            f"but the file has {size}."
+        )
+    try:
+        header = json.loads(f.read(header_len))
+    except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
+        raise UploadRejected(f"Not a safetensors file: its header is not JSON ({exc}).") from None
     _check_safetensors_header(header, data_bytes=size - 8 - header_len)
 
 
@@ -195,19 +201,19 @@ def _tensor_span(name: str, entry: object) -> tuple[int, int]:
     return begin, end
 
 
-def _dataset_format(path: Path) -> Detected:
-    if zipfile.is_zipfile(path):
-        return Detected("npz", _npz_samples(path))
-    _check_jsonl(path)
-    return Detected("jsonl", _lines(path))
+def _dataset_format(f: BinaryIO) -> Detected:
+    if zipfile.is_zipfile(f):
+        return Detected("npz", _npz_samples(f))
+    _check_jsonl(f)
+    return Detected("jsonl", _lines(f))
 
 
-def _npz_samples(path: Path) -> int:
-    _check_zip_directory(path)
+def _npz_samples(f: BinaryIO) -> int:
+    _check_zip_directory(f)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(f) as archive:
             members = archive.infolist()
-            _check_npz_members(members, path.stat().st_size)
+            _check_npz_members(members, _size(f))
             names = {member.filename for member in members}
             headers = {name: _npy_header(archive, name) for name in ("x.npy", "y.npy") if name in names}
     except ZIP_ERRORS as exc:
@@ -259,20 +265,20 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
         )
 
 
-def _check_jsonl(path: Path) -> None:
+def _check_jsonl(f: BinaryIO) -> None:
     """Checks the first lines only; a line too long to read whole ends the check (the engine reads it)."""
     labeled: set[bool] = set()
-    with path.open("rb") as f:
-        for number in range(1, JSONL_CHECKED_LINES + 1):
-            line = f.readline(MAX_JSONL_LINE_BYTES)
-            if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
-                if not line.lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"{"):
-                    raise _bad_jsonl_line(number, "is not a JSON object")
-                return
-            if not line:
-                break
-            if line.strip():
-                labeled.add(_jsonl_record_is_labeled(line, number))
+    f.seek(0)
+    for number in range(1, JSONL_CHECKED_LINES + 1):
+        line = f.readline(MAX_JSONL_LINE_BYTES)
+        if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
+            if not line.lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"{"):
+                raise _bad_jsonl_line(number, "is not a JSON object")
+            return
+        if not line:
+            break
+        if line.strip():
+            labeled.add(_jsonl_record_is_labeled(line, number))
     if not labeled:
         raise UploadRejected(
             f"The file has no records in its first {JSONL_CHECKED_LINES} lines. {DATASET_HINT}."
@@ -283,12 +289,12 @@ def _check_jsonl(path: Path) -> None:
         )
 
 
-def _lines(path: Path) -> int:
+def _lines(f: BinaryIO) -> int:
     """Lines of text (blank ones too: the count bounds the records from above), in bounded memory."""
     count, last = 0, b"\n"
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            count, last = count + chunk.count(b"\n"), chunk[-1:]
+    f.seek(0)
+    while chunk := f.read(CHUNK_BYTES):
+        count, last = count + chunk.count(b"\n"), chunk[-1:]
     return count + (last != b"\n")
 
 
@@ -342,10 +348,10 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
     return shape, dtype
 
 
-def _tokenizer_format(path: Path) -> str:
+def _tokenizer_format(f: BinaryIO) -> str:
     try:
-        with path.open("rb") as f:
-            document = json.load(f)
+        f.seek(0)
+        document = json.load(f)
     except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
         raise UploadRejected(f"A tokenizer must be a Hugging Face `tokenizers` JSON file: {exc}") from None
     if not isinstance(document, dict) or "model" not in document:

@@ -4,6 +4,7 @@ Settings are read once per process, so the environment is set here before any se
 """
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ for _name in ("DISTILL_DATABASE_URL", "DISTILL_BROKER_URL", "DISTILL_STORAGE_URL
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.servers import postgres_database, rabbitmq_queue, redis_url  # noqa: E402
+from tests.servers import postgres_database, rabbitmq_queue, redis_url, s3_bucket, s3_server  # noqa: E402
 from tests.service.helpers import (  # noqa: E402
     dataset_bytes,
     job_request,
@@ -97,6 +98,41 @@ def redis_broker_url():
 def rabbitmq():
     with rabbitmq_queue() as url_and_queue:
         yield url_and_queue
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server, named by the AWS_* environment variables while the session runs."""
+    with s3_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_endpoint) -> str:
+    """This run's bucket (deleted afterwards); each test keeps its objects under a prefix of its own."""
+    with s3_bucket() as name:
+        yield name
+
+
+@pytest.fixture
+def s3_url(bucket) -> str:
+    """`s3://bucket/prefix`: a prefix of this test's own in this run's bucket."""
+    return f"s3://{bucket}/test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="module", params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def storage_client(request, client) -> TestClient:
+    """The API on each storage: `client` (a local folder), then an app on this run's bucket over the same
+    database."""
+    if request.param == "local":
+        yield client
+        return
+    from core.config import Settings
+    from service.main import create_app
+
+    settings = Settings(storage_url=f"s3://{request.getfixturevalue('bucket')}/api-{secrets.token_hex(4)}")
+    with TestClient(create_app(settings)) as s3_client:
+        yield s3_client
 
 
 @pytest.fixture(scope="module")

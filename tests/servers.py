@@ -1,4 +1,5 @@
-"""Real PostgreSQL and Redis for the tests: a fresh database / Redis db per run, dropped afterwards.
+"""Real PostgreSQL, Redis, RabbitMQ and S3 (moto's server) for the tests: a fresh database / Redis db /
+queue / bucket per run, dropped afterwards.
 
 Under CI=true an unreachable server (or a missing program, `missing`) fails the test; elsewhere it skips
 with a message naming it.
@@ -6,9 +7,16 @@ with a message naming it.
 
 import os
 import secrets
+import subprocess
+import sys
+import tempfile
+import time
 from contextlib import contextmanager
 
+import httpx
 import pytest
+
+from tests.stack import free_port
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DISTILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -91,3 +99,73 @@ def rabbitmq_queue():
         with connection.channel() as channel:
             channel.queue_delete(queue)
         connection.release()
+
+
+@contextmanager
+def s3_server():
+    """moto's S3 server on a free loopback port, named (with dummy credentials) by the AWS_* environment
+    variables that boto3 reads here and in the API and worker processes the tests start; yields its URL."""
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
+    # Its log goes to a file: a pipe nobody reads fills up and stops the server mid-request.
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        _wait_for_s3(server, url, log)
+        with _environment(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                          AWS_DEFAULT_REGION="us-east-1", AWS_PROFILE=None):  # fmt: skip
+            yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
+def _wait_for_s3(server: subprocess.Popen, url: str, log) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    log.seek(0)
+    missing(f"moto's S3 server (moto[server]) did not start: {log.read()[-2000:].decode(errors='replace')}")
+
+
+@contextmanager
+def _environment(**variables: str | None):
+    saved = {name: os.environ.get(name) for name in variables}
+    _set_environment(variables)
+    try:
+        yield
+    finally:
+        _set_environment(saved)
+
+
+def _set_environment(variables: dict[str, str | None]) -> None:
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@contextmanager
+def s3_bucket():
+    """A new bucket on the server the AWS_* variables name; emptied (uploads in progress too) and deleted
+    afterwards."""
+    import boto3
+
+    client, name = boto3.client("s3"), f"distill-test-{secrets.token_hex(4)}"
+    client.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for listed in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=listed["Key"])
+        client.delete_bucket(Bucket=name)

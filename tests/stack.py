@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from core.resources import make_storage
+from core.storage import Storage
 from tests.service_client import ServiceClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +111,11 @@ class ServiceStack:
         api.wait(timeout=20)
         self._start("api", "api", "--port", str(self.port))
         self._wait_ready()
+
+    @property
+    def storage(self) -> Storage:
+        """The storage the service keeps its objects in (DISTILL_STORAGE_URL, default under its home)."""
+        return make_storage(self.env.get("DISTILL_STORAGE_URL", str(self.home / "storage")))
 
     def training_processes(self) -> list[int]:
         """The worker's child processes: the prefork pool, where jobs run."""

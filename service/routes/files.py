@@ -16,7 +16,7 @@ from core.storage import TooLarge
 from service import file_reads, idempotency, policy
 from service.deps import DatabaseDep, KeptBodiesDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
-from service.errors import ErrorBody
+from service.errors import STORAGE_UNAVAILABLE, ErrorBody
 from service.head_routes import add_head_route
 from service.limits import upload_too_large
 from service.pagination import After, Limit
@@ -61,7 +61,13 @@ UPLOAD_BODY = {
 # The file's bytes stream from the request body into storage (`receive_upload`); the database work before
 # and after runs on threads, each with its own session, none held while the bytes stream. (No docstring: it
 # would become the operation's description in the OpenAPI document.)
-@router.post("", status_code=201, response_model=FileObject, responses=ERRORS, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "",
+    status_code=201,
+    response_model=FileObject,
+    responses={**ERRORS, **STORAGE_UNAVAILABLE},
+    openapi_extra=UPLOAD_BODY,
+)
 async def upload_file(
     request: Request,
     database: DatabaseDep,
@@ -114,8 +120,8 @@ def _record_upload(
             if replayed is not None:
                 storage.delete(key)
                 return replayed
-            with storage.local_path(key) as path:
-                detected = detect_format(purpose, path)
+            with storage.open(key) as stream:  # read where the checks need: headers, in a bucket too
+                detected = detect_format(purpose, stream)
             if detected.format == "pt2" and not settings.pt2_allowed:
                 raise pt2_not_allowed(settings, "file")
         except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
@@ -169,19 +175,27 @@ async def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep
     responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_file(
-    file_id: str, request: Request, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep
+    file_id: str,
+    request: Request,
+    database: DatabaseDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
 ):
     with database.sessions() as session:
         row = get_owned(session, FileRow, tenant_id, file_id)
     content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
-    return stream_object(request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename)
+    return stream_object(
+        request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename,
+        settings.s3_presign,
+    )  # fmt: skip
 
 
 add_head_route(router, "/{file_id}/content", download_file, response_class=StreamingResponse,
                responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip
 
 
-@router.delete("/{file_id}", response_model=DeletedObject, responses=ERRORS)
+@router.delete("/{file_id}", response_model=DeletedObject, responses={**ERRORS, **STORAGE_UNAVAILABLE})
 def delete_file(file_id: str, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep):
     with database.sessions() as session:
         row = get_owned(session, FileRow, tenant_id, file_id)

@@ -20,10 +20,13 @@ add_head_route(router, "/healthz", healthz, response_model=HealthStatus)
 
 @router.get("/readyz", response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
 def readyz(resources: ResourcesDep):
-    database = _database_problem(resources.database) or "ok"
-    broker = resources.queue.problem() or "ok"
-    ready = database == broker == "ok"
-    body = ReadyStatus(status="ok" if ready else "unavailable", database=database, broker=broker)
+    problems = {
+        "database": _database_problem(resources.database) or "ok",
+        "broker": resources.queue.problem() or "ok",
+        "storage": resources.storage.problem() or "ok",
+    }
+    ready = set(problems.values()) == {"ok"}
+    body = ReadyStatus(status="ok" if ready else "unavailable", **problems)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 

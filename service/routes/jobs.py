@@ -202,7 +202,13 @@ def list_artifacts(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
     responses={**ERRORS, **DOWNLOAD_RESPONSES},
 )
 def download_artifact(
-    job_id: str, name: str, request: Request, database: DatabaseDep, storage: StorageDep, tenant_id: TenantDep
+    job_id: str,
+    name: str,
+    request: Request,
+    database: DatabaseDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
 ):
     with database.sessions() as session:
         job = get_owned(session, Job, tenant_id, job_id)
@@ -217,6 +223,7 @@ def download_artifact(
         artifact.sha256,
         artifact.content_type,
         artifact.name,
+        settings.s3_presign,
     )
 
 

@@ -18,11 +18,20 @@ def distill(cwd, *argv: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", [["api"], ["worker"], ["migrate"]])
 def test_a_storage_url_it_cannot_serve_is_refused(tmp_path, command):
-    result = distill(tmp_path, *command, DISTILL_STORAGE_URL="s3://bucket/prefix")
+    result = distill(tmp_path, *command, DISTILL_STORAGE_URL="gs://bucket/prefix")
     assert result.returncode != 0
-    assert "DISTILL_STORAGE_URL" in result.stderr and "s3://bucket/prefix" in result.stderr
+    assert "DISTILL_STORAGE_URL" in result.stderr and "gs://bucket/prefix" in result.stderr
     assert "Traceback" not in result.stderr
-    assert list(tmp_path.iterdir()) == []  # no `s3:` folder, no home
+    assert list(tmp_path.iterdir()) == []  # no `gs:` folder, no home
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("command", [["api"], ["worker"]])
+def test_a_bucket_that_is_missing_is_named_at_start_up(tmp_path, command, s3_endpoint):
+    distill(tmp_path, "migrate").check_returncode()
+    result = distill(tmp_path, *command, DISTILL_STORAGE_URL="s3://no-such-bucket-here/distill")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "'no-such-bucket-here'" in result.stderr and "AWS_ENDPOINT_URL" in result.stderr
 
 
 def test_a_setting_out_of_range_is_named(tmp_path):

@@ -17,6 +17,7 @@ from engine.specs import MLPSpec
 from tests.e2e.conftest import job_request
 from tests.factories import accuracy
 from tests.stack import ServiceStack
+from tests.storages import stored_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -85,8 +86,7 @@ def check_teacher_cache(stack: ServiceStack, job: dict, artifacts: dict, train_i
     """The job kept its teacher's outputs in the storage: the same job again reads them and trains the very
     same student; deleting the dataset deletes them."""
     assert job["metrics"]["teacher_cache"]["status"] == "miss"
-    kept = stack.home / "storage" / "caches" / "default"
-    assert len(list(kept.iterdir())) == 2  # the teacher over the training and the validation set
+    assert len(cache_folders(stack)) == 2  # the teacher over the training and the validation set
 
     again = stack.client.wait_for_job(stack.client.submit(job["request"])["id"])
     assert again["status"] == "succeeded", f"{again['error']}\n{stack.logs()}"
@@ -99,7 +99,13 @@ def check_teacher_cache(stack: ServiceStack, job: dict, artifacts: dict, train_i
     assert sha256["student.safetensors"] == artifacts["student.safetensors"]["sha256"]
 
     assert stack.client.delete(f"/v1/files/{train_id}").status_code == 200
-    assert list(kept.iterdir()) == []
+    assert cache_folders(stack) == set()
+
+
+def cache_folders(stack: ServiceStack) -> set[str]:
+    """The folders of the teacher outputs kept for the default tenant."""
+    kept = [key.split("/") for key in stored_keys(stack.storage)]
+    return {parts[2] for parts in kept if parts[:2] == ["caches", "default"]}
 
 
 def test_embedded_sqlite_and_filesystem_broker(stack, task):
@@ -112,6 +118,14 @@ def test_scaled_out_postgres_and_redis(tmp_path, postgres_url, redis_broker_url,
     with ServiceStack(tmp_path, database_url=postgres_url, broker_url=redis_broker_url) as stack:
         job = distill_and_check(stack, task)
         assert job["metrics"]["student"]["accuracy"] > 0.85
+
+
+@pytest.mark.s3
+def test_s3_storage(tmp_path, s3_url, task):
+    """Files, artifacts, checkpoints and the teacher cache in a bucket: nothing under the home's storage."""
+    with ServiceStack(tmp_path, storage_url=s3_url) as stack:
+        distill_and_check(stack, task)
+    assert not (tmp_path / "storage").exists()
 
 
 @pytest.mark.rabbitmq

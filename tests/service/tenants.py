@@ -14,7 +14,7 @@ from core.config import Settings
 from core.db import Database
 from core.migrate import upgrade
 from core.models import Artifact, Job, JobMetric
-from core.storage import make_storage
+from core.resources import make_storage
 from service.auth import create_key, revoke_key
 from service.main import create_app
 
@@ -65,7 +65,7 @@ def tenant_clients(settings: Settings, *tenants: str) -> Iterator[list[TestClien
 
 def finish_job(settings: Settings, job_id: str, artifact: bytes = b'{"family": "mlp"}') -> None:
     """Do what a worker does when a job succeeds: store an artifact, record a metric, mark it done."""
-    storage = make_storage(str(settings.storage_root))
+    storage = make_storage(settings.resolved_storage_url)
     key = f"artifacts/{job_id}/student.json"
     stored = storage.write(key, [artifact])
     with database(settings) as session:

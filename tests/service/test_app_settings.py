@@ -5,8 +5,7 @@ from sqlalchemy import func, select
 
 from core.checkpoints import StoredCheckpoint
 from core.models import Job
-from core.resources import Resources
-from core.storage import make_storage
+from core.resources import Resources, make_storage
 from service.main import create_app
 from tests.service.helpers import dataset_bytes, job_request, safetensors_teacher, stored_objects, upload_ok
 from tests.service.tenants import client_for, make_settings

@@ -1,4 +1,5 @@
-"""Uploading, listing, downloading and deleting files (`/v1/files`)."""
+"""Uploading, listing, downloading and deleting files (`/v1/files`); uploads, downloads and deletes on a
+local folder and on an S3 bucket (`storage_client`)."""
 
 import hashlib
 import time
@@ -17,6 +18,7 @@ from tests.service.helpers import (
     upload,
     upload_ok,
 )
+from tests.storages import stored_keys
 
 UPLOADS = {
     "dataset npz": (dataset_bytes, "dataset", "train.npz", "npz"),
@@ -29,10 +31,10 @@ UPLOADS = {
 
 
 @pytest.mark.parametrize("make, purpose, filename, file_format", UPLOADS.values(), ids=UPLOADS.keys())
-def test_upload_each_purpose(client, make, purpose, filename, file_format):
+def test_upload_each_purpose(storage_client, make, purpose, filename, file_format):
     content = make()
     before = int(time.time())
-    response = upload(client, content, purpose, filename)
+    response = upload(storage_client, content, purpose, filename)
     assert response.status_code == 201, response.text
     body = response.json()
     assert set(body) == {"id", "object", "purpose", "filename", "bytes", "sha256", "format", "created_at"}
@@ -45,8 +47,8 @@ def test_upload_each_purpose(client, make, purpose, filename, file_format):
     assert body["format"] == file_format
     assert before <= body["created_at"] <= int(time.time())
 
-    assert client.get(f"/v1/files/{body['id']}").json() == body
-    assert client.get(f"/v1/files/{body['id']}/content").content == content
+    assert storage_client.get(f"/v1/files/{body['id']}").json() == body
+    assert storage_client.get(f"/v1/files/{body['id']}/content").content == content
 
 
 def test_retrieve_unknown_file_is_404(client):
@@ -177,16 +179,16 @@ CONTENT = b'{"model": {"type": "WordLevel"}, "pad": "0123456789"}'
 
 
 @pytest.fixture
-def text_file(client) -> dict:
-    return upload_ok(client, CONTENT, "tokenizer", "tokenizer.json")
+def text_file(storage_client) -> dict:
+    return upload_ok(storage_client, CONTENT, "tokenizer", "tokenizer.json")
 
 
 def content_url(file: dict) -> str:
     return f"/v1/files/{file['id']}/content"
 
 
-def test_download_whole_file(client, text_file):
-    response = client.get(content_url(text_file))
+def test_download_whole_file(storage_client, text_file):
+    response = storage_client.get(content_url(text_file))
     assert response.status_code == 200
     assert response.content == CONTENT
     assert response.headers["etag"] == f'"{hashlib.sha256(CONTENT).hexdigest()}"'
@@ -198,18 +200,18 @@ def test_download_whole_file(client, text_file):
 
 
 @pytest.mark.parametrize("range_header", [None, "bytes=2-5"])
-def test_head_answers_a_downloads_headers_without_its_body(client, text_file, range_header):
+def test_head_answers_a_downloads_headers_without_its_body(storage_client, text_file, range_header):
     """`curl -I`, `wget --spider`: what a GET would say, with no bytes."""
     headers = {"Range": range_header} if range_header else {}
     got, head = (
-        client.get(content_url(text_file), headers=headers),
-        client.head(content_url(text_file), headers=headers),
+        storage_client.get(content_url(text_file), headers=headers),
+        storage_client.head(content_url(text_file), headers=headers),
     )
     assert head.status_code == got.status_code and head.content == b""
     for name in ("content-length", "etag", "content-type", "content-disposition", "accept-ranges"):
         assert head.headers[name] == got.headers[name], name
     assert head.headers.get("content-range") == got.headers.get("content-range")
-    assert client.head("/v1/files/file-doesnotexist/content").status_code == 404
+    assert storage_client.head("/v1/files/file-doesnotexist/content").status_code == 404
 
 
 def test_head_answers_health(client):
@@ -234,8 +236,8 @@ def test_download_dataset_is_a_zip(client, dataset_file):
         (f"bytes=-{len(CONTENT) + 50}", 0, len(CONTENT) - 1),  # a suffix longer than the file is all of it
     ],
 )
-def test_download_range(client, text_file, range_header, start, end):
-    response = client.get(content_url(text_file), headers={"Range": range_header})
+def test_download_range(storage_client, text_file, range_header, start, end):
+    response = storage_client.get(content_url(text_file), headers={"Range": range_header})
     assert response.status_code == 206, response.text
     assert response.content == CONTENT[start : end + 1]
     assert response.headers["content-range"] == f"bytes {start}-{end}/{len(CONTENT)}"
@@ -246,38 +248,40 @@ def test_download_range(client, text_file, range_header, start, end):
 @pytest.mark.parametrize(
     "range_header", [f"bytes={len(CONTENT)}-", "bytes=9999-10000", "bytes=5-2", "bytes=-0"]
 )
-def test_download_unsatisfiable_range(client, text_file, range_header):
-    response = client.get(content_url(text_file), headers={"Range": range_header})
+def test_download_unsatisfiable_range(storage_client, text_file, range_header):
+    response = storage_client.get(content_url(text_file), headers={"Range": range_header})
     assert_error(response, 416, "Range", "range_not_satisfiable")
     assert response.headers["content-range"] == f"bytes */{len(CONTENT)}"
 
 
 @pytest.mark.parametrize("range_header", ["bytes=0-1,4-5", "items=0-3"])
-def test_download_ignores_ranges_it_does_not_serve(client, text_file, range_header):
-    response = client.get(content_url(text_file), headers={"Range": range_header})
+def test_download_ignores_ranges_it_does_not_serve(storage_client, text_file, range_header):
+    response = storage_client.get(content_url(text_file), headers={"Range": range_header})
     assert response.status_code == 200
     assert response.content == CONTENT
 
 
-def test_download_if_range_mismatch_sends_everything(client, text_file):
-    response = client.get(content_url(text_file), headers={"Range": "bytes=2-5", "If-Range": '"stale"'})
+def test_download_if_range_mismatch_sends_everything(storage_client, text_file):
+    response = storage_client.get(
+        content_url(text_file), headers={"Range": "bytes=2-5", "If-Range": '"stale"'}
+    )
     assert response.status_code == 200
     assert response.content == CONTENT
-    matching = client.get(
+    matching = storage_client.get(
         content_url(text_file), headers={"Range": "bytes=2-5", "If-Range": f'"{text_file["sha256"]}"'}
     )
     assert matching.status_code == 206
     assert matching.content == CONTENT[2:6]
 
 
-def test_download_if_none_match(client, text_file):
-    etag = client.get(content_url(text_file)).headers["etag"]
+def test_download_if_none_match(storage_client, text_file):
+    etag = storage_client.get(content_url(text_file)).headers["etag"]
     for header in (etag, f'"other", {etag}', f"W/{etag}", "*"):
-        response = client.get(content_url(text_file), headers={"If-None-Match": header})
+        response = storage_client.get(content_url(text_file), headers={"If-None-Match": header})
         assert response.status_code == 304, header
         assert response.content == b""
         assert response.headers["etag"] == etag
-    changed = client.get(content_url(text_file), headers={"If-None-Match": '"something-else"'})
+    changed = storage_client.get(content_url(text_file), headers={"If-None-Match": '"something-else"'})
     assert changed.status_code == 200
     assert changed.content == CONTENT
 
@@ -285,19 +289,21 @@ def test_download_if_none_match(client, text_file):
 # Deleting
 
 
-def test_delete_file(client, storage_root, text_file):
-    before = stored_objects(storage_root)
-    response = client.delete(f"/v1/files/{text_file['id']}")
+def test_delete_file(storage_client, text_file):
+    storage = storage_client.app.state.resources.storage
+    before = stored_keys(storage)
+    response = storage_client.delete(f"/v1/files/{text_file['id']}")
     assert response.status_code == 200
     assert response.json() == {"id": text_file["id"], "object": "file", "deleted": True}
-    assert_error(client.get(f"/v1/files/{text_file['id']}"), 404, None, "not_found")
-    assert_error(client.get(content_url(text_file)), 404, None, "not_found")
-    assert_error(client.delete(f"/v1/files/{text_file['id']}"), 404, None, "not_found")
+    assert_error(storage_client.get(f"/v1/files/{text_file['id']}"), 404, None, "not_found")
+    assert_error(storage_client.get(content_url(text_file)), 404, None, "not_found")
+    assert_error(storage_client.delete(f"/v1/files/{text_file['id']}"), 404, None, "not_found")
     ids = {
-        f["id"] for f in client.get("/v1/files", params={"purpose": "tokenizer", "limit": 100}).json()["data"]
+        f["id"]
+        for f in storage_client.get("/v1/files", params={"purpose": "tokenizer", "limit": 100}).json()["data"]
     }
     assert text_file["id"] not in ids
-    assert len(before - stored_objects(storage_root)) == 1
+    assert len(before - stored_keys(storage)) == 1
 
 
 @pytest.mark.parametrize("role", ["teacher", "dataset"])

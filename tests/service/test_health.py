@@ -9,10 +9,10 @@ def test_healthz_says_ok(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_reports_database_and_broker(client):
+def test_readyz_reports_database_broker_and_storage(client):
     response = client.get("/readyz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
 
 
 def test_unknown_route_is_404_with_error_body(client):
@@ -45,4 +45,5 @@ def test_readyz_names_an_unreachable_broker(client, resources, monkeypatch):
         "status": "unavailable",
         "database": "ok",
         "broker": "ConnectionRefusedError: refused",
+        "storage": "ok",
     }
