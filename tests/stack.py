@@ -31,12 +31,15 @@ class ServiceStack:
         broker_url: str | None = None,
         queue: str | None = None,
         worker_cgroup: Path | None = None,
+        own_homes: bool = False,
         **settings: str,
     ):
         """`settings`: further DISTILL_* settings by lower-case name (heartbeat_seconds="0.5");
-        `worker_cgroup`: a cgroup's folder the worker runs in, with the children it forks."""
+        `worker_cgroup`: a cgroup's folder the worker runs in, with the children it forks; `own_homes`:
+        each process a DISTILL_HOME of its own (`home/<name>`), as on machines that share no disk."""
         self.home = home
         self.worker_cgroup = worker_cgroup
+        self.own_homes = own_homes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1",
@@ -81,10 +84,14 @@ class ServiceStack:
 
     def _start(self, name: str, *args: str) -> None:
         log = (self.home / f"{name}.log").open("w")
+        env = self.env
+        if self.own_homes:
+            env = {**env, "DISTILL_HOME": str(self.home / name)}
+            (self.home / name).mkdir(exist_ok=True)
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "cli", *args],
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=self._join_cgroup if name == "worker" and self.worker_cgroup else None,

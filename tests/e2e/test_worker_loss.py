@@ -1,6 +1,7 @@
 """A worker killed with SIGKILL mid-training does not lose the job: it is re-queued, resumes from its
 checkpoint and finishes with the student it would have had."""
 
+import hashlib
 import os
 import random
 import re
@@ -11,6 +12,7 @@ import pytest
 from tests.cgroups import memory_cgroup
 from tests.e2e.conftest import job_request
 from tests.stack import ServiceStack
+from tests.storages import stored_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -101,6 +103,43 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_kil
     assert stack.client.wait_for_job(twin_id, timeout=120)["status"] == "succeeded"
     twin = {a["name"]: a["sha256"] for a in stack.client.get(f"/v1/jobs/{twin_id}/artifacts").json()["data"]}
     assert twin["student.safetensors"] == artifacts["student.safetensors"]
+
+
+@pytest.mark.s3
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_worker_on_another_machine_finishes_the_job_of_one_that_is_gone(
+    tmp_path, postgres_url, redis_broker_url, s3_url, task
+):
+    """PostgreSQL, Redis and a bucket are all the processes share: each has a home of its own. The machine
+    training the job goes (its worker and children SIGKILLed); a worker elsewhere resumes the job from
+    the checkpoint in the bucket and finishes it."""
+    with ServiceStack(
+        tmp_path, database_url=postgres_url, broker_url=redis_broker_url, queue="no-shared-disk",
+        storage_url=s3_url, own_homes=True, heartbeat_seconds="0.3", heartbeat_timeout_seconds="4",
+        reaper_interval_seconds="0.5", checkpoint_seconds="0",
+    ) as stack:  # fmt: skip
+        teacher = stack.client.upload(task.teacher, "teacher")["id"]
+        train = stack.client.upload(task.train, "dataset")["id"]
+        request = job_request(teacher, train, training={"epochs": 10, "batch_size": 32})
+        job_id = stack.client.post("/v1/jobs", json=request).json()["id"]
+        stack.client.wait_for_job(
+            job_id, timeout=120, until=lambda j: j["status"] == "running" and j["progress"]["step"] >= 12
+        )
+        stack.start_worker("other-machine")
+        stack.kill("worker")
+
+        job = stack.client.wait_for_job(job_id, timeout=240)
+        assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
+        assert len(resumed_steps(stack, job_id)) == 1 and resumed_steps(stack, job_id)[0] >= 12
+        listed = stack.client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"]
+        for artifact in listed:
+            body = stack.client.artifact(job_id, artifact["name"])
+            assert hashlib.sha256(body).hexdigest() == artifact["sha256"], artifact["name"]
+        assert not [
+            key for key in stored_keys(stack.storage) if key.endswith("checkpoint.pt")
+        ]  # gone, as the job
+    assert not list(tmp_path.glob("*/storage"))  # no process kept an object on its own disk
 
 
 def test_a_job_the_kernel_kills_for_memory_fails_out_of_memory_at_once_and_the_worker_goes_on(tmp_path, task):
