@@ -104,7 +104,9 @@ def test_a_finished_jobs_page_shows_what_the_api_stored(stack, key, finished_job
 
 
 def test_a_running_job_is_followed_live_and_cancelled_from_its_page(stack, key, files, page: Page):
-    job = stack.client.submit(job_request(*files, training={"epochs": 300}, name="long"))
+    # Minutes of training, so that it still runs when the page cancels it on a slow, busy machine (300
+    # epochs took 10 to 30 s, and once ended before the click).
+    job = stack.client.submit(job_request(*files, training={"epochs": 5000}, name="long"))
     open_with_key(page, f"{stack.url}/dashboard", key)
     row = page.locator(f'tr[data-job-id="{job["id"]}"]')
     expect(row.locator(".status")).to_have_text("running")
