@@ -15,6 +15,9 @@ from core.storage import Storage
 from tests.service_client import ServiceClient
 
 ROOT = Path(__file__).resolve().parent.parent
+# Settings under which a lost worker is noticed in seconds, and a checkpoint is saved at every step.
+FRAGILE = {"heartbeat_seconds": "0.3", "heartbeat_timeout_seconds": "4", "reaper_interval_seconds": "0.5",
+           "checkpoint_seconds": "0"}  # fmt: skip
 
 
 def free_port() -> int:

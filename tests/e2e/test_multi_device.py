@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import job_request
 from tests.e2e.test_worker_loss import events, requeues, resumed_steps
-from tests.stack import ServiceStack
+from tests.stack import FRAGILE, ServiceStack
 
 pytestmark = pytest.mark.e2e
 
@@ -23,13 +23,7 @@ TWO_DEVICES = {"epochs": 3, "batch_size": 32, "devices": 2}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Short heartbeats, so that a lost worker is noticed in seconds, and a checkpoint at every step."""
-    with ServiceStack(
-        tmp_path_factory.mktemp("stack"),
-        heartbeat_seconds="0.3",
-        heartbeat_timeout_seconds="4",
-        reaper_interval_seconds="0.5",
-        checkpoint_seconds="0",
-    ) as running:
+    with ServiceStack(tmp_path_factory.mktemp("stack"), **FRAGILE) as running:
         yield running
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cgroups import memory_cgroup
 from tests.e2e.conftest import job_request
-from tests.stack import ServiceStack
+from tests.stack import FRAGILE, ServiceStack
 from tests.storages import stored_keys
 
 pytestmark = pytest.mark.e2e
@@ -25,14 +25,7 @@ def fragile_stack(request, tmp_path):
     if request.param == "postgres-redis":
         backends = {"database_url": request.getfixturevalue("postgres_url"), "queue": "worker-loss",
                     "broker_url": request.getfixturevalue("redis_broker_url")}  # fmt: skip
-    with ServiceStack(
-        tmp_path,
-        **backends,
-        heartbeat_seconds="0.3",
-        heartbeat_timeout_seconds="4",
-        reaper_interval_seconds="0.5",
-        checkpoint_seconds="0",
-    ) as running:
+    with ServiceStack(tmp_path, **backends, **FRAGILE) as running:
         yield running
 
 
@@ -116,8 +109,7 @@ def test_a_worker_on_another_machine_finishes_the_job_of_one_that_is_gone(
     the checkpoint in the bucket and finishes it."""
     with ServiceStack(
         tmp_path, database_url=postgres_url, broker_url=redis_broker_url, queue="no-shared-disk",
-        storage_url=s3_url, own_homes=True, heartbeat_seconds="0.3", heartbeat_timeout_seconds="4",
-        reaper_interval_seconds="0.5", checkpoint_seconds="0",
+        storage_url=s3_url, own_homes=True, **FRAGILE,
     ) as stack:  # fmt: skip
         teacher = stack.client.upload(task.teacher, "teacher")["id"]
         train = stack.client.upload(task.train, "dataset")["id"]
