@@ -7,10 +7,11 @@ job trains on the 60,000 training images with the request's defaults except what
 validation set is the service's seeded hold-out of them (so that `auto` chooses on data that is not the
 test set), and each student.pt2 is run with plain `torch.export.load` on the 10,000 test images. Rows:
 the student alone (alpha 0, beta 1), KD at each T of the `auto` search's default grid, DKD, DIST, KD on
-standardised logits, and `auto` over T, alpha and the soft loss within its default budget. The gap closed
+standardised logits, and `auto` within its default budget over T alone, over T, alpha and the soft loss,
+and over T and the learning rate. The gap closed
 is (alone − distilled) / (alone − teacher), in test errors.
 
-    nice -n 10 .venv/bin/python -m benchmarks.logit_losses [--epochs 10] [--teacher-epochs 2] [--url URL]
+    nice -n 10 .venv/bin/python -m benchmarks.logit_losses [--epochs 10] [--teacher-epochs 4] [--seeds 0 1] [--url URL]
 """
 
 import tempfile
@@ -41,15 +42,21 @@ ROWS = {
     "DKD": {"soft_loss": "dkd"},
     "DIST": {"soft_loss": "dist"},
     "KD, standardised logits": {"logit_standardization": True},
+    "auto (T)": {"temperature": "auto"},
     "auto (T, alpha, soft loss)": {"temperature": "auto", "alpha": "auto", "soft_loss": "auto"},
+    "auto (T, learning rate)": {"temperature": "auto", "learning_rate": "auto"},
 }
+TRAINING_FIELDS = {"learning_rate"}  # a row's fields that belong to `training`, not `distillation`
 
 
 def main() -> None:
     parser = argument_parser(__doc__, "logit_losses")
     parser.add_argument("--epochs", type=int, default=10, help="of each job (the request's default)")
-    parser.add_argument("--teacher-epochs", type=int, default=2)
+    parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument(
+        "--seeds", nargs="*", type=int, default=[0, 1], help="training.seed of each row's jobs"
+    )
     args = parser.parse_args()
     images, labels, test_images, test_labels = mnist_images(args.data)
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
@@ -75,23 +82,31 @@ def distill_rows(client: ServiceClient, files: dict, args, x_test: np.ndarray, y
     train = client.upload(files["train"], "dataset")["id"]
     rows = {}
     for name in args.rows:
-        request = {
-            "teacher": {"file_id": teacher, "format": "pt2"},
-            "student": {"architecture": STUDENT.model_dump()},
-            "dataset": {"train_file_id": train},
-            "distillation": ROWS[name],
-            "training": {"epochs": args.epochs},
-            "export": [],
-        }
-        job = client.wait_for_success(client.submit(request)["id"], timeout=6 * 3600)
-        predictions = exported_predictions(client.artifact(job["id"], "student.pt2"), x_test).numpy()
-        rows[name] = {"test_errors": int((predictions != y_test).sum()), "distillation": ROWS[name],
-                      "worker_seconds": round(job["finished_at"] - job["started_at"], 1),
-                      "search": job["metrics"].get("search")}  # fmt: skip
-        print(
-            f"{name}: {rows[name]['test_errors']} test errors, {rows[name]['worker_seconds']} s", flush=True
-        )
+        runs = [distill_row(client, name, seed, teacher, train, args, x_test, y_test) for seed in args.seeds]
+        rows[name] = {"test_errors": float(np.mean([run["test_errors"] for run in runs])),
+                      "distillation": ROWS[name], "seeds": runs}  # fmt: skip
     return rows
+
+
+def distill_row(client: ServiceClient, name: str, seed: int, teacher: str, train: str, args, x_test, y_test):
+    """One job of the row `name`, trained with `seed`: its student's test errors, time and search."""
+    fields = ROWS[name]
+    request = {
+        "teacher": {"file_id": teacher, "format": "pt2"},
+        "student": {"architecture": STUDENT.model_dump()},
+        "dataset": {"train_file_id": train},
+        "distillation": {k: v for k, v in fields.items() if k not in TRAINING_FIELDS},
+        "training": {"epochs": args.epochs, "seed": seed}
+        | {k: v for k, v in fields.items() if k in TRAINING_FIELDS},
+        "export": [],
+    }
+    job = client.wait_for_success(client.submit(request)["id"], timeout=6 * 3600)
+    predictions = exported_predictions(client.artifact(job["id"], "student.pt2"), x_test).numpy()
+    run = {"seed": seed, "test_errors": int((predictions != y_test).sum()),
+           "worker_seconds": round(job["finished_at"] - job["started_at"], 1),
+           "search": job["metrics"].get("search")}  # fmt: skip
+    print(f"{name}, seed {seed}: {run['test_errors']} test errors, {run['worker_seconds']} s", flush=True)
+    return run
 
 
 def add_gaps(result: dict) -> None:
@@ -107,17 +122,22 @@ def add_gaps(result: dict) -> None:
 
 def report(result: dict) -> None:
     print(f"\nteacher: {result['teacher']['test_errors']} test errors; student {result['epochs']} epochs\n")
-    print("| student | test errors | gap closed | seconds in the worker |")
-    print("|---|---:|---:|---:|")
+    print("| student | test errors (mean) | by seed | gap closed | seconds in the worker |")
+    print("|---|---:|---|---:|---:|")
     for name, row in result["rows"].items():
         gap = f"{row['gap_closed']:.0%}" if "gap_closed" in row else "—"
-        print(f"| {name} | {row['test_errors']} | {gap} | {row['worker_seconds']:.0f} |")
-    search = result["rows"].get("auto (T, alpha, soft loss)", {}).get("search")
-    if search:
-        chosen = {name: search[name] for name in ("temperature", "alpha", "soft_loss")}
-        trials, spent = len(search["trials"]), search["spent_epochs"]
-        print(f"\nauto chose {chosen} after {trials} trials ({spent} epochs); separated from the runner-up: "
-              f"{search['separated']} (p = {search['p_value']})")  # fmt: skip
+        by_seed = ", ".join(str(run["test_errors"]) for run in row["seeds"])
+        seconds = np.mean([run["worker_seconds"] for run in row["seeds"]])
+        print(f"| {name} | {row['test_errors']:g} | {by_seed} | {gap} | {seconds:.0f} |")
+    for name, row in result["rows"].items():
+        for run in row["seeds"]:
+            if search := run["search"]:
+                chosen = {
+                    field: search[field] for field in ("temperature", "alpha", "learning_rate", "soft_loss")
+                }
+                print(f"{name}, seed {run['seed']}: chose {chosen} after {len(search['trials'])} trials "
+                      f"({search['spent_epochs']} epochs beyond the run); separated from the runner-up: "
+                      f"{search['separated']} (p = {search['p_value']:.2g})")  # fmt: skip
 
 
 if __name__ == "__main__":
