@@ -8,10 +8,11 @@ validation set is the service's seeded hold-out of them (so that `auto` chooses 
 test set), and each student.pt2 is run with plain `torch.export.load` on the 10,000 test images. Rows:
 the student alone (alpha 0, beta 1), KD at each T of the `auto` search's default grid, DKD, DIST, KD on
 standardised logits, and `auto` within its default budget over T alone, over T, alpha and the soft loss,
-and over T and the learning rate. The gap closed
-is (alone − distilled) / (alone − teacher), in test errors.
+and over T and the learning rate; each row once per seed of `--seeds`. The gap closed is
+(alone − distilled) / (alone − teacher), in the mean test errors.
 
-    nice -n 10 .venv/bin/python -m benchmarks.logit_losses [--epochs 10] [--teacher-epochs 4] [--seeds 0 1] [--url URL]
+    nice -n 10 .venv/bin/python -m benchmarks.logit_losses [--epochs 10] [--teacher-epochs 4] \
+        [--seeds 0 1] [--url URL]
 """
 
 import tempfile
