@@ -15,7 +15,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/distill up
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest
 
 # The dashboard's tests drive Debian's chromium (tests/e2e/test_dashboard.py): installed when missing, as
