@@ -110,7 +110,8 @@ def _halving(
     lengths = [first * factor**k for k in range(depth)]
     if lengths[-2] >= epochs:
         return None
-    for trials in range(min(candidates, budget // first), min(candidates, 2 * factor ** (depth - 1)) - 1, -1):
+    fewest = min(candidates, 2 * factor ** (depth - 1))  # the last rung's two, at factor times fewer a rung
+    for trials in range(min(candidates, budget // first), fewest - 1, -1):
         counts = [trials] + [max(2, math.ceil(trials / factor**k)) for k in range(1, depth)]
         if any(later >= earlier for earlier, later in itertools.pairwise(counts)):
             continue

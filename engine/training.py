@@ -78,7 +78,7 @@ class Run:
         }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        self.load_finished_state({"students": state["students"], "series": state["series"]})
+        self._load_students_and_series(state)
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
@@ -103,9 +103,12 @@ class Run:
         return cpu_copy(state)
 
     def load_finished_state(self, state: dict) -> None:
-        if "optimizers" in state:
+        if "optimizers" in state:  # a run that may be continued kept everything (`finished_state`)
             self.load_state_dict(state)
-            return
+        else:
+            self._load_students_and_series(state)
+
+    def _load_students_and_series(self, state: dict) -> None:
         for student, saved in zip(self.cohort, state["students"], strict=True):
             student.model.load_state_dict(saved["model"])
             student.objective.load_state_dict(saved["objective"])
@@ -324,8 +327,8 @@ def make_scheduler(
 
 def learning_rate_factor(step: int, schedule: str, total_steps: int, warmup_steps: int) -> float:
     """The learning rate's factor at a step (0-based): rising linearly from 0 over the warm-up's steps, then
-    1 throughout, or a cosine from 1 down to 0 at the last step. A run shorter than its warm-up (an `auto`
-    trial) ends before the factor reaches 1."""
+    1 throughout, or a cosine from 1 down to 0 at the last step. A run shorter than its warm-up ends before
+    the factor reaches 1."""
     if step < warmup_steps:
         return step / warmup_steps
     if schedule == "cosine":
