@@ -38,6 +38,7 @@ SECTIONS = {
     "learning_rate": "training",
     "soft_loss": "distillation",
 }
+CANDIDATE_LISTS = {"temperature": "temperatures", "alpha": "alphas", "learning_rate": "learning_rates"}
 SEPARATED_P = 0.05  # McNemar's p below which the best trial counts as better than the runner-up
 
 
@@ -123,6 +124,8 @@ def search_hyperparameters(
     reporter.event(f"Chosen by {len(search.trials)} trials: {describe(values)}{continuation(kept)}")
     if record["separated"] is False:
         reporter.event(not_separated(chosen, record["p_value"]), "warning")
+    for message in at_the_edge(values, space):
+        reporter.event(message)
     return with_values(job, values), record, search.series, kept
 
 
@@ -226,6 +229,24 @@ def continuation(kept: Trial | None) -> str:
     if kept is None:
         return ""
     return f"; the student goes on from trial {kept.number}, {kept.epochs} epochs in"
+
+
+def at_the_edge(values: dict, space: dict[str, list]) -> list[str]:
+    """A note for each numeric value chosen at the end of its candidates: the best may lie beyond them."""
+    notes = []
+    for name, value in values.items():
+        candidates = space[name]
+        if (
+            name in CANDIDATE_LISTS
+            and len(set(candidates)) > 1
+            and value in (min(candidates), max(candidates))
+        ):
+            side = "largest" if value == max(candidates) else "smallest"
+            notes.append(
+                f"{describe({name: value})} is the {side} of the candidates: a value beyond it may do "
+                f"better. To find out, add one to distillation.search.{CANDIDATE_LISTS[name]}."
+            )
+    return notes
 
 
 def not_separated(chosen: list[Trial], p_value: float) -> str:

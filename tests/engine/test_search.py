@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.pipeline import JobFiles, run_distillation
-from engine.search import mcnemar_p
+from engine.search import at_the_edge, mcnemar_p
 from engine.search_plan import Rung, search_cost, search_space, successive_halving
 
 from .factories import RecordingReporter, series
@@ -157,3 +157,16 @@ def test_the_soft_loss_can_be_searched_and_the_student_trains_with_the_chosen_on
 def test_standardized_logits_leave_out_the_soft_losses_they_do_not_work_with(make_job):
     job = make_job(distillation={"soft_loss": "auto", "logit_standardization": True})
     assert search_space(job) == {"soft_loss": ["kl", "dkd"]}  # of the default kl, dkd, dist
+
+
+def test_a_numeric_value_chosen_at_the_end_of_its_candidates_is_pointed_out():
+    space = {"temperature": [1.0, 4.0, 16.0], "learning_rate": [1e-3, 3e-3], "alpha": [0.5, 0.7, 0.9],
+             "soft_loss": ["kl", "dkd"]}  # fmt: skip
+    values = {"temperature": 16.0, "learning_rate": 1e-3, "alpha": 0.7, "soft_loss": "kl"}
+    assert at_the_edge(values, space) == [
+        "T=16 is the largest of the candidates: a value beyond it may do better. To find out, add one to "
+        "distillation.search.temperatures.",
+        "learning_rate=0.001 is the smallest of the candidates: a value beyond it may do better. To find "
+        "out, add one to distillation.search.learning_rates.",
+    ]
+    assert at_the_edge({"temperature": 4.0}, {"temperature": [1.0, 4.0, 16.0]}) == []
