@@ -4,10 +4,10 @@
    with plain PyTorch (a user's own model), built with the service's layer names so that its
    state dict loads, and saved with safetensors (paper: 67 test errors).
 2. Through the service's HTTP API only (upload, POST /v1/jobs, poll, download student.pt2), a
-   784-800-800-10 student is trained on the 60,000 unjittered training images twice: alone, on the
-   labels (alpha 0, beta 1; paper: 146 errors), and distilled from the teacher at T = 20 (paper: 74).
-   With `--student-shift N` the distilled student's images are shifted by up to N pixels in every
-   batch, and the teacher's soft targets are for those same images (the service's
+   784-800-800-10 student is trained on the 60,000 training images twice: alone, on the unshifted
+   images' labels (alpha 0, beta 1; paper: 146 errors), and distilled from the teacher at T = 20
+   (paper: 74), its images shifted by up to `--student-shift` pixels (default 2; 0 is the paper's
+   transfer set) in every batch, the teacher's soft targets being for those same images (the service's
    `training.augmentation`). The 10,000 test images are the jobs' validation file, so the jobs'
    metrics are test metrics.
 3. Each student is measured again from its downloaded student.pt2 with plain torch.export.load, and
