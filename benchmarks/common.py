@@ -58,12 +58,28 @@ def mnist_teacher_files(folder: Path, data: Path) -> dict[str, Path]:
     validation, as files a job reads."""
     x_train, y_train = load_mnist(data, "train")
     x_test, y_test = load_mnist(data, "t10k")
+    teacher = train_teacher(MNIST_TEACHER, x_train, y_train, epochs=1)
+    return safetensors_job_files(folder, teacher, x_train, y_train, x_test, y_test)
+
+
+def safetensors_job_files(
+    folder: Path, teacher: nn.Module, x_train, y_train, x_val, y_val
+) -> dict[str, Path]:
+    """The teacher's weights (safetensors), the training set, and the validation set, as files a job reads."""
     files = {"teacher": folder / "teacher.safetensors", "train": folder / "train.npz",
              "validation": folder / "test.npz"}  # fmt: skip
-    save_teacher(files["teacher"], train_teacher(MNIST_TEACHER, x_train, y_train, epochs=1))
+    save_teacher(files["teacher"], teacher)
     np.savez(files["train"], x=x_train, y=y_train)
-    np.savez(files["validation"], x=x_test, y=y_test)
+    np.savez(files["validation"], x=x_val, y=y_val)
     return files
+
+
+def upload_files(client: ServiceClient, files: dict[str, Path]) -> dict[str, str]:
+    """Each file uploaded, the teacher as a teacher and the others as datasets: their ids, by name."""
+    return {
+        name: client.upload(path, "teacher" if name == "teacher" else "dataset")["id"]
+        for name, path in files.items()
+    }
 
 
 def mnist_images(folder: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -18,15 +18,14 @@ from benchmarks.common import (
     exported_predictions,
     load_mnist,
     machine,
+    safetensors_job_files,
     service,
+    upload_files,
     write_result,
 )
-from engine.specs import MLPSpec
-from tests.factories import save_npz, save_teacher, train_teacher
+from benchmarks.mnist_service import TEACHER, job_request
+from tests.factories import train_teacher
 from tests.service_client import ServiceClient
-
-TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[512, 512])
-STUDENT = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[64])
 
 
 def main() -> None:
@@ -40,16 +39,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
         folder = Path(tmp)
         teacher = train_teacher(TEACHER, x_train, y_train, epochs=1)
-        paths = {
-            "teacher": save_teacher(folder / "teacher.safetensors", teacher),
-            "train": save_npz(folder / "train.npz", x_train, y_train),
-            "test": save_npz(folder / "test.npz", x_test, y_test),
-        }
+        paths = safetensors_job_files(folder, teacher, x_train, y_train, x_test, y_test)
         with service(args.url, args.api_key, folder / "home") as client:
-            ids = {
-                name: client.upload(path, "teacher" if name == "teacher" else "dataset")["id"]
-                for name, path in paths.items()
-            }
+            ids = upload_files(client, paths)
             runs = [
                 run(client, ids, devices, args.epochs, x_test, y_test)
                 for _round in range(args.rounds)
@@ -61,14 +53,8 @@ def main() -> None:
 
 
 def run(client: ServiceClient, ids: dict, devices: int, epochs: int, x_test, y_test) -> dict:
-    request = {
-        "teacher": {"file_id": ids["teacher"], "architecture": TEACHER.model_dump()},
-        "student": {"architecture": STUDENT.model_dump()},
-        "dataset": {"train_file_id": ids["train"], "validation_file_id": ids["test"]},
-        "distillation": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
-        "training": {"epochs": epochs, "batch_size": 128, "learning_rate": 0.001, "devices": devices},
-        "export": [],
-    }
+    request = job_request(ids, epochs) | {"export": []}
+    request["training"]["devices"] = devices
     load = os.getloadavg()[0]
     with Timer() as job_clock:
         job = client.wait_for_success(client.submit(request)["id"], timeout=3600)

@@ -39,12 +39,14 @@ from benchmarks.common import (
     exported_predictions,
     load_mnist,
     machine,
+    safetensors_job_files,
     service,
+    upload_files,
     write_result,
 )
 from engine.models import build_model, count_parameters
 from engine.specs import MLPSpec
-from tests.factories import save_npz, save_teacher
+from tests.factories import save_teacher
 from tests.service_client import ServiceClient
 
 PAPER_ERRORS = {"teacher": 67, "student_alone": 146, "distilled_student": 74}
@@ -102,14 +104,10 @@ def main() -> None:
         with Timer() as teacher_clock:
             teacher = saved_or_trained_teacher(x_train, y_train, args)
         teacher_result = describe_teacher(teacher, args, x_test, y_test, teacher_clock.seconds)
-        paths = {
-            "teacher": save_teacher(folder / "teacher.safetensors", teacher),
-            "train": save_npz(folder / "train.npz", as_images(x_train), y_train),
-            "test": save_npz(folder / "test.npz", as_images(x_test), y_test),
-        }
+        paths = safetensors_job_files(folder, teacher, as_images(x_train), y_train, as_images(x_test), y_test)
         with service(args.url, args.api_key, folder / "home") as client:
             with Timer() as upload_clock:
-                ids = upload(client, paths)
+                ids = upload_files(client, paths)
             students = {
                 name: run_student(client, job_request(ids, settings, args), as_images(x_test), y_test)
                 for name, settings in student_settings(args).items()
@@ -239,11 +237,6 @@ def describe_teacher(model: nn.Module, args, x_test: np.ndarray, y_test: np.ndar
 # --- the students, through the service --------------------------------------------------------
 
 
-def upload(client: ServiceClient, paths: dict[str, Path]) -> dict[str, str]:
-    purposes = {"teacher": "teacher", "train": "dataset", "test": "dataset"}
-    return {name: client.upload(path, purposes[name])["id"] for name, path in paths.items()}
-
-
 def student_settings(args: argparse.Namespace) -> dict[str, dict]:
     """The same student trained twice: on the labels only, as the paper's, and on the teacher's soft
     targets too, its inputs shifted by up to `--student-shift` pixels. Alone, the teacher is still named
@@ -272,7 +265,7 @@ def job_request(ids: dict[str, str], settings: dict, args: argparse.Namespace) -
             "architecture": teacher_spec(args.teacher_dropout).model_dump(),
         },
         "student": {"architecture": STUDENT.model_dump()},
-        "dataset": {"train_file_id": ids["train"], "validation_file_id": ids["test"]},
+        "dataset": {"train_file_id": ids["train"], "validation_file_id": ids["validation"]},
         "distillation": distillation,
         "training": {
             "epochs": args.student_epochs,

@@ -17,14 +17,17 @@ from benchmarks.common import (
     exported_predictions,
     load_mnist,
     machine,
+    safetensors_job_files,
     service,
+    upload_files,
     write_result,
 )
 from engine.specs import MLPSpec
-from tests.factories import save_npz, save_teacher, train_teacher
+from tests.factories import train_teacher
 from tests.service_client import ServiceClient
 
 TEACHER = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[512, 512])
+STUDENT = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[64])
 
 
 def main() -> None:
@@ -39,11 +42,7 @@ def main() -> None:
         folder = Path(tmp)
         with Timer() as teacher_clock:
             teacher = train_teacher(TEACHER, x_train, y_train, epochs=args.teacher_epochs)
-        paths = {
-            "teacher": save_teacher(folder / "teacher.safetensors", teacher),
-            "train": save_npz(folder / "train.npz", x_train, y_train),
-            "test": save_npz(folder / "test.npz", x_test, y_test),
-        }
+        paths = safetensors_job_files(folder, teacher, x_train, y_train, x_test, y_test)
         with service(args.url, args.api_key, folder / "home") as client:
             result = distill(client, paths, args.epochs, x_test, y_test)
     result.update(teacher_training_seconds=teacher_clock.seconds, machine=machine())
@@ -53,21 +52,9 @@ def main() -> None:
 
 def distill(client: ServiceClient, paths: dict, epochs: int, x_test, y_test) -> dict:
     with Timer() as upload_clock:
-        ids = {
-            name: client.upload(path, "teacher" if name == "teacher" else "dataset")["id"]
-            for name, path in paths.items()
-        }
-    request = {
-        "teacher": {"file_id": ids["teacher"], "architecture": TEACHER.model_dump()},
-        "student": {
-            "architecture": {"family": "mlp", "input_shape": [784], "num_classes": 10, "hidden_sizes": [64]}
-        },
-        "dataset": {"train_file_id": ids["train"], "validation_file_id": ids["test"]},
-        "distillation": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
-        "training": {"epochs": epochs, "batch_size": 128, "learning_rate": 0.001},
-    }
+        ids = upload_files(client, paths)
     with Timer() as job_clock:
-        job = client.wait_for_success(client.submit(request)["id"], timeout=3600)
+        job = client.wait_for_success(client.submit(job_request(ids, epochs))["id"], timeout=3600)
 
     predictions = exported_predictions(client.artifact(job["id"], "student.pt2"), x_test)
     measured = (predictions.numpy() == y_test).mean().item()
@@ -85,6 +72,17 @@ def distill(client: ServiceClient, paths: dict, epochs: int, x_test, y_test) -> 
         "upload_seconds": upload_clock.seconds,
         "job_seconds_submit_to_succeeded": job_clock.seconds,
         "job_seconds_worker": job["finished_at"] - job["started_at"],
+    }
+
+
+def job_request(ids: dict[str, str], epochs: int) -> dict:
+    """The job: `TEACHER` into `STUDENT` at T 4, the test set as validation."""
+    return {
+        "teacher": {"file_id": ids["teacher"], "architecture": TEACHER.model_dump()},
+        "student": {"architecture": STUDENT.model_dump()},
+        "dataset": {"train_file_id": ids["train"], "validation_file_id": ids["validation"]},
+        "distillation": {"temperature": 4.0, "alpha": 0.9, "beta": 0.1},
+        "training": {"epochs": epochs, "batch_size": 128, "learning_rate": 0.001},
     }
 
 
