@@ -235,13 +235,11 @@ def at_the_edge(values: dict, space: dict[str, list]) -> list[str]:
     """A note for each numeric value chosen at the end of its candidates: the best may lie beyond them."""
     notes = []
     for name, value in values.items():
-        candidates = space[name]
-        if (
-            name in CANDIDATE_LISTS
-            and len(set(candidates)) > 1
-            and value in (min(candidates), max(candidates))
-        ):
-            side = "largest" if value == max(candidates) else "smallest"
+        if name not in CANDIDATE_LISTS:
+            continue
+        low, high = min(space[name]), max(space[name])
+        if low < high and value in (low, high):
+            side = "largest" if value == high else "smallest"
             notes.append(
                 f"{describe({name: value})} is the {side} of the candidates: a value beyond it may do "
                 f"better. To find out, add one to distillation.search.{CANDIDATE_LISTS[name]}."
