@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import MNIST_TEACHER, argument_parser, machine, mnist_teacher_files, write_result
-from engine.checkpoint import Checkpoints
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob, MLPSpec
+from engine.plan.specs import EngineJob, MLPSpec
+from engine.train.checkpoints import Checkpoints
 from tests.engine.factories import FolderStore, KilledAt, RecordingReporter, WorkerKilled
 
 STUDENT = MLPSpec(input_shape=[784], num_classes=10, hidden_sizes=[800, 800])

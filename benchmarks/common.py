@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.specs import MLPSpec
+from engine.plan.specs import MLPSpec
 from tests.factories import save_teacher, train_teacher
 from tests.service_client import ServiceClient
 from tests.stack import ServiceStack

@@ -35,9 +35,9 @@ from benchmarks.common import (
     two_conv_job_files,
     write_result,
 )
-from engine.models import build_model
+from engine.models.registry import build_model
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob
+from engine.plan.specs import EngineJob
 from tests.engine.factories import FolderCacheStore, RecordingReporter
 
 STUDENT = IMAGE_STUDENT

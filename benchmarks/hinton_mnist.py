@@ -44,8 +44,8 @@ from benchmarks.common import (
     upload_files,
     write_result,
 )
-from engine.models import build_model, count_parameters
-from engine.specs import MLPSpec
+from engine.models.registry import build_model, count_parameters
+from engine.plan.specs import MLPSpec
 from tests.factories import save_teacher
 from tests.service_client import ServiceClient
 

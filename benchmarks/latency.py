@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.common import MNIST_TEACHER, argument_parser, machine, mnist_teacher_files, write_result
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob
+from engine.plan.specs import EngineJob
 from tests.engine.factories import RecordingReporter
 
 STUDENT = {"family": "mlp", "input_shape": [784], "num_classes": 10, "hidden_sizes": [128]}

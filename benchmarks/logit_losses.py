@@ -33,7 +33,7 @@ from benchmarks.common import (
     two_conv_job_files,
     write_result,
 )
-from engine.specs import Search
+from engine.plan.specs import Search
 from tests.service_client import ServiceClient
 
 STUDENT = IMAGE_STUDENT

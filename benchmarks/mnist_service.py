@@ -22,7 +22,7 @@ from benchmarks.common import (
     upload_files,
     write_result,
 )
-from engine.specs import MLPSpec
+from engine.plan.specs import MLPSpec
 from tests.factories import train_teacher
 from tests.service_client import ServiceClient
 

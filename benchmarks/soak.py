@@ -43,7 +43,7 @@ from core.config import Settings
 from core.db import Database
 from core.models import Artifact, File
 from distill_client import Client
-from engine.specs import MLPSpec
+from engine.plan.specs import MLPSpec
 from tests.factories import blobs, save_npz, save_teacher, train_teacher
 from tests.servers import postgres_database, redis_url
 from tests.service.helpers import npz_bytes

@@ -33,7 +33,7 @@ from benchmarks.common import (
     write_result,
 )
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob
+from engine.plan.specs import EngineJob
 from tests.engine.factories import FolderCacheStore, RecordingReporter
 
 STUDENT = IMAGE_STUDENT

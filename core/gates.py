@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.specs import Spec
+from engine.plan.specs import Spec
 
 # A dotted path into the job's metrics: each is measured on the validation set.
 GateMetric = Literal[

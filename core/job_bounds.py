@@ -3,15 +3,15 @@ parameters of each model, the memory its training needs at the peak, and the epo
 the training samples they pass through the students.
 Over a bound, a 422 names the field and the figures; the defaults follow the machine's memory.
 
-The figures are `engine.sizes`'; a pt2 or onnx teacher, whose architecture is not declared, counts a parameter
-for every 4 bytes of its file."""
+The figures are `engine.plan.sizes`'; a pt2 or onnx teacher, whose architecture is not declared, counts a
+parameter for every 4 bytes of its file."""
 
 from dataclasses import dataclass
 
 from core.config import Settings
 from core.errors import RequestError
-from engine.job_rules import learners
-from engine.sizes import (
+from engine.plan.rules import learners
+from engine.plan.sizes import (
     FLOAT_BYTES,
     cohort,
     device_share,
@@ -20,7 +20,7 @@ from engine.sizes import (
     model_training_bytes,
     parameter_count,
 )
-from engine.specs import EngineJob
+from engine.plan.specs import EngineJob
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from core.gates import Gate
-from engine.specs import (
+from engine.plan.specs import (
     ArchitectureSpec,
     DistillationConfig,
     EngineJob,

@@ -3,7 +3,7 @@ files into the resolved request that is stored and run, or refuses it naming the
 
 The rules about files (each named file exists, has the right purpose, a teacher's format, which data a
 student reads) live here; the rules about the job itself (feature pairs, classes, methods, TinyBERT) are
-the engine's own (`engine.job_rules`), which the engine applies again before it trains.
+the engine's own (`engine.plan.rules`), which the engine applies again before it trains.
 """
 
 from collections.abc import Callable
@@ -14,9 +14,9 @@ from core.errors import RequestError, not_found
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File
-from engine.design import derive_spec
-from engine.errors import DistillError
-from engine.job_rules import check_job, initialising_teacher_architecture
+from engine.plan.design import derive_spec
+from engine.plan.errors import DistillError
+from engine.plan.rules import check_job, initialising_teacher_architecture
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
 DATASET_FORMATS = {"transformer": ("npz", "jsonl")}  # by student family; every other family: npz

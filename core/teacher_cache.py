@@ -1,7 +1,7 @@
 """The teacher-output cache in the storage: the engine's `TeacherCacheStore` for one job.
 
-An entry is a folder of files (one teacher's outputs over one dataset, see `engine.teacher_tables`) and a
-row of `teacher_cache_entries`, found by its tenant and the engine's key: tenants never share one. All
+An entry is a folder of files (one teacher's outputs over one dataset, see `engine.teachers.cache_tables`)
+and a row of `teacher_cache_entries`, found by its tenant and the engine's key: tenants never share one. All
 entries together stay within DISTILL_TEACHER_CACHE_MAX_BYTES: the least recently used go first, never one
 that an unfinished job reads. Deleting a file deletes the entries made from it (`forget_file`).
 """

@@ -8,12 +8,12 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from engine.data import ArrayDataset, batch_bounds, smallest_batch
-from engine.errors import DistillError
+from engine.data.arrays import ArrayDataset, batch_bounds, smallest_batch
+from engine.plan.errors import DistillError
+from engine.plan.search_space import searched
+from engine.plan.sizes import stage_resolutions
+from engine.plan.specs import ArchitectureSpec, EngineJob, TransformerSpec
 from engine.reporting import Reporter
-from engine.search_plan import searched
-from engine.sizes import stage_resolutions
-from engine.specs import ArchitectureSpec, EngineJob, TransformerSpec
 
 MAX_REASON_CHARS = 600
 

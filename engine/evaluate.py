@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from engine.data import ArrayDataset, iterate_batches
+from engine.data.arrays import ArrayDataset, iterate_batches
 
 
 @contextmanager

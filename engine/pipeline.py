@@ -15,24 +15,24 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.checkpoint import Checkpoints
-from engine.compute import uncompile
-from engine.devices import resolve_device
-from engine.distributed import ONE_PROCESS, Ranks
-from engine.errors import DistillError
 from engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
-from engine.export import PROGRAM, export_student
-from engine.latency import latency_ms, speedup
-from engine.methods import Candidate, Trained, train_students
-from engine.models import count_parameters
-from engine.onnx_export import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_metrics, quantize_onnx
+from engine.export.latency import latency_ms, speedup
+from engine.export.onnx_model import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_metrics, quantize_onnx
+from engine.export.pt2 import PROGRAM, export_student
+from engine.export.quantize import INT8_PROGRAM, export_int8, quantize_int8
+from engine.models.registry import count_parameters
+from engine.plan.errors import DistillError
+from engine.plan.specs import EngineJob, JobFiles
 from engine.preparation import Setup, prepare, with_cached_outputs
-from engine.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.reporting import Reporter
-from engine.search import first_trial
-from engine.specs import EngineJob, JobFiles
-from engine.students import build_student
-from engine.teacher_cache import TeacherCacheStore
+from engine.runtime.compute import uncompile
+from engine.runtime.devices import resolve_device
+from engine.runtime.distributed import ONE_PROCESS, Ranks
+from engine.teachers.cache import TeacherCacheStore
+from engine.train.checkpoints import Checkpoints
+from engine.train.methods import Candidate, Trained, train_students
+from engine.train.search import first_trial
+from engine.train.students import build_student
 
 METRICS_FILE = "metrics.json"
 CACHE_FOLDER = "teacher-cache"  # in the output folder, for the job's run only
@@ -59,8 +59,9 @@ def run_distillation(
     """Distill `job` from its `files` into `out_dir`, telling `reporter` how it goes. `checkpoints`: where
     and how often to save the training state, and the last attempt's to resume from (default: none saved).
     `teacher_cache`: where the teachers' outputs are kept for later jobs (default: for this job only).
-    `ranks`: this process's place among those training the job together (see `engine.distributed`; each
-    has an `out_dir` of its own); only rank 0 evaluates and exports the student, the others return None."""
+    `ranks`: this process's place among those training the job together (see `engine.runtime.distributed`;
+    each has an `out_dir` of its own); only rank 0 evaluates and exports the student, the others return
+    None."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:

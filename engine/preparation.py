@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from engine.augment import check_augmentation
 from engine.checks import (
     check_batch_norm_batches,
     check_labels,
@@ -17,21 +16,22 @@ from engine.checks import (
     probe_teacher,
     teacher_rejections,
 )
-from engine.compute import Precision, configure, memory_format
-from engine.data import ArrayDataset
-from engine.datasets import check_tokenizer, load_datasets
-from engine.devices import placed_dataset
-from engine.distributed import ONE_PROCESS, Ranks
-from engine.ensemble import TeacherBatch, TeacherEnsemble
+from engine.data.arrays import ArrayDataset
+from engine.data.augment import check_augmentation
+from engine.data.datasets import check_tokenizer, load_datasets
 from engine.evaluate import accuracy
-from engine.job_rules import check_job, learners
-from engine.models import count_parameters
+from engine.losses.tinybert import capture_paths
+from engine.models.registry import count_parameters
+from engine.plan.rules import check_job, learners
+from engine.plan.sizes import device_share
+from engine.plan.specs import EngineJob, JobFiles
 from engine.reporting import Reporter
-from engine.sizes import device_share
-from engine.specs import EngineJob, JobFiles
-from engine.teacher_cache import CachedTeachers, TeacherCache, TeacherCacheStore
-from engine.teachers import load_teacher
-from engine.tinybert import capture_paths
+from engine.runtime.compute import Precision, configure, memory_format
+from engine.runtime.devices import placed_dataset
+from engine.runtime.distributed import ONE_PROCESS, Ranks
+from engine.teachers.cache import CachedTeachers, TeacherCache, TeacherCacheStore
+from engine.teachers.ensemble import TeacherBatch, TeacherEnsemble
+from engine.teachers.loading import load_teacher
 
 
 @dataclass

@@ -40,8 +40,8 @@ def fit(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed:
 
 
 def main(out: Path) -> None:
-    from engine.models import build_model
-    from engine.specs import MLPSpec
+    from engine.models.registry import build_model
+    from engine.plan.specs import MLPSpec
 
     out.mkdir(parents=True, exist_ok=True)
     x, y = blobs(4000, seed=0)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from engine.models import build_model
-from engine.onnx_export import export_onnx
+from engine.export.onnx_model import export_onnx
+from engine.models.registry import build_model
 from examples.toy_teacher import blobs, fit
 
 __all__ = ["blobs", "save_npz", "train_teacher", "save_teacher", "save_onnx_teacher", "accuracy"]

@@ -45,12 +45,12 @@ def copy_of_the_packages(tmp_path) -> Path:
 @pytest.mark.parametrize(
     ("module", "back_import", "contract"),
     [
-        ("engine/errors.py", "import core.models", "Layers run one way"),
+        ("engine/plan/errors.py", "import core.models", "Layers run one way"),
         ("core/storage.py", "import service.main", "Layers run one way"),
         ("service/deps.py", "import worker.tasks", "Layers run one way"),
-        ("engine/hooks.py", "import sqlalchemy", "The engine imports no web framework"),
+        ("engine/models/hooks.py", "import sqlalchemy", "The engine imports no web framework"),
         ("core/errors.py", "import torch", "never load torch"),
-        ("engine/models.py", "import engine.pipeline", "No import circle inside a package"),
+        ("engine/models/registry.py", "import engine.pipeline", "No import circle inside a package"),
         ("distill_client/objects.py", "import core.models", "The client stands alone"),
     ],
     ids=[

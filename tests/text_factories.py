@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from engine.models import build_model
-from engine.specs import TransformerSpec
+from engine.models.registry import build_model
+from engine.plan.specs import TransformerSpec
 
 VOCAB, LENGTH, MARK = 16, 12, 5  # ids 0 ([PAD]) and 1 ([UNK]) never occur in generated sequences
 

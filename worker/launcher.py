@@ -22,9 +22,9 @@ from torch.distributed.run import main as torchrun
 
 from core.config import Settings
 from core.models import Job
-from engine.errors import DistillError, JobCancelled
 from engine.pipeline import DistillResult
-from engine.specs import JobFiles
+from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.specs import JobFiles
 from worker.memory_cgroup import oom_kills
 
 LAUNCH_FILE = "launch.json"

@@ -20,10 +20,10 @@ from core.config import Settings
 from core.job_request import JobCreate, engine_job
 from core.models import Job
 from core.resources import Resources
-from engine.devices import resolve_device
-from engine.distributed import SilentReporter, join_ranks, leave_ranks
-from engine.errors import DistillError, JobCancelled
 from engine.pipeline import DistillResult
+from engine.plan.errors import DistillError, JobCancelled
+from engine.runtime.devices import resolve_device
+from engine.runtime.distributed import SilentReporter, join_ranks, leave_ranks
 from worker.launcher import (
     FAILURE_FILE,
     PARENT_PID,
@@ -58,7 +58,7 @@ def main(launch_file: str) -> None:
 
 
 def distill_rank(launch: dict, folder: Path) -> DistillResult | None:
-    """This rank's part of the job (see `engine.distributed`); rank 0's result, None elsewhere."""
+    """This rank's part of the job (see `engine.runtime.distributed`); rank 0's result, None elsewhere."""
     resources = Resources.from_settings(Settings(**launch["settings"]))
     with resources.database.transaction() as session:
         job = session.scalar(select(Job).where(Job.id == launch["job_id"]))

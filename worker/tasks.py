@@ -22,11 +22,11 @@ from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
 from core.teacher_cache import StoredTeacherCache
-from engine.devices import resolve_device
-from engine.distributed import ONE_PROCESS, Ranks
-from engine.errors import DistillError, JobCancelled
 from engine.pipeline import Checkpoints, DistillResult, JobFiles, Reporter, run_distillation
-from engine.specs import EngineJob
+from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.specs import EngineJob
+from engine.runtime.devices import resolve_device
+from engine.runtime.distributed import ONE_PROCESS, Ranks
 from worker.launcher import TrainingProcessLost, distill_on_ranks
 from worker.liveness import heartbeat, training_process_lost
 from worker.reporter import DatabaseReporter

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.specs import MLPSpec
+from engine.plan.specs import MLPSpec
 from tests.factories import blobs, save_npz, save_onnx_teacher, save_teacher, train_teacher
 
 TEACHER = MLPSpec(input_shape=[16], num_classes=4, hidden_sizes=[64, 64])

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load
 
-from engine.models import build_model
-from engine.specs import MLPSpec
+from engine.models.registry import build_model
+from engine.plan.specs import MLPSpec
 from tests.e2e.conftest import job_request
 from tests.factories import accuracy
 from tests.stack import ServiceStack

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.specs import CNNSpec, MLPSpec
+from engine.plan.specs import CNNSpec, MLPSpec
 from tests.e2e.conftest import job_request
 from tests.factories import blobs, save_npz, train_teacher
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.models import build_model
-from engine.specs import EngineJob
+from engine.models.registry import build_model
+from engine.plan.specs import EngineJob
 
 from .factories import STUDENT_SPEC, TEACHER_SPEC, gaussian_blobs, train_classifier
 

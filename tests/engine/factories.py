@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.specs import MLPSpec
+from engine.plan.specs import MLPSpec
 from examples.toy_teacher import blobs
 
 NUM_CLASSES = 4

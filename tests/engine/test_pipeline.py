@@ -11,12 +11,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.export import Dim
 
-from engine.devices import resolve_device
-from engine.errors import DistillError, JobCancelled
-from engine.models import build_model
+from engine.models.registry import build_model
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import CNNSpec, MLPSpec
-from engine.training import make_scheduler
+from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.specs import CNNSpec, MLPSpec
+from engine.runtime.devices import resolve_device
+from engine.train.loop import make_scheduler
 
 from .factories import FEATURES, NUM_CLASSES, RecordingReporter, gaussian_blobs
 

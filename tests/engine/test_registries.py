@@ -6,10 +6,10 @@ from typing import get_args
 import pytest
 from pydantic import BaseModel
 
-from engine.losses import FEATURE_LOSSES, RESPONSE_LOSSES
-from engine.methods import METHODS
-from engine.models import MODEL_FAMILIES
-from engine.specs import ArchitectureSpec, DistillationConfig, FeaturePair, SoftLoss
+from engine.losses.functions import FEATURE_LOSSES, RESPONSE_LOSSES
+from engine.models.registry import MODEL_FAMILIES
+from engine.plan.specs import ArchitectureSpec, DistillationConfig, FeaturePair, SoftLoss
+from engine.train.methods import METHODS
 
 
 def literal_choices(spec: type[BaseModel], field: str) -> set[str]:

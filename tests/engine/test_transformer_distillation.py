@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.export import Dim
 
-from engine.datasets import load_datasets
-from engine.errors import DistillError
-from engine.onnx_export import export_onnx
+from engine.data.datasets import load_datasets
+from engine.export.onnx_model import export_onnx
 from engine.pipeline import JobFiles, run_distillation
-from engine.specs import EngineJob
-from engine.teachers import load_teacher
+from engine.plan.errors import DistillError
+from engine.plan.specs import EngineJob
+from engine.teachers.loading import load_teacher
 from tests.text_factories import (
     LENGTH,
     STUDENT_SPEC,

@@ -15,8 +15,8 @@ from httpx import Response
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from engine.models import build_model
-from engine.specs import MLPSpec
+from engine.models.registry import build_model
+from engine.plan.specs import MLPSpec
 
 FEATURES = 4
 CLASSES = 3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import DistillError, JobCancelled
+from engine.plan.errors import DistillError, JobCancelled
 from worker.launcher import (
     FAILURE_FILE,
     RESULT_FILE,

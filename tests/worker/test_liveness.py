@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from core.checkpoints import StoredCheckpoint
 from core.models import Job
-from engine.errors import JobCancelled
 from engine.pipeline import DistillResult
+from engine.plan.errors import JobCancelled
 from tests.job_rows import job_state, set_job
 from tests.service.helpers import job_request
 from worker.liveness import reap_lost_jobs, taken_from_queue, training_process_lost

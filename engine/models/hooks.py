@@ -1,0 +1,59 @@
+"""Reach a model's intermediate layers by name with forward hooks, without rewriting the model."""
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+from engine.plan.errors import DistillError
+
+LISTED_NAMES = 30
+
+
+class LayerTaps:
+    """Records the outputs of the named submodules at every forward pass of `model`.
+
+    `outputs[path]` holds the latest output of `model.get_submodule(path)`; with `record_input`,
+    `input` holds the model's latest first positional input (e.g. token ids, for a padding mask).
+    Call `remove()` when done.
+    """
+
+    def __init__(self, model: nn.Module, paths: Iterable[str], role: str, record_input: bool = False):
+        self.outputs: dict[str, Tensor] = {}
+        self.input: Tensor | None = None
+        self._handles = [self._tap(model, path, role) for path in dict.fromkeys(paths)]
+        if record_input:
+            self._handles.append(model.register_forward_pre_hook(self._record_input))
+
+    def _record_input(self, _module, inputs) -> None:
+        self.input = inputs[0]
+
+    def _tap(self, model: nn.Module, path: str, role: str):
+        module = find_layer(model, path, role)
+
+        def record(_module, _inputs, output):
+            self.outputs[path] = output
+
+        return module.register_forward_hook(record)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def find_layer(model: nn.Module, path: str, role: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = [name for name, _ in model.named_modules() if name]
+        shown = ", ".join(names[:LISTED_NAMES]) + (
+            f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+        )
+        if not names:
+            shown = (
+                "none: this model's layers cannot be reached by name (a pt2 program that "
+                "torch.export.unflatten could not split into its modules runs as one flat graph)"
+            )
+        raise DistillError(
+            "unknown_layer", f"the {role} has no layer {path!r}; its layers are: {shown}"
+        ) from None

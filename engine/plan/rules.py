@@ -1,0 +1,217 @@
+"""The rules of a job that need no file: the teachers feature pairs read, models that agree (classes, token
+ids or features, sequence length), methods that combine, TinyBERT's models and layer map, and the teacher a
+derived student starts from. Without torch, so the API refuses a request by the very rules the engine
+applies again before it reads any file.
+
+Each broken rule is a `DistillError` whose `param` is the field of the HTTP job request at fault, a teacher
+named as the request names it: `teacher`, or `teachers.0`, `teachers.1`, ... for a list.
+"""
+
+from collections.abc import Sequence
+
+from engine.plan.design import layer_count
+from engine.plan.errors import DistillError
+from engine.plan.layer_map import check_layer_map
+from engine.plan.specs import ArchitectureSpec, EngineJob, TeacherSource
+
+
+def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> None:
+    """`teacher_fields[i]`: the request's field of teacher i (default: `teacher` for a single teacher,
+    else `teachers.i`)."""
+    fields = _teacher_fields(job.teachers, teacher_fields)
+    _check_feature_teachers(job)
+    _check_classes(job, fields)
+    _check_method(job)
+    _check_families(job, fields)
+    _check_peers(job)
+    if job.student_init == "teacher":
+        teacher = initialising_teacher_architecture(job.teachers, fields)
+        for field, spec in learners(job):
+            check_initialisable(spec, teacher, field)
+    _check_tinybert(job, fields)
+
+
+def learners(job: EngineJob) -> list[tuple[str, ArchitectureSpec]]:
+    """The models the job trains with the request field of each: the student and its `mutual` peers."""
+    peers = [(f"distillation.peers.{i}", peer) for i, peer in enumerate(job.distillation.peers)]
+    return [("student.architecture", job.student_architecture), *peers]
+
+
+def check_initialisable(
+    spec: ArchitectureSpec, teacher: ArchitectureSpec, field: str = "student.architecture"
+) -> None:
+    """A model initialised from the teacher's layers is of the teacher's family and no deeper: each of its
+    layers starts from a teacher layer of its own."""
+    if spec.family != teacher.family:
+        raise DistillError(
+            "init_family_mismatch",
+            f"{field} is a {spec.family} model, which cannot be initialised from a {teacher.family} teacher: "
+            "use the teacher's family, or turn off initialisation from the teacher.",
+            field,
+        )
+    layers, teacher_layers = layer_count(spec), layer_count(teacher)
+    if layers > teacher_layers:
+        raise DistillError(
+            "init_student_deeper",
+            f"{field} has {layers} layers (blocks per stage for cnn) and the teacher {teacher_layers}: each "
+            f"layer starts from a teacher layer of its own, so use at most {teacher_layers}, or turn off "
+            "initialisation from the teacher.",
+            field,
+        )
+
+
+def initialising_teacher_architecture(
+    teachers: Sequence[TeacherSource], teacher_fields: Sequence[str] | None = None
+) -> ArchitectureSpec:
+    """The first teacher's architecture, which a student derived from the teacher is designed and
+    initialised from; `architecture_required` where it declares none (a pt2 or onnx teacher)."""
+    architecture = teachers[0].architecture
+    if architecture is None:
+        field = _teacher_fields(teachers, teacher_fields)[0]
+        raise DistillError(
+            "architecture_required",
+            f"student.derive designs the student from {field}'s architecture, which a {teachers[0].format} "
+            "teacher does not declare: use a safetensors teacher, or give student.architecture.",
+            "student.derive",
+        )
+    return architecture
+
+
+def _teacher_fields(teachers: Sequence[TeacherSource], teacher_fields: Sequence[str] | None) -> list[str]:
+    if teacher_fields is not None:
+        return list(teacher_fields)
+    return ["teacher"] if len(teachers) == 1 else [f"teachers.{i}" for i in range(len(teachers))]
+
+
+def _check_feature_teachers(job: EngineJob) -> None:
+    count = len(job.teachers)
+    for i, pair in enumerate(job.distillation.features):
+        if pair.teacher_index >= count:
+            raise DistillError(
+                "unknown_teacher",
+                f"Feature pair {i} reads teacher {pair.teacher_index}, but the job has {count} "
+                f"{'teacher' if count == 1 else 'teachers'}: teacher_index counts from 0, so it must be "
+                f"below {count}.",
+                f"distillation.features.{i}.teacher_index",
+            )
+
+
+def _check_classes(job: EngineJob, fields: list[str]) -> None:
+    """Every teacher of declared architecture, and every peer, has the student's classes."""
+    num_classes = job.student_architecture.num_classes
+    for field, teacher in zip(fields, job.teachers, strict=True):
+        if teacher.architecture is not None and teacher.architecture.num_classes != num_classes:
+            raise DistillError(
+                "incompatible_shapes",
+                f"{field} outputs {teacher.architecture.num_classes} classes but "
+                f"student.architecture.num_classes is {num_classes}: the student learns the teacher's "
+                f"classes, so set it to {teacher.architecture.num_classes}.",
+                "student.architecture.num_classes",
+            )
+    for i, peer in enumerate(job.distillation.peers):
+        if peer.num_classes != num_classes:
+            raise DistillError(
+                "incompatible_shapes",
+                f"Peer {i} has {peer.num_classes} classes but the student {num_classes}: peers learn the "
+                f"student's task, so set distillation.peers.{i}.num_classes to {num_classes}.",
+                f"distillation.peers.{i}.num_classes",
+            )
+
+
+def _check_method(job: EngineJob) -> None:
+    distillation = job.distillation
+    if distillation.method == "born_again" and distillation.features:
+        raise DistillError(
+            "unsupported_combination",
+            "born_again generations are taught by the previous student, which lacks the teacher layers that "
+            "`features` names: drop `features` or use another method.",
+            "distillation.features",
+        )
+
+
+def _check_families(job: EngineJob, fields: list[str]) -> None:
+    """A transformer reads token ids and the other families features: each teacher of declared
+    architecture is a transformer exactly when the student is, and then reads sequences as long."""
+    student = job.student_architecture
+    text = student.family == "transformer"
+    for field, teacher in zip(fields, job.teachers, strict=True):
+        architecture = teacher.architecture
+        if architecture is None:
+            continue
+        if (architecture.family == "transformer") != text:
+            raise DistillError(
+                "incompatible_architectures",
+                f"{field} is a {architecture.family} model but the student a {student.family} model: a "
+                "transformer reads token ids and the other families features, so both must be transformers "
+                "or neither.",
+                f"{field}.architecture",
+            )
+        if text and architecture.max_length < student.max_length:
+            raise DistillError(
+                "incompatible_shapes",
+                f"The student reads up to {student.max_length} tokens but {field} only "
+                f"{architecture.max_length} (its max_length), so the student's later positions could never "
+                f"be taught: set student.architecture.max_length to at most {architecture.max_length}.",
+                "student.architecture.max_length",
+            )
+
+
+def _check_peers(job: EngineJob) -> None:
+    """A peer reads the student's data: a transformer exactly when the student is, and then sequences as
+    long as the student's."""
+    student = job.student_architecture
+    for field, peer in learners(job)[1:]:
+        if (peer.family == "transformer") != (student.family == "transformer"):
+            raise DistillError(
+                "incompatible_architectures",
+                f"{field} is a {peer.family} model but the student a {student.family} model: a transformer "
+                "reads token ids and the other families features, so a peer is a transformer exactly when "
+                "the student is.",
+                field,
+            )
+        if peer.family == "transformer" and peer.max_length < student.max_length:
+            raise DistillError(
+                "incompatible_shapes",
+                f"{field} reads up to {peer.max_length} tokens but the student's data runs to "
+                f"{student.max_length}: set {field}.max_length to at least {student.max_length}.",
+                f"{field}.max_length",
+            )
+
+
+def _check_tinybert(job: EngineJob, fields: list[str]) -> None:
+    """TinyBERT: a transformer student, a first teacher that is a transformer of declared architecture,
+    a layer map that fits both, and teachers (not earlier generations) to read the layers of."""
+    distillation = job.distillation
+    config = distillation.transformer
+    if config is None:
+        return
+    student = job.student_architecture
+    if student.family != "transformer":
+        raise DistillError(
+            "transformer_required",
+            f"distillation.transformer (TinyBERT) matches transformer layers, but the student is a "
+            f"{student.family} model: use a transformer student, or remove distillation.transformer.",
+            "distillation.transformer",
+        )
+    teacher = job.teachers[0].architecture
+    if teacher is None or teacher.family != "transformer":
+        what = (
+            f"a {job.teachers[0].format} program, whose architecture is not declared"
+            if teacher is None
+            else f"a {teacher.family} model"
+        )
+        raise DistillError(
+            "transformer_required",
+            f"distillation.transformer (TinyBERT) reads the layers of {fields[0]}, which is {what}: make it "
+            "a safetensors transformer teacher with its architecture.",
+            "distillation.transformer",
+        )
+    if config.layer_map is not None:
+        check_layer_map(config.layer_map, student.num_layers, teacher.num_layers)
+    if distillation.method == "born_again":
+        raise DistillError(
+            "unsupported_combination",
+            "born_again generations are taught by the previous student, which lacks the teacher layers that "
+            "distillation.transformer (TinyBERT) reads: remove it or use another method.",
+            "distillation.transformer",
+        )

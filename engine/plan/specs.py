@@ -1,0 +1,437 @@
+"""What a job asks of the engine: model architectures and training settings, and the files it reads.
+
+Pydantic models without torch, so the API validates requests with exactly the rules the
+engine builds from. Every model forbids unknown fields: a typo is an error, not a silent default.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Floors that keep the arithmetic finite: a weight below 1e-3 of another is no share worth computing (and
+# 1e-320 is 0 in float32); logits / T must not overflow float32.
+TeacherWeight = Annotated[float, Field(ge=0.001, le=1000.0)]
+Temperature = Annotated[float, Field(ge=0.01, le=1000.0)]
+LossWeight = Annotated[float, Field(ge=0.0, le=1000.0)]
+LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
+SoftLoss = Literal["kl", "ce", "mse", "dkd", "dist"]
+STANDARDIZABLE_SOFT_LOSSES = ("kl", "ce", "dkd")  # the KL-based losses that Sun et al. 2024 standardise
+
+
+def _family_required(schema: dict) -> None:
+    # The union picks the family by this field, so requests must send it; Python code may omit it.
+    schema["required"] = ["family", *schema.get("required", [])]
+
+
+class ModelSpec(Spec):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_family_required)
+
+
+class MLPSpec(ModelSpec):
+    """A multilayer perceptron over flattened inputs."""
+
+    family: Literal["mlp"] = "mlp"
+    input_shape: list[PositiveInt] = Field(min_length=1, max_length=4, description="Shape of one sample.")
+    num_classes: int = Field(ge=2, le=100_000)
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(default=[], max_length=64)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+
+
+class CNNSpec(ModelSpec):
+    """A small ResNet-style network for `[C, H, W]` inputs.
+
+    A 3x3 stem, then one stage per entry of `widths`; each stage has `blocks_per_stage` residual
+    blocks and every stage after the first halves the resolution. Global average pooling, then
+    a linear classifier.
+    """
+
+    family: Literal["cnn"] = "cnn"
+    input_shape: list[PositiveInt] = Field(
+        min_length=3, max_length=3, description="[channels, height, width]."
+    )
+    num_classes: int = Field(ge=2, le=100_000)
+    widths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default=[16, 32, 64], min_length=1, max_length=8
+    )
+    blocks_per_stage: int = Field(default=1, ge=1, le=16)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the classifier.")
+
+
+class TransformerSpec(ModelSpec):
+    """A BERT-style encoder classifier over token ids `[N, max_length]` (0 = padding).
+
+    Token and position embeddings, `num_layers` post-norm encoder layers, and a linear classifier
+    over the `pooling` of the last hidden states.
+    """
+
+    family: Literal["transformer"] = "transformer"
+    vocab_size: int = Field(ge=2, le=1_000_000)
+    max_length: int = Field(ge=1, le=8192, description="Longest token sequence; longer text is truncated.")
+    num_classes: int = Field(ge=2, le=100_000)
+    hidden_size: int = Field(default=128, ge=8, le=8192)
+    num_layers: int = Field(default=2, ge=1, le=48)
+    num_heads: int = Field(default=2, ge=1, le=128)
+    intermediate_size: int = Field(default=512, ge=8, le=32768)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pooling: Literal["cls", "mean"] = Field(default="cls", description="`cls`: the first token's state.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> Self:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+ArchitectureSpec = Annotated[MLPSpec | CNNSpec | TransformerSpec, Field(discriminator="family")]
+
+
+class FeaturePair(Spec):
+    """FitNets-style hint: the student's layer output, through a learned projection, imitates the teacher's.
+
+    Layers are module paths (e.g. `hidden.0`, `stages.1`), reached with forward hooks. The projection
+    (a linear map, or a 1x1 convolution for feature maps) trains with the student and is not exported.
+    """
+
+    teacher: str = Field(min_length=1, max_length=256, description="Module path in the teacher.")
+    student: str = Field(min_length=1, max_length=256, description="Module path in the student.")
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+    loss: Literal["mse", "cosine"] = "mse"
+    teacher_index: int = Field(default=0, ge=0, le=63, description="Which teacher, with several.")
+
+
+class Search(Spec):
+    """What an `auto` search chooses from and what it may spend: successive halving over the combinations
+    of the `auto` fields' candidates (see `engine/train/search.py`)."""
+
+    temperatures: list[Temperature] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=16)
+    alphas: list[Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(
+        default=[0.5, 0.9], min_length=1, max_length=16
+    )
+    learning_rates: list[LearningRate] = Field(
+        default=[3e-4, 1e-3, 3e-3], min_length=1, max_length=16, description="For `learning_rate: auto`."
+    )
+    soft_losses: list[SoftLoss] = Field(
+        default=["kl", "dkd", "dist"],
+        min_length=1,
+        max_length=5,
+        description="For `soft_loss: auto` (with `logit_standardization`, those it works with).",
+    )
+    trial_epochs: int = Field(default=1, ge=1, le=100, description="Epochs of each trial of the first rung.")
+    budget_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Epochs the trials may train together, not counting those of the trial the student "
+        "goes on from (the standard method). Default: `training.epochs`, so that the search costs no more "
+        "than the run after it.",
+    )
+    reduction_factor: int = Field(
+        default=3,
+        ge=2,
+        le=10,
+        description="Each rung after the first trains the best 1/reduction_factor of the rung before "
+        "(at least 2) reduction_factor times longer; the last takes what is left of the budget.",
+    )
+
+
+class TermWeights(Spec):
+    """The weights of a loss's terms (its fields named `*_weight`), which must not all be 0."""
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        weights = {name: getattr(self, name) for name in type(self).model_fields if name.endswith("_weight")}
+        if not any(weights.values()):
+            raise ValueError(f"{', '.join(weights)} are all 0: give one > 0")
+        return self
+
+
+class TransformerDistillation(TermWeights):
+    """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models.
+
+    Student layer m learns the hidden states (through a learned projection W_h) and the attention
+    probabilities of teacher layer `layer_map[m]`; the embedding outputs are matched through W_e.
+    Padded positions are left out. The projections train with the student and are not exported.
+    """
+
+    embedding_weight: float = Field(
+        default=1.0, ge=0.0, le=1000.0, description="Weight of the embedding-output loss (MSE through W_e)."
+    )
+    hidden_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Weight of the hidden-state loss (MSE through W_h, mean over mapped layers).",
+    )
+    attention_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1000.0,
+        description="Weight of the attention-probability loss (MSE, mean over mapped layers; averaged "
+        "over heads when the head counts differ).",
+    )
+    layer_map: list[int] | None = Field(
+        default=None,
+        max_length=48,
+        description="0-based teacher layer for each student layer (one entry per student layer). "
+        "Default: uniform, student layer m (1-based) of M reads teacher layer ceil(m * N / M) of N.",
+    )
+
+
+class DKDWeights(TermWeights):
+    """Decoupled knowledge distillation (Zhao et al. 2022, "Decoupled Knowledge Distillation", CVPR): the KL
+    at T split at the target class into TCKD and NCKD, weighted apart. The defaults are the paper's code's
+    (mdistiller: ALPHA 1, BETA 8)."""
+
+    target_weight: LossWeight = Field(
+        default=1.0,
+        description="Weight of TCKD: the KL between the binary (target class, all other classes) "
+        "distributions.",
+    )
+    non_target_weight: LossWeight = Field(
+        default=8.0,
+        description="Weight of NCKD: the KL between the distributions over the non-target classes.",
+    )
+
+
+class DISTWeights(TermWeights):
+    """DIST (Huang et al. 2022, "Knowledge Distillation from A Stronger Teacher", NeurIPS): the student's
+    probabilities correlate with the teacher's, per sample (inter-class) and per class (intra-class). The
+    defaults are the official code's (beta = gamma = 1)."""
+
+    inter_weight: LossWeight = Field(
+        default=1.0,
+        description="Weight of the inter-class relation: 1 - the mean Pearson correlation between each "
+        "sample's student and teacher probabilities.",
+    )
+    intra_weight: LossWeight = Field(
+        default=1.0,
+        description="Weight of the intra-class relation: 1 - the mean Pearson correlation between each "
+        "class's student and teacher probabilities across the batch.",
+    )
+
+
+class DistillationConfig(Spec):
+    """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
+    plus the weighted feature losses of `features`; `soft_loss` chooses another soft term than the KL."""
+
+    temperature: Temperature | Literal["auto"] = Field(
+        default=4.0,
+        description="Softmax temperature T. `auto`: the search picks it from `search.temperatures` by "
+        "validation accuracy (needs validation labels).",
+    )
+    final_temperature: Temperature | None = Field(
+        default=None, description="If set, T moves from `temperature` to this over training."
+    )
+    temperature_schedule: Literal["linear", "cosine"] = Field(
+        default="linear", description="How T moves to `final_temperature`."
+    )
+    alpha: Annotated[float, Field(ge=0.0, le=1000.0)] | Literal["auto"] = Field(
+        default=0.9,
+        description="Weight of the soft (teacher) loss. `auto`: the search picks it from `search.alphas`.",
+    )
+    beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
+    soft_loss: SoftLoss | Literal["auto"] = Field(
+        default="kl",
+        description="`kl`: KL(teacher || student) at T, times T^2. `ce`: cross-entropy with the softened "
+        "teacher distribution, times T^2 (KL plus the teacher's constant entropy). `mse`: squared error "
+        "between the logits (logit matching; T cancels out). `dkd`: decoupled KD (Zhao et al. 2022), "
+        "weighted by `dkd`; its target class is the label, or on unlabeled data the teachers' most likely "
+        "class. `dist`: DIST (Huang et al. 2022), correlations of the probabilities at T, weighted by "
+        "`dist`. `auto`: the search picks it from `search.soft_losses`.",
+    )
+    dkd: DKDWeights = Field(default=DKDWeights(), description="`soft_loss: dkd`: its terms' weights.")
+    dist: DISTWeights = Field(default=DISTWeights(), description="`soft_loss: dist`: its terms' weights.")
+    logit_standardization: bool = Field(
+        default=False,
+        description="Logit standardisation (Sun et al. 2024): the soft loss compares the student's and the "
+        "teachers' logits z-scored per sample, (z - mean) / (std + 1e-7) over the classes, then divided by T "
+        "(the T^2 factor stays, as in the paper's code). The hard loss reads the raw logits. With soft_loss "
+        "`kl`, `ce` or `dkd`.",
+    )
+    ensemble: Literal["mean", "random"] = Field(
+        default="mean",
+        description="With several teachers: `mean` averages their softened distributions (by weight); "
+        "`random` draws one teacher per batch (by weight).",
+    )
+    method: Literal["standard", "mutual", "born_again"] = Field(
+        default="standard",
+        description="`mutual`: the student and its `peers` train together, each also learning from the "
+        "others' softened outputs (deep mutual learning; with alpha 0, from the peers and labels only). "
+        "`born_again`: `generations` students of the same architecture, each taught by the previous one "
+        "(the first by the teacher). The best on the validation set is the artifact; all are reported.",
+    )
+    peers: list[ArchitectureSpec] = Field(
+        default=[],
+        max_length=7,
+        description="`mutual`: the other students (default: one of the student's own).",
+    )
+    mutual_weight: float = Field(
+        default=1.0, ge=0.0, le=1000.0, description="`mutual`: weight of the peers' loss."
+    )
+    generations: int = Field(default=2, ge=1, le=10, description="`born_again`: how many students in turn.")
+    search: Search = Field(
+        default=Search(), description="How fields set to `auto` are chosen: candidates and budget."
+    )
+    features: list[FeaturePair] = Field(
+        default=[],
+        max_length=64,
+        description="Feature (hint) losses between named layers, added to the loss.",
+    )
+    teacher_cache: Literal["auto", "off"] = Field(
+        default="auto",
+        description="`auto`: where the teachers see the same inputs in every epoch (no augmentation), each "
+        "teacher's outputs (logits, and the layers that feature pairs and TinyBERT read) are computed once "
+        "over the training and validation sets and read back in every epoch, trial, generation and peer; "
+        "they are kept for the tenant's later jobs with the same teachers and data. The student is the "
+        "same as with `off`, which runs the teachers on every batch.",
+    )
+    teacher_cache_precision: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32",
+        description="How the cached layer outputs are stored (logits are always float32): `float32` gives "
+        "exactly the uncached values; `float16` and `bfloat16` halve the size of large feature maps, "
+        "rounding the features the student imitates.",
+    )
+    transformer: TransformerDistillation | None = Field(
+        default=None,
+        description="TinyBERT layer distillation between a transformer student and the (first) teacher, a "
+        "transformer with a given architecture: embedding, hidden-state and attention losses, reported "
+        "per epoch and their weighted sum `tinybert_loss` added to the loss. Default: off.",
+    )
+
+    @field_validator("logit_standardization")
+    @classmethod
+    def _standardizable_soft_loss(cls, standardize: bool, info: ValidationInfo) -> bool:
+        soft_loss = info.data.get("soft_loss")
+        if standardize and soft_loss not in (*STANDARDIZABLE_SOFT_LOSSES, "auto"):
+            raise ValueError(
+                f"logit_standardization works with soft_loss `kl`, `ce` or `dkd` (the KL-based losses that "
+                f"Sun et al. 2024 standardise), not `{soft_loss}`: choose one of those, or set "
+                "logit_standardization to false"
+            )
+        return standardize
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> Self:
+        if (
+            self.alpha == 0
+            and self.beta == 0
+            and not self.features
+            and self.transformer is None
+            and self.method != "mutual"
+        ):
+            raise ValueError("alpha and beta are both 0: at least one loss must have a positive weight")
+        return self
+
+
+class Augmentation(Spec):
+    """Random changes to image batches `[C, H, W]`, the same for the teachers' and the student's input."""
+
+    shift: int = Field(
+        default=0, ge=0, le=16, description="Shift by up to this many pixels each way (zero fill)."
+    )
+    flip: bool = Field(default=False, description="Mirror half the images left-right.")
+
+
+class TrainingConfig(Spec):
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    learning_rate: LearningRate | Literal["auto"] = Field(
+        default=1e-3, description="`auto`: picked by trials over `distillation.search.learning_rates`."
+    )
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Only for `sgd`.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="`constant`: the same rate throughout; `cosine`: from `learning_rate` down to 0 at the "
+        "last step, which trains MNIST students better in 10 epochs or more (see make bench-defaults).",
+    )
+    warmup_epochs: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="The learning rate rises linearly from 0 over this many epochs' steps, then follows "
+        "`lr_schedule` (`cosine` decays over the steps after the warm-up).",
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    validation_fraction: float = Field(
+        default=0.1, gt=0.0, le=0.5, description="Seeded hold-out used when no validation file is given."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="`auto`: CUDA when there is one."
+    )
+    devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes that train the student together (data parallel, DistributedDataParallel): on "
+        "CUDA one GPU each (the worker must have that many, else the job fails `device_unavailable`), on "
+        "the CPU that many processes sharing its cores. `batch_size` is the total of a step over all of "
+        "them (each takes its share), so the learning rate, the steps per epoch and the schedules mean the "
+        "same for any number.",
+    )
+    augmentation: Augmentation = Field(default=Augmentation(), description="For image data only.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="The training steps' arithmetic. `auto`: bfloat16 autocast on a GPU that has it (with "
+        "TF32 matmuls), float32 elsewhere; `fp32`: exact float32 (no TF32); `bf16`: bfloat16 autocast; "
+        "`fp16`: float16 autocast with a gradient scaler. The CPU stays in float32 unless asked. Evaluation "
+        "is in float32.",
+    )
+    compile: bool = Field(
+        default=False,
+        description="Compile the student with torch.compile: faster steps after a compilation of tens of "
+        "seconds; where it fails, an event says why and the student trains without it.",
+    )
+
+
+# `safetensors` holds weights only, the job declares the architecture; `pt2` and `onnx` hold programs.
+TeacherFormat = Literal["safetensors", "pt2", "onnx"]
+
+
+class TeacherSource(Spec):
+    format: TeacherFormat
+    architecture: ArchitectureSpec | None = None
+    weight: TeacherWeight = Field(default=1.0, description="Share in the teacher ensemble.")
+
+
+class EngineJob(Spec):
+    """Everything the engine needs besides the files themselves (`JobFiles`)."""
+
+    teachers: list[TeacherSource] = Field(min_length=1, max_length=64)
+    student_architecture: ArchitectureSpec
+    student_init: Literal["random", "teacher"] = "random"
+    export: list[Literal["onnx", "int8"]] = []
+    distillation: DistillationConfig = DistillationConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files a job reads, as local paths: one per teacher (in the order of `EngineJob.teachers`), the
+    training set, the validation set (default: a seeded hold-out of the training set) and the tokenizer
+    that JSON Lines datasets are tokenized with; and the sha256 of those files the caller knows (the
+    teacher cache's keys; the engine hashes the others)."""
+
+    teachers: list[Path]
+    train: Path
+    validation: Path | None = None
+    tokenizer: Path | None = None
+    digests: Mapping[Path, str] = field(default_factory=dict)  # sha256 of the files, where known

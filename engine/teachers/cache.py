@@ -1,0 +1,354 @@
+"""The teacher-output cache. Without augmentation a frozen teacher gives the same outputs for a sample in
+every epoch, so each teacher's logits and tapped layers over the training and validation sets are computed
+once (`teacher_tables`) and read back by position in every epoch, every trial of an `auto` search, every
+generation and every peer: the same values the teacher would compute, at the cost of a lookup.
+
+A `TeacherCacheStore` (the worker's: the storage, per tenant) keeps the tables for later jobs. An entry is
+one teacher's table over one dataset, named by the hash of everything its values depend on (`entry_key`).
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from engine.checks import teacher_rejections
+from engine.data.arrays import ArrayDataset
+from engine.plan.errors import JobCancelled
+from engine.plan.sizes import planned_epochs
+from engine.plan.specs import EngineJob, JobFiles
+from engine.reporting import Reporter
+from engine.runtime.compute import Precision
+from engine.runtime.devices import fits_on_gpu
+from engine.teachers.cache_tables import TeacherTable, TornTable, read_table, write_table
+from engine.teachers.ensemble import TeacherBatch, TeacherEnsemble
+
+CACHE_FORMAT = 1  # bump when a table's layout or what goes into its key changes
+PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}  # None: as computed
+
+
+class TeacherCacheStore(Protocol):
+    """Where tables are kept between jobs (the worker: its storage, by tenant, within a size budget)."""
+
+    def fetch(self, key: str) -> Path | None: ...  # a local folder holding the entry, or None
+
+    def save(self, key: str, folder: Path) -> str | None: ...  # keep the folder's table: None, or why not
+
+
+class CachedTeachers:
+    """The ensemble's batches read from its tables instead of computed: the same draws, the same values."""
+
+    def __init__(self, ensemble: TeacherEnsemble, tables: list[TeacherTable], device: torch.device):
+        self.ensemble, self.tables, self.device = ensemble, tables, device
+
+    def __call__(self, index: slice | Tensor, generator: torch.Generator | None = None) -> TeacherBatch:
+        drawn = self.ensemble.draw(generator)
+        rows = [table.rows(index, self.device) for table in self.tables]
+        logits = {teacher: values for teacher, (values, _layers) in enumerate(rows)}
+        return TeacherBatch(self.ensemble.combine(logits, drawn), [layers for _logits, layers in rows])
+
+    def log_probabilities(self, batch_size: int) -> Tensor:
+        """The ensemble's log-probabilities at T = 1 over every row, as `TeacherEnsemble.predict` gives."""
+        samples = len(self.tables[0].logits)
+
+        def logits(start: int, end: int) -> list[Tensor]:
+            return [table.rows(slice(start, end), self.device)[0] for table in self.tables]
+
+        return self.ensemble.log_probabilities(logits, samples, batch_size)
+
+
+def same_outputs(first: tuple[Tensor, dict], again: tuple[Tensor, dict]) -> bool:
+    (logits, layers), (logits_again, layers_again) = first, again
+    return torch.equal(logits, logits_again) and all(
+        torch.equal(value, layers_again[path]) for path, value in layers.items()
+    )
+
+
+def stored_bytes(outputs: tuple[Tensor, dict[str, Tensor]], precision: str) -> int:
+    """What a batch's logits and layers take in a table whose layers are kept in `precision`."""
+    logits, layers = outputs
+    layer_dtype = PRECISIONS[precision]
+
+    def itemsize(value: Tensor) -> int:
+        return layer_dtype.itemsize if layer_dtype and value.is_floating_point() else value.element_size()
+
+    return logits.numel() * 4 + sum(value.numel() * itemsize(value) for value in layers.values())
+
+
+def disk_space(folder: Path) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(folder).free
+
+
+@dataclasses.dataclass
+class PartUse:
+    """How one dataset's tables were got: read from the store, or computed (and kept, or why not)."""
+
+    part: str
+    samples: int
+    hits: int = 0
+    misses: int = 0
+    bytes: int = 0
+    seconds: float = 0.0  # spent here: computing the misses, opening the hits
+    compute_seconds: float = 0.0  # what computing them all took (for hits: when they were computed)
+    not_kept: str | None = None
+
+
+class TeacherCache:
+    """One job's use of the cache: each teacher's table over each dataset, from the store if an earlier job
+    kept it, else computed once into `folder` (and offered to the store); and what that cost and saved."""
+
+    def __init__(
+        self,
+        job: EngineJob,
+        files: JobFiles,
+        store: TeacherCacheStore | None,
+        folder: Path,
+        precision: Precision,
+        reporter: Reporter,
+    ):
+        self.job, self.files, self.store, self.folder = job, files, store, folder
+        self.precision, self.device, self.reporter = precision, precision.device, reporter
+        self.uses: list[PartUse] = []
+        self._digests = dict(files.digests)
+        self.used, self.reason = False, None
+
+    def decide(self, ensemble: TeacherEnsemble, train: ArrayDataset, validation: ArrayDataset) -> None:
+        """Whether the job reads its teachers' outputs from tables (`used`), or why not (`reason`)."""
+        self.reason = self.bypass_reason(ensemble, train, validation)
+        self.used = self.reason is None
+        if self.reason is not None:
+            self.reporter.event(
+                f"Teacher outputs are not cached ({self.reason}): the teachers run on every batch."
+            )
+
+    def bypass_reason(
+        self, ensemble: TeacherEnsemble, train: ArrayDataset, validation: ArrayDataset
+    ) -> str | None:
+        """Why the teachers must run on every batch of this job, or None if their outputs can be cached."""
+        if self.job.distillation.teacher_cache == "off":
+            return "distillation.teacher_cache is off"
+        augmentation = self.job.training.augmentation
+        if augmentation.shift or augmentation.flip:
+            return "training.augmentation changes the teachers' inputs at every step"
+        probe = train.x[: self.job.training.batch_size].to(self.device)
+        sample_bytes = 0
+        for index in range(len(ensemble)):
+            with teacher_rejections(probe):
+                outputs, again = ensemble.run_one(index, probe), ensemble.run_one(index, probe)
+            if not same_outputs(outputs, again):
+                return (
+                    f"teacher {index} gives different outputs for the same batch (a pt2 program exported in "
+                    "training mode keeps its dropout on: export it from model.eval())"
+                )
+            sample_bytes += stored_bytes(outputs, self.job.distillation.teacher_cache_precision) // len(probe)
+        needed, free = sample_bytes * (len(train) + len(validation)), disk_space(self.folder)
+        if needed > free:
+            return f"the teacher outputs would take {needed / 1e9:,.2f} GB; {free / 1e9:,.2f} GB are free"
+        return None
+
+    def arithmetic(self, part: str) -> str:
+        """Where and in what precision a part's teacher outputs are computed: each rounds its own way."""
+        return f"{self.device.type}:{self.precision.name if part == 'train' else 'fp32'}"
+
+    def sha256(self, path: Path) -> str:
+        if path not in self._digests:
+            with path.open("rb") as stream:
+                self._digests[path] = hashlib.file_digest(stream, "sha256").hexdigest()
+        return self._digests[path]
+
+    def teachers(self, ensemble: TeacherEnsemble, part: str, dataset: ArrayDataset) -> CachedTeachers:
+        """The ensemble's outputs over `dataset` (`part`: "train" or "validation"), from its tables."""
+        use = PartUse(part, len(dataset))
+        tables = []
+        for index in range(len(ensemble)):
+            layers, arithmetic = ensemble.layer_paths[index], self.arithmetic(part)
+            key = entry_key(self.job, self.files, self.sha256, index, part, dataset, layers, arithmetic)
+            tables.append(self._stored(key, use) or self._computed(key, ensemble, index, dataset, use))
+        self.uses.append(use)
+        self.reporter.event(use_summary(use))
+        return CachedTeachers(ensemble, placed(tables, self.device), self.device)
+
+    def private_teachers(self, ensemble: TeacherEnsemble, dataset: ArrayDataset, name: str) -> CachedTeachers:
+        """Tables of teachers made during the job (a born-again generation) over the training set, kept for
+        this job only."""
+        tables = [
+            self._compute(self.folder / f"{name}-{index}", ensemble, index, dataset, "train", "float32")
+            for index in range(len(ensemble))
+        ]
+        return CachedTeachers(ensemble, placed(tables, self.device), self.device)
+
+    def _stored(self, key: str, use: PartUse) -> TeacherTable | None:
+        if self.store is None:
+            return None
+        started = time.perf_counter()
+        folder = self.store.fetch(key)
+        if folder is None:
+            return None
+        try:
+            table = read_table(folder)
+        except TornTable as error:
+            self.reporter.event(
+                f"A cached teacher table could not be read ({error}): it is computed again.", "warning"
+            )
+            return None
+        use.hits += 1
+        use.bytes += table.nbytes
+        use.seconds += time.perf_counter() - started
+        use.compute_seconds += table.seconds
+        return table
+
+    def _computed(
+        self, key: str, ensemble: TeacherEnsemble, index: int, dataset: ArrayDataset, use: PartUse
+    ) -> TeacherTable:
+        folder = self.folder / key
+        shutil.rmtree(folder, ignore_errors=True)
+        precision = self.job.distillation.teacher_cache_precision
+        table = self._compute(folder, ensemble, index, dataset, use.part, precision)
+        use.misses += 1
+        use.bytes += table.nbytes
+        use.seconds += table.seconds
+        use.compute_seconds += table.seconds
+        if self.store is not None:
+            use.not_kept = self._keep(key, folder) or use.not_kept
+        return table
+
+    def _keep(self, key: str, folder: Path) -> str | None:
+        """Offer the table to the store: None if kept, else why not. A failing store costs the later jobs'
+        time, not this job."""
+        try:
+            return self.store.save(key, folder)
+        except Exception as error:
+            self.reporter.event(
+                f"The teacher outputs could not be kept ({error}): this job goes on.", "warning"
+            )
+            return f"the store failed: {error}"
+
+    def _compute(
+        self,
+        folder: Path,
+        ensemble: TeacherEnsemble,
+        index: int,
+        dataset: ArrayDataset,
+        part: str,
+        precision: str,
+    ) -> TeacherTable:
+        """The table of teacher `index` over `dataset`, computed as the teacher runs on `part`: the training
+        set in the training steps' arithmetic, the validation set in float32."""
+        autocast = self.precision.autocast if part == "train" else contextlib.nullcontext
+
+        def teacher(x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            with teacher_rejections(x), autocast():
+                return ensemble.run_one(index, x)
+
+        write_table(
+            folder,
+            teacher,
+            dataset.x,
+            self.job.training.batch_size,
+            self.device,
+            PRECISIONS[precision],
+            self._tick,
+        )
+        return read_table(folder)
+
+    def _tick(self) -> None:
+        if self.reporter.should_stop():
+            raise JobCancelled("stopped while computing the teacher outputs")
+
+    def summary(self) -> dict:
+        """`metrics.teacher_cache`: hit, miss or mixed; bytes; seconds spent, and about how many saved."""
+        if not self.used:
+            return {
+                "status": "off" if self.job.distillation.teacher_cache == "off" else "bypassed",
+                "reason": self.reason,
+            }
+        hits, misses = sum(u.hits for u in self.uses), sum(u.misses for u in self.uses)
+        status = "hit" if not misses else "miss" if not hits else "mixed"
+        spent = sum(u.seconds for u in self.uses)
+        summary = {
+            "status": status,
+            "entries": hits + misses,
+            "bytes": sum(u.bytes for u in self.uses),
+            "seconds": round(spent, 3),
+            "saved_seconds": round(self.uncached_seconds() - spent, 3),
+        }
+        not_kept = [u.not_kept for u in self.uses if u.not_kept]
+        return summary | ({"not_kept": not_kept[0]} if not_kept else {})
+
+    def uncached_seconds(self) -> float:
+        """About what the job's teachers would have spent without the cache: a pass over the training set per
+        epoch of every run that learns from them, and one over the validation set."""
+        passes = {"train": teacher_passes(self.job), "validation": 1}
+        return sum(passes[u.part] * u.compute_seconds for u in self.uses)
+
+
+def teacher_passes(job: EngineJob) -> int:
+    """Epochs that learn from the job's own teachers: all but later generations' (students teach those)."""
+    later_generations = job.distillation.generations - 1 if job.distillation.method == "born_again" else 0
+    return planned_epochs(job) - later_generations * job.training.epochs
+
+
+def use_summary(use: PartUse) -> str:
+    part = "training" if use.part == "train" else "validation"
+    what = f"Teacher outputs over the {use.samples:,} {part} samples"
+    size = f"{use.bytes / 1e6:,.1f} MB"
+    if not use.misses:
+        return f"{what}: read from the cache ({size}; computing them took {use.compute_seconds:.1f} s)."
+    kept = f", not kept: {use.not_kept}" if use.not_kept else ", kept in the cache for later jobs"
+    hits = f" ({use.hits} of {use.hits + use.misses} tables read from the cache)" if use.hits else ""
+    return f"{what}: computed once in {use.seconds:.1f} s{hits} ({size}{kept}); every epoch reads them."
+
+
+def placed(tables: list[TeacherTable], device: torch.device) -> list[TeacherTable]:
+    """On a GPU, the tables move to it when they fit; otherwise each step copies its rows there."""
+    if not fits_on_gpu(sum(table.nbytes for table in tables), device):
+        return tables
+    return [table.to(device) for table in tables]
+
+
+def entry_key(
+    job: EngineJob,
+    files: JobFiles,
+    sha256: Callable[[Path], str],
+    teacher: int,
+    part: str,
+    dataset: ArrayDataset,
+    layers: list[str],
+    arithmetic: str,
+) -> str:
+    """The hash of everything a teacher's table over a dataset depends on: the teacher (its file, format,
+    architecture), the layers read, how they are stored, the data (its files, how text is tokenized, which
+    rows, the samples' shape), and the code and device that compute it."""
+    source, student = job.teachers[teacher], job.student_architecture
+    holdout = None if files.validation is not None else [job.training.validation_fraction, job.training.seed]
+    material = {
+        "format": CACHE_FORMAT,
+        "torch": torch.__version__,
+        "arithmetic": arithmetic,
+        "teacher": {
+            "sha256": sha256(files.teachers[teacher]),
+            "format": source.format,
+            "architecture": None if source.architecture is None else source.architecture.model_dump(),
+        },
+        "layers": sorted(layers),
+        "precision": job.distillation.teacher_cache_precision if layers else "float32",
+        "data": {
+            "sha256": sha256(files.validation if part == "validation" and holdout is None else files.train),
+            "part": part,
+            "holdout": holdout,
+            "tokenizer": None if files.tokenizer is None else sha256(files.tokenizer),
+            "max_length": getattr(student, "max_length", None),
+            "shape": list(dataset.x.shape),
+            "dtype": str(dataset.x.dtype),
+        },
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
