@@ -147,7 +147,8 @@ class ApiKey(Base):
 
 
 class TeacherCacheEntry(Base):
-    """One teacher's outputs over one dataset, kept for the tenant's later jobs (`core.teacher_cache`)."""
+    """One teacher's outputs over one dataset, kept for the tenant's later jobs
+    (`core.teacher_cache_store`)."""
 
     __tablename__ = "teacher_cache_entries"
     __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_teacher_cache_tenant_key"),)

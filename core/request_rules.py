@@ -15,7 +15,7 @@ from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File
 from engine.plan.design import derive_spec
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.rules import check_job, initialising_teacher_architecture
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
@@ -51,7 +51,7 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     job = engine_job(resolved)
     try:
         check_job(job, resolved.teacher_fields())
-    except DistillError as error:
+    except JobFailed as error:
         raise _refused(error) from None
     check_bounds(
         job, teacher_files, datasets["train"].samples, sum(f.bytes for f in datasets.values()), settings
@@ -69,7 +69,7 @@ def _check_gates(request: JobCreate) -> None:
             )  # fmt: skip
 
 
-def _refused(error: DistillError) -> RequestError:
+def _refused(error: JobFailed) -> RequestError:
     """A job rule the engine checks, answered as the API's 422."""
     return RequestError(422, error.code, error.message, error.param)
 
@@ -172,7 +172,7 @@ def _designed_student(request: JobCreate) -> StudentRef:
         return student
     try:
         teacher = initialising_teacher_architecture(teacher_sources(request), request.teacher_fields())
-    except DistillError as error:
+    except JobFailed as error:
         raise _refused(error) from None
     architecture = derive_spec(teacher, student.derive.depth, student.derive.width)
     return student.model_copy(update={"architecture": architecture})

@@ -1,4 +1,4 @@
-"""Checks of the validating phase: cheap, before any training, each failure a `DistillError` that says
+"""Checks of the validating phase: cheap, before any training, each failure a `JobFailed` that says
 what to change."""
 
 import math
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.data.arrays import ArrayDataset, batch_bounds, smallest_batch
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.search_space import searched
 from engine.plan.sizes import stage_resolutions
 from engine.plan.specs import ArchitectureSpec, EngineJob, TransformerSpec
@@ -28,13 +28,13 @@ def check_student_input(
     elif spec.family == "mlp":
         # An MLP flattens its input, so only the number of values per sample matters.
         if math.prod(sample_shape) != math.prod(spec.input_shape):
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_shapes",
                 f"dataset samples have shape {sample_shape} ({math.prod(sample_shape):,} values) but "
                 f"{field}.input_shape is {spec.input_shape} ({math.prod(spec.input_shape):,} values)",
             )
     elif sample_shape != spec.input_shape:
-        raise DistillError(
+        raise JobFailed(
             "incompatible_shapes",
             f"dataset samples have shape {sample_shape} but {field}.input_shape is {spec.input_shape}",
         )
@@ -44,14 +44,14 @@ def check_token_ids(spec: TransformerSpec, x: Tensor, field: str = "student.arch
     """Token ids [N, L] (as `datasets.load_dataset` reads them) that the transformer can embed:
     L <= max_length, every id < vocab_size."""
     if x.shape[1] > spec.max_length:
-        raise DistillError(
+        raise JobFailed(
             "incompatible_shapes",
             f"dataset sequences have {x.shape[1]} tokens but {field}.max_length is "
             f"{spec.max_length}: truncate the ids to at most {spec.max_length}, or raise max_length",
         )
     largest = int(x.max()) if x.numel() else 0
     if largest >= spec.vocab_size:
-        raise DistillError(
+        raise JobFailed(
             "vocabulary_mismatch",
             f"the dataset has token id {largest:,} but {field}.vocab_size is "
             f"{spec.vocab_size:,} (ids 0 to {spec.vocab_size - 1:,}): set vocab_size to at least "
@@ -67,7 +67,7 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
             continue
         out_of_range = (dataset.y < 0) | (dataset.y >= num_classes)
         if out_of_range.any():
-            raise DistillError(
+            raise JobFailed(
                 "labels_out_of_range",
                 f"{int(out_of_range.sum()):,} {name} labels are outside [0, {num_classes}) "
                 f"(min {int(dataset.y.min())}, max {int(dataset.y.max())}): labels must be class indices "
@@ -75,7 +75,7 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
             )
     distillation = job.distillation
     if searched(job) and not validation.labeled:
-        raise DistillError(
+        raise JobFailed(
             "labels_required",
             "'auto' values are picked by validation accuracy, but the validation set has no "
             "labels: give a labeled validation file (or labeled training data), or fixed values",
@@ -83,7 +83,7 @@ def check_labels(train: ArrayDataset, validation: ArrayDataset, job: EngineJob, 
     if train.labeled:
         return
     if distillation.alpha == 0 and not distillation.features and distillation.transformer is None:
-        raise DistillError(
+        raise JobFailed(
             "labels_required",
             "alpha is 0, so only the hard-label loss would train the student, but the training set has no "
             "'y' array: add labels or set alpha > 0",
@@ -104,7 +104,7 @@ def check_batch_norm_batches(
     if spec.family != "cnn" or stage_resolutions(spec)[-1] != (1, 1):
         return
     if smallest_batch(num_train, batch_size) == 1:
-        raise DistillError(
+        raise JobFailed(
             "incompatible_shapes",
             f"the last stage of {field} sees 1x1 feature maps, which BatchNorm cannot train on batches of "
             f"one sample (batch_size {batch_size}, {num_train} training samples): use batch_size >= 2 "
@@ -130,13 +130,13 @@ def teacher_rejections(x: Tensor) -> Iterator[None]:
     """Turn any exception from running the teacher on `x` into `teacher_rejected_input`."""
     try:
         yield
-    except DistillError:
+    except JobFailed:
         raise
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[:MAX_REASON_CHARS] + " ..."
-        raise DistillError(
+        raise JobFailed(
             "teacher_rejected_input",
             f"the teacher failed on a batch of shape {list(x.shape)} (dataset x has samples of shape "
             f"{list(x.shape[1:])}): {reason}",
@@ -147,15 +147,13 @@ def check_teacher_output(output: object, x: Tensor, num_classes: int) -> None:
     expected = f"logits of shape [{len(x)}, classes] for a batch of shape {list(x.shape)}"
     if not isinstance(output, Tensor) or not output.is_floating_point():
         kind = f"a {output.dtype} tensor" if isinstance(output, Tensor) else type(output).__name__
-        raise DistillError(
-            "teacher_rejected_input", f"the teacher returned {kind}; expected float {expected}"
-        )
+        raise JobFailed("teacher_rejected_input", f"the teacher returned {kind}; expected float {expected}")
     if output.ndim != 2 or output.shape[0] != len(x):
-        raise DistillError(
+        raise JobFailed(
             "teacher_rejected_input", f"the teacher returned shape {list(output.shape)}; expected {expected}"
         )
     if output.shape[1] != num_classes:
-        raise DistillError(
+        raise JobFailed(
             "incompatible_shapes",
             f"the teacher outputs {output.shape[1]} classes but student_architecture.num_classes is "
             f"{num_classes}; they must be equal",
@@ -167,7 +165,7 @@ def check_teacher_logits(logits: Tensor, x: Tensor) -> None:
     non_finite = int((~torch.isfinite(logits)).any(dim=1).sum())
     if non_finite:
         scale = x.abs().max().item() if x.is_floating_point() else 0.0
-        raise DistillError(
+        raise JobFailed(
             "teacher_rejected_input",
             f"the teacher produced NaN or infinite logits on {non_finite:,} validation sample(s) (the "
             f"validation inputs reach {scale:.3g} in magnitude): check the teacher's weights, and "

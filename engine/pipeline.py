@@ -21,7 +21,7 @@ from engine.export.onnx_model import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, o
 from engine.export.pt2 import PROGRAM, export_student
 from engine.export.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.models.registry import count_parameters
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import EngineJob, JobFiles
 from engine.preparation import Setup, prepare, with_cached_outputs
 from engine.reporting import Reporter
@@ -95,9 +95,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError | MemoryError) or allocator
 
 
-def out_of_memory(error: BaseException, device: torch.device) -> DistillError:
+def out_of_memory(error: BaseException, device: torch.device) -> JobFailed:
     reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-    return DistillError(
+    return JobFailed(
         "out_of_memory",
         f"the job ran out of memory on {device} ({reason}): lower training.batch_size or use smaller models; "
         "the server bounds what a job may ask with DISTILL_MAX_JOB_MEMORY_BYTES",

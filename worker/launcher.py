@@ -23,7 +23,7 @@ from torch.distributed.run import main as torchrun
 from core.config import Settings
 from core.models import Job
 from engine.pipeline import DistillResult
-from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.errors import JobCancelled, JobFailed
 from engine.plan.specs import JobFiles
 from worker.memory_cgroup import oom_kills
 
@@ -44,7 +44,7 @@ class TrainingProcessLost(Exception):
 
 
 class RankFailed(Exception):
-    """A rank raised an error other than a `DistillError` or `JobCancelled`; its traceback is in the log."""
+    """A rank raised an error other than a `JobFailed` or `JobCancelled`; its traceback is in the log."""
 
 
 def distill_on_ranks(
@@ -114,7 +114,7 @@ def rank_outcome(out_dir: Path, exit_code: int, out_of_memory: bool) -> DistillR
         raise JobCancelled(failure["message"])
     if failure["code"] == RankFailed.__name__:
         raise RankFailed(failure["message"])
-    raise DistillError(failure["code"], failure["message"])
+    raise JobFailed(failure["code"], failure["message"])
 
 
 def result_values(result: DistillResult) -> dict:
@@ -127,7 +127,7 @@ def failure_of(error: BaseException, rank: int) -> dict:
     """What `rank_outcome` reads back of a rank's error."""
     if isinstance(error, JobCancelled):
         return {"code": CANCELLED, "message": str(error)}
-    if isinstance(error, DistillError):
+    if isinstance(error, JobFailed):
         return {"code": error.code, "message": error.message}
     return {"code": RankFailed.__name__, "message": f"rank {rank}: {type(error).__name__}: {error}"}
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from sqlalchemy import Row, Select, select, update
 
 from core import lifecycle
-from core.checkpoints import StoredCheckpoint
+from core.checkpoint_store import StoredCheckpoint
 from core.config import Settings
 from core.db import Database
 from core.lifecycle import add_event

@@ -21,7 +21,7 @@ from core.job_request import JobCreate, engine_job
 from core.models import Job
 from core.resources import Resources
 from engine.pipeline import DistillResult
-from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.errors import JobCancelled, JobFailed
 from engine.runtime.devices import resolve_device
 from engine.runtime.distributed import SilentReporter, join_ranks, leave_ranks
 from worker.launcher import (
@@ -49,7 +49,7 @@ def main(launch_file: str) -> None:
         if result is not None:
             (folder / RESULT_FILE).write_text(json.dumps(result_values(result)))
     except BaseException as error:
-        if not isinstance(error, DistillError | JobCancelled):
+        if not isinstance(error, JobFailed | JobCancelled):
             log.exception("rank %d failed", rank)
         (folder / FAILURE_FILE).write_text(json.dumps(failure_of(error, rank)))
         sys.exit(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core import lifecycle
-from core.checkpoints import StoredCheckpoint
+from core.checkpoint_store import StoredCheckpoint
 from core.gates import Gate, evaluate, summary
 from core.job_request import JobCreate, engine_job
 from core.lifecycle import add_event
@@ -21,9 +21,9 @@ from core.model_card import MODEL_CARD, CardFile, model_card
 from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
-from core.teacher_cache import StoredTeacherCache
+from core.teacher_cache_store import StoredTeacherCache
 from engine.pipeline import Checkpoints, DistillResult, JobFiles, Reporter, run_distillation
-from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.errors import JobCancelled, JobFailed
 from engine.plan.specs import EngineJob
 from engine.runtime.devices import resolve_device
 from engine.runtime.distributed import ONE_PROCESS, Ranks
@@ -60,7 +60,7 @@ def run_job(resources: Resources, job_id: str) -> None:
         _end(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
     except TrainingProcessLost as lost:  # as when the process running a one-device job dies
         training_process_lost(resources, job.id, lost.how, lost.out_of_memory)
-    except DistillError as exc:
+    except JobFailed as exc:
         error = {"code": exc.code, "message": exc.message}
         _end(resources, job, lifecycle.FAIL, f"Job failed ({exc.code}): {exc.message}", error)
     except Exception as exc:  # never leave a job `running`: any surprise ends it `failed`, with the reason
@@ -150,7 +150,7 @@ def _stored_files(resources: Resources, job: Job) -> dict[str, tuple[str, str]]:
     stored = {file_id: (key, sha256) for file_id, key, sha256 in rows}
     missing = [file_id for file_id in wanted if file_id not in stored]
     if missing:
-        raise DistillError("file_missing", f"File(s) {', '.join(missing)} were deleted before the job ran.")
+        raise JobFailed("file_missing", f"File(s) {', '.join(missing)} were deleted before the job ran.")
     return stored
 
 

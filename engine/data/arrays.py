@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 INTEGER_KINDS = "iu"
@@ -44,8 +44,8 @@ class ArrayDataset:
         return self.x[index], None if self.y is None else self.y[index]
 
 
-def invalid(message: str) -> DistillError:
-    return DistillError("dataset_invalid", message)
+def invalid(message: str) -> JobFailed:
+    return JobFailed("dataset_invalid", message)
 
 
 def load_npz(path: Path, token_ids: bool = False) -> ArrayDataset:

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import Augmentation
 
 
 def check_augmentation(config: Augmentation, sample_shape: list[int]) -> None:
     if (config.shift or config.flip) and len(sample_shape) != 3:
-        raise DistillError(
+        raise JobFailed(
             "augmentation_unsupported",
             f"training.augmentation shifts and flips images [C, H, W], but the samples have shape "
             f"{sample_shape}: store images as [N, C, H, W] (an mlp student flattens them) or turn it off",

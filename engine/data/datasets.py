@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from engine.data.arrays import ArrayDataset, load_npz, split_holdout
 from engine.data.text import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
 from engine.models.transformer import PADDING_ID
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import ArchitectureSpec, EngineJob, JobFiles
 from engine.reporting import Reporter
 
@@ -28,7 +28,7 @@ def load_datasets(job: EngineJob, files: JobFiles, reporter: Reporter) -> tuple[
         train, validation = split_holdout(train, config.validation_fraction, config.seed)
         source = f"held out from the training file ({config.validation_fraction:.0%}, seed {config.seed})"
     if validation.x.shape[1:] != train.x.shape[1:]:
-        raise DistillError(
+        raise JobFailed(
             "dataset_invalid",
             f"validation samples have shape {list(validation.x.shape[1:])} but training samples have shape "
             f"{list(train.x.shape[1:])}; they must match",
@@ -49,7 +49,7 @@ def load_dataset(path: Path, student: ArchitectureSpec, tokenizer_path: Path | N
     if not path.is_file() or zipfile.is_zipfile(path):
         return load_npz(path, token_ids=True)
     if tokenizer_path is None:
-        raise DistillError(
+        raise JobFailed(
             "tokenizer_required",
             f"{path.name} is not an .npz archive, so it is read as JSON Lines text, which needs the "
             "tokenizer the models were trained with: give dataset.tokenizer_file_id (a `tokenizer` file)",

@@ -15,15 +15,15 @@ from tokenizers import Encoding, Tokenizer
 
 from engine.data.arrays import ArrayDataset, invalid
 from engine.models.transformer import PADDING_ID
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import TransformerSpec
 
 PAD_TOKENS = ("[PAD]", "<pad>")
 RECORD_EXAMPLE = '{"text": "a sentence", "label": 0}'
 
 
-def tokenizer_invalid(message: str) -> DistillError:
-    return DistillError("tokenizer_invalid", message)
+def tokenizer_invalid(message: str) -> JobFailed:
+    return JobFailed("tokenizer_invalid", message)
 
 
 # --- tokenizer --------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def vocabulary_size(tokenizer: Tokenizer) -> int:
 def check_vocabulary(tokenizer_vocab_size: int, spec: TransformerSpec, name: str = "student") -> None:
     """Every id the tokenizer produces must index the model's embedding table."""
     if tokenizer_vocab_size > spec.vocab_size:
-        raise DistillError(
+        raise JobFailed(
             "vocabulary_mismatch",
             f"the tokenizer has {tokenizer_vocab_size:,} token ids but the {name}'s vocab_size is "
             f"{spec.vocab_size:,}, so ids from {spec.vocab_size:,} up would be out of range: set "
@@ -148,7 +148,7 @@ def decode_record(raw: bytes, number: int) -> dict:
     return record
 
 
-def not_json(number: int, reason: str) -> DistillError:
+def not_json(number: int, reason: str) -> JobFailed:
     return invalid(
         f"line {number} is not valid JSON ({reason}): each line must be one JSON object, "
         f"like {RECORD_EXAMPLE}"

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from engine.evaluate import accuracy
 from engine.export.latency import latency_ms
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 
 ONNX_MODEL = "student.onnx"
 INT8_ONNX_MODEL = "student.int8.onnx"
@@ -23,7 +23,7 @@ def export_onnx(program: torch.export.ExportedProgram, out_dir: Path) -> Path:
     try:
         torch.onnx.export(program, (), str(path), dynamo=True, external_data=False, verbose=False)
     except Exception as exc:  # an operator the exporter does not know: say so, the other formats stand
-        raise DistillError(
+        raise JobFailed(
             "export_failed", f"the student could not be exported to ONNX ({type(exc).__name__}: {exc})"
         ) from exc
     return path

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from engine.losses.functions import FEATURE_LOSSES
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import FeaturePair
 
 
@@ -33,7 +33,7 @@ def projection(
         return MapProjection(student_shape[0], teacher_shape[0], tuple(teacher_shape[1:]))
     if len(student_shape) == len(teacher_shape) and student_shape[:-1] == teacher_shape[:-1]:
         return nn.Linear(student_shape[-1], teacher_shape[-1], bias=False)  # vectors, or per token
-    raise DistillError(
+    raise JobFailed(
         "incompatible_features",
         f"feature pair {pair.student!r} -> {pair.teacher!r}: the student layer gives samples of shape "
         f"{list(student_shape)} and the teacher layer {list(teacher_shape)}; a learned projection maps "
@@ -66,7 +66,7 @@ def sample_shapes(outputs: dict[str, object], role: str) -> dict[str, tuple[int,
     shapes = {}
     for path, output in outputs.items():
         if not isinstance(output, Tensor):
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_features",
                 f"the {role}'s layer {path!r} returns {type(output).__name__}, not one tensor: pick a layer "
                 "whose output is a single tensor",

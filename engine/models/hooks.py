@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 from torch import Tensor, nn
 
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 
 LISTED_NAMES = 30
 
@@ -54,6 +54,6 @@ def find_layer(model: nn.Module, path: str, role: str) -> nn.Module:
                 "none: this model's layers cannot be reached by name (a pt2 program that "
                 "torch.export.unflatten could not split into its modules runs as one flat graph)"
             )
-        raise DistillError(
+        raise JobFailed(
             "unknown_layer", f"the {role} has no layer {path!r}; its layers are: {shown}"
         ) from None

@@ -52,7 +52,7 @@ def init_from_teacher(
     importance, and sliced layers no longer see every input they were trained with, so a sliced
     student is a better starting point than random weights, not a working model. Tensors with no
     teacher counterpart, a different rank or a larger size keep their fresh initialisation.
-    Raises DistillError for a student of another family or with more layers than the teacher.
+    Raises JobFailed for a student of another family or with more layers than the teacher.
     """
     check_initialisable(student_spec, teacher_spec)
     layer_map = layer_selection(layer_count(teacher_spec), layer_count(student_spec))

@@ -1,7 +1,7 @@
 """Failures a user can act on. `code` is stable (the API returns it), `message` says what to do."""
 
 
-class DistillError(Exception):
+class JobFailed(Exception):
     """`param`: the field of the HTTP job request the error is about, as a dotted path
     (`distillation.features.0.teacher_index`), where there is one."""
 

@@ -1,7 +1,7 @@
 """Which teacher layer each student layer learns from (TinyBERT's mapping g). Pure arithmetic, without
 torch, so the job rules (`job_rules`) check a request's `layer_map` with it before any model is built."""
 
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 
 REQUEST_FIELD = "distillation.transformer.layer_map"
 
@@ -18,7 +18,7 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 def check_layer_map(layer_map: list[int], student_layers: int, teacher_layers: int) -> list[int]:
     """The map, if it gives each student layer a teacher layer index; `invalid_layer_map` otherwise."""
     if len(layer_map) != student_layers:
-        raise DistillError(
+        raise JobFailed(
             "invalid_layer_map",
             f"layer_map has {len(layer_map)} entries but the student has {student_layers} layers: give one "
             f"teacher layer index per student layer (the teacher has {teacher_layers} layers: "
@@ -27,7 +27,7 @@ def check_layer_map(layer_map: list[int], student_layers: int, teacher_layers: i
         )
     out_of_range = [index for index in layer_map if not is_layer_index(index, teacher_layers)]
     if out_of_range:
-        raise DistillError(
+        raise JobFailed(
             "invalid_layer_map",
             f"layer_map entries {out_of_range} are not teacher layer indices: the teacher has "
             f"{teacher_layers} layers, so each entry must be in [0, {teacher_layers - 1}] (0-based).",

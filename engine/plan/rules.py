@@ -3,14 +3,14 @@ ids or features, sequence length), methods that combine, TinyBERT's models and l
 derived student starts from. Without torch, so the API refuses a request by the very rules the engine
 applies again before it reads any file.
 
-Each broken rule is a `DistillError` whose `param` is the field of the HTTP job request at fault, a teacher
+Each broken rule is a `JobFailed` whose `param` is the field of the HTTP job request at fault, a teacher
 named as the request names it: `teacher`, or `teachers.0`, `teachers.1`, ... for a list.
 """
 
 from collections.abc import Sequence
 
 from engine.plan.design import layer_count
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.layer_map import check_layer_map
 from engine.plan.specs import ArchitectureSpec, EngineJob, TeacherSource
 
@@ -43,7 +43,7 @@ def check_initialisable(
     """A model initialised from the teacher's layers is of the teacher's family and no deeper: each of its
     layers starts from a teacher layer of its own."""
     if spec.family != teacher.family:
-        raise DistillError(
+        raise JobFailed(
             "init_family_mismatch",
             f"{field} is a {spec.family} model, which cannot be initialised from a {teacher.family} teacher: "
             "use the teacher's family, or turn off initialisation from the teacher.",
@@ -51,7 +51,7 @@ def check_initialisable(
         )
     layers, teacher_layers = layer_count(spec), layer_count(teacher)
     if layers > teacher_layers:
-        raise DistillError(
+        raise JobFailed(
             "init_student_deeper",
             f"{field} has {layers} layers (blocks per stage for cnn) and the teacher {teacher_layers}: each "
             f"layer starts from a teacher layer of its own, so use at most {teacher_layers}, or turn off "
@@ -68,7 +68,7 @@ def initialising_teacher_architecture(
     architecture = teachers[0].architecture
     if architecture is None:
         field = _teacher_fields(teachers, teacher_fields)[0]
-        raise DistillError(
+        raise JobFailed(
             "architecture_required",
             f"student.derive designs the student from {field}'s architecture, which a {teachers[0].format} "
             "teacher does not declare: use a safetensors teacher, or give student.architecture.",
@@ -87,7 +87,7 @@ def _check_feature_teachers(job: EngineJob) -> None:
     count = len(job.teachers)
     for i, pair in enumerate(job.distillation.features):
         if pair.teacher_index >= count:
-            raise DistillError(
+            raise JobFailed(
                 "unknown_teacher",
                 f"Feature pair {i} reads teacher {pair.teacher_index}, but the job has {count} "
                 f"{'teacher' if count == 1 else 'teachers'}: teacher_index counts from 0, so it must be "
@@ -101,7 +101,7 @@ def _check_classes(job: EngineJob, fields: list[str]) -> None:
     num_classes = job.student_architecture.num_classes
     for field, teacher in zip(fields, job.teachers, strict=True):
         if teacher.architecture is not None and teacher.architecture.num_classes != num_classes:
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_shapes",
                 f"{field} outputs {teacher.architecture.num_classes} classes but "
                 f"student.architecture.num_classes is {num_classes}: the student learns the teacher's "
@@ -110,7 +110,7 @@ def _check_classes(job: EngineJob, fields: list[str]) -> None:
             )
     for i, peer in enumerate(job.distillation.peers):
         if peer.num_classes != num_classes:
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_shapes",
                 f"Peer {i} has {peer.num_classes} classes but the student {num_classes}: peers learn the "
                 f"student's task, so set distillation.peers.{i}.num_classes to {num_classes}.",
@@ -121,7 +121,7 @@ def _check_classes(job: EngineJob, fields: list[str]) -> None:
 def _check_method(job: EngineJob) -> None:
     distillation = job.distillation
     if distillation.method == "born_again" and distillation.features:
-        raise DistillError(
+        raise JobFailed(
             "unsupported_combination",
             "born_again generations are taught by the previous student, which lacks the teacher layers that "
             "`features` names: drop `features` or use another method.",
@@ -139,7 +139,7 @@ def _check_families(job: EngineJob, fields: list[str]) -> None:
         if architecture is None:
             continue
         if (architecture.family == "transformer") != text:
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_architectures",
                 f"{field} is a {architecture.family} model but the student a {student.family} model: a "
                 "transformer reads token ids and the other families features, so both must be transformers "
@@ -147,7 +147,7 @@ def _check_families(job: EngineJob, fields: list[str]) -> None:
                 f"{field}.architecture",
             )
         if text and architecture.max_length < student.max_length:
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_shapes",
                 f"The student reads up to {student.max_length} tokens but {field} only "
                 f"{architecture.max_length} (its max_length), so the student's later positions could never "
@@ -162,7 +162,7 @@ def _check_peers(job: EngineJob) -> None:
     student = job.student_architecture
     for field, peer in learners(job)[1:]:
         if (peer.family == "transformer") != (student.family == "transformer"):
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_architectures",
                 f"{field} is a {peer.family} model but the student a {student.family} model: a transformer "
                 "reads token ids and the other families features, so a peer is a transformer exactly when "
@@ -170,7 +170,7 @@ def _check_peers(job: EngineJob) -> None:
                 field,
             )
         if peer.family == "transformer" and peer.max_length < student.max_length:
-            raise DistillError(
+            raise JobFailed(
                 "incompatible_shapes",
                 f"{field} reads up to {peer.max_length} tokens but the student's data runs to "
                 f"{student.max_length}: set {field}.max_length to at least {student.max_length}.",
@@ -187,7 +187,7 @@ def _check_tinybert(job: EngineJob, fields: list[str]) -> None:
         return
     student = job.student_architecture
     if student.family != "transformer":
-        raise DistillError(
+        raise JobFailed(
             "transformer_required",
             f"distillation.transformer (TinyBERT) matches transformer layers, but the student is a "
             f"{student.family} model: use a transformer student, or remove distillation.transformer.",
@@ -200,7 +200,7 @@ def _check_tinybert(job: EngineJob, fields: list[str]) -> None:
             if teacher is None
             else f"a {teacher.family} model"
         )
-        raise DistillError(
+        raise JobFailed(
             "transformer_required",
             f"distillation.transformer (TinyBERT) reads the layers of {fields[0]}, which is {what}: make it "
             "a safetensors transformer teacher with its architecture.",
@@ -209,7 +209,7 @@ def _check_tinybert(job: EngineJob, fields: list[str]) -> None:
     if config.layer_map is not None:
         check_layer_map(config.layer_map, student.num_layers, teacher.num_layers)
     if distillation.method == "born_again":
-        raise DistillError(
+        raise JobFailed(
             "unsupported_combination",
             "born_again generations are taught by the previous student, which lacks the teacher layers that "
             "distillation.transformer (TinyBERT) reads: remove it or use another method.",

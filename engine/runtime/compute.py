@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import ArchitectureSpec, TrainingConfig
 from engine.reporting import Reporter
 
@@ -43,7 +43,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     if requested == "auto":
         return Precision("bf16" if bf16_gpu else "fp32", device)
     if requested == "bf16" and device.type == "cuda" and not bf16_gpu:
-        raise DistillError(
+        raise JobFailed(
             "precision_unsupported",
             f"training.precision is bf16 but {torch.cuda.get_device_name(device)} has no bfloat16: use fp16 "
             "(with a gradient scaler) or auto",

@@ -3,7 +3,7 @@
 import torch
 
 from engine.data.arrays import ArrayDataset
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 
 GPU_SHARE = 0.4  # data moves to the GPU when it takes at most this share of the memory free there
 
@@ -14,12 +14,12 @@ def resolve_device(name: str, devices: int = 1) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise DistillError(
+        raise JobFailed(
             "device_unavailable", "device is 'cuda' but this worker has no GPU: use 'auto' or 'cpu'"
         )
     present = torch.cuda.device_count() if name == "cuda" else devices
     if present < devices:
-        raise DistillError(
+        raise JobFailed(
             "device_unavailable",
             f"training.devices is {devices} but this worker has {present} GPU{'s' if present > 1 else ''}: "
             f"ask for at most {present}, or run the job where there are more",

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine.models.registry import build_model
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import ArchitectureSpec, TeacherFormat
 from engine.teachers.onnx_runtime import OnnxTeacher
 
@@ -45,7 +45,7 @@ def load_teacher(
 
 def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.Module:
     if architecture is None:
-        raise DistillError(
+        raise JobFailed(
             "architecture_required",
             "a safetensors teacher holds only weights: give teacher_architecture so they can be loaded",
         )
@@ -53,7 +53,7 @@ def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.M
         with safe_open(path, framework="pt") as weights:  # the header only: names, shapes
             shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
     except Exception as error:
-        raise DistillError(
+        raise JobFailed(
             "teacher_load_failed", f"{path.name} is not a valid safetensors file: {error}"
         ) from None
     with torch.device("meta"):  # the declared model's names and shapes, without allocating it
@@ -62,7 +62,7 @@ def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.M
         }
     problems = state_dict_mismatches(shapes, expected)
     if problems:
-        raise DistillError(
+        raise JobFailed(
             "teacher_load_failed",
             f"{path.name} does not match teacher_architecture: {_capped(problems)}",
         )
@@ -78,7 +78,7 @@ def _load_exported_program(path: Path, tapped: bool) -> nn.Module:
         if module is None:
             module = program.module()
     except Exception as error:
-        raise DistillError(
+        raise JobFailed(
             "teacher_load_failed", f"{path.name} is not a valid torch.export (.pt2) program: {error}"
         ) from None
     try:

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from torch import Tensor, nn
 
 from engine.models.transformer import PADDING_ID
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_file
 
 LISTED_NAMES = 30
@@ -69,7 +69,7 @@ class OnnxTeacher(nn.Module):
         untyped = [f"{i.name} ({i.type})" for i in self.inputs if i.type not in INPUT_TYPES]
         if not names or unknown or untyped:
             typed = f", typed {', '.join(untyped)}" if untyped else ""
-            raise DistillError(
+            raise JobFailed(
                 "teacher_load_failed",
                 f"{filename} takes inputs {names}{typed}: an ONNX teacher takes one input, the samples "
                 f"(float or integer token ids), and for text models optionally {ATTENTION_MASK} and "
@@ -77,7 +77,7 @@ class OnnxTeacher(nn.Module):
             )
         batch = self.inputs[0].shape[0] if self.inputs[0].shape else None
         if isinstance(batch, int):
-            raise DistillError(
+            raise JobFailed(
                 "teacher_load_failed",
                 f"{filename}'s input {names[0]} has a fixed batch size of {batch}: export it with a dynamic "
                 "batch dimension (torch.onnx.export(..., dynamic_shapes=...) or "
@@ -90,7 +90,7 @@ def _loaded(path: Path) -> onnx.ModelProto:
         check_onnx_file(path)  # before parsing: external data, truncation, nesting
         return onnx.load_model(path, load_external_data=False)
     except (OnnxFileRejected, DecodeError) as error:
-        raise DistillError(
+        raise JobFailed(
             "teacher_load_failed", f"{path.name} is not an ONNX model this service runs: {error}"
         ) from None
 
@@ -103,7 +103,7 @@ def _add_outputs(model: onnx.ModelProto, layers: list[str]) -> None:
         shown = ", ".join(values[:LISTED_NAMES]) + (
             f" and {len(values) - LISTED_NAMES} more" if len(values) > LISTED_NAMES else ""
         )
-        raise DistillError(
+        raise JobFailed(
             "unknown_layer",
             f"the ONNX teacher has no value {unknown[0]!r}: its layers are its graph's named values: {shown}",
         )
@@ -119,6 +119,6 @@ def _session(model: onnx.ModelProto, filename: str) -> onnxruntime.InferenceSess
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as error:  # ONNX Runtime raises its own exception types per failure
-        raise DistillError(
+        raise JobFailed(
             "teacher_load_failed", f"ONNX Runtime cannot run {filename}: {type(error).__name__}: {error}"
         ) from None

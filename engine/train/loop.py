@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from engine.data.augment import augment
 from engine.evaluate import classification_metrics, predict
 from engine.losses.functions import ResponseBatch, TeacherOutputs, kl_loss, scheduled_temperature
-from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.errors import JobCancelled, JobFailed
 from engine.plan.specs import DistillationConfig, EngineJob, TrainingConfig
 from engine.preparation import Setup
 from engine.reporting import Reporter
@@ -356,25 +356,25 @@ def loss_values(terms: dict[str, Tensor], ranks: Ranks) -> dict[str, float]:
 
 def divergence(
     loss: float, x: Tensor, teachers: TeacherOutputs, temperature: float, clock: Clock, job: EngineJob
-) -> DistillError:
+) -> JobFailed:
     """Why the loss of the batch `x` is not finite, as far as the batch tells: the teacher, the data's
     scale, or the training itself."""
     where, learning_rate = f"at epoch {clock.epoch}, step {clock.step}", job.training.learning_rate
     if not torch.isfinite(teachers.logits).all():
-        return DistillError(
+        return JobFailed(
             "loss_diverged",
             f"the teacher produced NaN or infinite logits {where}, so the loss is {loss}: check the "
             "teacher's weights and the input data",
         )
     scale = x.abs().max().item() if x.is_floating_point() else 0.0
     if scale > LARGE_INPUT:
-        return DistillError(
+        return JobFailed(
             "loss_diverged",
             f"the loss became {loss} {where}: the training inputs reach {scale:.3g} in magnitude, too large "
             "to train on. Standardize them (zero mean, unit variance per feature) and upload them again; a "
             f"lower learning_rate (now {learning_rate}) would not help",
         )
-    return DistillError(
+    return JobFailed(
         "loss_diverged",
         f"the loss became {loss} {where}, at temperature {temperature:.3g}: training diverged. Try a lower "
         f"learning_rate (now {learning_rate})",

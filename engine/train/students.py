@@ -13,7 +13,7 @@ from engine.losses.tinybert import capture_paths, transformer_term, uses_tinyber
 from engine.models.hooks import LayerTaps
 from engine.models.registry import build_model, count_parameters
 from engine.models.teacher_init import init_from_teacher
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.rules import initialising_teacher_architecture
 from engine.plan.specs import ArchitectureSpec, EngineJob
 from engine.preparation import Setup
@@ -78,7 +78,7 @@ def feature_distiller(
         teacher_layers = setup.teachers(x).layers
     missing = [p.teacher for p in pairs if p.teacher not in teacher_layers[p.teacher_index]]
     if missing:
-        raise DistillError(
+        raise JobFailed(
             "unknown_layer",
             f"teacher layer(s) {', '.join(map(repr, missing))} produced no output: the module exists but "
             "its forward never ran (in a pt2 teacher, torch.export may have inlined or merged the call); "

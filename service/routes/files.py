@@ -6,7 +6,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from core import teacher_cache
+from core import teacher_cache_store
 from core.errors import RequestError
 from core.lifecycle import UNFINISHED
 from core.models import File as FileRow
@@ -207,8 +207,8 @@ def delete_file(file_id: str, database: DatabaseDep, storage: StorageDep, tenant
                 409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
             )
         session.delete(row)
-        cached = teacher_cache.forget_file(session, row.id)  # teacher outputs computed from it
+        cached = teacher_cache_store.forget_file(session, row.id)  # teacher outputs computed from it
         session.commit()
     storage.delete(row.storage_key)
-    teacher_cache.delete_folders(storage, cached)
+    teacher_cache_store.delete_folders(storage, cached)
     return DeletedObject(id=file_id, object="file")

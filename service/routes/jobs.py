@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import lifecycle
-from core.checkpoints import StoredCheckpoint
+from core.checkpoint_store import StoredCheckpoint
 from core.errors import RequestError, not_found
 from core.job_request import JobCreate
 from core.lifecycle import add_event

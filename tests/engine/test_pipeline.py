@@ -13,7 +13,7 @@ from torch.export import Dim
 
 from engine.models.registry import build_model
 from engine.pipeline import JobFiles, run_distillation
-from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.errors import JobCancelled, JobFailed
 from engine.plan.specs import CNNSpec, MLPSpec
 from engine.runtime.devices import resolve_device
 from engine.train.loop import make_scheduler
@@ -34,8 +34,8 @@ def distill(job, task, out_dir, reporter=None, train_path=None, validation_path=
     return result, reporter
 
 
-def distill_error(job, task, tmp_path, **paths) -> DistillError:
-    with pytest.raises(DistillError) as caught:
+def distill_error(job, task, tmp_path, **paths) -> JobFailed:
+    with pytest.raises(JobFailed) as caught:
         distill(job, task, tmp_path / "out", **paths)
     return caught.value
 
@@ -218,7 +218,7 @@ def test_a_teacher_that_overflows_on_the_validation_set_fails_the_job(blob_task,
     x[7] = 3e38  # finite in float32; the teacher's layers overflow
     np.savez(tmp_path / "validation.npz", x=x, y=y)
     reporter = RecordingReporter()
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         distill(
             make_job(), blob_task, tmp_path / "out", reporter, validation_path=tmp_path / "validation.npz"
         )
@@ -243,7 +243,7 @@ def test_a_teacher_with_infinite_weights_fails_before_training(blob_task, make_j
     state["head.bias"][0] = math.inf
     save_file(state, tmp_path / "teacher.safetensors")
     reporter, teacher = RecordingReporter(), tmp_path / "teacher.safetensors"
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         distill(make_job(), blob_task, tmp_path / "out", reporter, teacher_path=teacher)
     assert caught.value.code == "teacher_rejected_input" and "NaN or infinite" in caught.value.message
     assert reporter.phases == ["validating"]
@@ -263,7 +263,7 @@ def test_teacher_exported_with_a_fixed_batch_size_is_rejected_before_training(bl
     torch.export.save(program, tmp_path / "teacher.pt2")
     job = make_job(teacher_format="pt2", teacher_architecture=None)
     reporter = RecordingReporter()
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         distill(job, blob_task, tmp_path / "out", reporter=reporter, teacher_path=tmp_path / "teacher.pt2")
     assert caught.value.code == "teacher_rejected_input"
     assert f"batch of shape [{TRAIN_SAMPLES % BATCH_SIZE}, 8]" in caught.value.message
@@ -343,7 +343,7 @@ def test_more_gpus_than_the_worker_has(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("cuda", 1) == torch.device("cuda")
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         resolve_device("auto", 2)
     assert caught.value.code == "device_unavailable"
     assert "training.devices is 2 but this worker has 1 GPU:" in caught.value.message

@@ -13,7 +13,7 @@ from torch.export import Dim
 from engine.data.datasets import load_datasets
 from engine.export.onnx_model import export_onnx
 from engine.pipeline import JobFiles, run_distillation
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import EngineJob
 from engine.teachers.loading import load_teacher
 from tests.text_factories import (
@@ -86,8 +86,8 @@ def distill(job, text_task, tmp_path, train=None, teacher=None, tokenizer=None):
     return result, reporter
 
 
-def failure(job, text_task, tmp_path, **files) -> DistillError:
-    with pytest.raises(DistillError) as caught:
+def failure(job, text_task, tmp_path, **files) -> JobFailed:
+    with pytest.raises(JobFailed) as caught:
         distill(job, text_task, tmp_path, **files)
     return caught.value
 
@@ -168,7 +168,7 @@ def test_a_tokenizer_beyond_a_models_vocabulary_fails(text_task, tmp_path, model
 def test_token_ids_the_student_cannot_read_fail_before_training(text_task, tmp_path, x, code, phrase):
     np.savez(tmp_path / "ids.npz", x=x, y=np.arange(8) % 2)
     reporter = RecordingReporter()
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         run_distillation(
             text_job(), JobFiles([text_task.teacher_path], tmp_path / "ids.npz"), tmp_path, reporter
         )

@@ -3,7 +3,7 @@ environment's: what the settings name is built once, by `create_app`, and handed
 
 from sqlalchemy import func, select
 
-from core.checkpoints import StoredCheckpoint
+from core.checkpoint_store import StoredCheckpoint
 from core.models import Job
 from core.resources import Resources, make_storage
 from service.main import create_app

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from core.checkpoints import StoredCheckpoint
+from core.checkpoint_store import StoredCheckpoint
 from core.models import Job, JobMetric
 from tests.job_rows import job_state, set_job
 from worker.liveness import reap_lost_jobs

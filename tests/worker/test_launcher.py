@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.plan.errors import DistillError, JobCancelled
+from engine.plan.errors import JobCancelled, JobFailed
 from worker.launcher import (
     FAILURE_FILE,
     RESULT_FILE,
@@ -35,7 +35,7 @@ def test_rank_0s_result_is_the_jobs(tmp_path):
     "error, raised",
     [
         (JobCancelled("stopped at step 3 of 9"), JobCancelled),
-        (DistillError("loss_diverged", "the loss became nan"), DistillError),
+        (JobFailed("loss_diverged", "the loss became nan"), JobFailed),
         (ValueError("surprise"), RankFailed),
     ],
 )
@@ -45,7 +45,7 @@ def test_the_lowest_failing_rank_says_what_ended_the_job(tmp_path, error, raised
     with pytest.raises(raised) as caught:
         rank_outcome(tmp_path, 1, out_of_memory=False)
     assert failure_of(caught.value, 1)["message"].endswith(str(error))
-    if raised is DistillError:
+    if raised is JobFailed:
         assert caught.value.code == "loss_diverged"
 
 

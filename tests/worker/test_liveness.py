@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from core.checkpoints import StoredCheckpoint
+from core.checkpoint_store import StoredCheckpoint
 from core.models import Job
 from engine.pipeline import DistillResult
 from engine.plan.errors import JobCancelled

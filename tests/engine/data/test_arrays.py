@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.data.arrays import ArrayDataset, batch_bounds, iterate_batches, load_npz, split_holdout
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 
 
 def saved(tmp_path: Path, **arrays) -> Path:
@@ -18,7 +18,7 @@ def saved(tmp_path: Path, **arrays) -> Path:
 
 
 def assert_invalid(path: Path, *fragments: str) -> None:
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         load_npz(path)
     assert caught.value.code == "dataset_invalid"
     for fragment in fragments:
@@ -149,7 +149,7 @@ def test_split_holdout_keeps_a_sample_on_each_side(n, fraction):
 
 
 def test_split_holdout_needs_two_samples():
-    with pytest.raises(DistillError, match="at least 2"):
+    with pytest.raises(JobFailed, match="at least 2"):
         split_holdout(dataset(1), 0.1, seed=0)
 
 

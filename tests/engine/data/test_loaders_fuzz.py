@@ -1,5 +1,5 @@
 """The engine's loaders of a user's files are total: whatever the bytes, a dataset, a tokenizer or a
-safetensors teacher loads or fails with a `DistillError` that says what to fix, never another exception.
+safetensors teacher loads or fails with a `JobFailed` that says what to fix, never another exception.
 Hypothesis feeds each random bytes and damaged real files, for a bounded, repeatable number of cases."""
 
 import io
@@ -15,7 +15,7 @@ from safetensors.torch import save
 from engine.data.arrays import load_npz
 from engine.data.text import load_jsonl, load_tokenizer
 from engine.models.registry import build_model
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.teachers.loading import load_teacher
 from tests.engine.factories import STUDENT_SPEC
 
@@ -53,7 +53,7 @@ def loads_or_refuses(load, content: bytes) -> None:
         path.write_bytes(content)
         try:
             load(path)
-        except DistillError as error:
+        except JobFailed as error:
             assert error.code and error.message
 
 

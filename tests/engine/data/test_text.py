@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
 from engine.data.arrays import load_npz
 from engine.data.text import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import TransformerSpec
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang"]
@@ -48,7 +48,7 @@ def write_lines(directory: Path, lines: list, name: str = "data.jsonl") -> Path:
 
 
 def dataset_error(path: Path, tokenizer_path: Path, code: str = "dataset_invalid") -> str:
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         load_jsonl(path, tokenizer_path, max_length=6)
     assert caught.value.code == code
     return caught.value.message
@@ -132,14 +132,14 @@ def test_a_line_the_tokenizer_cannot_encode_is_named(tmp_path):
 
 def test_tokenizer_whose_pad_id_is_not_zero_is_refused(tmp_path):
     path = save_tokenizer(word_level_tokenizer(["[UNK]", "[PAD]"]), tmp_path)
-    with pytest.raises(DistillError, match="padding token has id 1") as caught:
+    with pytest.raises(JobFailed, match="padding token has id 1") as caught:
         load_tokenizer(path)
     assert caught.value.code == "tokenizer_invalid"
 
 
 def test_tokenizer_without_a_pad_token_is_refused(tmp_path):
     path = save_tokenizer(word_level_tokenizer(["[UNK]"]), tmp_path)
-    with pytest.raises(DistillError, match="no padding token") as caught:
+    with pytest.raises(JobFailed, match="no padding token") as caught:
         load_tokenizer(path)
     assert caught.value.code == "tokenizer_invalid"
 
@@ -149,7 +149,7 @@ def test_padding_configuration_decides_the_pad_id(tmp_path):
     tokenizer.enable_padding(pad_id=0, pad_token="[UNK]")
     load_tokenizer(save_tokenizer(tokenizer, tmp_path))
     tokenizer.enable_padding(pad_id=1, pad_token="<blank>")
-    with pytest.raises(DistillError, match="has id 1"):
+    with pytest.raises(JobFailed, match="has id 1"):
         load_tokenizer(save_tokenizer(tokenizer, tmp_path))
 
 
@@ -158,7 +158,7 @@ def test_vocabulary_larger_than_the_model_is_a_mismatch(tokenizer_path):
     assert size == len(Tokenizer.from_file(str(tokenizer_path)).get_vocab())
     spec = TransformerSpec(vocab_size=size, max_length=4, num_classes=2, hidden_size=8, num_heads=1)
     check_vocabulary(size, spec)
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         check_vocabulary(size + 5, spec)
     assert caught.value.code == "vocabulary_mismatch"
     assert str(size + 5) in caught.value.message and str(size) in caught.value.message
@@ -190,6 +190,6 @@ def test_token_id_npz_stays_int64(tmp_path):
     ids=["floats", "3-D", "negative"],
 )
 def test_bad_token_id_npz(tmp_path, x, words):
-    with pytest.raises(DistillError, match=words.replace("[", r"\[")) as caught:
+    with pytest.raises(JobFailed, match=words.replace("[", r"\[")) as caught:
         load_npz(save_npz(tmp_path, x=x), token_ids=True)
     assert caught.value.code == "dataset_invalid"

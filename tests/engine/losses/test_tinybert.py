@@ -7,7 +7,7 @@ from torch import nn
 from engine.losses.tinybert import TinyBertLoss, uniform_layer_map
 from engine.models.registry import build_model
 from engine.models.transformer import capture_points
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import TransformerSpec
 
 TEACHER = TransformerSpec(
@@ -69,7 +69,7 @@ def test_uniform_layer_map(student_layers, teacher_layers, expected):
     ],
 )
 def test_invalid_layer_map(layer_map, words):
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         TinyBertLoss(STUDENT, TEACHER, layer_map=layer_map)
     assert caught.value.code == "invalid_layer_map"
     assert words in caught.value.message and "4" in caught.value.message

@@ -7,7 +7,7 @@ import torch
 from engine.models.registry import build_model
 from engine.models.teacher_init import init_from_teacher
 from engine.plan.design import derive_spec, layer_selection
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import CNNSpec, MLPSpec, TransformerSpec
 from tests.engine.factories import FEATURES, NUM_CLASSES, gaussian_blobs, train_classifier
 
@@ -234,13 +234,13 @@ def test_tensors_missing_from_the_teacher_are_skipped(mlp_teacher):
 
 
 def test_another_family_is_refused(mlp_teacher):
-    with pytest.raises(DistillError) as error:
+    with pytest.raises(JobFailed) as error:
         init_from_teacher(build_model(CNN_TEACHER), mlp_teacher.state_dict(), CNN_TEACHER, MLP_TEACHER)
     assert error.value.code == "init_family_mismatch"
 
 
 def test_a_student_deeper_than_its_teacher_is_refused(mlp_teacher):
     deeper = MLP_TEACHER.model_copy(update={"hidden_sizes": [32] * 5})
-    with pytest.raises(DistillError) as error:
+    with pytest.raises(JobFailed) as error:
         init_from_teacher(build_model(deeper), mlp_teacher.state_dict(), deeper, MLP_TEACHER)
     assert error.value.code == "init_student_deeper"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.rules import check_job, initialising_teacher_architecture
 from engine.plan.specs import EngineJob
 
@@ -29,8 +29,8 @@ def tinybert_job(teachers=None, layer_map=None, method="standard") -> EngineJob:
     return job(teachers or [teacher(TRANSFORMER)], TEXT_STUDENT, distillation=distillation)
 
 
-def broken_rule(job: EngineJob, teacher_fields=None) -> DistillError:
-    with pytest.raises(DistillError) as caught:
+def broken_rule(job: EngineJob, teacher_fields=None) -> JobFailed:
+    with pytest.raises(JobFailed) as caught:
         check_job(job, teacher_fields)
     return caught.value
 
@@ -158,13 +158,13 @@ def test_a_student_initialised_from_the_teacher_needs_its_architecture():
 def test_the_initialising_teacher_is_the_first_and_named_by_its_field():
     teachers = job([teacher(), PT2]).teachers
     assert initialising_teacher_architecture(teachers).model_dump() == teachers[0].architecture.model_dump()
-    with pytest.raises(DistillError) as caught:
+    with pytest.raises(JobFailed) as caught:
         initialising_teacher_architecture(teachers[::-1], ["teachers.0", "teachers.1"])
     assert caught.value.param == "student.derive" and "teachers.0's architecture" in caught.value.message
 
 
 def test_an_error_names_no_field_unless_given_one():
-    assert DistillError("code", "message").param is None
+    assert JobFailed("code", "message").param is None
 
 
 @pytest.mark.parametrize(

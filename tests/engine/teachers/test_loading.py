@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from torch.export import Dim
 
 from engine.models.registry import build_model
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import CNNSpec, MLPSpec
 from engine.teachers.loading import load_teacher
 
@@ -24,8 +24,8 @@ def saved_weights(tmp_path, spec=SPEC, name="teacher.safetensors"):
     return model.eval(), path
 
 
-def load_failure(path, format="safetensors", architecture=SPEC) -> DistillError:
-    with pytest.raises(DistillError) as caught:
+def load_failure(path, format="safetensors", architecture=SPEC) -> JobFailed:
+    with pytest.raises(JobFailed) as caught:
         load_teacher(path, format, architecture)
     return caught.value
 
@@ -145,14 +145,14 @@ def test_a_declared_architecture_is_compared_with_the_file_before_anything_is_al
     code = f"""
 import resource
 from pathlib import Path
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import MLPSpec
 from engine.teachers.loading import load_teacher
 import torch  # its libraries are mapped before the limit
 resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, resource.RLIM_INFINITY))
 try:
     load_teacher(Path({str(path)!r}), "safetensors", MLPSpec.model_validate_json({huge.model_dump_json()!r}))
-except DistillError as error:
+except JobFailed as error:
     print(error.code, error.message)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -8,7 +8,7 @@ import torch
 from engine.models.hooks import LayerTaps
 from engine.models.registry import build_model, count_parameters
 from engine.pipeline import run_distillation
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_file
 from engine.plan.specs import CNNSpec, JobFiles
 from engine.teachers.loading import load_teacher
@@ -55,7 +55,7 @@ def test_a_named_value_of_the_graph_is_a_layer_that_hooks_read(cnn):
 
 def test_an_unknown_layer_names_the_graph_values(cnn):
     _, path = cnn
-    with pytest.raises(DistillError) as error:
+    with pytest.raises(JobFailed) as error:
         load_teacher(path, "onnx", layers=["features.0"])
     assert error.value.code == "unknown_layer"
     assert graph_values(path)[0] in error.value.message
@@ -83,7 +83,7 @@ def test_a_fixed_batch_size_is_refused_with_how_to_export(tmp_path):
     torch.onnx.export(
         source, (torch.randn(1, 4),), str(path), dynamo=True, external_data=False, verbose=False
     )
-    with pytest.raises(DistillError) as error:
+    with pytest.raises(JobFailed) as error:
         load_teacher(path, "onnx")
     assert error.value.code == "teacher_load_failed" and "dynamic batch" in error.value.message
 
@@ -100,7 +100,7 @@ def test_a_truncated_model_is_refused(cnn, tmp_path, kept):
     data = cnn[1].read_bytes()
     path = tmp_path / "cut.onnx"
     path.write_bytes(data[: kept(len(data))])
-    with pytest.raises(DistillError) as error:
+    with pytest.raises(JobFailed) as error:
         load_teacher(path, "onnx")
     assert error.value.code == "teacher_load_failed" and "Truncated" in error.value.message
 
@@ -116,7 +116,7 @@ def test_external_data_is_refused_before_onnx_runtime_reads_any_path(cnn, tmp_pa
     tensor = model.graph.initializer[0]
     tensor.data_location = onnx.TensorProto.EXTERNAL  # the location flag alone, no entries
     onnx.save_model(model, tmp_path / "flag.onnx")
-    with pytest.raises(DistillError, match="external data"):
+    with pytest.raises(JobFailed, match="external data"):
         load_teacher(tmp_path / "flag.onnx", "onnx")
 
 
@@ -128,7 +128,7 @@ def test_a_model_onnx_runtime_cannot_run_is_a_load_failure(tmp_path):
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 2])],
     )  # fmt: skip
     onnx.save_model(onnx.helper.make_model(graph), tmp_path / "bad.onnx")
-    with pytest.raises(DistillError) as error:
+    with pytest.raises(JobFailed) as error:
         load_teacher(tmp_path / "bad.onnx", "onnx")
     assert error.value.code == "teacher_load_failed" and "ONNX Runtime cannot run" in error.value.message
 

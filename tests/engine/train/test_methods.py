@@ -9,7 +9,7 @@ from engine.data.augment import random_shift
 from engine.models.registry import build_model
 from engine.pipeline import JobFiles, run_distillation
 from engine.plan.design import derive_spec
-from engine.plan.errors import DistillError
+from engine.plan.errors import JobFailed
 from engine.plan.specs import CNNSpec, MLPSpec
 from tests.engine.factories import TEACHER_SPEC, RecordingReporter, series
 
@@ -73,7 +73,7 @@ def test_feature_pairs_alone_can_train_on_unlabeled_data(make_job, blob_task, tm
 )
 def test_bad_feature_pairs_fail_before_training(make_job, blob_task, tmp_path, pair, code, phrase):
     job = make_job(distillation={"features": [pair]})
-    with pytest.raises(DistillError) as raised:
+    with pytest.raises(JobFailed) as raised:
         run(job, [blob_task.teacher_path], blob_task.train_path, tmp_path)
     assert raised.value.code == code and phrase in raised.value.message
 
@@ -89,7 +89,7 @@ def test_feature_pair_between_a_map_and_a_vector_is_refused(make_job, tmp_path):
         student_architecture=student,
         distillation={"features": [{"teacher": "stages.1", "student": "hidden.0"}]},
     )
-    with pytest.raises(DistillError) as raised:
+    with pytest.raises(JobFailed) as raised:
         run(job, [tmp_path / "teacher.safetensors"], tmp_path / "images.npz", tmp_path / "out")
     assert raised.value.code == "incompatible_features" and "[8, 4, 4]" in raised.value.message
 
@@ -176,7 +176,7 @@ def test_augmented_image_training_runs_and_flat_data_is_refused(make_job, tmp_pa
 
     np.savez(tmp_path / "flat.npz", x=x.reshape(64, 64), y=np.arange(64) % 4)
     flat_job = make_job(teacher_architecture=spec, student_architecture=spec, training=augmentation)
-    with pytest.raises(DistillError) as raised:
+    with pytest.raises(JobFailed) as raised:
         run(flat_job, [tmp_path / "teacher.safetensors"], tmp_path / "flat.npz", tmp_path / "out2")
     assert raised.value.code == "augmentation_unsupported"
 
@@ -219,7 +219,7 @@ def test_a_peer_that_cannot_read_the_data_fails_before_training(make_job, blob_t
     peer = {"family": "cnn", "input_shape": [2, 2, 2], "num_classes": 4}  # the blobs are flat [8]
     job = make_job(distillation={"method": "mutual", "peers": [peer]})
     reporter = RecordingReporter()
-    with pytest.raises(DistillError) as raised:
+    with pytest.raises(JobFailed) as raised:
         run_distillation(job, JobFiles([blob_task.teacher_path], blob_task.train_path), tmp_path, reporter)
     assert raised.value.code == "incompatible_shapes" and "distillation.peers.0" in raised.value.message
     assert reporter.phases == ["validating"]
@@ -270,6 +270,6 @@ def test_auto_temperature_and_alpha_pick_a_grid_value_and_record_the_trials(make
 
 def test_auto_needs_validation_labels(make_job, blob_task, tmp_path):
     job = make_job(distillation={"temperature": "auto"})
-    with pytest.raises(DistillError) as raised:
+    with pytest.raises(JobFailed) as raised:
         run(job, [blob_task.teacher_path], blob_task.unlabeled_path, tmp_path)
     assert raised.value.code == "labels_required" and "auto" in raised.value.message

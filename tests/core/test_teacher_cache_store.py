@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.models import Job, TeacherCacheEntry
-from core.teacher_cache import StoredTeacherCache, delete_folders, forget_file
+from core.teacher_cache_store import StoredTeacherCache, delete_folders, forget_file
 from tests.job_rows import set_job
 from tests.storages import stored_keys
 
