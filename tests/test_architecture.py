@@ -1,7 +1,8 @@
 """The import contracts of pyproject.toml (`lint-imports`): the layers run one way (the CLI, then the API
-and the workers apart, then the core, then the engine), the engine is plain PyTorch, the API never loads
-torch, the client stands alone, and no package's modules import each other in a circle. Also: the
-contracts do catch a break."""
+and the workers apart, then the core, then the engine), the engine's rooms run one way too (from its
+pipeline down to its plan), the engine is plain PyTorch, the API and the engine's plan never load torch,
+the client stands alone, and no package's modules import each other in a circle. Also: the contracts do
+catch a break."""
 
 import shutil
 import subprocess
@@ -45,23 +46,30 @@ def copy_of_the_packages(tmp_path) -> Path:
 @pytest.mark.parametrize(
     ("module", "back_import", "contract"),
     [
-        ("engine/plan/errors.py", "import core.models", "Layers run one way"),
-        ("core/storage.py", "import service.main", "Layers run one way"),
-        ("service/deps.py", "import worker.tasks", "Layers run one way"),
-        ("engine/models/hooks.py", "import sqlalchemy", "The engine imports no web framework"),
-        ("core/errors.py", "import torch", "never load torch"),
-        ("engine/models/registry.py", "import engine.pipeline", "No import circle inside a package"),
-        ("distill_client/objects.py", "import core.models", "The client stands alone"),
+        pytest.param("engine/plan/errors.py", "import core.models", "Layers run one way", id="engine->core"),
+        pytest.param("core/storage.py", "import service.main", "Layers run one way", id="core->service"),
+        pytest.param("service/deps.py", "import worker.tasks", "Layers run one way", id="service->worker"),
+        pytest.param(
+            "engine/models/hooks.py",
+            "import sqlalchemy",
+            "The engine imports no web framework",
+            id="engine->sqlalchemy",
+        ),
+        pytest.param("core/errors.py", "import torch", "never load torch", id="core->torch"),
+        pytest.param("engine/plan/sizes.py", "import torch", "never load torch", id="engine plan->torch"),
+        pytest.param(
+            "engine/models/registry.py",
+            "import engine.train.loop",
+            "The engine's rooms",
+            id="engine models->train",
+        ),
+        pytest.param(
+            "engine/evaluate.py", "import engine.pipeline", "No import circle inside a package", id="circle"
+        ),
+        pytest.param(
+            "distill_client/objects.py", "import core.models", "The client stands alone", id="client->core"
+        ),
     ],
-    ids=[
-        "engine->core",
-        "core->service",
-        "service->worker",
-        "engine->sqlalchemy",
-        "core->torch",
-        "circle",
-        "client->core",
-    ],  # fmt: skip
 )
 def test_a_back_running_import_breaks_a_contract(copy_of_the_packages, module, back_import, contract):
     path = copy_of_the_packages / module
