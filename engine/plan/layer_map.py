@@ -1,5 +1,5 @@
 """Which teacher layer each student layer learns from (TinyBERT's mapping g). Pure arithmetic, without
-torch, so the job rules (`job_rules`) check a request's `layer_map` with it before any model is built."""
+torch, so the job rules (`rules`) check a request's `layer_map` with it before any model is built."""
 
 from engine.plan.errors import JobFailed
 

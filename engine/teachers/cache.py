@@ -1,6 +1,6 @@
 """The teacher-output cache. Without augmentation a frozen teacher gives the same outputs for a sample in
 every epoch, so each teacher's logits and tapped layers over the training and validation sets are computed
-once (`teacher_tables`) and read back by position in every epoch, every trial of an `auto` search, every
+once (`cache_tables`) and read back by position in every epoch, every trial of an `auto` search, every
 generation and every peer: the same values the teacher would compute, at the cost of a lookup.
 
 A `TeacherCacheStore` (the worker's: the storage, per tenant) keeps the tables for later jobs. An entry is
