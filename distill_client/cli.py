@@ -297,10 +297,11 @@ def outcome(job: Job) -> tuple[Exit, str]:
     return Exit.FAILED, f"{job.id} failed ({job.error['code']}): {job.error['message']}"
 
 
-def run_cli(argv: list[str] | None = None) -> None:
-    """The entry point: the exit codes of the module's docstring, whatever goes wrong."""
+def run_cli(argv: list[str] | None = None, *, commands: click.Group = main) -> None:
+    """The entry point: the exit codes of the module's docstring, whatever goes wrong. `commands`: the
+    client's, or a group that holds them beside others (the service's `distill`)."""
     try:
-        main.main(args=argv, prog_name="distill", standalone_mode=False)
+        commands.main(args=argv, prog_name="distill", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors: click's own message
@@ -318,4 +319,3 @@ def run_cli(argv: list[str] | None = None) -> None:
     except DistillError as exc:
         click.echo(f"distill: {exc}", err=True)
         sys.exit(Exit.REFUSED)
-    sys.exit(Exit.SUCCEEDED)
