@@ -6,5 +6,5 @@ from distill_client.client import Client
 from distill_client.errors import APIError, DistillError, DownloadCorrupt, WaitTimeout
 from distill_client.objects import TERMINAL, Artifact, Event, File, Job, MetricPoint
 
-__all__ = ["Client", "APIError", "DistillError", "DownloadCorrupt", "WaitTimeout", "TERMINAL", "Artifact",
-           "Event", "File", "Job", "MetricPoint"]  # fmt: skip
+__all__ = ["Client", "APIError", "DistillError", "DownloadCorrupt", "WaitTimeout"]
+__all__ += ["TERMINAL", "Artifact", "Event", "File", "Job", "MetricPoint"]

@@ -7,6 +7,7 @@ service at the URL, 3 cancelled, 4 a gate failed, 5 timed out waiting."""
 
 import json
 import sys
+from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from distill_client.client import Client
 from distill_client.convert import PICKLED, as_safetensors
 from distill_client.errors import APIError, DistillError, WaitTimeout
 from distill_client.job_files import local_files, read_job_file, with_file_ids
-from distill_client.objects import Job
+from distill_client.objects import File, Job
 from distill_client.progress import Progress
 
 
@@ -50,6 +51,25 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def output_folder(*, default: str, help: str):
+    """The -o/--output option: the folder to write to."""
+    folder = click.Path(file_okay=False, path_type=Path)
+    return click.option("-o", "--output", "folder", default=default, type=folder, help=help)
+
+
+def add_get_command(
+    group: click.Group, *, fetch: Callable[[Client, str], File | Job], id_name: str, help: str
+) -> None:
+    """`GROUP get ID`: show the object `fetch` finds, in full."""
+
+    @group.command("get", help=help)
+    @click.argument("object_id", metavar=id_name)
+    @pass_context
+    def get(context: Context, object_id: str) -> None:
+        found = fetch(context.client, object_id)
+        context.show(found, json.dumps(found.raw, indent=2))
 
 
 @click.group(help=__doc__)
@@ -94,13 +114,7 @@ def files_list(context: Context, purpose: str | None) -> None:
     )
 
 
-@files.command("get")
-@click.argument("file_id")
-@pass_context
-def files_get(context: Context, file_id: str) -> None:
-    """Show a file."""
-    found = context.client.get_file(file_id)
-    context.show(found, json.dumps(found.raw, indent=2))
+add_get_command(files, fetch=Client.get_file, id_name="FILE_ID", help="Show a file.")
 
 
 @files.command("delete")
@@ -121,8 +135,14 @@ def jobs() -> None:
 
 
 @jobs.command("create")
-@click.option("-f", "--file", "job_file", required=True, type=click.Path(exists=True, path_type=Path),
-              help="JSON or YAML: the body of POST /v1/jobs")  # fmt: skip
+@click.option(
+    "-f",
+    "--file",
+    "job_file",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="JSON or YAML: the body of POST /v1/jobs",
+)
 @click.option("--wait", "wait_for_it", is_flag=True, help="wait for the job to end; exit by how it ended")
 @click.option("--timeout", type=float, help="seconds to wait (with --wait)")
 @pass_context
@@ -134,13 +154,9 @@ def jobs_create(context: Context, job_file: Path, wait_for_it: bool, timeout: fl
         finish(context, wait(context, job, timeout))
 
 
-@jobs.command("get")
-@click.argument("job_id")
-@pass_context
-def jobs_get(context: Context, job_id: str) -> None:
-    """Show a job: status, progress, metrics, error."""
-    job = context.client.get_job(job_id)
-    context.show(job, json.dumps(job.raw, indent=2))
+add_get_command(
+    jobs, fetch=Client.get_job, id_name="JOB_ID", help="Show a job: status, progress, metrics, error."
+)
 
 
 @jobs.command("list")
@@ -178,8 +194,7 @@ def jobs_events(context: Context, job_id: str, follow: bool) -> None:
     """Show a job's events; --follow them until it ends."""
     client = context.client
     for event in client.follow_events(job_id) if follow else client.list_events(job_id):
-        context.show({"id": event.id, "created_at": event.created_at, "level": event.level,
-                      "message": event.message}, f"{event.level:<7} {event.message}")  # fmt: skip
+        context.show(vars(event), f"{event.level:<7} {event.message}")
 
 
 @jobs.command("metrics")
@@ -206,8 +221,7 @@ def artifacts() -> None:
 @artifacts.command("download")
 @click.argument("job_id")
 @click.argument("names", nargs=-1)
-@click.option("-o", "--output", "folder", default=".", type=click.Path(file_okay=False, path_type=Path),
-              help="the folder to write them to")  # fmt: skip
+@output_folder(default=".", help="the folder to write them to")
 @pass_context
 def artifacts_download(context: Context, job_id: str, names: tuple[str, ...], folder: Path) -> None:
     """Download the job's artifacts NAMES (default: all), each checked against its sha256."""
@@ -220,8 +234,7 @@ def artifacts_download(context: Context, job_id: str, names: tuple[str, ...], fo
 
 @main.command("run")
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "folder", default="distilled",
-              type=click.Path(file_okay=False, path_type=Path), help="where the artifacts go")  # fmt: skip
+@output_folder(default="distilled", help="where the artifacts go")
 @click.option("--timeout", type=float, help="seconds to wait for the job")
 @pass_context
 def run(context: Context, job_file: Path, folder: Path, timeout: float | None) -> None:
@@ -284,10 +297,11 @@ def outcome(job: Job) -> tuple[Exit, str]:
     return Exit.FAILED, f"{job.id} failed ({job.error['code']}): {job.error['message']}"
 
 
-def run_cli(argv: list[str] | None = None) -> None:
-    """The entry point: the exit codes of the module's docstring, whatever goes wrong."""
+def run_cli(argv: list[str] | None = None, *, commands: click.Group = main) -> None:
+    """The entry point: the exit codes of the module's docstring, whatever goes wrong. `commands`: the
+    client's, or a group that holds them beside others (the service's `distill`)."""
     try:
-        main.main(args=argv, prog_name="distill", standalone_mode=False)
+        commands.main(args=argv, prog_name="distill", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors: click's own message
@@ -305,4 +319,3 @@ def run_cli(argv: list[str] | None = None) -> None:
     except DistillError as exc:
         click.echo(f"distill: {exc}", err=True)
         sys.exit(Exit.REFUSED)
-    sys.exit(Exit.SUCCEEDED)

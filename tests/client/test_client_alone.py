@@ -2,17 +2,22 @@
 wheel of its own that needs httpx only, retries what is worth retrying with one Idempotency-Key, and
 reads server-sent events as the format defines them."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from distill_client import APIError, Client, DistillError
 from distill_client.sse import Message, messages
+from tests.client.commands import CLIENT_COMMANDS, EmptyService, listed_commands
 from tests.stack import ROOT, free_port
 
 
@@ -25,16 +30,23 @@ def test_importing_the_client_loads_no_torch_fastapi_or_celery():
     assert result.stdout.strip() == "[]", result.stderr
 
 
-def test_the_client_builds_as_a_wheel_of_its_own_without_the_service_or_torch(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The client's wheel, built from this checkout."""
+    folder = tmp_path_factory.mktemp("wheel")
     source = shutil.copytree(
-        ROOT / "distill_client", tmp_path / "source", ignore=shutil.ignore_patterns("__pycache__")
+        ROOT / "distill_client", folder / "source", ignore=shutil.ignore_patterns("__pycache__")
     )
     subprocess.run(  # from a copy: setuptools builds in the source folder
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(source)],
+         "-w", str(folder), str(source)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    (wheel,) = tmp_path.glob("distill_client-*.whl")
+    (built,) = folder.glob("distill_client-*.whl")
+    return built
+
+
+def test_the_client_builds_as_a_wheel_of_its_own_without_the_service_or_torch(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
@@ -44,6 +56,38 @@ def test_the_client_builds_as_a_wheel_of_its_own_without_the_service_or_torch(tm
     requires = [line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Requires-Dist")]
     assert requires == ["httpx>=0.27", "click>=8", "rich>=13", "PyYAML>=6"]
     assert "distill = distill_client.cli:run_cli" in scripts
+
+
+SERVICE_PACKAGES = ["cli", "core", "service", "worker", "engine"]
+
+
+def test_the_clients_own_distill_lists_and_runs_its_commands_without_the_service(wheel, tmp_path):
+    """The wheel installed alone: its `distill` (the entry point it names) under `python -S`, which leaves
+    out the .pth files, so the service's packages (installed editable through one) are not there."""
+    site = tmp_path / "site"
+    install = ["install", "--quiet", "--no-deps", "--no-index", "--target", str(site), str(wheel)]
+    subprocess.run([sys.executable, "-m", "pip", *install], check=True, capture_output=True, timeout=120)
+    dependencies = sysconfig.get_path("purelib")  # httpx, click, rich, PyYAML
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join([str(site), dependencies])}
+
+    def python(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-S", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    found = f"[name for name in {SERVICE_PACKAGES} if importlib.util.find_spec(name)]"
+    where = f"import importlib.util; print({found}, importlib.util.find_spec('distill_client').origin)"
+    assert python("-c", where).stdout.split() == ["[]", str(site / "distill_client" / "__init__.py")]
+
+    distill = str(site / "bin" / "distill")
+    shown = python(distill, "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert listed_commands(shown.stdout) == CLIENT_COMMANDS
+    with EmptyService() as service:
+        listed = python(distill, "--url", service.url, "--api-key", "dk_test", "--json", "files", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert service.requests == [("/v1/files?limit=100", "Bearer dk_test")]
 
 
 class FlakyServer(ThreadingHTTPServer):
