@@ -52,6 +52,7 @@ def copy_of_the_packages(tmp_path) -> Path:
         ("core/errors.py", "import torch", "never load torch"),
         ("engine/models/registry.py", "import engine.pipeline", "No import circle inside a package"),
         ("distill_client/objects.py", "import core.models", "The client stands alone"),
+        ("worker/ranks/rank.py", "import worker.tasks", "The ranks never import the task"),
     ],
     ids=[
         "engine->core",
@@ -61,6 +62,7 @@ def copy_of_the_packages(tmp_path) -> Path:
         "core->torch",
         "circle",
         "client->core",
+        "rank->task",
     ],  # fmt: skip
 )
 def test_a_back_running_import_breaks_a_contract(copy_of_the_packages, module, back_import, contract):
