@@ -61,11 +61,16 @@ class DatabaseReporter:
         self._last_progress = now
         fraction = round(step / total_steps, 6) if total_steps else 0.0
         eta = self._eta(now, step, total_steps)
-        progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
-                    "fraction": fraction, "eta_seconds": eta}  # fmt: skip
-        with (
-            self.database.transaction() as session
-        ):  # a job that ended, or went back to the queue, keeps its own
+        progress = {
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "total_steps": total_steps,
+            "fraction": fraction,
+            "eta_seconds": eta,
+        }
+        with self.database.transaction() as session:
+            # a job that ended, or went back to the queue, keeps its own
             session.execute(
                 update(Job)
                 .where(Job.id == self.job_id, Job.status.in_(lifecycle.LIVE))

@@ -71,9 +71,13 @@ def run_job(resources: Resources, job_id: str) -> None:
 def _claim(resources: Resources, job_id: str) -> Job | None:
     with resources.database.transaction() as session:
         claimed = lifecycle.move(
-            session, job_id, lifecycle.CLAIM,
-            started_at=now(), heartbeat_at=time.time(), attempts=Job.attempts + 1,
-        )  # fmt: skip
+            session,
+            job_id,
+            lifecycle.CLAIM,
+            started_at=now(),
+            heartbeat_at=time.time(),
+            attempts=Job.attempts + 1,
+        )
         if not claimed:
             return None
         job = session.scalar(select(Job).where(Job.id == job_id))
@@ -158,8 +162,14 @@ def _store_artifact(storage: Storage, job: Job, name: str, path: Path) -> Artifa
     with path.open("rb") as stream:
         stored = storage.write(key, read_chunks(stream))
     content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-    return Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
-                    content_type=content_type, storage_key=key)  # fmt: skip
+    return Artifact(
+        job_pk=job.pk,
+        name=name,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        content_type=content_type,
+        storage_key=key,
+    )
 
 
 def _write_model_card(resources: Resources, job: Job, metrics: dict, artifacts: dict[str, Path]) -> Path:
