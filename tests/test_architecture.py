@@ -69,6 +69,9 @@ def copy_of_the_packages(tmp_path) -> Path:
         pytest.param(
             "distill_client/objects.py", "import core.models", "The client stands alone", id="client->core"
         ),
+        pytest.param(
+            "worker/ranks/rank.py", "import worker.tasks", "The ranks never import the task", id="rank->task"
+        ),
     ],
 )
 def test_a_back_running_import_breaks_a_contract(copy_of_the_packages, module, back_import, contract):

@@ -8,13 +8,20 @@ from core import lifecycle
 from core.db import Database
 from core.lifecycle import add_event, status_of
 from core.models import Job, JobMetric
+from core.resources import Resources
 
 MIN_RATE_SECONDS = 1.0  # of training before a rate (and an ETA) is worth showing
 
 
 class DatabaseReporter:
     def __init__(
-        self, database: Database, job_id: str, job_pk: int, progress_interval: float, cancel_interval: float
+        self,
+        database: Database,
+        job_id: str,
+        job_pk: int,
+        *,
+        progress_interval: float,
+        cancel_interval: float,
     ):
         self.database, self.job_id, self.job_pk = database, job_id, job_pk
         self.progress_interval, self.cancel_interval = progress_interval, cancel_interval
@@ -22,6 +29,18 @@ class DatabaseReporter:
         self._running = False
         self._rate_from: tuple[float, int] | None = None  # (time, step) of the first step this attempt saw
         self._stop_requested = False
+
+    @classmethod
+    def for_job(cls, resources: Resources, job: Job) -> "DatabaseReporter":
+        """The job's reporter, at the intervals of the worker's settings."""
+        settings = resources.settings
+        return cls(
+            resources.database,
+            job.id,
+            job.pk,
+            progress_interval=settings.progress_interval_seconds,
+            cancel_interval=settings.cancel_check_seconds,
+        )
 
     def event(self, message: str, level: str = "info") -> None:
         with self.database.transaction() as session:
@@ -42,11 +61,16 @@ class DatabaseReporter:
         self._last_progress = now
         fraction = round(step / total_steps, 6) if total_steps else 0.0
         eta = self._eta(now, step, total_steps)
-        progress = {"epoch": epoch, "epochs": epochs, "step": step, "total_steps": total_steps,
-                    "fraction": fraction, "eta_seconds": eta}  # fmt: skip
-        with (
-            self.database.transaction() as session
-        ):  # a job that ended, or went back to the queue, keeps its own
+        progress = {
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "total_steps": total_steps,
+            "fraction": fraction,
+            "eta_seconds": eta,
+        }
+        with self.database.transaction() as session:
+            # a job that ended, or went back to the queue, keeps its own
             session.execute(
                 update(Job)
                 .where(Job.id == self.job_id, Job.status.in_(lifecycle.LIVE))

@@ -21,14 +21,13 @@ from core.model_card import MODEL_CARD, CardFile, model_card
 from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
-from core.teacher_cache_store import StoredTeacherCache
-from engine.pipeline import Checkpoints, DistillResult, JobFiles, Reporter, run_distillation
+from engine.pipeline import DistillResult, JobFiles
 from engine.plan.errors import JobCancelled, JobFailed
-from engine.plan.specs import EngineJob
 from engine.runtime.devices import resolve_device
-from engine.runtime.distributed import ONE_PROCESS, Ranks
-from worker.launcher import TrainingProcessLost, distill_on_ranks
+from worker.engine_run import distill_here
 from worker.liveness import heartbeat, training_process_lost
+from worker.ranks.parent import TrainingProcessLost, distill_on_ranks
+from worker.ranks.protocol import Launch
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def run_job(resources: Resources, job_id: str) -> None:
     if job is None:
         log.info("job %s is not queued any more; skipping", job_id)
         return
-    reporter = job_reporter(resources, job)
+    reporter = DatabaseReporter.for_job(resources, job)
     try:
         with (
             heartbeat(resources.database, job.id, resources.settings.heartbeat_seconds),
@@ -72,9 +71,13 @@ def run_job(resources: Resources, job_id: str) -> None:
 def _claim(resources: Resources, job_id: str) -> Job | None:
     with resources.database.transaction() as session:
         claimed = lifecycle.move(
-            session, job_id, lifecycle.CLAIM,
-            started_at=now(), heartbeat_at=time.time(), attempts=Job.attempts + 1,
-        )  # fmt: skip
+            session,
+            job_id,
+            lifecycle.CLAIM,
+            started_at=now(),
+            heartbeat_at=time.time(),
+            attempts=Job.attempts + 1,
+        )
         if not claimed:
             return None
         job = session.scalar(select(Job).where(Job.id == job_id))
@@ -83,17 +86,10 @@ def _claim(resources: Resources, job_id: str) -> Job | None:
         return job
 
 
-def job_reporter(resources: Resources, job: Job) -> DatabaseReporter:
-    settings = resources.settings
-    return DatabaseReporter(
-        resources.database, job.id, job.pk, settings.progress_interval_seconds, settings.cancel_check_seconds
-    )
-
-
 def _distill(
     resources: Resources, job: Job, request: JobCreate, out_dir: Path, reporter: DatabaseReporter
 ) -> DistillResult:
-    """The job distilled in this process, or on its `training.devices` (`worker.launcher`)."""
+    """The job distilled in this process, or on its `training.devices` (`worker.ranks`)."""
     stored = _stored_files(resources, job)
     spec = engine_job(request)
     with ExitStack() as stack:
@@ -111,33 +107,19 @@ def _distill(
         )
         devices = spec.training.devices
         if devices == 1:
-            return distill_here(resources, job, spec, files, list(stored), out_dir, reporter, stack)
+            return distill_here(
+                resources,
+                job,
+                spec,
+                files=files,
+                file_ids=list(stored),
+                out_dir=out_dir,
+                reporter=reporter,
+                stack=stack,
+            )
         resolve_device(spec.training.device, devices)  # before starting a process per device
-        return distill_on_ranks(resources.settings, job, devices, files, list(stored), out_dir)
-
-
-def distill_here(
-    resources: Resources,
-    job: Job,
-    spec: EngineJob,
-    files: JobFiles,
-    file_ids: list[str],
-    out_dir: Path,
-    reporter: Reporter,
-    stack: ExitStack,
-    ranks: Ranks = ONE_PROCESS,
-) -> DistillResult | None:
-    """The engine's run in this process (the job's, or one rank's), with the job's checkpoint store and
-    teacher cache; the cache's fetched folders stay until `stack` closes."""
-    settings = resources.settings
-    checkpoints = Checkpoints(
-        StoredCheckpoint(resources.storage, job.tenant_id, job.id), settings.checkpoint_seconds
-    )
-    cache = StoredTeacherCache(
-        resources.database, resources.storage, settings.teacher_cache_max_bytes,
-        job.tenant_id, job.pk, file_ids, stack,
-    )  # fmt: skip
-    return run_distillation(spec, files, out_dir, reporter, checkpoints, cache, ranks)
+        launch = Launch(settings=resources.settings, job_id=job.id, files=files, file_ids=list(stored))
+        return distill_on_ranks(launch, devices=devices, out_dir=out_dir)
 
 
 def _stored_files(resources: Resources, job: Job) -> dict[str, tuple[str, str]]:
@@ -180,8 +162,14 @@ def _store_artifact(storage: Storage, job: Job, name: str, path: Path) -> Artifa
     with path.open("rb") as stream:
         stored = storage.write(key, read_chunks(stream))
     content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-    return Artifact(job_pk=job.pk, name=name, bytes=stored.bytes, sha256=stored.sha256,
-                    content_type=content_type, storage_key=key)  # fmt: skip
+    return Artifact(
+        job_pk=job.pk,
+        name=name,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        content_type=content_type,
+        storage_key=key,
+    )
 
 
 def _write_model_card(resources: Resources, job: Job, metrics: dict, artifacts: dict[str, Path]) -> Path:
