@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from core import teacher_cache_store
 from core.errors import RequestError
 from core.lifecycle import UNFINISHED
+from core.media_types import media_type
 from core.models import File as FileRow
 from core.models import Job, JobFile, new_id
 from core.request_rules import pt2_not_allowed
@@ -30,7 +31,6 @@ from service.upload_stream import Upload, receive_upload
 router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model": ErrorBody}})
 ROUTE = "POST /v1/files"
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
-CONTENT_TYPES = {"npz": "application/zip", "pt2": "application/zip", "json": "application/json"}
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # Unicode categories a file name must not carry
 
 
@@ -184,7 +184,7 @@ def download_file(
 ):
     with database.sessions() as session:
         row = get_owned(session, FileRow, tenant_id, file_id)
-    content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
+    content_type = media_type(row.format)
     return stream_object(
         request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename,
         settings.s3_presign,
