@@ -83,7 +83,7 @@ def stream_object(
             416,
             "range_not_satisfiable",
             f"Range {range_header!r} is not a single satisfiable byte range of this {size}-byte object.",
-            "Range",
+            param="Range",
             headers={"Content-Range": f"bytes */{size}"},
         )
     start, end = span

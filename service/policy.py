@@ -34,20 +34,22 @@ def unfinished_jobs(session: Session, tenant_id: str) -> int:
 def storage_quota_exceeded(quota: int, used: int, size: int | None = None) -> RequestError:
     what = f"this file ({size} bytes)" if size is not None else "this file"
     return RequestError(
-        413, "storage_quota_exceeded",
+        413,
+        "storage_quota_exceeded",
         f"Storing {what} would take your files past this server's storage quota of {quota} bytes per "
         f"tenant ({used} bytes already stored): delete files you no longer need (DELETE /v1/files/{{id}}) "
         "and retry.",
-        "file",
-    )  # fmt: skip
+        param="file",
+    )
 
 
 def too_many_jobs(limit: int) -> RequestError:
     return RequestError(
-        429, "too_many_jobs",
+        429,
+        "too_many_jobs",
         f"You already have {limit} unfinished job(s) (queued, validating, running or cancelling), this "
         f"server's limit per tenant of {limit} at once: wait for one to finish, or cancel one, then retry.",
-    )  # fmt: skip
+    )
 
 
 def _one_at_a_time(session: Session, tenant_id: str) -> None:

@@ -20,10 +20,13 @@ import numpy as np
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
 from engine.plan.records import RecordChecks, RecordRejected, check_record_start
 
-SAFETENSORS_DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
+# Bytes per element, by the dtype names of the safetensors format.
+SAFETENSORS_DTYPE_BYTES = (
+    dict.fromkeys(["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3"], 1)
+    | dict.fromkeys(["I16", "U16", "F16", "BF16"], 2)
+    | dict.fromkeys(["I32", "U32", "F32"], 4)
+    | dict.fromkeys(["I64", "U64", "F64"], 8)
+)
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 PICKLE_HINT = (
     "Pickled PyTorch checkpoints (.pt/.pth) are never unpickled by the service: save the state dict "

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from core import teacher_cache_store
-from core.errors import RequestError
+from core.errors import RequestError, unprocessable
 from core.lifecycle import UNFINISHED
 from core.media_types import media_type
 from core.models import File as FileRow
@@ -35,10 +35,7 @@ INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # Unicode categories a file name must not 
 
 
 def to_object(row: FileRow) -> FileObject:
-    return FileObject(
-        id=row.id, purpose=row.purpose, filename=row.filename, bytes=row.bytes, sha256=row.sha256,
-        format=row.format, created_at=row.created_at,
-    )  # fmt: skip
+    return FileObject.model_validate(row, from_attributes=True)
 
 
 def safe_filename(name: str | None) -> str:
@@ -127,14 +124,20 @@ def _record_upload(
         except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
             storage.delete(key)
             if isinstance(exc, UploadRejected):
-                raise RequestError(
-                    422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file"
-                ) from None
+                message = f"Rejected {purpose} file {filename!r}: {exc}"
+                raise unprocessable("invalid_file", message, param="file") from None
             raise
         row = FileRow(
-            id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=detected.format,
-            samples=detected.samples, bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
-        )  # fmt: skip
+            id=file_id,
+            tenant_id=tenant_id,
+            purpose=purpose,
+            filename=filename,
+            format=detected.format,
+            samples=detected.samples,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+            storage_key=key,
+        )
         session.add(row)
         session.flush()
         try:
@@ -203,9 +206,8 @@ def delete_file(file_id: str, database: DatabaseDep, storage: StorageDep, tenant
             select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(UNFINISHED))
         ).all()
         if users:
-            raise RequestError(
-                409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
-            )
+            message = f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
+            raise RequestError(409, "file_in_use", message)
         session.delete(row)
         cached = teacher_cache_store.forget_file(session, row.id)  # teacher outputs computed from it
         session.commit()

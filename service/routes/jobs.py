@@ -12,7 +12,7 @@ from core.job_request import JobCreate
 from core.lifecycle import add_event
 from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
-from core.request_rules import resolve_job
+from core.request_rules import ResolvedJob, resolve_job
 from service import idempotency, job_reads, policy
 from service.deps import DatabaseDep, KeptBodiesDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
@@ -59,12 +59,7 @@ def create_job(
         if replayed is not None:
             return replayed
         resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
-        request = resolved.request
-        job = Job(
-            tenant_id=tenant_id, name=request.name, request=request.model_dump(mode="json"),
-            progress=Progress(epochs=request.training.epochs).model_dump(),
-            files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
-        )  # fmt: skip
+        job = _new_job(tenant_id, resolved)
         session.add(job)
         session.flush()
         policy.check_job_slots(session, settings, tenant_id)
@@ -77,6 +72,17 @@ def create_job(
             return won
         _enqueue(session, queue, job)
     return response
+
+
+def _new_job(tenant_id: str, resolved: ResolvedJob) -> Job:
+    request = resolved.request
+    return Job(
+        tenant_id=tenant_id,
+        name=request.name,
+        request=request.model_dump(mode="json"),
+        progress=Progress(epochs=request.training.epochs).model_dump(),
+        files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
+    )
 
 
 def _owned_file(session: Session, tenant_id: str, file_id: str) -> File | None:
@@ -124,9 +130,8 @@ def cancel_job(job_id: str, database: DatabaseDep, storage: StorageDep, tenant_i
         elif lifecycle.move(session, job.id, lifecycle.REQUEST_CANCEL):
             add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
         elif job.status != "cancelling":
-            raise RequestError(
-                409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel."
-            )
+            message = f"Job {job_id} has already {job.status}; nothing to cancel."
+            raise RequestError(409, "job_not_cancellable", message)
         session.commit()
         if cancelled_in_queue:  # a job re-queued after a lost worker may have saved a checkpoint
             StoredCheckpoint(storage, job.tenant_id, job.id).delete()
