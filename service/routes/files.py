@@ -14,12 +14,12 @@ from core.models import File as FileRow
 from core.models import Job, JobFile, new_id
 from core.request_rules import pt2_not_allowed
 from core.storage import TooLarge
-from service import file_reads, idempotency, policy
+from service import file_reads, idempotency, tenant_quotas
+from service.body_limits import upload_too_large
 from service.deps import DatabaseDep, KeptBodiesDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import STORAGE_UNAVAILABLE, ErrorBody
 from service.head_routes import add_head_route
-from service.limits import upload_too_large
 from service.pagination import After, Limit
 from service.reads import read
 from service.responses import json_response
@@ -32,10 +32,6 @@ router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model":
 ROUTE = "POST /v1/files"
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # Unicode categories a file name must not carry
-
-
-def to_object(row: FileRow) -> FileObject:
-    return FileObject.model_validate(row, from_attributes=True)
 
 
 def safe_filename(name: str | None) -> str:
@@ -73,39 +69,39 @@ async def upload_file(
     tenant_id: TenantDep,
     idempotency_key: idempotency.IdempotencyKey = None,
 ):
+    post = idempotency.KeyedPost(tenant_id, idempotency_key, ROUTE)
     file_id = new_id("file")
     key = f"files/{tenant_id}/{file_id}"
-    room = await run_in_threadpool(_room_for_upload, database, settings, tenant_id, idempotency_key)
+    room = await run_in_threadpool(_room_for_upload, database, settings, post)
     upload = await _receive_upload(request, storage, key, settings.max_upload_bytes, room)
     return await run_in_threadpool(
-        _record_upload, database, storage, settings, tenant_id, idempotency_key, file_id, key, upload
+        _record_upload, database, storage, settings, post, file_id=file_id, key=key, upload=upload
     )
 
 
-def _room_for_upload(database, settings, tenant_id: str, idempotency_key: str | None) -> policy.Room | None:
+def _room_for_upload(database, settings, post: idempotency.KeyedPost) -> tenant_quotas.Room | None:
     """The tenant's room left (None: no quota, or a retry that will replay its first answer)."""
     with database.sessions() as session:
-        if policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
+        if post.answered(session):
             return None
-        return policy.room_for_upload(session, settings, tenant_id, None)
+        return tenant_quotas.room_for_upload(session, settings, post.tenant_id)
 
 
 async def _receive_upload(
-    request: Request, storage, key: str, limit: int, room: policy.Room | None
+    request: Request, storage, key: str, limit: int, room: tenant_quotas.Room | None
 ) -> Upload:
     """Store the upload, stopping (and storing nothing) past the size limit or the tenant's room left."""
     try:
         return await receive_upload(request, storage, key, limit if room is None else min(limit, room.left))
     except TooLarge:
         if room is not None and room.left < limit:
-            raise policy.storage_quota_exceeded(room.quota, room.used) from None
+            raise tenant_quotas.storage_quota_exceeded(room.quota, room.used) from None
         raise upload_too_large(limit) from None
 
 
 def _record_upload(
-    database, storage, settings, tenant_id: str, idempotency_key: str | None, file_id: str, key: str,
-    upload: Upload,
-):  # fmt: skip
+    database, storage, settings, post: idempotency.KeyedPost, *, file_id: str, key: str, upload: Upload
+):
     """Check the stored file's format and record it, or replay the key's first answer; a refused file is
     deleted."""
     purpose, stored = upload.purpose, upload.stored
@@ -113,7 +109,7 @@ def _record_upload(
     request_hash = idempotency.fingerprint(purpose, filename, stored.sha256)
     with database.sessions() as session:
         try:
-            replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+            replayed = post.replay(session, request_hash)
             if replayed is not None:
                 storage.delete(key)
                 return replayed
@@ -129,7 +125,7 @@ def _record_upload(
             raise
         row = FileRow(
             id=file_id,
-            tenant_id=tenant_id,
+            tenant_id=post.tenant_id,
             purpose=purpose,
             filename=filename,
             format=detected.format,
@@ -140,19 +136,17 @@ def _record_upload(
         )
         session.add(row)
         session.flush()
-        try:
-            policy.check_stored_bytes(session, settings, tenant_id)  # concurrent uploads may have filled it
+        try:  # concurrent uploads may have filled the quota
+            tenant_quotas.check_stored_bytes(session, settings, post.tenant_id)
         except RequestError:
             storage.delete(key)
             raise
-        body = to_object(row).model_dump(mode="json")
-        won = idempotency.commit_remembered(
-            session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body
-        )
+        body = FileObject.model_validate(row, from_attributes=True)
+        won = post.commit_remembered(session, request_hash, body.model_dump(mode="json"))
         if won is not None:  # a concurrent request with the same key stored its file
             storage.delete(key)
             return won
-        return to_object(row)
+        return body
 
 
 @router.get("", response_model=Page[FileObject], responses=ERRORS)

@@ -13,7 +13,7 @@ from core.lifecycle import add_event
 from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
 from core.request_rules import ResolvedJob, resolve_job
-from service import idempotency, job_reads, policy
+from service import idempotency, job_reads, tenant_quotas
 from service.deps import DatabaseDep, KeptBodiesDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DOWNLOAD_RESPONSES, stream_object
 from service.errors import ErrorBody
@@ -53,21 +53,20 @@ def create_job(
     tenant_id: TenantDep,
     idempotency_key: idempotency.IdempotencyKey = None,
 ):
+    post = idempotency.KeyedPost(tenant_id, idempotency_key, ROUTE)
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     with database.sessions() as session:
-        replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+        replayed = post.replay(session, request_hash)
         if replayed is not None:
             return replayed
         resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
         job = _new_job(tenant_id, resolved)
         session.add(job)
         session.flush()
-        policy.check_job_slots(session, settings, tenant_id)
+        tenant_quotas.check_job_slots(session, settings, tenant_id)
         add_event(session, job.pk, "Job created and queued.")
         response = job_object(job, job.artifacts).model_dump(mode="json")
-        won = idempotency.commit_remembered(
-            session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response
-        )
+        won = post.commit_remembered(session, request_hash, response)
         if won is not None:  # a concurrent request with the same key made the job
             return won
         _enqueue(session, queue, job)
