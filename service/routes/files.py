@@ -2,7 +2,6 @@ import re
 import unicodedata
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -17,9 +16,8 @@ from core.storage import TooLarge
 from service import file_reads, idempotency, tenant_quotas
 from service.body_limits import upload_too_large
 from service.deps import DatabaseDep, KeptBodiesDep, SettingsDep, StorageDep, TenantDep
-from service.downloads import DOWNLOAD_RESPONSES, stream_object
+from service.downloads import DownloaderDep, StoredObject, download_route
 from service.errors import STORAGE_UNAVAILABLE, ErrorBody
-from service.head_routes import add_head_route
 from service.pagination import After, Limit
 from service.reads import read
 from service.responses import json_response
@@ -166,30 +164,18 @@ async def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep
     return json_response(await read(database, file_reads.file_body, kept, tenant_id, file_id))
 
 
-@router.get(
-    "/{file_id}/content",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **DOWNLOAD_RESPONSES},
-)
-def download_file(
-    file_id: str,
-    request: Request,
-    database: DatabaseDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
-):
+@download_route(router, "/{file_id}/content", ERRORS)
+def download_file(file_id: str, database: DatabaseDep, downloader: DownloaderDep, tenant_id: TenantDep):
     with database.sessions() as session:
         row = get_owned(session, FileRow, tenant_id, file_id)
-    content_type = media_type(row.format)
-    return stream_object(
-        request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename,
-        settings.s3_presign,
-    )  # fmt: skip
-
-
-add_head_route(router, "/{file_id}/content", download_file, response_class=StreamingResponse,
-               responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip
+    stored = StoredObject(
+        key=row.storage_key,
+        size=row.bytes,
+        sha256=row.sha256,
+        content_type=media_type(row.format),
+        filename=row.filename,
+    )
+    return downloader.answer(stored)
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses={**ERRORS, **STORAGE_UNAVAILABLE})

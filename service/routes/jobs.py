@@ -15,10 +15,9 @@ from core.queue import JobQueue
 from core.request_rules import ResolvedJob, resolve_job
 from service import idempotency, job_reads, tenant_quotas
 from service.deps import DatabaseDep, KeptBodiesDep, QueueDep, SettingsDep, StorageDep, TenantDep
-from service.downloads import DOWNLOAD_RESPONSES, stream_object
+from service.downloads import DownloaderDep, StoredObject, download_route
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
-from service.head_routes import add_head_route
 from service.job_reads import job_object
 from service.pagination import After, Limit, paginate
 from service.reads import read
@@ -200,36 +199,20 @@ def list_artifacts(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
     return Page[ArtifactObject](data=artifacts)
 
 
-@router.get(
-    "/{job_id}/artifacts/{name}",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **DOWNLOAD_RESPONSES},
-)
+@download_route(router, "/{job_id}/artifacts/{name}", ERRORS)
 def download_artifact(
-    job_id: str,
-    name: str,
-    request: Request,
-    database: DatabaseDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
+    job_id: str, name: str, database: DatabaseDep, downloader: DownloaderDep, tenant_id: TenantDep
 ):
     with database.sessions() as session:
         job = get_owned(session, Job, tenant_id, job_id)
         artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk, Artifact.name == name))
     if artifact is None:
         raise not_found("artifact", name)
-    return stream_object(
-        request,
-        storage,
-        artifact.storage_key,
-        artifact.bytes,
-        artifact.sha256,
-        artifact.content_type,
-        artifact.name,
-        settings.s3_presign,
+    stored = StoredObject(
+        key=artifact.storage_key,
+        size=artifact.bytes,
+        sha256=artifact.sha256,
+        content_type=artifact.content_type,
+        filename=artifact.name,
     )
-
-
-add_head_route(router, "/{job_id}/artifacts/{name}", download_artifact, response_class=StreamingResponse,
-               responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip
+    return downloader.answer(stored)
