@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 from sqlalchemy import delete, select
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import RequestError
 from core.models import IdempotencyRecord
+from service.deps import TenantDep
 
 KEY_TTL_SECONDS = 24 * 3600
 KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -115,3 +116,12 @@ class KeyedPost:
             IdempotencyRecord.key == self.key,
             IdempotencyRecord.route == self.route,
         )
+
+
+def keyed_post(route: str) -> object:
+    """The dependency type of a POST `route` that takes an `Idempotency-Key`: its `KeyedPost`."""
+
+    async def get_keyed_post(tenant_id: TenantDep, idempotency_key: IdempotencyKey = None) -> KeyedPost:
+        return KeyedPost(tenant_id, idempotency_key, route)
+
+    return Annotated[KeyedPost, Depends(get_keyed_post)]

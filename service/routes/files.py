@@ -27,7 +27,7 @@ from service.upload_formats import UploadRejected, detect_format
 from service.upload_stream import Upload, receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model": ErrorBody}})
-ROUTE = "POST /v1/files"
+KeyedPostDep = idempotency.keyed_post("POST /v1/files")
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # Unicode categories a file name must not carry
 
@@ -60,16 +60,10 @@ UPLOAD_BODY = {
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_file(
-    request: Request,
-    database: DatabaseDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
-    idempotency_key: idempotency.IdempotencyKey = None,
+    request: Request, database: DatabaseDep, storage: StorageDep, settings: SettingsDep, post: KeyedPostDep
 ):
-    post = idempotency.KeyedPost(tenant_id, idempotency_key, ROUTE)
     file_id = new_id("file")
-    key = f"files/{tenant_id}/{file_id}"
+    key = f"files/{post.tenant_id}/{file_id}"
     room = await run_in_threadpool(_room_for_upload, database, settings, post)
     upload = await _receive_upload(request, storage, key, settings.max_upload_bytes, room)
     return await run_in_threadpool(

@@ -35,7 +35,7 @@ from service.tenancy import get_owned, owned_by
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorBody}})
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
-ROUTE = "POST /v1/jobs"
+KeyedPostDep = idempotency.keyed_post("POST /v1/jobs")
 
 
 @router.post(
@@ -45,14 +45,9 @@ ROUTE = "POST /v1/jobs"
     responses={**ERRORS, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def create_job(
-    body: JobCreate,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    queue: QueueDep,
-    tenant_id: TenantDep,
-    idempotency_key: idempotency.IdempotencyKey = None,
+    body: JobCreate, database: DatabaseDep, settings: SettingsDep, queue: QueueDep, post: KeyedPostDep
 ):
-    post = idempotency.KeyedPost(tenant_id, idempotency_key, ROUTE)
+    tenant_id = post.tenant_id
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     with database.sessions() as session:
         replayed = post.replay(session, request_hash)
