@@ -11,10 +11,18 @@ from engine.plan.specs import Spec
 
 # A dotted path into the job's metrics: each is measured on the validation set.
 GateMetric = Literal[
-    "student.accuracy", "teacher.accuracy", "agreement", "accuracy_retention", "compression",
-    "student.parameters", "int8.accuracy", "student.latency_ms.batch_1", "student.latency_ms.batch_64",
-    "speedup.batch_1", "speedup.batch_64",
-]  # fmt: skip
+    "student.accuracy",
+    "teacher.accuracy",
+    "agreement",
+    "accuracy_retention",
+    "compression",
+    "student.parameters",
+    "int8.accuracy",
+    "student.latency_ms.batch_1",
+    "student.latency_ms.batch_64",
+    "speedup.batch_1",
+    "speedup.batch_64",
+]
 OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
@@ -31,8 +39,9 @@ def evaluate(gates: list[Gate], metrics: dict) -> list[dict]:
     for gate in gates:
         value = _lookup(metrics, gate.metric)
         passed = value is not None and OPERATORS[gate.op](value, gate.value)
-        results.append({"metric": gate.metric, "op": gate.op, "threshold": gate.value, "value": value,
-                        "passed": passed})  # fmt: skip
+        results.append(
+            {"metric": gate.metric, "op": gate.op, "threshold": gate.value, "value": value, "passed": passed}
+        )
     return results
 
 

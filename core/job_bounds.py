@@ -9,7 +9,7 @@ parameter for every 4 bytes of its file."""
 from dataclasses import dataclass
 
 from core.config import Settings
-from core.errors import RequestError
+from core.errors import unprocessable
 from engine.plan.rules import learners
 from engine.plan.sizes import (
     FLOAT_BYTES,
@@ -31,16 +31,17 @@ class TeacherFile:
 
 def check_bounds(
     job: EngineJob,
+    settings: Settings,
+    *,
     teachers: list[TeacherFile],
     train_samples: int | None,
     dataset_bytes: int,
-    settings: Settings,
 ) -> None:
     """`train_samples`: the training file's, None for one uploaded before samples were counted."""
     teacher_parameters = _teacher_parameters(job, teachers)
     _check_parameters(job, teacher_parameters, settings.model_parameter_limit)
-    _check_memory(job, [parameters for _field, parameters in teacher_parameters], dataset_bytes,
-                  settings.job_memory_limit)  # fmt: skip
+    teacher_counts = [parameters for _field, parameters in teacher_parameters]
+    _check_memory(job, teacher_counts, dataset_bytes, settings.job_memory_limit)
     _check_compute(job, train_samples, settings.max_job_epochs, settings.max_job_sample_epochs)
 
 
@@ -57,12 +58,12 @@ def _check_parameters(job: EngineJob, teacher_parameters: list[tuple[str, int]],
     students = [(field, parameter_count(spec)) for field, spec in learners(job)]
     for field, parameters in teacher_parameters + students:
         if parameters > limit:
-            raise RequestError(
-                422, "model_too_large",
+            raise unprocessable(
+                "model_too_large",
                 f"{field} has {parameters:,} parameters, more than this server trains or holds in one model "
                 f"({limit:,}, DISTILL_MAX_MODEL_PARAMETERS): use a smaller model.",
-                field,
-            )  # fmt: skip
+                param=field,
+            )
 
 
 def _check_memory(job: EngineJob, teacher_parameters: list[int], dataset_bytes: int, limit: int) -> None:
@@ -83,13 +84,13 @@ def _check_memory(job: EngineJob, teacher_parameters: list[int], dataset_bytes: 
     total = sum(needs.values())
     if total > limit:
         parts = ", ".join(f"{what} {_gib(size)}" for what, size in needs.items())
-        raise RequestError(
-            422, "memory_exceeded",
+        raise unprocessable(
+            "memory_exceeded",
             f"Training this job needs about {_gib(total)} of memory ({parts}), more than a worker here gives "
             f"one job ({_gib(limit)}, DISTILL_MAX_JOB_MEMORY_BYTES): lower training.batch_size, or use "
             "smaller models.",
-            "training.batch_size",
-        )  # fmt: skip
+            param="training.batch_size",
+        )
 
 
 def _check_compute(job: EngineJob, train_samples: int | None, epoch_limit: int, sample_limit: int) -> None:
@@ -100,20 +101,20 @@ def _check_compute(job: EngineJob, train_samples: int | None, epoch_limit: int, 
     )
     change = "lower training.epochs or distillation.search.budget_epochs"
     if epochs > epoch_limit:
-        raise RequestError(
-            422, "too_many_epochs",
+        raise unprocessable(
+            "too_many_epochs",
             f"{what}, more than this server runs for one job ({epoch_limit:,}, DISTILL_MAX_JOB_EPOCHS): "
             f"{change}.",
-            "training.epochs",
-        )  # fmt: skip
+            param="training.epochs",
+        )
     if train_samples is not None and train_samples * epochs > sample_limit:
-        raise RequestError(
-            422, "too_many_epochs",
+        raise unprocessable(
+            "too_many_epochs",
             f"{what} over {train_samples:,} training samples: {train_samples * epochs:,} sample-epochs, more "
             f"than this server runs for one job ({sample_limit:,}, DISTILL_MAX_JOB_SAMPLE_EPOCHS): {change}, "
             "or train on fewer samples.",
-            "training.epochs",
-        )  # fmt: skip
+            param="training.epochs",
+        )
 
 
 def _gib(size: int) -> str:

@@ -88,27 +88,44 @@ def _cpu_latency(onnx: dict) -> str:
 
 
 def _results(metrics: dict) -> str:
+    table = "\n".join(f"| {' | '.join(row)} |" for row in _rows(metrics))
+    return table + "\n\n" + "\n".join(f"- {line}" for line in _findings(metrics))
+
+
+def _rows(metrics: dict) -> list[tuple[str, ...]]:
+    """The table's rows: the teacher beside the student."""
     teacher, student = metrics["teacher"], metrics["student"]
-    rows = [("", "teacher", "student"), ("---",) * 3,
-            ("accuracy", _share(teacher["accuracy"]), _share(student["accuracy"])),
-            ("parameters", f"{teacher['parameters']:,}", f"{student['parameters']:,}")]  # fmt: skip
+    rows = [
+        ("", "teacher", "student"),
+        ("---",) * 3,
+        ("accuracy", _share(teacher["accuracy"]), _share(student["accuracy"])),
+        ("parameters", f"{teacher['parameters']:,}", f"{student['parameters']:,}"),
+    ]
     if "latency_ms" in student:
         for batch in ("batch_1", "batch_64"):
             label = f"ms per sample, {batch.replace('_', ' ')}"
             rows.append((label, f"{teacher['latency_ms'][batch]:.4g}", f"{student['latency_ms'][batch]:.4g}"))
-    lines = [f"agreement with the teacher: {_share(metrics['agreement'])}",
-             f"compression: {metrics['compression']:.1f}x fewer parameters"]  # fmt: skip
-    if metrics.get("speedup"):
-        speedup = metrics["speedup"]
-        lines.append(f"speed-up: {speedup['batch_1']:.2f}x at batch 1, {speedup['batch_64']:.2f}x at "
-                     f"batch 64 on {metrics['latency_device']}")  # fmt: skip
-    if metrics.get("onnx"):
-        onnx = metrics["onnx"]
-        lines.append(f"`student.onnx` under ONNX Runtime: accuracy {_share(onnx['accuracy'])}, agreement "
-                     f"with PyTorch {_share(onnx['agreement'])}, largest difference "
-                     f"{onnx['max_abs_difference']:.2g}{_cpu_latency(onnx)}")  # fmt: skip
-    table = "\n".join(f"| {' | '.join(row)} |" for row in rows)
-    return table + "\n\n" + "\n".join(f"- {line}" for line in lines)
+    return rows
+
+
+def _findings(metrics: dict) -> list[str]:
+    """The list under the table."""
+    lines = [
+        f"agreement with the teacher: {_share(metrics['agreement'])}",
+        f"compression: {metrics['compression']:.1f}x fewer parameters",
+    ]
+    if speedup := metrics.get("speedup"):
+        lines.append(
+            f"speed-up: {speedup['batch_1']:.2f}x at batch 1, {speedup['batch_64']:.2f}x at batch 64 on "
+            f"{metrics['latency_device']}"
+        )
+    if onnx := metrics.get("onnx"):
+        lines.append(
+            f"`student.onnx` under ONNX Runtime: accuracy {_share(onnx['accuracy'])}, agreement with "
+            f"PyTorch {_share(onnx['agreement'])}, largest difference {onnx['max_abs_difference']:.2g}"
+            f"{_cpu_latency(onnx)}"
+        )
+    return lines
 
 
 def _share(value: float | None) -> str:

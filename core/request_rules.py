@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import Settings
-from core.errors import RequestError, not_found
+from core.errors import RequestError, not_found, unprocessable
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File
@@ -32,10 +32,11 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     """The request with each teacher's format and the student's architecture filled in (the submitted
     request is not changed), or `RequestError` naming the field."""
     if (request.teacher is None) == (request.teachers is None):
-        raise RequestError(
-            422, "invalid_request",
-            "Give the teacher as `teacher`, or several as `teachers`: exactly one of them.", "teacher",
-        )  # fmt: skip
+        raise unprocessable(
+            "invalid_request",
+            "Give the teacher as `teacher`, or several as `teachers`: exactly one of them.",
+            param="teacher",
+        )
     roles: dict[str, str] = {}
     teachers, teacher_files = [], []
     for field, teacher in request.teacher_refs():
@@ -54,7 +55,11 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     except JobFailed as error:
         raise _refused(error) from None
     check_bounds(
-        job, teacher_files, datasets["train"].samples, sum(f.bytes for f in datasets.values()), settings
+        job,
+        settings,
+        teachers=teacher_files,
+        train_samples=datasets["train"].samples,
+        dataset_bytes=sum(file.bytes for file in datasets.values()),
     )
     return ResolvedJob(resolved, roles)
 
@@ -62,16 +67,16 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
 def _check_gates(request: JobCreate) -> None:
     for number, gate in enumerate(request.gates):
         if gate.metric == "int8.accuracy" and "int8" not in request.export:
-            raise RequestError(
-                422, "invalid_request",
+            raise unprocessable(
+                "invalid_request",
                 'A gate on int8.accuracy needs the int8 student: add "int8" to export.',
-                f"gates.{number}.metric",
-            )  # fmt: skip
+                param=f"gates.{number}.metric",
+            )
 
 
 def _refused(error: JobFailed) -> RequestError:
     """A job rule the engine checks, answered as the API's 422."""
-    return RequestError(422, error.code, error.message, error.param)
+    return unprocessable(error.code, error.message, param=error.param)
 
 
 def _named_file(find_file: FileLookup, file_id: str, param: str, purpose: str) -> File:
@@ -79,11 +84,11 @@ def _named_file(find_file: FileLookup, file_id: str, param: str, purpose: str) -
     if row is None:
         raise not_found("file", file_id, param)
     if row.purpose != purpose:
-        raise RequestError(
-            422, "wrong_file_purpose",
+        raise unprocessable(
+            "wrong_file_purpose",
             f"File {file_id} was uploaded with purpose {row.purpose!r}; this field needs a {purpose!r} file.",
-            param,
-        )  # fmt: skip
+            param=param,
+        )
     return row
 
 
@@ -91,25 +96,25 @@ def _resolved_teacher(
     settings: Settings, field: str, teacher: TeacherRef, detected_format: str
 ) -> TeacherRef:
     if teacher.format not in (None, detected_format):
-        raise RequestError(
-            422, "format_mismatch",
+        raise unprocessable(
+            "format_mismatch",
             f"{field}.format is {teacher.format!r} but file {teacher.file_id} is a {detected_format!r} file.",
-            f"{field}.format",
-        )  # fmt: skip
+            param=f"{field}.format",
+        )
     if detected_format == "pt2" and not settings.pt2_allowed:  # a pt2 file uploaded while they were allowed
         raise pt2_not_allowed(settings, f"{field}.format")
     if detected_format == "safetensors" and teacher.architecture is None:
-        raise RequestError(
-            422, "architecture_required",
+        raise unprocessable(
+            "architecture_required",
             "A safetensors teacher holds weights only: give its `architecture` (a model spec).",
-            f"{field}.architecture",
-        )  # fmt: skip
+            param=f"{field}.architecture",
+        )
     if detected_format != "safetensors" and teacher.architecture is not None:
-        raise RequestError(
-            422, "unexpected_architecture",
+        raise unprocessable(
+            "unexpected_architecture",
             f"A {detected_format} teacher carries its own architecture: remove {field}.architecture.",
-            f"{field}.architecture",
-        )  # fmt: skip
+            param=f"{field}.architecture",
+        )
     return teacher.model_copy(update={"format": detected_format})
 
 
@@ -121,12 +126,12 @@ def pt2_not_allowed(settings: Settings, param: str) -> RequestError:
         else "this server has API keys on, so its uploaders are not all trusted (DISTILL_ALLOW_PT2=on "
         "would allow them)"
     )
-    return RequestError(
-        422, "pt2_not_allowed",
+    return unprocessable(
+        "pt2_not_allowed",
         f"pt2 teachers are refused here: loading a torch.export archive can unpickle, which runs code, and "
         f"{why}. Upload the teacher's weights as safetensors and give its architecture in the job instead.",
-        param,
-    )  # fmt: skip
+        param=param,
+    )
 
 
 def _dataset_files(request: JobCreate, find_file: FileLookup, roles: dict[str, str]) -> dict[str, File]:
@@ -144,12 +149,12 @@ def _dataset_files(request: JobCreate, find_file: FileLookup, roles: dict[str, s
         roles.setdefault(tokenizer.id, "tokenizer")
     elif any(file.format == "jsonl" for file in files.values()):
         role = next(role for role, file in files.items() if file.format == "jsonl")
-        raise RequestError(
-            422, "tokenizer_required",
+        raise unprocessable(
+            "tokenizer_required",
             f"dataset.{role}_file_id is a JSON Lines text file, which is tokenized with the models' own "
             "tokenizer: upload it (purpose `tokenizer`) and give it as dataset.tokenizer_file_id.",
-            "dataset.tokenizer_file_id",
-        )  # fmt: skip
+            param="dataset.tokenizer_file_id",
+        )
     return files
 
 
@@ -163,11 +168,11 @@ def _designed_student(request: JobCreate) -> StudentRef:
     """The student with its architecture: as given, or derived from the first teacher's."""
     student = request.student
     if (student.architecture is None) == (student.derive is None):
-        raise RequestError(
-            422, "invalid_request",
+        raise unprocessable(
+            "invalid_request",
             "Give the student's `architecture`, or `derive` to design it from the teacher: exactly one.",
-            "student.architecture",
-        )  # fmt: skip
+            param="student.architecture",
+        )
     if student.derive is None:
         return student
     try:
@@ -185,16 +190,16 @@ def _check_dataset_formats(request: JobCreate, dataset_formats: dict[str, str]) 
     readable = DATASET_FORMATS.get(student.family, ("npz",))
     for role, file_format in dataset_formats.items():
         if file_format not in readable:
-            raise RequestError(
-                422, "incompatible_dataset",
+            raise unprocessable(
+                "incompatible_dataset",
                 f"dataset.{role}_file_id is a {file_format!r} file, which a {student.family} student does "
                 f"not read (it reads {' or '.join(readable)}): JSON Lines text needs a transformer student.",
-                f"dataset.{role}_file_id",
-            )  # fmt: skip
+                param=f"dataset.{role}_file_id",
+            )
     if request.dataset.tokenizer_file_id is not None and student.family != "transformer":
-        raise RequestError(
-            422, "unexpected_tokenizer",
+        raise unprocessable(
+            "unexpected_tokenizer",
             f"A tokenizer serves a transformer student's text data, but the student is a {student.family} "
             "model: remove dataset.tokenizer_file_id.",
-            "dataset.tokenizer_file_id",
-        )  # fmt: skip
+            param="dataset.tokenizer_file_id",
+        )

@@ -2,13 +2,18 @@
 DISTILL_S3_PRESIGN, a redirect to the bucket instead."""
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from core.storage import Storage, read_chunks
+from service.deps import SettingsDep, StorageDep
 from service.errors import STORAGE_UNAVAILABLE, ErrorBody, error_response
+from service.head_routes import add_head_route
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -56,39 +61,91 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) <= 18 else 10**18
 
 
-def stream_object(
-    request: Request, storage: Storage, key: str, size: int, sha256: str, content_type: str, filename: str,
-    presign: bool,
-) -> Response:  # fmt: skip
-    """The object's bytes (or a 304, 206, 416), or with `presign` (DISTILL_S3_PRESIGN) a GET's redirect to
-    them in the bucket."""
-    etag = f'"{sha256}"'
-    headers = {
-        "ETag": etag,
-        "Accept-Ranges": "bytes",
-        "Content-Disposition": _content_disposition(filename),
-    }
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    if presign and request.method == "GET":  # a HEAD is answered here: a presigned URL signs one method
-        url = storage.download_url(key, content_type, headers["Content-Disposition"])
-        return RedirectResponse(url, status_code=307, headers={"ETag": etag})
-    range_header = request.headers.get("range")
-    if_range = request.headers.get("if-range")
-    if not _single_byte_range(range_header) or (if_range is not None and if_range != etag):
-        return _stream(request, storage, key, 0, size, 200, content_type, headers)
-    span = parse_range(range_header, size)
-    if span is None:
-        return error_response(
-            416,
-            "range_not_satisfiable",
-            f"Range {range_header!r} is not a single satisfiable byte range of this {size}-byte object.",
-            "Range",
-            headers={"Content-Range": f"bytes */{size}"},
-        )
-    start, end = span
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return _stream(request, storage, key, start, end - start + 1, 206, content_type, headers)
+@dataclass(frozen=True)
+class StoredObject:
+    """What a download serves: the object at `key` in storage, and how it is described."""
+
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class Downloader:
+    """Answers a download route's request (`DownloaderDep`)."""
+
+    request: Request
+    storage: Storage
+    presign: bool  # DISTILL_S3_PRESIGN
+
+    def answer(self, stored: StoredObject) -> Response:
+        """The object's bytes (or a 304, 206, 416), or with `presign` a GET's redirect to them in the
+        bucket."""
+        request, size = self.request, stored.size
+        etag = f'"{stored.sha256}"'
+        headers = {
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": _content_disposition(stored.filename),
+        }
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        # A HEAD is answered here: a presigned URL signs one method.
+        if self.presign and request.method == "GET":
+            url = self.storage.download_url(stored.key, stored.content_type, headers["Content-Disposition"])
+            return RedirectResponse(url, status_code=307, headers={"ETag": etag})
+        range_header = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if not _single_byte_range(range_header) or (if_range is not None and if_range != etag):
+            return self._stream(stored, headers, start=0, length=size, status=200)
+        span = parse_range(range_header, size)
+        if span is None:
+            return error_response(
+                416,
+                "range_not_satisfiable",
+                f"Range {range_header!r} is not a single satisfiable byte range of this {size}-byte object.",
+                param="Range",
+                headers={"Content-Range": f"bytes */{size}"},
+            )
+        start, end = span
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return self._stream(stored, headers, start=start, length=end - start + 1, status=206)
+
+    def _stream(self, stored: StoredObject, headers: dict, *, start: int, length: int, status: int):
+        headers = {**headers, "Content-Length": str(length)}
+        media_type = stored.content_type
+        if self.request.method == "HEAD":  # the headers a GET would get, without reading the object
+            return Response(status_code=status, media_type=media_type, headers=headers)
+
+        # Opened before the answer starts: a storage that fails is still a 503.
+        stream = self.storage.open(stored.key)
+
+        def body():
+            with stream:
+                yield from read_chunks(stream, start, length)
+
+        return StreamingResponse(body(), status_code=status, media_type=media_type, headers=headers)
+
+
+async def get_downloader(request: Request, storage: StorageDep, settings: SettingsDep) -> Downloader:
+    return Downloader(request, storage, settings.s3_presign)
+
+
+DownloaderDep = Annotated[Downloader, Depends(get_downloader)]
+
+
+def download_route(router: APIRouter, path: str, errors: dict) -> Callable[[Callable], Callable]:
+    """Declares the decorated endpoint the GET and the HEAD of `path`, answered by a `Downloader`."""
+    options = {"response_class": StreamingResponse, "responses": {**errors, **DOWNLOAD_RESPONSES}}
+
+    def declare(endpoint: Callable) -> Callable:
+        router.add_api_route(path, endpoint, methods=["GET"], **options)
+        add_head_route(router, path, endpoint, **options)
+        return endpoint
+
+    return declare
 
 
 def _single_byte_range(header: str | None) -> bool:
@@ -110,20 +167,3 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return "*" in tags or etag in tags
-
-
-def _stream(
-    request: Request, storage: Storage, key: str, start: int, length: int, status: int, content_type: str,
-    headers: dict,
-):  # fmt: skip
-    headers = {**headers, "Content-Length": str(length)}
-    if request.method == "HEAD":  # the headers a GET would get, without reading the object
-        return Response(status_code=status, media_type=content_type, headers=headers)
-
-    stream = storage.open(key)  # before the answer starts: a storage that fails is still a 503
-
-    def body():
-        with stream:
-            yield from read_chunks(stream, start, length)
-
-    return StreamingResponse(body(), status_code=status, media_type=content_type, headers=headers)

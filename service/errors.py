@@ -31,10 +31,15 @@ STORAGE_UNAVAILABLE = {
 
 
 def error_response(
-    status: int, code: str, message: str, param: str | None = None, headers=None
+    status: int, code: str, message: str, *, param: str | None = None, headers=None
 ) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, param=param))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def refusal(error: RequestError, headers=None) -> JSONResponse:
+    """The answer to a refused request."""
+    return error_response(error.status, error.code, error.message, param=error.param, headers=headers)
 
 
 def _param_path(loc: tuple, body: object) -> str | None:
@@ -99,14 +104,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _api_error(_request: Request, exc: RequestError):
-        return error_response(exc.status, exc.code, exc.message, exc.param)
+        return refusal(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         # A JSON syntax error's location is a character offset, not a field.
         param = None if first["type"] == "json_invalid" else _param_path(tuple(first["loc"]), exc.body)
-        return error_response(422, "invalid_request", _validation_message(first, param), param)
+        return error_response(422, "invalid_request", _validation_message(first, param), param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -119,7 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
             message = (
                 f"{message}: {request.method} {request.url.path} is not an endpoint of this API (see /docs)."
             )
-        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

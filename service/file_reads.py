@@ -23,8 +23,14 @@ def file_body(connection: Connection, kept: KeptBodies, tenant_id: str, file_id:
     return file_bodies([get_owned(connection, File, tenant_id, file_id, statement=ONE)], kept)[0]
 
 
-def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, purpose: str | None,
-              after: str | None, limit: int) -> bytes:  # fmt: skip
+def page_body(
+    connection: Connection,
+    kept: KeptBodies,
+    tenant_id: str,
+    purpose: str | None,
+    after: str | None,
+    limit: int,
+) -> bytes:
     """A page of the tenant's files (of `purpose`, if given), encoded."""
     rows, has_more = PAGES.page(connection, tenant_id, purpose, after, limit)
     return encoded_page(file_bodies(rows, kept), has_more)

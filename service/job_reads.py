@@ -41,8 +41,14 @@ def job_body(connection: Connection, kept: KeptBodies, tenant_id: str, job_id: s
     return job_bodies(connection, [get_owned(connection, Job, tenant_id, job_id, statement=ONE)], kept)[0]
 
 
-def page_body(connection: Connection, kept: KeptBodies, tenant_id: str, status: str | None,
-              after: str | None, limit: int) -> bytes:  # fmt: skip
+def page_body(
+    connection: Connection,
+    kept: KeptBodies,
+    tenant_id: str,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> bytes:
     """A page of the tenant's jobs (with `status`, if given), encoded."""
     keys, has_more = PAGES.page(connection, tenant_id, status, after, limit)
     return encoded_page(job_bodies(connection, keys, kept), has_more)
@@ -78,8 +84,15 @@ def job_objects(connection: Connection, rows: list[Row]) -> list[JobObject]:
 def job_object(job, artifacts: Iterable) -> JobObject:
     """The body of `job` (a `Job`, or a row of `BODIES`) with its artifacts."""
     return JobObject(
-        id=job.id, name=job.name, status=job.status, created_at=job.created_at, started_at=job.started_at,
-        finished_at=job.finished_at, request=JobCreate.model_validate(job.request), progress=job.progress,
-        metrics=job.metrics, error=job.error,
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        request=JobCreate.model_validate(job.request),
+        progress=job.progress,
+        metrics=job.metrics,
+        error=job.error,
         artifacts=[ArtifactRef(name=a.name, bytes=a.bytes, sha256=a.sha256) for a in artifacts],
-    )  # fmt: skip
+    )

@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 
 from core.resources import Resources
 from service.auth import Unauthorized, authenticate
-from service.errors import error_response
+from service.errors import refusal
 
 
 class KeyCheck:
@@ -27,8 +27,7 @@ class KeyCheck:
             tenant_id = await run_in_threadpool(self._tenant, Headers(scope=scope).get("authorization"))
         except Unauthorized as exc:
             headers = exc.headers | {"Connection": "close"}  # the unread body is not waited for
-            response = error_response(exc.status, exc.code, exc.message, exc.param, headers)
-            return await response(scope, receive, send)
+            return await refusal(exc, headers)(scope, receive, send)
         scope.setdefault("state", {})["tenant_id"] = tenant_id  # request.state.tenant_id
         await self.app(scope, receive, send)
 

@@ -8,10 +8,10 @@ from fastapi import FastAPI
 
 from core.config import Settings, get_settings
 from core.resources import Resources
+from service.body_limits import BodySizeLimit
 from service.errors import install_error_handlers
 from service.kept_bodies import KeptBodies
 from service.key_check import KeyCheck
-from service.limits import BodySizeLimit
 from service.prometheus import RequestMetrics, make_registry
 from service.routes import dashboard, files, health, jobs, prometheus
 

@@ -6,7 +6,7 @@ from fastapi import Query
 from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from core.errors import RequestError
+from core.errors import unprocessable
 from service.tenancy import owned_by
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
@@ -44,9 +44,8 @@ class Pages:
         if after is not None:
             params["cursor"] = session.scalar(self.cursor, params | {"after": after})
             if params["cursor"] is None:
-                raise RequestError(
-                    422, "invalid_cursor", f"`after` names no item of this list: {after!r}.", "after"
-                )
+                message = f"`after` names no item of this list: {after!r}."
+                raise unprocessable("invalid_cursor", message, param="after")
             statement = self.after
         rows = (session.execute(statement, params) if self.rows else session.scalars(statement, params)).all()
         return rows[:limit], len(rows) > limit

@@ -23,10 +23,12 @@ def make_registry(resources: Resources) -> tuple[CollectorRegistry, Histogram]:
     """The app's own registry (never the process-global one: each app, a test's too, counts alone)."""
     registry = CollectorRegistry()
     requests = Histogram(
-        "distill_http_request_duration_seconds", "HTTP requests by route, method and status, and how long "
-        "they took to answer (a download's: until its headers).", ["route", "method", "status"],
+        "distill_http_request_duration_seconds",
+        "HTTP requests by route, method and status, and how long they took to answer (a download's: until "
+        "its headers).",
+        labelnames=["route", "method", "status"],
         registry=registry,
-    )  # fmt: skip
+    )
     registry.register(JobCollector(resources))
     return registry, requests
 

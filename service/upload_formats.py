@@ -18,11 +18,15 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
+from engine.plan.records import RecordChecks, RecordRejected, check_record_start
 
-SAFETENSORS_DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
+# Bytes per element, by the dtype names of the safetensors format.
+SAFETENSORS_DTYPE_BYTES = (
+    dict.fromkeys(["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3"], 1)
+    | dict.fromkeys(["I16", "U16", "F16", "BF16"], 2)
+    | dict.fromkeys(["I32", "U32", "F32"], 4)
+    | dict.fromkeys(["I64", "U64", "F64"], 8)
+)
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 PICKLE_HINT = (
     "Pickled PyTorch checkpoints (.pt/.pth) are never unpickled by the service: save the state dict "
@@ -33,10 +37,9 @@ PICKLE_HINT = (
 JSONL_CHECKED_LINES = 100
 CHUNK_BYTES = 1024 * 1024
 MAX_JSONL_LINE_BYTES = 1024 * 1024
-JSONL_EXAMPLE = '{"text": "a sentence", "label": 0}'
 DATASET_HINT = (
-    "A dataset must be an .npz file (numpy.savez) with an array `x` [N, ...] and optionally `y` [N], "
-    f"or a JSON Lines file with one JSON object per line, like {JSONL_EXAMPLE} (`label` optional)"
+    "A dataset is either JSON Lines text (`label` optional) or an .npz file (numpy.savez) with an array "
+    "`x` [N, ...] and optionally `y` [N]"
 )
 
 
@@ -267,26 +270,22 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
 
 def _check_jsonl(f: BinaryIO) -> None:
     """Checks the first lines only; a line too long to read whole ends the check (the engine reads it)."""
-    labeled: set[bool] = set()
+    records = RecordChecks()
     f.seek(0)
-    for number in range(1, JSONL_CHECKED_LINES + 1):
-        line = f.readline(MAX_JSONL_LINE_BYTES)
-        if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
-            if not line.lstrip().removeprefix(b"\xef\xbb\xbf").startswith(b"{"):
-                raise _bad_jsonl_line(number, "is not a JSON object")
-            return
-        if not line:
-            break
-        if line.strip():
-            labeled.add(_jsonl_record_is_labeled(line, number))
-    if not labeled:
-        raise UploadRejected(
-            f"The file has no records in its first {JSONL_CHECKED_LINES} lines. {DATASET_HINT}."
-        )
-    if len(labeled) > 1:
-        raise UploadRejected(
-            "Some lines have a `label` and others do not: label every line, or none for an unlabeled dataset."
-        )
+    try:
+        for number in range(1, JSONL_CHECKED_LINES + 1):
+            line = f.readline(MAX_JSONL_LINE_BYTES)
+            if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
+                check_record_start(line, number)
+                return
+            if not line:
+                break
+            records.read(line, number)
+        records.finish(lines_read=JSONL_CHECKED_LINES)
+    except RecordRejected as rejected:
+        # Before any record, the file may not be meant as JSON Lines at all.
+        hint = f" {DATASET_HINT}." if records.records == 0 else ""
+        raise UploadRejected(f"{rejected}.{hint}") from None
 
 
 def _lines(f: BinaryIO) -> int:
@@ -296,27 +295,6 @@ def _lines(f: BinaryIO) -> int:
     while chunk := f.read(CHUNK_BYTES):
         count, last = count + chunk.count(b"\n"), chunk[-1:]
     return count + (last != b"\n")
-
-
-def _jsonl_record_is_labeled(line: bytes, number: int) -> bool:
-    try:
-        record = json.loads(line.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise _bad_jsonl_line(number, "is not UTF-8 text") from None
-    except (ValueError, RecursionError):  # JSON syntax, integers of 4,300+ digits, nesting
-        raise _bad_jsonl_line(number, "is not JSON that this server reads") from None
-    if not isinstance(record, dict):
-        raise _bad_jsonl_line(number, "is not a JSON object")
-    if not isinstance(record.get("text"), str):
-        raise _bad_jsonl_line(number, "has no string `text`")
-    label = record.get("label")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
-        raise _bad_jsonl_line(number, f"has `label` {json.dumps(label)[:40]}, not an integer class id")
-    return label is not None
-
-
-def _bad_jsonl_line(number: int, problem: str) -> UploadRejected:
-    return UploadRejected(f"Line {number} {problem}. {DATASET_HINT}.")
 
 
 def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -112,8 +112,8 @@ class _Form:
         if self.file is MISSING:
             return [_missing("file")]
         if self.file is TEXT:
-            return [{"type": "value_error", "loc": ("body", "file"), "input": None,
-                     "msg": "Expected UploadFile, received: <class 'str'>"}]  # fmt: skip
+            message = "Expected UploadFile, received: <class 'str'>"
+            return [{"type": "value_error", "loc": ("body", "file"), "input": None, "msg": message}]
         return []
 
     def _purpose_errors(self) -> list[dict]:

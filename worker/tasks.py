@@ -17,6 +17,7 @@ from core.checkpoint_store import StoredCheckpoint
 from core.gates import Gate, evaluate, summary
 from core.job_request import JobCreate, engine_job
 from core.lifecycle import add_event
+from core.media_types import media_type
 from core.model_card import MODEL_CARD, CardFile, model_card
 from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
@@ -31,12 +32,6 @@ from worker.ranks.protocol import Launch
 from worker.reporter import DatabaseReporter
 
 log = logging.getLogger(__name__)
-CONTENT_TYPES = {
-    ".safetensors": "application/octet-stream",
-    ".pt2": "application/zip",
-    ".json": "application/json",
-    ".md": "text/markdown; charset=utf-8",
-}
 
 
 def run_job(resources: Resources, job_id: str) -> None:
@@ -161,7 +156,7 @@ def _store_artifact(storage: Storage, job: Job, name: str, path: Path) -> Artifa
     key = job_key(job.tenant_id, job.id, f"attempt-{job.attempts}/{name}")
     with path.open("rb") as stream:
         stored = storage.write(key, read_chunks(stream))
-    content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+    content_type = media_type(path.suffix.removeprefix("."))
     return Artifact(
         job_pk=job.pk,
         name=name,

@@ -6,7 +6,6 @@ whose pad id is another number, or that has no padding token, is rejected rather
 because a teacher trained with that tokenizer expects its ids unchanged.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,10 @@ from tokenizers import Encoding, Tokenizer
 from engine.data.arrays import ArrayDataset, invalid
 from engine.models.transformer import PADDING_ID
 from engine.plan.errors import JobFailed
+from engine.plan.records import RecordChecks, RecordRejected
 from engine.plan.specs import TransformerSpec
 
 PAD_TOKENS = ("[PAD]", "<pad>")
-RECORD_EXAMPLE = '{"text": "a sentence", "label": 0}'
 
 
 def tokenizer_invalid(message: str) -> JobFailed:
@@ -96,75 +95,32 @@ def load_jsonl(path: Path, tokenizer_path: Path, max_length: int) -> ArrayDatase
     tokenizer = load_tokenizer(tokenizer_path)
     line_numbers, texts, labels = read_records(path)
     ids = encode(tokenizer, texts, line_numbers, max_length)
-    return ArrayDataset(x=torch.from_numpy(ids), y=labels_tensor(labels, line_numbers))
+    return ArrayDataset(x=torch.from_numpy(ids), y=labels_tensor(labels))
 
 
 def read_records(path: Path) -> tuple[list[int], list[str], list[int | None]]:
     """The line number, text and label (or None) of each non-blank line."""
     if not path.is_file():
         raise invalid(f"dataset file {path.name} does not exist")
+    records = RecordChecks(file=path.name)
     line_numbers, texts, labels = [], [], []
-    with path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            text, label = parse_record(raw, number)
-            line_numbers.append(number)
-            texts.append(text)
-            labels.append(label)
-    if not texts:
-        raise invalid(f"{path.name} has no records: write one JSON object per line, like {RECORD_EXAMPLE}")
+    try:
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                record = records.read(line, number)
+                if record is not None:
+                    line_numbers.append(number)
+                    texts.append(record.text)
+                    labels.append(record.label)
+        records.finish()
+    except RecordRejected as rejected:
+        raise invalid(str(rejected)) from None
     return line_numbers, texts, labels
 
 
-def parse_record(raw: bytes, number: int) -> tuple[str, int | None]:
-    record = decode_record(raw, number)
-    text = record.get("text")
-    if not isinstance(text, str):
-        problem = "has no 'text'" if text is None else f"has a 'text' of type {type(text).__name__}"
-        raise invalid(f"line {number} {problem}: every line needs a string 'text', like {RECORD_EXAMPLE}")
-    label = record.get("label")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
-        raise invalid(
-            f"line {number} has label {json.dumps(label)}; labels must be integer class indices (0, 1, ...), "
-            "or leave 'label' out on every line for an unlabeled dataset"
-        )
-    return text, label
-
-
-def decode_record(raw: bytes, number: int) -> dict:
-    try:
-        record = json.loads(raw.decode("utf-8-sig"))  # -sig: tolerate a byte-order mark on line 1
-    except UnicodeDecodeError:
-        raise invalid(f"line {number} is not UTF-8 text: save the file as UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise not_json(number, f"{error.msg} at column {error.colno}") from None
-    except ValueError as error:  # an integer of more than 4,300 digits
-        raise not_json(number, str(error)) from None
-    except RecursionError:
-        raise not_json(number, "nested too deeply") from None
-    if not isinstance(record, dict):
-        raise invalid(f"line {number} is a JSON {type(record).__name__}, not an object like {RECORD_EXAMPLE}")
-    return record
-
-
-def not_json(number: int, reason: str) -> JobFailed:
-    return invalid(
-        f"line {number} is not valid JSON ({reason}): each line must be one JSON object, "
-        f"like {RECORD_EXAMPLE}"
-    )
-
-
-def labels_tensor(labels: list[int | None], line_numbers: list[int]) -> torch.Tensor | None:
-    missing = [number for number, label in zip(line_numbers, labels, strict=True) if label is None]
-    if len(missing) == len(labels):
-        return None
-    if missing:
-        raise invalid(
-            f"{len(missing):,} of {len(labels):,} lines have no 'label' (first: line {missing[0]}) while the "
-            "others do: label every line, or none for an unlabeled dataset"
-        )
-    return torch.tensor(labels, dtype=torch.int64)
+def labels_tensor(labels: list[int | None]) -> torch.Tensor | None:
+    """None for an unlabeled dataset (the records are labeled all or none)."""
+    return None if labels[0] is None else torch.tensor(labels, dtype=torch.int64)
 
 
 def encode(tokenizer: Tokenizer, texts: list[str], line_numbers: list[int], max_length: int) -> np.ndarray:

@@ -121,9 +121,7 @@ class Search(Spec):
     of the `auto` fields' candidates (see `engine/train/search.py`)."""
 
     temperatures: list[Temperature] = Field(default=[1.0, 2.0, 4.0, 8.0, 16.0], min_length=1, max_length=16)
-    alphas: list[Annotated[float, Field(ge=0.0, le=1000.0)]] = Field(
-        default=[0.5, 0.9], min_length=1, max_length=16
-    )
+    alphas: list[LossWeight] = Field(default=[0.5, 0.9], min_length=1, max_length=16)
     learning_rates: list[LearningRate] = Field(
         default=[3e-4, 1e-3, 3e-3], min_length=1, max_length=16, description="For `learning_rate: auto`."
     )
@@ -170,19 +168,14 @@ class TransformerDistillation(TermWeights):
     Padded positions are left out. The projections train with the student and are not exported.
     """
 
-    embedding_weight: float = Field(
-        default=1.0, ge=0.0, le=1000.0, description="Weight of the embedding-output loss (MSE through W_e)."
+    embedding_weight: LossWeight = Field(
+        default=1.0, description="Weight of the embedding-output loss (MSE through W_e)."
     )
-    hidden_weight: float = Field(
-        default=1.0,
-        ge=0.0,
-        le=1000.0,
-        description="Weight of the hidden-state loss (MSE through W_h, mean over mapped layers).",
+    hidden_weight: LossWeight = Field(
+        default=1.0, description="Weight of the hidden-state loss (MSE through W_h, mean over mapped layers)."
     )
-    attention_weight: float = Field(
+    attention_weight: LossWeight = Field(
         default=1.0,
-        ge=0.0,
-        le=1000.0,
         description="Weight of the attention-probability loss (MSE, mean over mapped layers; averaged "
         "over heads when the head counts differ).",
     )
@@ -242,11 +235,11 @@ class DistillationConfig(Spec):
     temperature_schedule: Literal["linear", "cosine"] = Field(
         default="linear", description="How T moves to `final_temperature`."
     )
-    alpha: Annotated[float, Field(ge=0.0, le=1000.0)] | Literal["auto"] = Field(
+    alpha: LossWeight | Literal["auto"] = Field(
         default=0.9,
         description="Weight of the soft (teacher) loss. `auto`: the search picks it from `search.alphas`.",
     )
-    beta: float = Field(default=0.1, ge=0.0, le=1000.0, description="Weight of the hard (label) loss.")
+    beta: LossWeight = Field(default=0.1, description="Weight of the hard (label) loss.")
     soft_loss: SoftLoss | Literal["auto"] = Field(
         default="kl",
         description="`kl`: KL(teacher || student) at T, times T^2. `ce`: cross-entropy with the softened "
@@ -282,9 +275,7 @@ class DistillationConfig(Spec):
         max_length=7,
         description="`mutual`: the other students (default: one of the student's own).",
     )
-    mutual_weight: float = Field(
-        default=1.0, ge=0.0, le=1000.0, description="`mutual`: weight of the peers' loss."
-    )
+    mutual_weight: LossWeight = Field(default=1.0, description="`mutual`: weight of the peers' loss.")
     generations: int = Field(default=2, ge=1, le=10, description="`born_again`: how many students in turn.")
     search: Search = Field(
         default=Search(), description="How fields set to `auto` are chosen: candidates and budget."

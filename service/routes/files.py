@@ -2,23 +2,22 @@ import re
 import unicodedata
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from core import teacher_cache_store
-from core.errors import RequestError
+from core.errors import RequestError, unprocessable
 from core.lifecycle import UNFINISHED
+from core.media_types import media_type
 from core.models import File as FileRow
 from core.models import Job, JobFile, new_id
 from core.request_rules import pt2_not_allowed
 from core.storage import TooLarge
-from service import file_reads, idempotency, policy
+from service import file_reads, idempotency, tenant_quotas
+from service.body_limits import upload_too_large
 from service.deps import DatabaseDep, KeptBodiesDep, SettingsDep, StorageDep, TenantDep
-from service.downloads import DOWNLOAD_RESPONSES, stream_object
+from service.downloads import DownloaderDep, StoredObject, download_route
 from service.errors import STORAGE_UNAVAILABLE, ErrorBody
-from service.head_routes import add_head_route
-from service.limits import upload_too_large
 from service.pagination import After, Limit
 from service.reads import read
 from service.responses import json_response
@@ -28,17 +27,9 @@ from service.upload_formats import UploadRejected, detect_format
 from service.upload_stream import Upload, receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses={401: {"model": ErrorBody}})
-ROUTE = "POST /v1/files"
+KeyedPostDep = idempotency.keyed_post("POST /v1/files")
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 413, 422)}
-CONTENT_TYPES = {"npz": "application/zip", "pt2": "application/zip", "json": "application/json"}
 INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}  # Unicode categories a file name must not carry
-
-
-def to_object(row: FileRow) -> FileObject:
-    return FileObject(
-        id=row.id, purpose=row.purpose, filename=row.filename, bytes=row.bytes, sha256=row.sha256,
-        format=row.format, created_at=row.created_at,
-    )  # fmt: skip
 
 
 def safe_filename(name: str | None) -> str:
@@ -69,46 +60,40 @@ UPLOAD_BODY = {
     openapi_extra=UPLOAD_BODY,
 )
 async def upload_file(
-    request: Request,
-    database: DatabaseDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
-    idempotency_key: idempotency.IdempotencyKey = None,
+    request: Request, database: DatabaseDep, storage: StorageDep, settings: SettingsDep, post: KeyedPostDep
 ):
     file_id = new_id("file")
-    key = f"files/{tenant_id}/{file_id}"
-    room = await run_in_threadpool(_room_for_upload, database, settings, tenant_id, idempotency_key)
+    key = f"files/{post.tenant_id}/{file_id}"
+    room = await run_in_threadpool(_room_for_upload, database, settings, post)
     upload = await _receive_upload(request, storage, key, settings.max_upload_bytes, room)
     return await run_in_threadpool(
-        _record_upload, database, storage, settings, tenant_id, idempotency_key, file_id, key, upload
+        _record_upload, database, storage, settings, post, file_id=file_id, key=key, upload=upload
     )
 
 
-def _room_for_upload(database, settings, tenant_id: str, idempotency_key: str | None) -> policy.Room | None:
+def _room_for_upload(database, settings, post: idempotency.KeyedPost) -> tenant_quotas.Room | None:
     """The tenant's room left (None: no quota, or a retry that will replay its first answer)."""
     with database.sessions() as session:
-        if policy.replay_expected(session, tenant_id, idempotency_key, ROUTE):
+        if post.answered(session):
             return None
-        return policy.room_for_upload(session, settings, tenant_id, None)
+        return tenant_quotas.room_for_upload(session, settings, post.tenant_id)
 
 
 async def _receive_upload(
-    request: Request, storage, key: str, limit: int, room: policy.Room | None
+    request: Request, storage, key: str, limit: int, room: tenant_quotas.Room | None
 ) -> Upload:
     """Store the upload, stopping (and storing nothing) past the size limit or the tenant's room left."""
     try:
         return await receive_upload(request, storage, key, limit if room is None else min(limit, room.left))
     except TooLarge:
         if room is not None and room.left < limit:
-            raise policy.storage_quota_exceeded(room.quota, room.used) from None
+            raise tenant_quotas.storage_quota_exceeded(room.quota, room.used) from None
         raise upload_too_large(limit) from None
 
 
 def _record_upload(
-    database, storage, settings, tenant_id: str, idempotency_key: str | None, file_id: str, key: str,
-    upload: Upload,
-):  # fmt: skip
+    database, storage, settings, post: idempotency.KeyedPost, *, file_id: str, key: str, upload: Upload
+):
     """Check the stored file's format and record it, or replay the key's first answer; a refused file is
     deleted."""
     purpose, stored = upload.purpose, upload.stored
@@ -116,7 +101,7 @@ def _record_upload(
     request_hash = idempotency.fingerprint(purpose, filename, stored.sha256)
     with database.sessions() as session:
         try:
-            replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+            replayed = post.replay(session, request_hash)
             if replayed is not None:
                 storage.delete(key)
                 return replayed
@@ -127,29 +112,33 @@ def _record_upload(
         except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
             storage.delete(key)
             if isinstance(exc, UploadRejected):
-                raise RequestError(
-                    422, "invalid_file", f"Rejected {purpose} file {filename!r}: {exc}", "file"
-                ) from None
+                message = f"Rejected {purpose} file {filename!r}: {exc}"
+                raise unprocessable("invalid_file", message, param="file") from None
             raise
         row = FileRow(
-            id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, format=detected.format,
-            samples=detected.samples, bytes=stored.bytes, sha256=stored.sha256, storage_key=key,
-        )  # fmt: skip
+            id=file_id,
+            tenant_id=post.tenant_id,
+            purpose=purpose,
+            filename=filename,
+            format=detected.format,
+            samples=detected.samples,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+            storage_key=key,
+        )
         session.add(row)
         session.flush()
-        try:
-            policy.check_stored_bytes(session, settings, tenant_id)  # concurrent uploads may have filled it
+        try:  # concurrent uploads may have filled the quota
+            tenant_quotas.check_stored_bytes(session, settings, post.tenant_id)
         except RequestError:
             storage.delete(key)
             raise
-        body = to_object(row).model_dump(mode="json")
-        won = idempotency.commit_remembered(
-            session, tenant_id, idempotency_key, ROUTE, request_hash, 201, body
-        )
+        body = FileObject.model_validate(row, from_attributes=True)
+        won = post.commit_remembered(session, request_hash, body.model_dump(mode="json"))
         if won is not None:  # a concurrent request with the same key stored its file
             storage.delete(key)
             return won
-        return to_object(row)
+        return body
 
 
 @router.get("", response_model=Page[FileObject], responses=ERRORS)
@@ -169,30 +158,18 @@ async def retrieve_file(file_id: str, database: DatabaseDep, kept: KeptBodiesDep
     return json_response(await read(database, file_reads.file_body, kept, tenant_id, file_id))
 
 
-@router.get(
-    "/{file_id}/content",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **DOWNLOAD_RESPONSES},
-)
-def download_file(
-    file_id: str,
-    request: Request,
-    database: DatabaseDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
-):
+@download_route(router, "/{file_id}/content", ERRORS)
+def download_file(file_id: str, database: DatabaseDep, downloader: DownloaderDep, tenant_id: TenantDep):
     with database.sessions() as session:
         row = get_owned(session, FileRow, tenant_id, file_id)
-    content_type = CONTENT_TYPES.get(row.format, "application/octet-stream")
-    return stream_object(
-        request, storage, row.storage_key, row.bytes, row.sha256, content_type, row.filename,
-        settings.s3_presign,
-    )  # fmt: skip
-
-
-add_head_route(router, "/{file_id}/content", download_file, response_class=StreamingResponse,
-               responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip
+    stored = StoredObject(
+        key=row.storage_key,
+        size=row.bytes,
+        sha256=row.sha256,
+        content_type=media_type(row.format),
+        filename=row.filename,
+    )
+    return downloader.answer(stored)
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses={**ERRORS, **STORAGE_UNAVAILABLE})
@@ -203,9 +180,8 @@ def delete_file(file_id: str, database: DatabaseDep, storage: StorageDep, tenant
             select(Job.id).join(JobFile).where(JobFile.file_id == row.id, Job.status.in_(UNFINISHED))
         ).all()
         if users:
-            raise RequestError(
-                409, "file_in_use", f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
-            )
+            message = f"File {file_id} is used by unfinished job(s) {', '.join(users)}."
+            raise RequestError(409, "file_in_use", message)
         session.delete(row)
         cached = teacher_cache_store.forget_file(session, row.id)  # teacher outputs computed from it
         session.commit()

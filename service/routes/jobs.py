@@ -12,13 +12,12 @@ from core.job_request import JobCreate
 from core.lifecycle import add_event
 from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
-from core.request_rules import resolve_job
-from service import idempotency, job_reads, policy
+from core.request_rules import ResolvedJob, resolve_job
+from service import idempotency, job_reads, tenant_quotas
 from service.deps import DatabaseDep, KeptBodiesDep, QueueDep, SettingsDep, StorageDep, TenantDep
-from service.downloads import DOWNLOAD_RESPONSES, stream_object
+from service.downloads import DownloaderDep, StoredObject, download_route
 from service.errors import ErrorBody
 from service.event_stream import job_event_stream
-from service.head_routes import add_head_route
 from service.job_reads import job_object
 from service.pagination import After, Limit, paginate
 from service.reads import read
@@ -36,7 +35,7 @@ from service.tenancy import get_owned, owned_by
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorBody}})
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422)}
-ROUTE = "POST /v1/jobs"
+KeyedPostDep = idempotency.keyed_post("POST /v1/jobs")
 
 
 @router.post(
@@ -46,37 +45,37 @@ ROUTE = "POST /v1/jobs"
     responses={**ERRORS, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def create_job(
-    body: JobCreate,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    queue: QueueDep,
-    tenant_id: TenantDep,
-    idempotency_key: idempotency.IdempotencyKey = None,
+    body: JobCreate, database: DatabaseDep, settings: SettingsDep, queue: QueueDep, post: KeyedPostDep
 ):
+    tenant_id = post.tenant_id
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     with database.sessions() as session:
-        replayed = idempotency.replay(session, tenant_id, idempotency_key, ROUTE, request_hash)
+        replayed = post.replay(session, request_hash)
         if replayed is not None:
             return replayed
         resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
-        request = resolved.request
-        job = Job(
-            tenant_id=tenant_id, name=request.name, request=request.model_dump(mode="json"),
-            progress=Progress(epochs=request.training.epochs).model_dump(),
-            files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
-        )  # fmt: skip
+        job = _new_job(tenant_id, resolved)
         session.add(job)
         session.flush()
-        policy.check_job_slots(session, settings, tenant_id)
+        tenant_quotas.check_job_slots(session, settings, tenant_id)
         add_event(session, job.pk, "Job created and queued.")
         response = job_object(job, job.artifacts).model_dump(mode="json")
-        won = idempotency.commit_remembered(
-            session, tenant_id, idempotency_key, ROUTE, request_hash, 201, response
-        )
+        won = post.commit_remembered(session, request_hash, response)
         if won is not None:  # a concurrent request with the same key made the job
             return won
         _enqueue(session, queue, job)
     return response
+
+
+def _new_job(tenant_id: str, resolved: ResolvedJob) -> Job:
+    request = resolved.request
+    return Job(
+        tenant_id=tenant_id,
+        name=request.name,
+        request=request.model_dump(mode="json"),
+        progress=Progress(epochs=request.training.epochs).model_dump(),
+        files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
+    )
 
 
 def _owned_file(session: Session, tenant_id: str, file_id: str) -> File | None:
@@ -124,9 +123,8 @@ def cancel_job(job_id: str, database: DatabaseDep, storage: StorageDep, tenant_i
         elif lifecycle.move(session, job.id, lifecycle.REQUEST_CANCEL):
             add_event(session, job.pk, "Cancellation requested; the worker stops at its next training step.")
         elif job.status != "cancelling":
-            raise RequestError(
-                409, "job_not_cancellable", f"Job {job_id} has already {job.status}; nothing to cancel."
-            )
+            message = f"Job {job_id} has already {job.status}; nothing to cancel."
+            raise RequestError(409, "job_not_cancellable", message)
         session.commit()
         if cancelled_in_queue:  # a job re-queued after a lost worker may have saved a checkpoint
             StoredCheckpoint(storage, job.tenant_id, job.id).delete()
@@ -196,36 +194,20 @@ def list_artifacts(job_id: str, database: DatabaseDep, tenant_id: TenantDep):
     return Page[ArtifactObject](data=artifacts)
 
 
-@router.get(
-    "/{job_id}/artifacts/{name}",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **DOWNLOAD_RESPONSES},
-)
+@download_route(router, "/{job_id}/artifacts/{name}", ERRORS)
 def download_artifact(
-    job_id: str,
-    name: str,
-    request: Request,
-    database: DatabaseDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
+    job_id: str, name: str, database: DatabaseDep, downloader: DownloaderDep, tenant_id: TenantDep
 ):
     with database.sessions() as session:
         job = get_owned(session, Job, tenant_id, job_id)
         artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk, Artifact.name == name))
     if artifact is None:
         raise not_found("artifact", name)
-    return stream_object(
-        request,
-        storage,
-        artifact.storage_key,
-        artifact.bytes,
-        artifact.sha256,
-        artifact.content_type,
-        artifact.name,
-        settings.s3_presign,
+    stored = StoredObject(
+        key=artifact.storage_key,
+        size=artifact.bytes,
+        sha256=artifact.sha256,
+        content_type=artifact.content_type,
+        filename=artifact.name,
     )
-
-
-add_head_route(router, "/{job_id}/artifacts/{name}", download_artifact, response_class=StreamingResponse,
-               responses={**ERRORS, **DOWNLOAD_RESPONSES})  # fmt: skip
+    return downloader.answer(stored)

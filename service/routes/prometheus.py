@@ -35,7 +35,5 @@ def _check_token(token, authorization: str) -> None:
     if scheme.lower() != "bearer" or not secrets.compare_digest(
         given.encode(), token.get_secret_value().encode()
     ):
-        raise RequestError(
-            401, "unauthorized",
-            "GET /metrics takes the operator's DISTILL_METRICS_TOKEN as a bearer token, not an API key.",
-        )  # fmt: skip
+        message = "GET /metrics takes the operator's DISTILL_METRICS_TOKEN as a bearer token, not an API key."
+        raise RequestError(401, "unauthorized", message)

@@ -86,15 +86,15 @@ def test_unknown_words_become_the_unknown_token(tmp_path, tokenizer_path):
 
 
 BAD_LINES = {
-    "not json": ("{not json", ["line 2", "not valid JSON"]),
-    "not an object": ("[1, 2]", ["line 2", "list"]),
-    "missing text": ({"label": 1}, ["line 2", "no 'text'"]),
-    "text not a string": ({"text": 5, "label": 1}, ["line 2", "type int"]),
-    "float label": ({"text": "a", "label": 1.5}, ["line 2", "1.5", "integer"]),
-    "string label": ({"text": "a", "label": "1"}, ["line 2", '"1"', "integer"]),
-    "boolean label": ({"text": "a", "label": True}, ["line 2", "true", "integer"]),
-    "label missing among labeled lines": ({"text": "a"}, ["line 2", "label every line"]),
-    "a label of 5,000 digits": ('{"text": "a", "label": ' + "9" * 5000 + "}", ["line 2", "not valid JSON"]),
+    "not json": ("{not json", ["Line 2", "is not JSON"]),
+    "not an object": ("[1, 2]", ["Line 2", "not a JSON object", "[1, 2]"]),
+    "missing text": ({"label": 1}, ["Line 2", "no string `text`"]),
+    "text not a string": ({"text": 5, "label": 1}, ["Line 2", "`text` is 5"]),
+    "float label": ({"text": "a", "label": 1.5}, ["Line 2", "1.5", "integer"]),
+    "string label": ({"text": "a", "label": "1"}, ["Line 2", '"1"', "integer"]),
+    "boolean label": ({"text": "a", "label": True}, ["Line 2", "true", "integer"]),
+    "label missing among labeled lines": ({"text": "a"}, ["Line 2", "label every line"]),
+    "a label of 5,000 digits": ('{"text": "a", "label": ' + "9" * 5000 + "}", ["Line 2", "is not JSON"]),
 }
 
 
@@ -108,7 +108,7 @@ def test_a_bad_line_is_named(tmp_path, tokenizer_path, bad_line, words):
 def test_non_utf8_line_is_named(tmp_path, tokenizer_path):
     path = tmp_path / "data.jsonl"
     path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
-    assert "line 2 is not UTF-8" in dataset_error(path, tokenizer_path)
+    assert "Line 2 is not UTF-8" in dataset_error(path, tokenizer_path)
 
 
 def test_empty_and_missing_datasets(tmp_path, tokenizer_path):

@@ -2,7 +2,7 @@
 
 from core.config import Settings
 from core.errors import RequestError
-from service.errors import error_response
+from service.errors import refusal
 
 JSON_BODY_LIMIT = 1024 * 1024
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -14,9 +14,8 @@ class _TooLarge(Exception):
 
 def upload_too_large(limit: int) -> RequestError:
     """The one answer to an oversized upload, whether refused here or while storing it."""
-    return RequestError(
-        413, "file_too_large", f"The file is larger than this server's limit of {limit} bytes.", "file"
-    )
+    message = f"The file is larger than this server's limit of {limit} bytes."
+    return RequestError(413, "file_too_large", message, param="file")
 
 
 def _is_upload(scope) -> bool:
@@ -74,7 +73,4 @@ class BodySizeLimit:
         else:
             message = f"The request body is larger than this server accepts ({limit} bytes)."
             error = RequestError(413, "payload_too_large", message)
-        response = error_response(
-            error.status, error.code, error.message, error.param, {"Connection": "close"}
-        )
-        await response(scope, receive, send)
+        await refusal(error, {"Connection": "close"})(scope, receive, send)

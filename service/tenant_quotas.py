@@ -1,16 +1,14 @@
-"""What the operator allows a tenant: per-tenant limits on unfinished jobs at once (429) and on bytes
-of stored files (413), unlimited unless set.
+"""What the operator allows each tenant: quotas on its unfinished jobs at once (429) and on the bytes of
+its stored files (413), unlimited unless set.
 
 Stored bytes count the tenant's uploaded files only, not job artifacts: files are what a tenant can
 delete (`DELETE /v1/files/{id}`) to get back under its quota; artifacts have no delete endpoint, so
 counting them would lock a tenant out for good once its outputs filled the quota.
 
-Both limits are checked twice: up front, so a request that is plainly over stores nothing, and again
+Both quotas are checked twice: up front, so a request that is plainly over stores nothing, and again
 after the new row is flushed in the request's transaction, one transaction at a time per tenant (see
-`_one_at_a_time`), so concurrent requests cannot together pass the limit; over it, it is rolled back.
-"""
+`_one_at_a_time`), so concurrent requests cannot together pass the quota; over it, it is rolled back."""
 
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
@@ -19,7 +17,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.errors import RequestError
 from core.lifecycle import UNFINISHED
-from core.models import File, IdempotencyRecord, Job
+from core.models import File, Job
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:
@@ -31,27 +29,28 @@ def unfinished_jobs(session: Session, tenant_id: str) -> int:
     return session.scalar(query.select_from(Job))
 
 
-def storage_quota_exceeded(quota: int, used: int, size: int | None = None) -> RequestError:
-    what = f"this file ({size} bytes)" if size is not None else "this file"
+def storage_quota_exceeded(quota: int, used: int) -> RequestError:
     return RequestError(
-        413, "storage_quota_exceeded",
-        f"Storing {what} would take your files past this server's storage quota of {quota} bytes per "
+        413,
+        "storage_quota_exceeded",
+        f"Storing this file would take your files past this server's storage quota of {quota} bytes per "
         f"tenant ({used} bytes already stored): delete files you no longer need (DELETE /v1/files/{{id}}) "
         "and retry.",
-        "file",
-    )  # fmt: skip
+        param="file",
+    )
 
 
 def too_many_jobs(limit: int) -> RequestError:
     return RequestError(
-        429, "too_many_jobs",
+        429,
+        "too_many_jobs",
         f"You already have {limit} unfinished job(s) (queued, validating, running or cancelling), this "
         f"server's limit per tenant of {limit} at once: wait for one to finish, or cancel one, then retry.",
-    )  # fmt: skip
+    )
 
 
 def _one_at_a_time(session: Session, tenant_id: str) -> None:
-    """Serialize the tenant's limit checks until this transaction ends. SQLite already does: the row just
+    """Serialize the tenant's quota checks until this transaction ends. SQLite already does: the row just
     flushed holds its one write lock. PostgreSQL (READ COMMITTED) would let two transactions each miss
     the other's uncommitted row, so there they queue on a transaction-scoped advisory lock; the second
     then counts the first's committed row."""
@@ -80,15 +79,14 @@ class Room:
         return self.quota - self.used
 
 
-def room_for_upload(session: Session, settings: Settings, tenant_id: str, size: int | None) -> Room | None:
-    """What the tenant may still store (None: no quota); refuses (413) an upload of known size that
-    does not fit."""
+def room_for_upload(session: Session, settings: Settings, tenant_id: str) -> Room | None:
+    """What the tenant may still store (None: no quota); refuses (413) when nothing is left."""
     quota = settings.max_stored_bytes
     if quota is None:
         return None
     used = stored_bytes(session, tenant_id)
-    if used >= quota or (size is not None and used + size > quota):
-        raise storage_quota_exceeded(quota, used, size)
+    if used >= quota:
+        raise storage_quota_exceeded(quota, used)
     return Room(quota, used)
 
 
@@ -102,23 +100,3 @@ def check_stored_bytes(session: Session, settings: Settings, tenant_id: str) -> 
     if used > quota:
         session.rollback()
         raise storage_quota_exceeded(quota, stored_bytes(session, tenant_id))
-
-
-def replay_expected(session: Session, tenant_id: str, key: str | None, route: str) -> bool:
-    """Whether this `Idempotency-Key` already has a response to replay: a retry must get the first
-    answer, not a quota refusal for the bytes its first attempt stored."""
-    if key is None:
-        return False
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.tenant_id == tenant_id,
-                IdempotencyRecord.key == key,
-                IdempotencyRecord.route == route,
-                IdempotencyRecord.expires_at > int(time.time()),
-            )
-        )
-        > 0
-    )

@@ -1,4 +1,4 @@
-"""Per-tenant limits: unfinished jobs at once (429 `too_many_jobs`) and stored bytes (413
+"""Per-tenant quotas: unfinished jobs at once (429 `too_many_jobs`) and stored bytes (413
 `storage_quota_exceeded`), each refusing with nothing stored, and each tenant's own."""
 
 from concurrent.futures import ThreadPoolExecutor
