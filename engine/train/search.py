@@ -52,7 +52,7 @@ class Trial:
     def release(self) -> None:
         """Let its student go: the job will not go on from it."""
         if self.run is not None:
-            self.run.cohort[0].taps.remove()
+            self.run.students[0].taps.remove()
             self.run = None
 
     def record(self) -> dict:
