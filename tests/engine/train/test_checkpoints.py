@@ -1,6 +1,7 @@
 """A job whose worker dies resumes from its checkpoint and ends with the very student, metrics (all but
 the latencies, which a clock measures) and series of a job that was never interrupted, whatever the
-method and wherever it was killed."""
+method and wherever it was killed, and whatever layout an older version saved it in. A checkpoint it
+cannot use is either not used (another job's, unreadable) or fails the job (one that does not fit)."""
 
 from pathlib import Path
 
