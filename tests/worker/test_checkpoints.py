@@ -93,16 +93,25 @@ def test_a_checkpoint_the_job_cannot_resume_from_fails_it_saying_what_to_do(
         request = session.scalar(select(Job.request).where(Job.id == job_id))
     job = engine_job(JobCreate.model_validate(request))
     saved = tmp_path / "saved.pt"
+    unfit = {"learners": []}  # the job's run has one
     torch.save(
-        {"layout": LAYOUT, "fingerprint": fingerprint(job), "epoch": 1, "step": 3, "finished": [],
-         "live": {"learners": []}, "rng": {}},
+        {
+            "layout": LAYOUT,
+            "fingerprint": fingerprint(job),
+            "epoch": 1,
+            "step": 3,
+            "finished": [],
+            "live": unfit,
+            "rng": {},
+        },
         saved,
-    )  # fmt: skip
+    )
     checkpoint = StoredCheckpoint(resources.storage, "default", job_id)
     checkpoint.save(saved)
     run_job(resources, job_id)
     status, error, events = job_state(resources.database, job_id)
     assert status == "failed" and error["code"] == "checkpoint_unusable"
+    assert "ValueError: zip()" in error["message"]  # the learners' states, one short
     assert error["message"].endswith("submit the job again to train it from the start")
     assert events[-1].startswith("Job failed (checkpoint_unusable)")
     assert not checkpoint.fetch(tmp_path / "fetched.pt")
