@@ -20,11 +20,16 @@ _SUBMESSAGES: dict[str, dict[int, str]] = {
     "node": {5: "attribute"},
     "function": {7: "node", 11: "attribute"},
     "attribute": {
-        5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse_tensor", 23: "sparse_tensor"
+        5: "tensor",
+        6: "graph",
+        10: "tensor",
+        11: "graph",
+        22: "sparse_tensor",
+        23: "sparse_tensor",
     },
     "sparse_tensor": {1: "tensor", 2: "tensor"},
     "tensor": {},
-}  # fmt: skip
+}
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
 _MODEL_IR_VERSION, _MODEL_OPSET_IMPORT, _MODEL_GRAPH = 1, 8, 7
 _GRAPH_INPUT, _GRAPH_OUTPUT = 11, 12

@@ -23,24 +23,46 @@ class Rung:
     epochs: int  # each, from scratch
 
 
+@dataclass(frozen=True)
+class AutoField:
+    """A field a job may set to `auto`, and the list of `distillation.search` its candidates come from."""
+
+    section: str  # of the job: "distillation" or "training"
+    name: str
+    search_list: str
+    numeric: bool = True  # its candidates are ordered: a value beyond their ends may do better
+
+    def value(self, job: EngineJob):
+        return getattr(getattr(job, self.section), self.name)
+
+
+AUTO_FIELDS = {
+    field.name: field
+    for field in (
+        AutoField("distillation", "temperature", "temperatures"),
+        AutoField("distillation", "alpha", "alphas"),
+        AutoField("training", "learning_rate", "learning_rates"),
+        AutoField("distillation", "soft_loss", "soft_losses", numeric=False),
+    )
+}
+
+
 def search_space(job: EngineJob) -> dict[str, list]:
     """The candidate values of each field the job sets to `auto`, by field name."""
-    distillation, training = job.distillation, job.training
-    search = distillation.search
-    fields = {
-        "temperature": (distillation.temperature, search.temperatures),
-        "alpha": (distillation.alpha, search.alphas),
-        "learning_rate": (training.learning_rate, search.learning_rates),
-        "soft_loss": (distillation.soft_loss, soft_loss_candidates(job)),
+    return {
+        name: candidate_values(job, field)
+        for name, field in AUTO_FIELDS.items()
+        if field.value(job) == "auto"
     }
-    return {name: list(candidates) for name, (value, candidates) in fields.items() if value == "auto"}
 
 
-def soft_loss_candidates(job: EngineJob) -> list[str]:
-    candidates = job.distillation.search.soft_losses
-    if job.distillation.logit_standardization:
-        return [loss for loss in candidates if loss in STANDARDIZABLE_SOFT_LOSSES]
-    return candidates
+def candidate_values(job: EngineJob, field: AutoField) -> list:
+    """The field's candidates; for the soft loss, only those that work with standardized logits if the job
+    standardizes them."""
+    listed = list(getattr(job.distillation.search, field.search_list))
+    if field.name == "soft_loss" and job.distillation.logit_standardization:
+        return [loss for loss in listed if loss in STANDARDIZABLE_SOFT_LOSSES]
+    return listed
 
 
 def searched(job: EngineJob) -> bool:
@@ -67,12 +89,15 @@ def continues_trial(job: EngineJob) -> bool:
 
 
 def plan_rungs(job: EngineJob) -> list[Rung]:
-    search, epochs = job.distillation.search, job.training.epochs
-    candidates = combination_count(search_space(job))
+    search = job.distillation.search
     return successive_halving(
-        candidates, search_budget(job), epochs, search.trial_epochs, search.reduction_factor,
-        continues_trial(job),
-    )  # fmt: skip
+        combination_count(search_space(job)),
+        budget=search_budget(job),
+        epochs=job.training.epochs,
+        first=search.trial_epochs,
+        factor=search.reduction_factor,
+        continued=continues_trial(job),
+    )
 
 
 def rung_epochs(rungs: list[Rung]) -> int:
@@ -86,7 +111,7 @@ def search_cost(rungs: list[Rung], continued: bool) -> int:
 
 
 def successive_halving(
-    candidates: int, budget: int, epochs: int, first: int, factor: int, continued: bool = False
+    candidates: int, *, budget: int, epochs: int, first: int, factor: int, continued: bool = False
 ) -> list[Rung]:
     """The deepest plan whose cost (`search_cost`) fits `budget` epochs: rung k trains the best
     ceil(n/factor^k) of the n candidates of the first rung (at least 2, fewer each rung) for

@@ -21,9 +21,12 @@ from engine.plan.onnx_file import OnnxFileRejected, check_onnx_file
 
 LISTED_NAMES = 30
 INPUT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32,
-}  # fmt: skip
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
 # Inputs of text models beside the token ids, made from the ids as the transformers here read them.
 ATTENTION_MASK, TOKEN_TYPE_IDS = "attention_mask", "token_type_ids"
 

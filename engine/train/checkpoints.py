@@ -3,25 +3,30 @@ continues where the last one stopped instead of starting over.
 
 A job trains its runs in a fixed order (the trials of an `auto` search, then the student, the cohort
 or each generation); `train_cohort` is one run. A checkpoint holds the finished runs' students and
-series, and the run in progress (see `training.Run`: students, optimizers, schedulers, the shuffle
-generator, the epoch's sample order and the batches done) with the global RNG states. Running the
-job's code again with it replays the finished runs, loading their students instead of training them,
-and continues the run in progress from the batch it had reached: the resumed job ends with the very
-student an uninterrupted one would have.
+series, and the run in progress (see `loop.Run`: each student with its optimizer, schedule and gradient
+scaler, the shuffle generator, the epoch's sample order and the batches done) with the global RNG
+states. Running the job's code again with it replays the finished runs, loading their students instead
+of training them, and continues the run in progress from the batch it had reached: the resumed job ends
+with the very student an uninterrupted one would have.
+
+A checkpoint of an older layout is upgraded (`checkpoint_layouts`); one of this job and layout that does
+not fit its training fails the job, which must not go on from a half-read state.
 """
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from engine.plan.errors import JobFailed
 from engine.plan.specs import EngineJob
 from engine.reporting import Reporter
-
-FORMAT = 1  # bump when the checkpoint's layout changes: an older checkpoint is then not used
+from engine.train.checkpoint_layouts import LAYOUT, upgraded
 
 
 class CheckpointStore(Protocol):
@@ -33,7 +38,7 @@ class CheckpointStore(Protocol):
 
 
 class Resumable(Protocol):
-    """A run as a checkpoint sees it (`training.Run`)."""
+    """A run as a checkpoint sees it (`loop.Run`)."""
 
     def state_dict(self) -> dict: ...  # everything to continue it from where it is
 
@@ -69,12 +74,12 @@ class Checkpoints:
         """The job's checkpointing, holding the last attempt's checkpoint if there is one and it is this
         job's (else a warning event says why the job starts over). `saves`: False for a process that
         resumes from the checkpoint but leaves saving to another (rank 0 of a job over several devices)."""
-        fingerprint = hashlib.sha256(f"{FORMAT}:{job.model_dump_json()}".encode()).hexdigest()
         path = folder / "checkpoint.pt"
-        restored = self._fetch(path, fingerprint, reporter)
-        return JobCheckpoints(self, path, fingerprint, reporter, restored, saves and self.store is not None)
+        restored = self._fetch(path, job, reporter)
+        saves = saves and self.store is not None
+        return JobCheckpoints(self, path, fingerprint(job), reporter, restored=restored, saves=saves)
 
-    def _fetch(self, path: Path, fingerprint: str, reporter: Reporter) -> Restored | None:
+    def _fetch(self, path: Path, job: EngineJob, reporter: Reporter) -> Restored | None:
         if self.store is None or not self.store.fetch(path):
             return None
         try:
@@ -84,13 +89,16 @@ class Checkpoints:
             return None
         finally:
             path.unlink(missing_ok=True)
-        if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+        layout = saved.get("layout", 1) if isinstance(saved, dict) else None
+        if layout not in range(1, LAYOUT + 1) or saved.get("fingerprint") != fingerprint(job, layout):
             reporter.event(
                 "The checkpoint was saved by another version of the service: training starts over.",
                 "warning",
             )
             return None
-        return Restored(saved["epoch"], saved["step"], saved["finished"], saved["live"], saved["rng"])
+        with loading_checkpoint():
+            saved = upgraded(saved, layout)
+            return Restored(saved["epoch"], saved["step"], saved["finished"], saved["live"], saved["rng"])
 
 
 class JobCheckpoints:
@@ -103,6 +111,7 @@ class JobCheckpoints:
         path: Path,
         fingerprint: str,
         reporter: Reporter,
+        *,
         restored: Restored | None,
         saves: bool,
     ):
@@ -118,13 +127,15 @@ class JobCheckpoints:
         index, self._runs_begun = self._runs_begun, self._runs_begun + 1
         restored = self.restored
         if restored is not None and index < len(restored.finished):
-            run.load_finished_state(restored.finished[index])
+            with loading_checkpoint():
+                run.load_finished_state(restored.finished[index])
             self.finished.append(restored.finished[index])
             return True
         self.replaying = False
         if restored is not None and index == len(restored.finished) and restored.live is not None:
-            run.load_state_dict(restored.live)
-            set_rng_states(restored.rng)
+            with loading_checkpoint():
+                run.load_state_dict(restored.live)
+                set_rng_states(restored.rng)
         return False
 
     def end_run(self, run: Resumable, epoch: int, step: int) -> None:
@@ -137,8 +148,15 @@ class JobCheckpoints:
         return self.saves and time.monotonic() - self._last_save >= self.settings.every_seconds
 
     def save(self, epoch: int, step: int, live: dict | None) -> None:
-        state = {"fingerprint": self.fingerprint, "epoch": epoch, "step": step,
-                 "finished": self.finished, "live": live, "rng": rng_states()}  # fmt: skip
+        state = {
+            "layout": LAYOUT,
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "step": step,
+            "finished": self.finished,
+            "live": live,
+            "rng": rng_states(),
+        }
         try:
             torch.save(state, self.path)
             self.settings.store.save(self.path)
@@ -166,6 +184,27 @@ class QuietWhileReplaying:
 
     def __getattr__(self, name: str):
         return getattr(self._reporter, name)
+
+
+def fingerprint(job: EngineJob, layout: int = LAYOUT) -> str:
+    """What a checkpoint of `layout` for this job holds, to tell it from another job's."""
+    return hashlib.sha256(f"{layout}:{job.model_dump_json()}".encode()).hexdigest()
+
+
+@contextmanager
+def loading_checkpoint() -> Iterator[None]:
+    """Fails the job, saying what to do, where the checkpoint does not fit its training."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise JobFailed(
+            "checkpoint_unusable",
+            f"the checkpoint this job was resuming from does not fit its training ({type(error).__name__}: "
+            f"{reason}): submit the job again to train it from the start",
+        ) from error
 
 
 def rng_states() -> dict:

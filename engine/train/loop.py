@@ -38,86 +38,127 @@ class RunningMeans:
 
 
 @dataclass
-class Run:
-    """One call of `train_cohort`, with all a checkpoint needs to continue it from the batch it reached."""
+class Learner:
+    """A student as a run trains it: its model and objective as the steps call them (each in a
+    DistributedDataParallel over several ranks), its optimizer, learning-rate schedule and float16 gradient
+    scaler, and the means of its losses over the epoch so far."""
 
-    cohort: list[Student]
-    optimizers: list[torch.optim.Optimizer]
-    schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+    student: Student
+    model: nn.Module
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    means: RunningMeans = field(default_factory=RunningMeans)
+
+    def descend(self, loss: Tensor) -> None:
+        """One step down the loss's gradient and along the learning-rate schedule; with float16's scaler,
+        the optimizer's step is skipped where the gradients overflowed."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+
+    def trained_state(self) -> dict:
+        """What the export and later runs need once it is trained."""
+        return {"model": self.student.model.state_dict(), "objective": self.student.objective.state_dict()}
+
+    def load_trained_state(self, state: dict) -> None:
+        self.student.model.load_state_dict(state["model"])
+        self.student.objective.load_state_dict(state["objective"])
+
+    def state_dict(self) -> dict:
+        return self.trained_state() | {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "means": {"sums": self.means.sums, "weight": self.means.weight},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_trained_state(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.means = RunningMeans(**state["means"])
+
+
+@dataclass
+class Run:
+    """One call of `train_cohort`: its learners, and where it is, with all a checkpoint needs to continue
+    it from the batch it reached. Only the `Clock` moves it on."""
+
+    learners: list[Learner]
     generator: torch.Generator  # the shuffle, augmentation and teacher draws: independent of model RNG
-    scalers: list[torch.amp.GradScaler | None] = field(default_factory=list)  # float16's, per student
+    steps_per_epoch: int
+    total_steps: int  # of its schedules: the job's epochs (an `auto` trial may stop before)
     epoch: int = 0  # epochs done
     order: Tensor | None = None  # this epoch's sample order; None between epochs
-    batch: int = 0  # batches of this epoch done
-    step: int = 0  # steps of this run done: where the temperature and learning-rate schedules are
-    means: list[RunningMeans] = field(default_factory=list)
+    batch: int = 0  # batches of this epoch begun
     series: list[dict] = field(default_factory=list)  # every point this run reported
     continued: bool = False  # trained in parts (an `auto` trial the job may go on with): see finished_state
 
+    @property
+    def step(self) -> int:
+        """Steps begun: where the temperature and learning-rate schedules are."""
+        return self.epoch * self.steps_per_epoch + self.batch
+
+    @property
+    def students(self) -> list[Student]:
+        return [learner.student for learner in self.learners]
+
     def begin_epoch(self, num_samples: int) -> None:
         self.order = torch.randperm(num_samples, generator=self.generator)
-        self.batch = 0
-        self.means = [RunningMeans() for _ in self.cohort]
+        for learner in self.learners:
+            learner.means = RunningMeans()
 
     def end_epoch(self) -> None:
-        self.epoch, self.order = self.epoch + 1, None
-
-    def students_state(self) -> list[dict]:
-        return [{"model": s.model.state_dict(), "objective": s.objective.state_dict()} for s in self.cohort]
+        self.epoch, self.order, self.batch = self.epoch + 1, None, 0
 
     def state_dict(self) -> dict:
         return {
-            "students": self.students_state(),
-            "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
-            "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
-            "scalers": [None if scaler is None else scaler.state_dict() for scaler in self.scalers],
+            "learners": [learner.state_dict() for learner in self.learners],
             "generator": self.generator.get_state(),
-            "epoch": self.epoch, "order": self.order, "batch": self.batch, "step": self.step,
-            "means": [{"sums": m.sums, "weight": m.weight} for m in self.means],
+            "epoch": self.epoch,
+            "order": self.order,
+            "batch": self.batch,
             "series": self.series,
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self._load_students_and_series(state)
-        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
-        for scaler, saved in zip(self.scalers, state["scalers"], strict=True):
-            if scaler is not None:
-                scaler.load_state_dict(saved)
+        for learner, saved in zip(self.learners, state["learners"], strict=True):
+            learner.load_state_dict(saved)
         self.generator.set_state(state["generator"])
-        self.epoch, self.order, self.batch, self.step = (
-            state[k] for k in ("epoch", "order", "batch", "step")
-        )
-        self.means = [RunningMeans(**saved) for saved in state["means"]]
+        self.epoch, self.order, self.batch = state["epoch"], state["order"], state["batch"]
+        self.series = list(state["series"])
 
     def finished_state(self) -> dict:
         """The trained students and the series, copied (a later run must not change them); for a run that
         may be continued, everything `state_dict` holds."""
-        state = (
-            self.state_dict()
-            if self.continued
-            else {"students": self.students_state(), "series": self.series}
-        )
-        return cpu_copy(state)
+        if self.continued:
+            return cpu_copy(self.state_dict())
+        trained = [learner.trained_state() for learner in self.learners]
+        return cpu_copy({"learners": trained, "series": self.series})
 
     def load_finished_state(self, state: dict) -> None:
-        if "optimizers" in state:  # a run that may be continued kept everything (`finished_state`)
+        if self.continued:
             self.load_state_dict(state)
-        else:
-            self._load_students_and_series(state)
-
-    def _load_students_and_series(self, state: dict) -> None:
-        for student, saved in zip(self.cohort, state["students"], strict=True):
-            student.model.load_state_dict(saved["model"])
-            student.objective.load_state_dict(saved["objective"])
+            return
+        for learner, saved in zip(self.learners, state["learners"], strict=True):
+            learner.load_trained_state(saved)
         self.series = list(state["series"])
 
 
 class Clock:
-    """Counts steps and epochs across every training run of a job (trials, peers, generations), for
-    progress; at every step, checks for cancellation and saves a checkpoint when one is due.
+    """The job's one clock: counts its steps and epochs across all its training runs (trials, peers,
+    generations), for progress, and moves the run in progress on with them. At every step it checks for
+    cancellation and saves a checkpoint when one is due.
 
     It starts where the last attempt's checkpoint left off, if there is one, and has the reporter forget
     what that attempt reported after it.
@@ -135,7 +176,7 @@ class Clock:
         self.checkpoints, self.ranks = checkpoints, ranks
         self.run: Run | None = None
         restored = checkpoints.restored
-        self.epoch, self.step = (0, 0) if restored is None else (restored.epoch, restored.step)
+        self.epoch, self.step = (0, 0) if restored is None else (restored.epoch, restored.step)  # begun
         reporter.rewind(self.step)
         if restored is not None:
             reporter.event(
@@ -148,13 +189,23 @@ class Clock:
         self.run = run
         return self.checkpoints.begin_run(run)
 
+    def begin_epoch(self, num_samples: int) -> None:
+        """The run's next epoch, its samples shuffled: the job's next."""
+        self.run.begin_epoch(num_samples)
+        self.epoch += 1
+
     def tick(self) -> None:
+        """A step of the run begins: the job's next."""
         if self.ranks.any(self.reporter.should_stop()):
             raise JobCancelled(f"stopped at step {self.step} of {self.total_steps}")
         if self.checkpoints.due():
             self.checkpoints.save(self.epoch, self.step, self.run.state_dict())
+        self.run.batch += 1
         self.step += 1
         self.reporter.progress(self.epoch, self.epochs, self.step, self.total_steps)
+
+    def end_epoch(self) -> None:
+        self.run.end_epoch()
 
     def end_run(self) -> None:
         self.checkpoints.end_run(self.run, self.epoch, self.step)
@@ -166,25 +217,40 @@ def steps_per_epoch(setup: Setup, job: EngineJob) -> int:
 
 
 def train_cohort(
-    setup: Setup, cohort: list[Student], job: EngineJob, reporter: Reporter, clock: Clock, name: str = ""
+    setup: Setup, students: list[Student], job: EngineJob, reporter: Reporter, clock: Clock, name: str = ""
 ) -> list[dict]:
     """Train the students together against the teachers; with several, each also learns from the
     others' softened outputs (deep mutual learning). Returns the per-epoch series it reported.
 
     A job's main run reports under plain metric names; its other runs (`name`: `trial2`, `generation2`)
     under `<name>_<metric>`."""
-    return train_run(setup, start_run(setup, cohort, job), job, reporter, clock, name)
+    return train_run(setup, start_run(setup, students, job), job, reporter, clock, name)
 
 
-def start_run(setup: Setup, cohort: list[Student], job: EngineJob) -> Run:
+def start_run(setup: Setup, students: list[Student], job: EngineJob) -> Run:
     """A run of the students, at its first step: their optimizers and schedules over the job's epochs."""
-    config = job.training
-    optimizers = [make_optimizer([*s.model.parameters(), *s.objective.parameters()], config) for s in cohort]
-    epoch_steps = steps_per_epoch(setup, job)
-    run_steps, warmup_steps = config.epochs * epoch_steps, round(config.warmup_epochs * epoch_steps)
-    schedulers = [make_scheduler(o, config.lr_schedule, run_steps, warmup_steps) for o in optimizers]
-    scalers = [setup.precision.scaler() for _ in cohort]
-    return Run(cohort, optimizers, schedulers, torch.Generator().manual_seed(config.seed), scalers)
+    config, epoch_steps = job.training, steps_per_epoch(setup, job)
+    total_steps, warmup_steps = config.epochs * epoch_steps, round(config.warmup_epochs * epoch_steps)
+    learners = [
+        start_learner(setup, student, config, total_steps=total_steps, warmup_steps=warmup_steps)
+        for student in students
+    ]
+    generator = torch.Generator().manual_seed(config.seed)
+    return Run(learners, generator, steps_per_epoch=epoch_steps, total_steps=total_steps)
+
+
+def start_learner(
+    setup: Setup, student: Student, config: TrainingConfig, *, total_steps: int, warmup_steps: int
+) -> Learner:
+    optimizer = make_optimizer([*student.model.parameters(), *student.objective.parameters()], config)
+    return Learner(
+        student,
+        model=setup.ranks.parallel(student.model),
+        objective=setup.ranks.parallel(student.objective),
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, config.lr_schedule, total_steps, warmup_steps),
+        scaler=setup.precision.scaler(),
+    )
 
 
 def train_run(
@@ -198,83 +264,56 @@ def train_run(
 ) -> list[dict]:
     """Train the run from the epoch it reached to epoch `until` (default: the job's last); returns the
     points it reported on the way. To the checkpoints each call is a run of its own."""
-    config = job.training
-    run_steps, until = config.epochs * steps_per_epoch(setup, job), until or config.epochs
+    until = until or job.training.epochs
     reported = len(run.series)
     if clock.begin_run(run):
         return run.series[reported:]
-    learners = [(setup.ranks.parallel(s.model), setup.ranks.parallel(s.objective)) for s in run.cohort]
     while run.epoch < until:
         if run.order is None:
-            run.begin_epoch(len(setup.train))
-            clock.epoch += 1
-        train_epoch(setup, run, learners, job, clock, run_steps)
-        values = epoch_values(setup, run.cohort, run.means, config.batch_size)
+            clock.begin_epoch(len(setup.train))
+        train_epoch(setup, run, job, clock)
+        values = epoch_values(setup, run.learners, job.training.batch_size)
         if job.distillation.final_temperature is not None:
-            values["temperature"] = temperature_at(job.distillation, run.step, run_steps)
+            values["temperature"] = temperature_at(job.distillation, run.step, run.total_steps)
         reporter.event(epoch_summary(run.epoch + 1, until, values, name))
         values = {f"{name}_{metric}" if name else metric: value for metric, value in values.items()}
         reporter.metrics(clock.epoch, clock.step, values)
         run.series += [
             {"step": clock.step, "epoch": clock.epoch, "name": n, "value": v} for n, v in values.items()
         ]
-        run.end_epoch()
+        clock.end_epoch()
     clock.end_run()
     return run.series[reported:]
 
 
-def train_epoch(
-    setup: Setup,
-    run: Run,
-    learners: list[tuple[nn.Module, nn.Module]],
-    job: EngineJob,
-    clock: Clock,
-    run_steps: int,
-) -> None:
-    """The rest of the run's epoch, from the batch it reached. `learners`: each student's model and
-    objective as the steps call them (`Ranks.parallel`)."""
+def train_epoch(setup: Setup, run: Run, job: EngineJob, clock: Clock) -> None:
+    """The rest of the run's epoch, from the batch it reached."""
     config, distillation, precision = job.training, job.distillation, setup.precision
     memory = memory_format(job.student_architecture, setup.device)
-    for student in run.cohort:
+    for student in run.students:
         student.model.train()
     for index in setup.ranks.batches(run.order, config.batch_size, run.batch):
         clock.tick()
         x, y = (None if t is None else t.to(setup.device, non_blocking=True) for t in setup.train.take(index))
         x = formatted(augment(x, config.augmentation, run.generator), memory)
-        temperature = temperature_at(distillation, run.step + 1, run_steps)
+        temperature = temperature_at(distillation, run.step, run.total_steps)
         with precision.autocast():
             teachers = setup.teacher_batch(x, index, run.generator)
-            logits = [compiled_call(model, x, clock.reporter) for model, _objective in learners]
-        for k, (student, (_model, objective), optimizer, scheduler, scaler) in enumerate(
-            zip(run.cohort, learners, run.optimizers, run.schedulers, run.scalers, strict=True)
-        ):
+            logits = [compiled_call(learner.model, x, clock.reporter) for learner in run.learners]
+        for k, learner in enumerate(run.learners):
             with precision.autocast():
-                terms = objective(
-                    logits[k], teachers.outputs, y, temperature, student.taps.outputs, teachers.layers
+                terms = learner.objective(
+                    logits[k], teachers.outputs, y, temperature, learner.student.taps.outputs, teachers.layers
                 )
-                if len(run.cohort) > 1:
+                if len(run.learners) > 1:
                     terms = terms | mutual_terms(
                         logits, k, temperature, distillation.mutual_weight, terms["loss"]
                     )
             losses = loss_values(terms, setup.ranks)
             if not math.isfinite(losses["loss"]):
                 raise divergence(losses["loss"], x, teachers.outputs, temperature, clock, job)
-            optimizer.zero_grad(set_to_none=True)
-            descend(terms["loss"], optimizer, scaler)
-            scheduler.step()
-            run.means[k].add(losses, weight=len(x))
-        run.batch, run.step = run.batch + 1, run.step + 1
-
-
-def descend(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
-    """One optimizer step down the loss's gradient; with float16's scaler, skipped where it overflowed."""
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-        return
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+            learner.descend(terms["loss"])
+            learner.means.add(losses, weight=len(x))
 
 
 def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float, loss: Tensor) -> dict:
@@ -285,15 +324,17 @@ def mutual_terms(logits: list[Tensor], k: int, temperature: float, weight: float
     return {"loss": loss + weight * mutual, "mutual_loss": mutual}
 
 
-def epoch_values(setup: Setup, cohort: list[Student], means: list[RunningMeans], batch_size: int) -> dict:
+def epoch_values(setup: Setup, learners: list[Learner], batch_size: int) -> dict:
     """The first student's losses and scores under plain names, its peers' as `peer<k>_…`, and how
     often the whole cohort agrees."""
-    values = means[0].means() | validation_scores(setup, cohort[0].model, batch_size)
-    if len(cohort) == 1:
+    first = learners[0]
+    values = first.means.means() | validation_scores(setup, first.student.model, batch_size)
+    if len(learners) == 1:
         return values
-    predictions = [predict(s.model, setup.validation.x, batch_size, setup.device).argmax(1) for s in cohort]
-    for k, student in enumerate(cohort[1:], start=1):
-        peer = {"loss": means[k].means()["loss"]} | validation_scores(setup, student.model, batch_size)
+    models = [learner.student.model for learner in learners]
+    predictions = [predict(model, setup.validation.x, batch_size, setup.device).argmax(1) for model in models]
+    for k, learner in enumerate(learners[1:], start=1):
+        peer = {"loss": learner.means.means()["loss"]} | validation_scores(setup, models[k], batch_size)
         values |= {f"peer{k}_{name}": value for name, value in peer.items()}
     values["mutual_agreement"] = (
         torch.stack([p == predictions[0] for p in predictions]).all(0).float().mean().item()

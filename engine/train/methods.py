@@ -53,7 +53,7 @@ def train_students(
     job, search, trial_series, kept = search_hyperparameters(setup, job, training_reporter, clock)
     if kept is not None:  # the standard method: the student goes on from the chosen trial
         series = train_run(setup, kept.run, job, training_reporter, clock)
-        return Trained(job, [Candidate("student", kept.run.cohort[0], series)], search, trial_series)
+        return Trained(job, [Candidate("student", kept.run.students[0], series)], search, trial_series)
     student = build_student(setup, job, job.student_architecture, job.training.seed, training_reporter)
     return Trained(job, distill(setup, student, job, training_reporter, clock), search, trial_series)
 

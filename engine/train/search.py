@@ -17,6 +17,7 @@ from torch import Tensor
 
 from engine.evaluate import predict
 from engine.plan.search_space import (
+    AUTO_FIELDS,
     Rung,
     combination_count,
     combinations,
@@ -32,13 +33,6 @@ from engine.reporting import Reporter
 from engine.train.loop import Clock, Run, start_run, train_run
 from engine.train.students import build_student
 
-SECTIONS = {
-    "temperature": "distillation",
-    "alpha": "distillation",
-    "learning_rate": "training",
-    "soft_loss": "distillation",
-}
-CANDIDATE_LISTS = {"temperature": "temperatures", "alpha": "alphas", "learning_rate": "learning_rates"}
 SEPARATED_P = 0.05  # McNemar's p below which the best trial counts as better than the runner-up
 
 
@@ -58,12 +52,17 @@ class Trial:
     def release(self) -> None:
         """Let its student go: the job will not go on from it."""
         if self.run is not None:
-            self.run.cohort[0].taps.remove()
+            self.run.students[0].taps.remove()
             self.run = None
 
     def record(self) -> dict:
-        return {"trial": self.number, "rung": self.rung, "epochs": self.epochs, **self.values,
-                "validation_accuracy": self.accuracy}  # fmt: skip
+        return {
+            "trial": self.number,
+            "rung": self.rung,
+            "epochs": self.epochs,
+            **self.values,
+            "validation_accuracy": self.accuracy,
+        }
 
 
 class CandidateDraws:
@@ -163,7 +162,7 @@ class Search:
     def record(self, values: dict, chosen: list[Trial], kept: Trial | None) -> dict:
         p_value = mcnemar_p(chosen[0].correct, chosen[1].correct) if len(chosen) == 2 else None
         job = self.job
-        fixed = {name: getattr(getattr(job, SECTIONS[name]), name) for name in SECTIONS}
+        fixed = {name: field.value(job) for name, field in AUTO_FIELDS.items()}
         return {
             **(fixed | values),
             "trials": [trial.record() for trial in self.trials],
@@ -200,9 +199,9 @@ def first_trial(job: EngineJob) -> EngineJob:
 
 
 def with_values(job: EngineJob, values: dict) -> EngineJob:
-    updates = {section: {} for section in SECTIONS.values()}
+    updates = {}
     for name, value in values.items():
-        updates[SECTIONS[name]][name] = value
+        updates.setdefault(AUTO_FIELDS[name].section, {})[name] = value
     return job.model_copy(
         update={name: getattr(job, name).model_copy(update=update) for name, update in updates.items()}
     )
@@ -235,14 +234,15 @@ def at_the_edge(values: dict, space: dict[str, list]) -> list[str]:
     """A note for each numeric value chosen at the end of its candidates: the best may lie beyond them."""
     notes = []
     for name, value in values.items():
-        if name not in CANDIDATE_LISTS:
+        field = AUTO_FIELDS[name]
+        if not field.numeric:
             continue
         low, high = min(space[name]), max(space[name])
         if low < high and value in (low, high):
             side = "largest" if value == high else "smallest"
             notes.append(
                 f"{describe({name: value})} is the {side} of the candidates: a value beyond it may do "
-                f"better. To find out, add one to distillation.search.{CANDIDATE_LISTS[name]}."
+                f"better. To find out, add one to distillation.search.{field.search_list}."
             )
     return notes
 

@@ -1,18 +1,25 @@
 """A job's checkpoint lives in the storage while the job may still resume from it, and no longer:
 whoever ends the job (the API's cancel, the reaper, the worker) deletes it. The worker's reporter
-forgets the metrics a lost attempt reported after its checkpoint."""
+forgets the metrics a lost attempt reported after its checkpoint; a checkpoint the job cannot resume
+from ends it `failed`, saying what to do."""
 
 import dataclasses
 import time
 
 import pytest
+import torch
 from sqlalchemy import select
 
 from core.checkpoint_store import StoredCheckpoint
+from core.job_request import JobCreate, engine_job
 from core.models import Job, JobMetric
+from engine.train.checkpoint_layouts import LAYOUT
+from engine.train.checkpoints import fingerprint
 from tests.job_rows import job_state, set_job
+from tests.service.helpers import job_request, mlp_spec
 from worker.liveness import reap_lost_jobs
 from worker.reporter import DatabaseReporter
+from worker.tasks import run_job
 
 
 @pytest.fixture
@@ -72,3 +79,39 @@ def test_rewinding_forgets_the_metrics_after_the_checkpoint(client, resources, q
     with database.transaction() as session:
         steps = session.scalars(select(JobMetric.step).where(JobMetric.job_pk == pk)).all()
     assert sorted(steps) == [10, 10, 20, 20, 30, 30]
+
+
+def test_a_checkpoint_the_job_cannot_resume_from_fails_it_saying_what_to_do(
+    client, resources, teacher_file, dataset_file, tmp_path
+):
+    teacher = {"file_id": teacher_file["id"], "architecture": mlp_spec()}  # the file's
+    created = client.post(
+        "/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"], teacher=teacher)
+    )
+    job_id = created.json()["id"]
+    with resources.database.transaction() as session:
+        request = session.scalar(select(Job.request).where(Job.id == job_id))
+    job = engine_job(JobCreate.model_validate(request))
+    saved = tmp_path / "saved.pt"
+    unfit = {"learners": []}  # the job's run has one
+    torch.save(
+        {
+            "layout": LAYOUT,
+            "fingerprint": fingerprint(job),
+            "epoch": 1,
+            "step": 3,
+            "finished": [],
+            "live": unfit,
+            "rng": {},
+        },
+        saved,
+    )
+    checkpoint = StoredCheckpoint(resources.storage, "default", job_id)
+    checkpoint.save(saved)
+    run_job(resources, job_id)
+    status, error, events = job_state(resources.database, job_id)
+    assert status == "failed" and error["code"] == "checkpoint_unusable"
+    assert "ValueError: zip()" in error["message"]  # the learners' states, one short
+    assert error["message"].endswith("submit the job again to train it from the start")
+    assert events[-1].startswith("Job failed (checkpoint_unusable)")
+    assert not checkpoint.fetch(tmp_path / "fetched.pt")

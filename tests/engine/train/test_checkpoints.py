@@ -1,6 +1,7 @@
 """A job whose worker dies resumes from its checkpoint and ends with the very student, metrics (all but
 the latencies, which a clock measures) and series of a job that was never interrupted, whatever the
-method and wherever it was killed."""
+method and wherever it was killed, and whatever layout an older version saved it in. A checkpoint it
+cannot use is either not used (another job's, unreadable) or fails the job (one that does not fit)."""
 
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from engine.pipeline import JobFiles, run_distillation
+from engine.plan.errors import JobFailed
 from engine.plan.specs import MLPSpec
-from engine.train.checkpoints import Checkpoints
+from engine.train.checkpoint_layouts import LAYOUT
+from engine.train.checkpoints import Checkpoints, fingerprint
 from tests.engine.factories import (
     FEATURES,
     NUM_CLASSES,
@@ -147,13 +150,27 @@ def test_a_kill_before_any_checkpoint_starts_over(make_job, blob_task, tmp_path)
     assert not any(message.startswith("Resumed") for _, message in reporter.events)
 
 
-def test_a_checkpoint_of_another_version_is_not_used(make_job, blob_task, tmp_path):
-    job = make_job(training={"epochs": 2})
-    store = FolderStore(tmp_path)
+def killed_checkpoint(
+    job, task, folder: Path, kill_at: int, every_seconds: float = 0.0
+) -> tuple[FolderStore, dict]:
+    """The store of an attempt killed as step `kill_at` opened, and its checkpoint."""
+    store = FolderStore(folder)
     with pytest.raises(WorkerKilled):
-        attempt(job, blob_task, tmp_path / "first", KilledAt(kill_at=20), store)
-    saved = torch.load(store.file, weights_only=True)
-    torch.save(saved | {"fingerprint": "another version"}, store.file)
+        attempt(job, task, folder / "killed", KilledAt(kill_at=kill_at), store, every_seconds)
+    return store, torch.load(store.file, weights_only=True)
+
+
+ANOTHER_VERSION = {
+    "another fingerprint": lambda job: {"fingerprint": "another version"},
+    "a newer layout": lambda job: {"layout": LAYOUT + 1, "fingerprint": fingerprint(job, LAYOUT + 1)},
+}
+
+
+@pytest.mark.parametrize("changes", ANOTHER_VERSION.values(), ids=ANOTHER_VERSION.keys())
+def test_a_checkpoint_of_another_version_is_not_used(make_job, blob_task, tmp_path, changes):
+    job = make_job(training={"epochs": 2})
+    store, saved = killed_checkpoint(job, blob_task, tmp_path, 20)
+    torch.save(saved | changes(job), store.file)
     reporter = RecordingReporter()
     attempt(job, blob_task, tmp_path / "second", reporter, store)
     assert reporter.rewinds == [0]
@@ -161,6 +178,92 @@ def test_a_checkpoint_of_another_version_is_not_used(make_job, blob_task, tmp_pa
         "warning",
         "The checkpoint was saved by another version of the service: training starts over.",
     ) in (reporter.events)
+
+
+def as_layout_1(run: dict | None) -> dict | None:
+    """A run's state as layout 1 kept it: its students, optimizers, schedulers, scalers and means in lists
+    side by side; its step; between epochs, the last epoch's batch count."""
+    if run is None:
+        return None
+    learners = run["learners"]
+    students = [{"model": learner["model"], "objective": learner["objective"]} for learner in learners]
+    if "generator" not in run:
+        return {"students": students, "series": run["series"]}
+    ended = run["order"] is None and run["epoch"] > 0
+    return {
+        "students": students,
+        "optimizers": [learner["optimizer"] for learner in learners],
+        "schedulers": [learner["scheduler"] for learner in learners],
+        "scalers": [learner["scaler"] for learner in learners],
+        "generator": run["generator"],
+        "epoch": run["epoch"],
+        "order": run["order"],
+        "batch": STEPS_PER_EPOCH if ended else run["batch"],
+        "step": run["epoch"] * STEPS_PER_EPOCH + run["batch"],
+        "means": [learner["means"] for learner in learners],
+        "series": run["series"],
+    }
+
+
+LAYOUT_1_JOBS = {
+    "born-again, killed in generation 2 (the first finished)": (
+        {"distillation": {"method": "born_again", "generations": 2}, "training": {"epochs": 2}},
+        2 * STEPS_PER_EPOCH + 5,
+        0.0,
+    ),
+    "auto T, killed as the student goes on from the trial it chose, saved only as each trial ended": (
+        {
+            "distillation": {
+                "temperature": "auto",
+                "search": {"temperatures": [1.0, 4.0], "budget_epochs": 2},
+            },
+            "training": {"epochs": 3, "precision": "fp16"},
+        },
+        4 * STEPS_PER_EPOCH + 3,
+        3600.0,
+    ),
+    "mutual learning, killed mid-epoch": (
+        {"distillation": {"method": "mutual"}, "training": {"epochs": 2}},
+        25,
+        0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "overrides, kill_at, every_seconds", LAYOUT_1_JOBS.values(), ids=LAYOUT_1_JOBS.keys()
+)
+def test_a_checkpoint_of_layout_1_is_upgraded_and_the_job_ends_as_if_never_interrupted(
+    make_job, blob_task, tmp_path, overrides, kill_at, every_seconds
+):
+    job = make_job(**overrides)
+    uninterrupted = attempt(job, blob_task, tmp_path / "uninterrupted", RecordingReporter())
+    store, saved = killed_checkpoint(job, blob_task, tmp_path / "killed", kill_at, every_seconds)
+    layout_1 = {name: saved[name] for name in ("epoch", "step", "rng")} | {
+        "fingerprint": fingerprint(job, layout=1),
+        "finished": [as_layout_1(run) for run in saved["finished"]],
+        "live": as_layout_1(saved["live"]),
+    }
+    torch.save(layout_1, store.file)
+    reporter = RecordingReporter()
+    resumed = attempt(job, blob_task, tmp_path / "resumed", reporter, store, every_seconds)
+    assert_same_job(resumed, uninterrupted)
+    assert reporter.rewinds == [saved["step"]]
+
+
+def test_a_checkpoint_that_does_not_fit_the_training_fails_the_job_saying_what_to_do(
+    make_job, blob_task, tmp_path
+):
+    job = make_job(training={"epochs": 2})
+    store, saved = killed_checkpoint(job, blob_task, tmp_path, 20)
+    learner = saved["live"]["learners"][0]
+    del learner["optimizer"]
+    torch.save(saved, store.file)
+    with pytest.raises(JobFailed) as failed:
+        attempt(job, blob_task, tmp_path / "second", RecordingReporter(), store)
+    assert failed.value.code == "checkpoint_unusable"
+    assert "KeyError: 'optimizer'" in failed.value.message
+    assert failed.value.message.endswith("submit the job again to train it from the start")
 
 
 def test_an_unreadable_checkpoint_starts_over_with_a_warning(make_job, blob_task, tmp_path):

@@ -28,7 +28,9 @@ from tests.engine.factories import RecordingReporter, series
 def test_successive_halving_plans_the_deepest_rungs_the_budget_allows(
     candidates, budget, epochs, first, plan
 ):
-    assert successive_halving(candidates, budget, epochs, first, 3) == [Rung(*rung) for rung in plan]
+    assert successive_halving(candidates, budget=budget, epochs=epochs, first=first, factor=3) == [
+        Rung(*rung) for rung in plan
+    ]
 
 
 @pytest.mark.parametrize(
@@ -45,7 +47,10 @@ def test_a_search_the_student_goes_on_from_does_not_pay_for_the_epochs_it_keeps(
     candidates, budget, epochs, plan
 ):
     rungs = [Rung(*rung) for rung in plan]
-    assert successive_halving(candidates, budget, epochs, 1, 3, continued=True) == rungs
+    assert (
+        successive_halving(candidates, budget=budget, epochs=epochs, first=1, factor=3, continued=True)
+        == rungs
+    )
 
 
 @pytest.mark.parametrize("continued", [False, True])
@@ -54,7 +59,7 @@ def test_a_search_the_student_goes_on_from_does_not_pay_for_the_epochs_it_keeps(
 def test_a_plan_never_spends_more_than_its_budget_and_each_rung_is_fewer_and_longer(
     candidates, budget, continued
 ):
-    plan = successive_halving(candidates, budget, 20, 1, 3, continued)
+    plan = successive_halving(candidates, budget=budget, epochs=20, first=1, factor=3, continued=continued)
     assert search_cost(plan, continued) <= budget
     assert all(later.trials < earlier.trials for earlier, later in pairwise(plan))
     assert all(later.epochs > earlier.epochs for earlier, later in pairwise(plan))
