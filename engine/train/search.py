@@ -1,4 +1,4 @@
-"""The `auto` search: trials that choose the values a job sets to `auto`, rung by rung as `search_plan`
+"""The `auto` search: trials that choose the values a job sets to `auto`, rung by rung as `search_space`
 plans them. Where the first rung cannot try every combination, TPE (Bergstra et al. 2011, Optuna's
 sampler, seeded by the job) draws its candidates, each guided by the results before it.
 
