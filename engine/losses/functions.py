@@ -136,22 +136,35 @@ def dist_loss(batch: ResponseBatch, weights: DISTWeights) -> Tensor:
     relations among the teacher's probabilities p = softmax(z / T) rather than their values,
 
         inter = 1 - mean over samples i of pearson(p_student[i, :], p_teacher[i, :])
-        intra = 1 - mean over classes c of pearson(p_student[:, c], p_teacher[:, c])
-        loss = (inter_weight * inter + intra_weight * intra) * T^2
+        intra = 1 - mean over classes c of pearson(p_student[:, c], p_teacher[:, c]): inter, transposed
+        loss = inter_weight * (T^2 * inter) + intra_weight * (T^2 * intra)
 
-    The teacher probabilities are the teachers' mixture.
+    as the authors' code (DIST_KD) computes it, epsilon included. The teacher probabilities are the
+    teachers' mixture.
     """
     student = batch.student_log_probabilities().exp()
     teacher = batch.teacher_log_probabilities().exp()
-    inter = 1 - pearson_correlation(student, teacher, dim=1).mean()
-    intra = 1 - pearson_correlation(student, teacher, dim=0).mean()
-    return (weights.inter_weight * inter + weights.intra_weight * intra) * batch.temperature**2
+    squared_temperature = batch.temperature**2
+    inter = squared_temperature * relation_loss(student, teacher)
+    intra = squared_temperature * relation_loss(student.T, teacher.T)
+    return weights.inter_weight * inter + weights.intra_weight * intra
 
 
-def pearson_correlation(a: Tensor, b: Tensor, dim: int) -> Tensor:
-    """Pearson's r between `a` and `b` along `dim`: the cosine of the centred vectors (0 where one is
-    constant)."""
-    return F.cosine_similarity(a - a.mean(dim=dim, keepdim=True), b - b.mean(dim=dim, keepdim=True), dim=dim)
+def relation_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """1 - the mean over rows of Pearson's r between the student's and the teacher's rows (DIST's
+    inter-class relation of samples' rows, its intra-class relation of the transposed classes' rows)."""
+    return 1 - pearson_correlation(student, teacher).mean()
+
+
+PEARSON_EPSILON = 1e-8  # added to the norms' product, as the authors' code adds it
+
+
+def pearson_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson's r between each row of `a` and of `b`: the centred rows' dot product over the product of
+    their norms plus 1e-8 (0 where one is constant). Not `F.cosine_similarity`, which bounds each norm
+    below instead: the two differ where the centred probabilities are tiny (peaked or near-uniform)."""
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + PEARSON_EPSILON)
 
 
 ResponseLoss = Callable[[ResponseBatch], Tensor]

@@ -213,6 +213,33 @@ def test_dist_is_one_minus_the_mean_row_and_column_correlations_by_hand():
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+def authors_dist(student_logits, teacher_logits, tau, beta, gamma):
+    """DIST as its authors' code (DIST_KD) computes it: the norms' product plus 1e-8, T^2 on each relation,
+    the intra-class relation as the inter-class one of the transposed probabilities."""
+
+    def inter_class_relation(y_s, y_t):
+        a, b = y_s - y_s.mean(1).unsqueeze(1), y_t - y_t.mean(1).unsqueeze(1)
+        return 1 - ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)).mean()
+
+    y_s, y_t = (student_logits / tau).softmax(dim=1), (teacher_logits / tau).softmax(dim=1)
+    inter_loss = tau**2 * inter_class_relation(y_s, y_t)
+    intra_loss = tau**2 * inter_class_relation(y_s.transpose(0, 1), y_t.transpose(0, 1))
+    return beta * inter_loss + gamma * intra_loss
+
+
+@pytest.mark.parametrize("scale", [1.0, 50.0, 1e-4], ids=["ordinary", "peaked", "near-uniform"])
+def test_dist_is_the_authors_formula_epsilon_included(scale):
+    """Peaked or near-uniform probabilities centre to tiny vectors, where the 1e-8 added to the norms'
+    product counts (cosine similarity's bound on each norm differs by a few percent there). In float64,
+    so that rounding probabilities near 1/classes does not swamp the epsilon."""
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = (torch.randn(8, 10, generator=generator, dtype=torch.float64) * scale for _ in "st")
+    expected = authors_dist(student, teacher, tau=2.0, beta=0.5, gamma=2.0).item()
+    batch = one_teacher(student, teacher, 2.0)
+    loss = dist_loss(batch, DISTWeights(inter_weight=0.5, intra_weight=2.0))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_logit_standardization_z_scores_the_logits_of_the_soft_loss_only():
     student, teacher = [1.0, 2.0, 3.0], [0.0, 0.0, 6.0]
     # both means are 2; the sample standard deviations sqrt((1 + 0 + 1) / 2) = 1 and sqrt((4 + 4 + 16) / 2)
