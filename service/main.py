@@ -13,7 +13,7 @@ from service.errors import install_error_handlers
 from service.kept_bodies import KeptBodies
 from service.key_check import KeyCheck
 from service.prometheus import RequestMetrics, make_registry
-from service.routes import dashboard, files, health, jobs, prometheus
+from service.routes import dashboard, files, health, index, jobs, prometheus
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,6 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(KeyCheck, resources=resources)  # a request without a key goes no further
     app.add_middleware(RequestMetrics, requests=requests)  # outermost: every answer is counted, 401s too
     install_error_handlers(app)
-    for module in (health, files, jobs, prometheus, dashboard):
+    for module in (index, health, files, jobs, prometheus, dashboard):
         app.include_router(module.router)
     return app

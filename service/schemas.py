@@ -254,3 +254,24 @@ class ReadyStatus(BaseModel):
     database: str
     broker: str
     storage: str = Field(description="`ok`, or what is wrong with the storage (a bucket missing or refused).")
+
+
+# Where things are (`GET /`)
+
+
+class ServiceLinks(BaseModel):
+    dashboard: str = Field(description="Pages for people: jobs, their progress and results (no key needed).")
+    docs: str = Field(description="This API's interactive documentation.")
+    openapi: str = Field(description="The OpenAPI document.")
+    files: str = Field(description="The `/v1` API's files: uploads (teachers, datasets, tokenizers).")
+    jobs: str = Field(description="The `/v1` API's distillation jobs.")
+    metrics: str = Field(description="Prometheus metrics; with auth on, for the operator's token only.")
+    healthz: str = Field(description="Liveness.")
+    readyz: str = Field(description="Readiness: the database, the broker and the storage.")
+
+
+class ServiceIndex(BaseModel):
+    object: Literal["index"] = "index"
+    name: str
+    version: str
+    links: ServiceLinks = Field(description="Paths on this server, for an API client to start from.")
