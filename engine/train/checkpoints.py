@@ -148,6 +148,8 @@ class JobCheckpoints:
         return self.saves and time.monotonic() - self._last_save >= self.settings.every_seconds
 
     def save(self, epoch: int, step: int, live: dict | None) -> None:
+        if not self.saves:
+            return
         state = {
             "layout": LAYOUT,
             "fingerprint": self.fingerprint,
