@@ -11,7 +11,6 @@ leaves it so; a message of the job delivered again finds it not queued (`worker.
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from core.models import Job
 from core.resources import Resources
 from engine.plan.errors import TIME_LIMIT_EXCEEDED
 from worker.ending import end_job
+from worker.repeating import repeating
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +66,19 @@ def watchdog(
 ) -> Iterator[None]:
     """Watch the job from a thread of its own while the block runs it; `end_process`: how the job's
     process is ended once the job was ended for it."""
-    stop = threading.Event()
     dog = Watchdog(deadline, resources.settings.stop_grace_seconds)
 
-    def watch() -> None:
-        while not stop.wait(WATCH_SECONDS):
-            try:
-                if _ended_overdue(resources, job, dog):
-                    end_process()
-                    return
-            except Exception:  # the database may be briefly away: look again
-                log.exception("watching job %s failed", job.id)
+    def watch() -> bool:
+        try:
+            if _ended_overdue(resources, job, dog):
+                end_process()
+                return True
+        except Exception:  # the database may be briefly away: look again
+            log.exception("watching job %s failed", job.id)
+        return False
 
-    thread = threading.Thread(target=watch, name=f"watchdog-{job.id}", daemon=True)
-    thread.start()
-    try:
+    with repeating(f"watchdog-{job.id}", WATCH_SECONDS, watch):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _ended_overdue(resources: Resources, job: Job, dog: Watchdog) -> bool:
