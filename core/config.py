@@ -95,6 +95,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Epochs of all of a job's runs together: trials, generations, each model of a cohort.",
     )
+    max_job_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0.0,
+        description="Wall-clock seconds a job may take from its worker's claim: the teachers' loading, the "
+        "teacher-output cache's pass, every `auto` trial and generation together (a request's "
+        "`training.max_seconds` may ask for less). Past it the job ends `failed` (`time_limit_exceeded`), "
+        "its checkpoint kept.",
+    )
+    stop_grace_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="After a cancel, or past a job's time bound, how long the training may take to stop "
+        "at a step boundary before its worker ends the job's process.",
+    )
     teacher_cache_max_bytes: int = Field(
         default=20 * 1024**3,
         ge=0,

@@ -1,6 +1,6 @@
 """What one job may ask of a worker, checked at submission from its specs alone (no tensor is built): the
-parameters of each model, the memory its training needs at the peak, and the epochs of all its runs and
-the training samples they pass through the students.
+parameters of each model, the memory its training needs at the peak, the epochs of all its runs and
+the training samples they pass through the students, and the wall-clock time it may take.
 Over a bound, a 422 names the field and the figures; the defaults follow the machine's memory.
 
 The figures are `engine.plan.sizes`'; a pt2 or onnx teacher, whose architecture is not declared, counts a
@@ -43,6 +43,13 @@ def check_bounds(
     teacher_counts = [parameters for _field, parameters in teacher_parameters]
     _check_memory(job, teacher_counts, dataset_bytes, settings.job_memory_limit)
     _check_compute(job, train_samples, settings.max_job_epochs, settings.max_job_sample_epochs)
+    _check_time(job, settings.max_job_seconds)
+
+
+def time_bound(job: EngineJob, settings: Settings) -> float:
+    """The wall-clock seconds the job may take from its claim: its own `training.max_seconds`, else the
+    server's."""
+    return job.training.max_seconds or settings.max_job_seconds
 
 
 def _teacher_parameters(job: EngineJob, teachers: list[TeacherFile]) -> list[tuple[str, int]]:
@@ -114,6 +121,17 @@ def _check_compute(job: EngineJob, train_samples: int | None, epoch_limit: int, 
             f"than this server runs for one job ({sample_limit:,}, DISTILL_MAX_JOB_SAMPLE_EPOCHS): {change}, "
             "or train on fewer samples.",
             param="training.epochs",
+        )
+
+
+def _check_time(job: EngineJob, limit: float) -> None:
+    asked = job.training.max_seconds
+    if asked is not None and asked > limit:
+        raise unprocessable(
+            "max_seconds_too_large",
+            f"training.max_seconds asks for {asked:,g} s, more than this server gives one job ({limit:,g} s, "
+            "DISTILL_MAX_JOB_SECONDS): ask for less, or leave it out to get that.",
+            param="training.max_seconds",
         )
 
 

@@ -55,13 +55,15 @@ def run_distillation(
     checkpoints: Checkpoints | None = None,
     teacher_cache: TeacherCacheStore | None = None,
     ranks: Ranks = ONE_PROCESS,
+    deadline: float | None = None,
 ) -> DistillResult | None:
     """Distill `job` from its `files` into `out_dir`, telling `reporter` how it goes. `checkpoints`: where
     and how often to save the training state, and the last attempt's to resume from (default: none saved).
     `teacher_cache`: where the teachers' outputs are kept for later jobs (default: for this job only).
     `ranks`: this process's place among those training the job together (see `engine.runtime.distributed`;
     each has an `out_dir` of its own); only rank 0 evaluates and exports the student, the others return
-    None."""
+    None. `deadline`: a `time.time()` past which training stops, saves its checkpoint and fails the job
+    `time_limit_exceeded` (default: none)."""
     started = time.perf_counter()
     device = torch.device("cpu")
     try:
@@ -75,7 +77,7 @@ def run_distillation(
         with ranks.main_first():
             setup = with_cached_outputs(setup)
         job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter, saves=ranks.main)
-        trained = train_students(setup, job, student, job_checkpoints, reporter)
+        trained = train_students(setup, job, student, job_checkpoints, reporter, deadline)
         return finish(setup, trained, out_dir, started, reporter) if ranks.main else None
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.

@@ -24,9 +24,11 @@ def distill_here(
     reporter: Reporter,
     stack: ExitStack,
     ranks: Ranks = ONE_PROCESS,
+    deadline: float,
 ) -> DistillResult | None:
-    """The job distilled from `files` (the files `file_ids`) into `out_dir`; rank 0's result, None on
-    the other ranks. The teacher cache's fetched folders stay until `stack` closes."""
+    """The job distilled from `files` (the files `file_ids`) into `out_dir`, stopping past `deadline` (a
+    `time.time()`); rank 0's result, None on the other ranks. The teacher cache's fetched folders stay
+    until `stack` closes."""
     settings = resources.settings
     checkpoints = Checkpoints(
         StoredCheckpoint(resources.storage, job.tenant_id, job.id), settings.checkpoint_seconds
@@ -40,4 +42,4 @@ def distill_here(
         file_ids=file_ids,
         stack=stack,
     )
-    return run_distillation(spec, files, out_dir, reporter, checkpoints, cache, ranks)
+    return run_distillation(spec, files, out_dir, reporter, checkpoints, cache, ranks, deadline)

@@ -28,26 +28,19 @@ from core.lifecycle import add_event
 from core.models import Job
 from core.resources import Resources
 from worker.memory_cgroup import memory_limit
+from worker.repeating import repeating
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
 def heartbeat(database: Database, job_id: str, interval: float) -> Iterator[None]:
-    stop = threading.Event()
-
     def beat() -> None:
-        while not stop.wait(interval):
-            with database.transaction() as session:
-                session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=time.time()))
+        with database.transaction() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=time.time()))
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
-    thread.start()
-    try:
+    with repeating(f"heartbeat-{job_id}", interval, beat):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def taken_from_queue(database: Database, job_id: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from core import lifecycle
 from core.checkpoint_store import StoredCheckpoint
 from core.gates import Gate, evaluate, summary
+from core.job_bounds import time_bound
 from core.job_request import JobCreate, engine_job
 from core.lifecycle import add_event
 from core.media_types import media_type
@@ -23,13 +24,15 @@ from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
 from engine.pipeline import DistillResult, JobFiles
-from engine.plan.errors import JobCancelled, JobFailed
+from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobCancelled, JobFailed
 from engine.runtime.devices import resolve_device
+from worker.ending import end_job
 from worker.engine_run import distill_here
 from worker.liveness import heartbeat, training_process_lost
 from worker.ranks.parent import TrainingProcessLost, distill_on_ranks
 from worker.ranks.protocol import Launch
 from worker.reporter import DatabaseReporter
+from worker.watchdog import watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +43,32 @@ def run_job(resources: Resources, job_id: str) -> None:
         log.info("job %s is not queued any more; skipping", job_id)
         return
     reporter = DatabaseReporter.for_job(resources, job)
+    claimed = time.time()
     try:
+        request = JobCreate.model_validate(job.request)
+        deadline = claimed + time_bound(engine_job(request), resources.settings)
         with (
             heartbeat(resources.database, job.id, resources.settings.heartbeat_seconds),
+            watchdog(resources, job, deadline),
             tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as out_dir,
         ):
-            request = JobCreate.model_validate(job.request)
-            result = _distill(resources, job, request, Path(out_dir), reporter)
+            result = _distill(resources, job, request, Path(out_dir), reporter, deadline)
             if reporter.should_stop():
                 raise JobCancelled
             _finish(resources, job, request.gates, result)
     except JobCancelled:
-        _end(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
+        end_job(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
     except TrainingProcessLost as lost:  # as when the process running a one-device job dies
         training_process_lost(resources, job.id, lost.how, lost.out_of_memory)
     except JobFailed as exc:
         error = {"code": exc.code, "message": exc.message}
-        _end(resources, job, lifecycle.FAIL, f"Job failed ({exc.code}): {exc.message}", error)
+        message = f"Job failed ({exc.code}): {exc.message}"
+        keep = exc.code == TIME_LIMIT_EXCEEDED  # for a resubmission under a larger bound
+        end_job(resources, job, lifecycle.FAIL, message, error=error, keep_checkpoint=keep)
     except Exception as exc:  # never leave a job `running`: any surprise ends it `failed`, with the reason
         log.exception("job %s crashed", job.id)
         message = f"Unexpected error in the worker: {type(exc).__name__}: {exc}"
-        _end(resources, job, lifecycle.FAIL, message, {"code": "internal_error", "message": message})
+        end_job(resources, job, lifecycle.FAIL, message, error={"code": "internal_error", "message": message})
 
 
 def _claim(resources: Resources, job_id: str) -> Job | None:
@@ -82,9 +90,15 @@ def _claim(resources: Resources, job_id: str) -> Job | None:
 
 
 def _distill(
-    resources: Resources, job: Job, request: JobCreate, out_dir: Path, reporter: DatabaseReporter
+    resources: Resources,
+    job: Job,
+    request: JobCreate,
+    out_dir: Path,
+    reporter: DatabaseReporter,
+    deadline: float,
 ) -> DistillResult:
-    """The job distilled in this process, or on its `training.devices` (`worker.ranks`)."""
+    """The job distilled in this process, or on its `training.devices` (`worker.ranks`), stopping at a
+    step boundary past `deadline`."""
     stored = _stored_files(resources, job)
     spec = engine_job(request)
     with ExitStack() as stack:
@@ -111,9 +125,12 @@ def _distill(
                 out_dir=out_dir,
                 reporter=reporter,
                 stack=stack,
+                deadline=deadline,
             )
         resolve_device(spec.training.device, devices)  # before starting a process per device
-        launch = Launch(settings=resources.settings, job_id=job.id, files=files, file_ids=list(stored))
+        launch = Launch(
+            settings=resources.settings, job_id=job.id, files=files, file_ids=list(stored), deadline=deadline
+        )
         return distill_on_ranks(launch, devices=devices, out_dir=out_dir)
 
 
@@ -185,14 +202,3 @@ def _with_gates(gates: list[Gate], metrics: dict) -> tuple[dict, list[dict]]:
     """The metrics with the request's gates evaluated on them (`metrics.gates`), and those results."""
     verdicts = evaluate(gates, metrics)
     return ({**metrics, "gates": verdicts} if verdicts else metrics), verdicts
-
-
-def _end(
-    resources: Resources, job: Job, transition: lifecycle.Transition, message: str, error: dict | None = None
-) -> None:
-    with resources.database.transaction() as session:
-        ended = lifecycle.move(session, job.id, transition, attempt=job.attempts, error=error)
-        if ended:
-            add_event(session, job.pk, message, "error" if transition is lifecycle.FAIL else "info")
-    if ended:  # else a later attempt owns the job now, and its checkpoint
-        StoredCheckpoint(resources.storage, job.tenant_id, job.id).delete()

@@ -1,5 +1,7 @@
 """Failures a user can act on. `code` is stable (the API returns it), `message` says what to do."""
 
+TIME_LIMIT_EXCEEDED = "time_limit_exceeded"  # the code of a job that ran past its time bound
+
 
 class JobFailed(Exception):
     """`param`: the field of the HTTP job request the error is about, as a dotted path

@@ -391,6 +391,14 @@ class TrainingConfig(Spec):
         description="Compile the student with torch.compile: faster steps after a compilation of tens of "
         "seconds; where it fails, an event says why and the student trains without it.",
     )
+    max_seconds: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Wall-clock seconds the job may take once a worker picks it up: the teachers' loading, "
+        "the teacher-output cache's pass, every `auto` trial and generation together. Past it the job "
+        "ends `failed` (`time_limit_exceeded`), its events say the step it reached, and its checkpoint "
+        "is kept. At most the server's `DISTILL_MAX_JOB_SECONDS` (default: that).",
+    )
 
 
 # `safetensors` holds weights only, the job declares the architecture; `pt2` and `onnx` hold programs.

@@ -148,6 +148,8 @@ class JobCheckpoints:
         return self.saves and time.monotonic() - self._last_save >= self.settings.every_seconds
 
     def save(self, epoch: int, step: int, live: dict | None) -> None:
+        if not self.saves:
+            return
         state = {
             "layout": LAYOUT,
             "fingerprint": self.fingerprint,
@@ -187,8 +189,10 @@ class QuietWhileReplaying:
 
 
 def fingerprint(job: EngineJob, layout: int = LAYOUT) -> str:
-    """What a checkpoint of `layout` for this job holds, to tell it from another job's."""
-    return hashlib.sha256(f"{layout}:{job.model_dump_json()}".encode()).hexdigest()
+    """What a checkpoint of `layout` for this job holds, to tell it from another job's. The job's time
+    bound is not part of it: the same job under a larger bound goes on from it."""
+    trained = job.model_dump_json(exclude={"training": {"max_seconds"}})
+    return hashlib.sha256(f"{layout}:{trained}".encode()).hexdigest()
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """The training loop: one or several students (a cohort) against the frozen teachers, epoch by epoch."""
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 from engine.data.augment import augment
 from engine.evaluate import classification_metrics, predict
 from engine.losses.functions import ResponseBatch, TeacherOutputs, kl_loss, scheduled_temperature
-from engine.plan.errors import JobCancelled, JobFailed
+from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobCancelled, JobFailed
 from engine.plan.specs import DistillationConfig, EngineJob, TrainingConfig
 from engine.preparation import Setup
 from engine.reporting import Reporter
@@ -158,7 +159,8 @@ class Run:
 class Clock:
     """The job's one clock: counts its steps and epochs across all its training runs (trials, peers,
     generations), for progress, and moves the run in progress on with them. At every step it checks for
-    cancellation and saves a checkpoint when one is due.
+    cancellation and for the job's `deadline` (a `time.time()`; None: none), and saves a checkpoint when
+    one is due, or when the deadline stops the job.
 
     It starts where the last attempt's checkpoint left off, if there is one, and has the reporter forget
     what that attempt reported after it.
@@ -171,9 +173,10 @@ class Clock:
         steps_per_epoch: int,
         checkpoints: JobCheckpoints,
         ranks: Ranks = ONE_PROCESS,
+        deadline: float | None = None,
     ):
         self.reporter, self.epochs, self.total_steps = reporter, epochs, epochs * steps_per_epoch
-        self.checkpoints, self.ranks = checkpoints, ranks
+        self.checkpoints, self.ranks, self.deadline = checkpoints, ranks, deadline
         self.run: Run | None = None
         restored = checkpoints.restored
         self.epoch, self.step = (0, 0) if restored is None else (restored.epoch, restored.step)  # begun
@@ -198,8 +201,16 @@ class Clock:
         """A step of the run begins: the job's next."""
         if self.ranks.any(self.reporter.should_stop()):
             raise JobCancelled(f"stopped at step {self.step} of {self.total_steps}")
-        if self.checkpoints.due():
+        out_of_time = self.deadline is not None and self.ranks.any(time.time() >= self.deadline)
+        if out_of_time or self.checkpoints.due():
             self.checkpoints.save(self.epoch, self.step, self.run.state_dict())
+        if out_of_time:
+            raise JobFailed(
+                TIME_LIMIT_EXCEEDED,
+                f"the job ran past its time bound (training.max_seconds, at most DISTILL_MAX_JOB_SECONDS) at "
+                f"step {self.step} of {self.total_steps} (epoch {self.epoch} of {self.epochs}); what it had "
+                "trained is kept as its checkpoint",
+            )
         self.run.batch += 1
         self.step += 1
         self.reporter.progress(self.epoch, self.epochs, self.step, self.total_steps)

@@ -41,11 +41,18 @@ class Trained:
 
 
 def train_students(
-    setup: Setup, job: EngineJob, student: Student, checkpoints: JobCheckpoints, reporter: Reporter
+    setup: Setup,
+    job: EngineJob,
+    student: Student,
+    checkpoints: JobCheckpoints,
+    reporter: Reporter,
+    deadline: float | None = None,
 ) -> Trained:
     """The students the job's method trains, after the trials of an `auto` search; a resumed job replays
-    what its last attempt finished (quietly) and continues from its checkpoint."""
-    clock = Clock(reporter, planned_epochs(job), steps_per_epoch(setup, job), checkpoints, setup.ranks)
+    what its last attempt finished (quietly) and continues from its checkpoint. Past `deadline` (see
+    `Clock`) the job fails `time_limit_exceeded`."""
+    epochs, epoch_steps = planned_epochs(job), steps_per_epoch(setup, job)
+    clock = Clock(reporter, epochs, epoch_steps, checkpoints, setup.ranks, deadline)
     training_reporter = QuietWhileReplaying(reporter, checkpoints)
     distill = METHODS[job.distillation.method]
     if not searched(job):

@@ -111,7 +111,20 @@ def test_a_pt2_teacher_counts_a_parameter_for_every_four_bytes(tmp_path):
         assert f"{pt2['bytes'] // 4:,} parameters" in message
 
 
+def test_a_time_bound_above_the_servers_is_refused_and_one_at_it_accepted(tmp_path):
+    settings = make_settings(tmp_path, max_job_seconds=600)
+    with client_for(create_app(settings)) as client:
+        teacher = upload_ok(client, safetensors_teacher(), "teacher", "teacher.safetensors")
+        dataset = upload_ok(client, dataset_bytes(), "dataset", "train.npz")
+        request = job_request(teacher["id"], dataset["id"], training={"max_seconds": 601})
+        message = refused(client, request, "training.max_seconds", "max_seconds_too_large")
+        assert "601 s" in message and "600 s" in message and "DISTILL_MAX_JOB_SECONDS" in message
+        request["training"]["max_seconds"] = 600
+        assert client.post("/v1/jobs", json=request).status_code == 201
+
+
 def test_the_default_bounds_follow_the_machine():
     settings = Settings()
     assert settings.job_memory_limit > 0 and settings.model_parameter_limit == settings.job_memory_limit // 16
     assert settings.max_job_epochs == 10_000 and settings.max_job_sample_epochs == 10**9
+    assert settings.max_job_seconds == 24 * 3600

@@ -22,12 +22,14 @@ CANCELLED = "cancelled"  # a failure's code for JobCancelled
 @dataclass(frozen=True)
 class Launch:
     """What every rank needs to run its part of the job: the worker's settings (secrets included: the
-    job's folder is readable by this user alone), the job and its files, already local."""
+    job's folder is readable by this user alone), the job and its files, already local, and its deadline
+    (a `time.time()`)."""
 
     settings: Settings
     job_id: str
     files: JobFiles
     file_ids: list[str]
+    deadline: float
 
     def write(self, out_dir: Path) -> Path:
         values = {
@@ -35,6 +37,7 @@ class Launch:
             "job_id": self.job_id,
             "files": _files_values(self.files),
             "file_ids": self.file_ids,
+            "deadline": self.deadline,
         }
         path = out_dir / LAUNCH_FILE
         path.write_text(json.dumps(values))
@@ -48,6 +51,7 @@ class Launch:
             job_id=values["job_id"],
             files=_job_files(values["files"]),
             file_ids=values["file_ids"],
+            deadline=values["deadline"],
         )
 
 

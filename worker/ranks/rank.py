@@ -67,6 +67,7 @@ def distill_rank(launch: Launch, folder: Path) -> DistillResult | None:
             reporter=reporter,
             stack=stack,
             ranks=ranks,
+            deadline=launch.deadline,
         )
 
 

@@ -3,7 +3,9 @@ the latencies, which a clock measures) and series of a job that was never interr
 method and wherever it was killed, and whatever layout an older version saved it in. A checkpoint it
 cannot use is either not used (another job's, unreadable) or fails the job (one that does not fit)."""
 
+import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -28,10 +30,11 @@ CACHE_BATCHES = STEPS_PER_EPOCH + 2  # the teachers' one pass over the training 
 DROPOUT_STUDENT = MLPSpec(input_shape=[FEATURES], num_classes=NUM_CLASSES, hidden_sizes=[16], dropout=0.2)
 
 
-def attempt(job, task, folder: Path, reporter, store=None, every_seconds=0.0):
+def attempt(job, task, folder: Path, reporter, store=None, every_seconds=0.0, deadline=None):
     folder.mkdir(parents=True)
     files = JobFiles([task.teacher_path] * len(job.teachers), task.train_path)
-    return run_distillation(job, files, folder, reporter, Checkpoints(store, every_seconds))
+    checkpoints = Checkpoints(store, every_seconds)
+    return run_distillation(job, files, folder, reporter, checkpoints, deadline=deadline)
 
 
 def killed_then_finished(job, task, folder: Path, kills: list[int], every_seconds=0.0):
@@ -148,6 +151,28 @@ def test_a_kill_before_any_checkpoint_starts_over(make_job, blob_task, tmp_path)
     assert_same_job(resumed, uninterrupted)
     assert reporter.rewinds == [0] and store.saves == 1  # the last attempt's one run, at its end
     assert not any(message.startswith("Resumed") for _, message in reporter.events)
+
+
+def test_past_its_deadline_a_job_fails_saving_its_checkpoint_and_goes_on_from_it_under_a_larger_bound(
+    make_job, blob_task, tmp_path, monkeypatch
+):
+    job = make_job(training={"epochs": 2, "max_seconds": 10})
+    uninterrupted = attempt(job, blob_task, tmp_path / "uninterrupted", RecordingReporter())
+    seconds = itertools.count()  # a second a step
+    monkeypatch.setattr("engine.train.loop.time", SimpleNamespace(time=lambda: next(seconds)))
+    store = FolderStore(tmp_path / "store")
+    with pytest.raises(JobFailed) as failed:
+        attempt(job, blob_task, tmp_path / "bounded", RecordingReporter(), store, 3600, deadline=10)
+    assert failed.value.code == "time_limit_exceeded"
+    assert f"at step 10 of {2 * STEPS_PER_EPOCH} (epoch 1 of 2)" in failed.value.message
+    assert store.saves == 1  # none was due: the deadline saved it
+    monkeypatch.undo()
+
+    larger = job.model_copy(update={"training": job.training.model_copy(update={"max_seconds": 60})})
+    reporter = RecordingReporter()
+    resumed = attempt(larger, blob_task, tmp_path / "resumed", reporter, store, deadline=None)
+    assert_same_job(resumed, uninterrupted)
+    assert reporter.rewinds == [10]
 
 
 def killed_checkpoint(

@@ -14,6 +14,7 @@ def test_a_launch_reads_back_as_written(tmp_path):
         job_id="job_1",
         files=JobFiles(teachers=[teacher], train=train, digests={teacher: "ab" * 32}),
         file_ids=["file_1", "file_2"],
+        deadline=1_900_000_000.5,
     )
     read = Launch.read(written.write(tmp_path))
     assert read == written
