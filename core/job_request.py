@@ -97,6 +97,14 @@ class JobCreate(Spec):
         "with its artifacts; `distill` exits 4.",
     )
     name: str | None = Field(default=None, max_length=255)
+    resume_from: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The id of an earlier job of yours that ended `failed` with `time_limit_exceeded`: this "
+        "job goes on from the checkpoint it kept instead of from the start. The request must be that job's, "
+        "but for `training.max_seconds` (give it more), `gates`, `name` and `resume_from`; the checkpoint "
+        "passes to this job once it saves one of its own.",
+    )
 
     def teacher_refs(self) -> list[tuple[str, TeacherRef]]:
         """Each teacher with the request field it came from."""

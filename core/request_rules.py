@@ -13,12 +13,14 @@ from core.config import Settings
 from core.errors import RequestError, not_found, unprocessable
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
-from core.models import File
+from core.models import File, Job
 from engine.plan.design import derive_spec
-from engine.plan.errors import JobFailed
+from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobFailed
 from engine.plan.rules import check_job, initialising_teacher_architecture
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
+# What a job may change from the one it resumes from (`resume_from`): nothing it trains.
+NOT_TRAINED = {"name": True, "gates": True, "resume_from": True, "training": {"max_seconds"}}
 DATASET_FORMATS = {"transformer": ("npz", "jsonl")}  # by student family; every other family: npz
 
 
@@ -62,6 +64,52 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
         dataset_bytes=sum(file.bytes for file in datasets.values()),
     )
     return ResolvedJob(resolved, roles)
+
+
+def check_resumable(request: JobCreate, earlier: Job | None, *, checkpoint_kept: bool) -> None:
+    """A job that goes on from `earlier`'s checkpoint (`resume_from`): a job of the tenant's that ran
+    out of time and still keeps its checkpoint, with the same request but for what it does not train."""
+    if earlier is None:
+        raise not_found("job", request.resume_from, "resume_from")
+    code = (earlier.error or {}).get("code")
+    if code != TIME_LIMIT_EXCEEDED:
+        ended = f"{earlier.status} ({code})" if code else earlier.status
+        raise unprocessable(
+            "not_resumable",
+            f"Job {earlier.id} is {ended}: only a job that ran out of time (`time_limit_exceeded`) keeps a "
+            "checkpoint to go on from. Submit without `resume_from`.",
+            param="resume_from",
+        )
+    if not checkpoint_kept:
+        raise unprocessable(
+            "not_resumable",
+            f"Job {earlier.id} keeps no checkpoint: it saved none before its time ran out, or a job that "
+            "resumed from it has saved its own (resume from that one). Submit without `resume_from`.",
+            param="resume_from",
+        )
+    ours = request.model_dump(mode="json", exclude=NOT_TRAINED)
+    theirs = JobCreate.model_validate(earlier.request).model_dump(mode="json", exclude=NOT_TRAINED)
+    field = _first_difference(ours, theirs)
+    if field is not None:
+        raise unprocessable(
+            "not_resumable",
+            f"`{field}` differs from job {earlier.id}'s: a job goes on from another's checkpoint only with "
+            "the same request, but for `training.max_seconds`, `gates` and `name`.",
+            param=field,
+        )
+
+
+def _first_difference(ours: object, theirs: object, path: str = "") -> str | None:
+    """The dotted path of the first value that differs between two JSON values, or None."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        keys = [*ours, *(key for key in theirs if key not in ours)]
+        found = (_first_difference(ours.get(k), theirs.get(k), f"{path}{k}.") for k in keys)
+    elif isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        pairs = enumerate(zip(ours, theirs, strict=True))
+        found = (_first_difference(a, b, f"{path}{i}.") for i, (a, b) in pairs)
+    else:
+        return None if ours == theirs else path.rstrip(".")
+    return next((field for field in found if field is not None), None)
 
 
 def _check_gates(request: JobCreate) -> None:

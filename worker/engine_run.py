@@ -30,9 +30,8 @@ def distill_here(
     `time.time()`); rank 0's result, None on the other ranks. The teacher cache's fetched folders stay
     until `stack` closes."""
     settings = resources.settings
-    checkpoints = Checkpoints(
-        StoredCheckpoint(resources.storage, job.tenant_id, job.id), settings.checkpoint_seconds
-    )
+    store = StoredCheckpoint(resources.storage, job.tenant_id, job.id, resumes=job.request.get("resume_from"))
+    checkpoints = Checkpoints(store, settings.checkpoint_seconds)
     cache = StoredTeacherCache(
         resources.database,
         resources.storage,

@@ -12,7 +12,8 @@ from core.job_request import JobCreate
 from core.lifecycle import add_event
 from core.models import Artifact, File, Job, JobEvent, JobFile, JobMetric
 from core.queue import JobQueue
-from core.request_rules import ResolvedJob, resolve_job
+from core.request_rules import ResolvedJob, check_resumable, resolve_job
+from core.storage import Storage
 from service import idempotency, job_reads, tenant_quotas
 from service.deps import DatabaseDep, KeptBodiesDep, QueueDep, SettingsDep, StorageDep, TenantDep
 from service.downloads import DownloaderDep, StoredObject, download_route
@@ -45,7 +46,12 @@ KeyedPostDep = idempotency.keyed_post("POST /v1/jobs")
     responses={**ERRORS, 429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 def create_job(
-    body: JobCreate, database: DatabaseDep, settings: SettingsDep, queue: QueueDep, post: KeyedPostDep
+    body: JobCreate,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    storage: StorageDep,
+    post: KeyedPostDep,
 ):
     tenant_id = post.tenant_id
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
@@ -54,6 +60,8 @@ def create_job(
         if replayed is not None:
             return replayed
         resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
+        if body.resume_from is not None:
+            _check_resumable(session, storage, tenant_id, resolved.request)
         job = _new_job(tenant_id, resolved)
         session.add(job)
         session.flush()
@@ -76,6 +84,12 @@ def _new_job(tenant_id: str, resolved: ResolvedJob) -> Job:
         progress=Progress(epochs=request.training.epochs).model_dump(),
         files=[JobFile(file_id=file_id, role=role) for file_id, role in resolved.file_roles.items()],
     )
+
+
+def _check_resumable(session: Session, storage: Storage, tenant_id: str, request: JobCreate) -> None:
+    earlier = session.scalar(owned_by(Job, tenant_id).where(Job.id == request.resume_from))
+    kept = earlier is not None and StoredCheckpoint(storage, tenant_id, earlier.id).kept()
+    check_resumable(request, earlier, checkpoint_kept=kept)
 
 
 def _owned_file(session: Session, tenant_id: str, file_id: str) -> File | None:

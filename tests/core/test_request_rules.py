@@ -6,8 +6,8 @@ import pytest
 from core.config import Settings
 from core.errors import RequestError
 from core.job_request import JobCreate, engine_job
-from core.models import File
-from core.request_rules import resolve_job
+from core.models import File, Job
+from core.request_rules import check_resumable, resolve_job
 from tests.service.helpers import job_request, mlp_spec
 
 FILES = {
@@ -70,3 +70,67 @@ def test_pt2_teachers_follow_the_policy():
     with pytest.raises(RequestError) as refused:
         resolve(request, allow_pt2="off")
     assert (refused.value.code, refused.value.param) == ("pt2_not_allowed", "teacher.format")
+
+
+def timed_out(request: JobCreate, code: str | None = "time_limit_exceeded") -> Job:
+    error = None if code is None else {"code": code, "message": "..."}
+    status = "succeeded" if code is None else "failed"
+    return Job(id="job-earlier", status=status, error=error, request=request.model_dump(mode="json"))
+
+
+def timed_out_request() -> JobCreate:
+    training = {"epochs": 3, "max_seconds": 5}
+    return resolve(job_request("file-teacher", "file-train", training=training)).request
+
+
+def resumed(earlier: JobCreate, **changes) -> JobCreate:
+    return JobCreate.model_validate(
+        earlier.model_dump(mode="json") | changes | {"resume_from": "job-earlier"}
+    )
+
+
+def test_a_job_goes_on_from_a_timed_out_one_with_more_time_other_gates_and_name():
+    earlier = resolve(
+        job_request("file-teacher", "file-train", training={"epochs": 3, "max_seconds": 5})
+    ).request
+    again = resumed(
+        earlier,
+        name="longer",
+        gates=[{"metric": "student.accuracy", "op": ">=", "value": 0.5}],
+        training=earlier.training.model_dump() | {"max_seconds": 50},
+    )
+    check_resumable(again, timed_out(earlier), checkpoint_kept=True)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "param", "words"),
+    [
+        ("no such job", 404, "resume_from", "No job with id 'job-earlier'"),
+        ("succeeded", 422, "resume_from", "is succeeded: only a job that ran out of time"),
+        ("failed otherwise", 422, "resume_from", "is failed (loss_diverged)"),
+        ("no checkpoint", 422, "resume_from", "keeps no checkpoint"),
+        ("other epochs", 422, "training.epochs", "`training.epochs` differs from job job-earlier's"),
+        ("other teacher", 422, "teacher.file_id", "`teacher.file_id` differs"),
+    ],
+)
+def test_a_job_that_cannot_go_on_from_another_is_refused_naming_the_field(case, status, param, words):
+    earlier = resolve(
+        job_request("file-teacher", "file-train", training={"epochs": 3, "max_seconds": 5})
+    ).request
+    again, found, kept = resumed(earlier), timed_out(earlier), True
+    if case == "no such job":
+        found = None
+    elif case == "succeeded":
+        found = timed_out(earlier, code=None)
+    elif case == "failed otherwise":
+        found = timed_out(earlier, code="loss_diverged")
+    elif case == "no checkpoint":
+        kept = False
+    elif case == "other epochs":
+        again = resumed(earlier, training=earlier.training.model_dump() | {"epochs": 4})
+    else:
+        again = resumed(earlier, teacher=earlier.teacher.model_dump() | {"file_id": "file-pt2"})
+    with pytest.raises(RequestError) as refused:
+        check_resumable(again, found, checkpoint_kept=kept)
+    assert (refused.value.status, refused.value.param) == (status, param)
+    assert words in refused.value.message

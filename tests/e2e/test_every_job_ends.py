@@ -1,8 +1,9 @@
 """No job holds a worker forever: a cancelled job whose teacher never returns ends `cancelled` within
 seconds, its process ended by the worker, which then runs the next job; a job past its time bound ends
-`failed` (`time_limit_exceeded`) saying how far it got, its checkpoint kept. On the embedded backends
-and on the scaled-out ones."""
+`failed` (`time_limit_exceeded`) saying how far it got, its checkpoint kept, and a job resubmitted with
+`resume_from` goes on from it. On the embedded backends and on the scaled-out ones."""
 
+import re
 import time
 from pathlib import Path
 
@@ -106,7 +107,11 @@ def test_a_teacher_that_never_returns_is_cancelled_within_seconds_and_the_next_j
     assert stack.processes["worker"].poll() is None
 
 
-def test_a_job_past_its_time_bound_fails_saying_how_far_it_got_and_keeps_its_checkpoint(stack, task):
+def checkpoints(stack: ServiceStack, job_id: str) -> list[Path]:
+    return list(stack.home.glob(f"storage/jobs/*/{job_id}/checkpoint.pt"))
+
+
+def test_a_job_past_its_time_bound_fails_saying_how_far_it_got_and_a_resubmission_goes_on(stack, task):
     teacher = stack.client.upload(task.teacher, "teacher")["id"]
     train = stack.client.upload(task.train, "dataset")["id"]
     training = {"epochs": 2_000, "batch_size": 16, "max_seconds": 6}
@@ -118,4 +123,13 @@ def test_a_job_past_its_time_bound_fails_saying_how_far_it_got_and_keeps_its_che
     assert 0 < step < total
     assert f"of {total} (epoch" in job["error"]["message"]
     assert f"Job failed (time_limit_exceeded): {job['error']['message']}" in events(stack, job_id)
-    assert list(stack.home.glob(f"storage/jobs/*/{job_id}/checkpoint.pt"))  # for a larger bound to go on
+    assert checkpoints(stack, job_id)  # for a larger bound to go on
+
+    again = job_request(teacher, train, training=training | {"max_seconds": 8}) | {"resume_from": job_id}
+    resumed_id = stack.client.submit(again)["id"]
+    resumed = stack.client.wait_for_job(resumed_id, timeout=60)
+    assert resumed["error"]["code"] == "time_limit_exceeded", stack.logs()
+    found = (re.match(r"Resumed from the checkpoint at step (\d+) of", m) for m in events(stack, resumed_id))
+    resumed_at = next(int(match[1]) for match in found if match)
+    assert 0 < resumed_at < resumed["progress"]["step"]
+    assert checkpoints(stack, resumed_id) and not checkpoints(stack, job_id)  # the resubmission took it over

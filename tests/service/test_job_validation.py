@@ -172,6 +172,15 @@ def test_unknown_validation_file(client, teacher_file, dataset_file):
     assert_error(client.post("/v1/jobs", json=request), 404, "dataset.validation_file_id", "not_found")
 
 
+def test_resuming_from_an_unknown_or_unfinished_job_is_refused(client, teacher_file, dataset_file):
+    request = job_request(teacher_file["id"], dataset_file["id"]) | {"resume_from": "job-nope"}
+    assert_error(client.post("/v1/jobs", json=request), 404, "resume_from", "not_found")
+    queued = client.post("/v1/jobs", json=job_request(teacher_file["id"], dataset_file["id"])).json()
+    response = client.post("/v1/jobs", json=request | {"resume_from": queued["id"]})
+    error = assert_error(response, 422, "resume_from", "not_resumable")
+    assert f"Job {queued['id']} is queued" in error["message"]
+
+
 def test_deleted_file_is_unknown(client, teacher_file):
     dataset = upload_ok(client, dataset_bytes(), "dataset")
     assert client.delete(f"/v1/files/{dataset['id']}").status_code == 200

@@ -39,6 +39,20 @@ def test_a_checkpoint_is_fetched_as_saved(checkpointed_job, tmp_path):
     assert not checkpointed_job.fetch(tmp_path / "again.pt")
 
 
+def test_a_resuming_job_fetches_the_earlier_checkpoint_until_its_first_save_takes_it_over(
+    resources, queued_job, checkpointed_job, tmp_path
+):
+    resuming = StoredCheckpoint(resources.storage, "default", "job-resuming", resumes=queued_job["id"])
+    assert resuming.fetch(tmp_path / "fetched.pt")
+    assert (tmp_path / "fetched.pt").read_bytes() == b"training state"
+
+    (tmp_path / "own.pt").write_bytes(b"further on")
+    resuming.save(tmp_path / "own.pt")
+    assert not checkpointed_job.kept() and resuming.kept()
+    assert resuming.fetch(tmp_path / "again.pt")
+    assert (tmp_path / "again.pt").read_bytes() == b"further on"
+
+
 def test_cancelling_a_requeued_job_deletes_its_checkpoint(client, queued_job, checkpointed_job, tmp_path):
     assert client.post(f"/v1/jobs/{queued_job['id']}/cancel").json()["status"] == "cancelled"
     assert not checkpointed_job.fetch(tmp_path / "fetched.pt")
