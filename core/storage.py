@@ -5,13 +5,17 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK_BYTES = 1024 * 1024
+HASH_GROUP_BYTES = 1024 * 1024
+HASH_GROUPS_WAITING = 2
 
 
 class TooLarge(Exception):
@@ -66,22 +70,50 @@ def read_chunks(stream: BinaryIO, start: int = 0, length: int | None = None) -> 
 
 
 class HashedChunks:
-    """The chunks as they pass, counted and hashed; raises TooLarge past `max_bytes`."""
+    """The chunks as they pass, counted, and hashed on a thread of their own while the caller stores
+    them (hashlib lets go of the GIL on large buffers); raises TooLarge past `max_bytes`. The chunks
+    must not change once passed on (bytes, or views of bytes)."""
 
     def __init__(self, chunks: Iterable[bytes], max_bytes: int | None):
         self.chunks, self.max_bytes = chunks, max_bytes
         self.size, self.digest = 0, hashlib.sha256()
+        self._group: list[bytes] = []  # handed to the thread together: one hand-over per HASH_GROUP_BYTES
+        self._group_bytes = 0
+        self._hashing: deque[Future] = deque()
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.chunks:
-            self.size += len(chunk)
-            if self.max_bytes is not None and self.size > self.max_bytes:
-                raise TooLarge(self.max_bytes)
-            self.digest.update(chunk)
-            yield chunk
+        with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+            for chunk in self.chunks:
+                self.size += len(chunk)
+                if self.max_bytes is not None and self.size > self.max_bytes:
+                    raise TooLarge(self.max_bytes)
+                self._add(hasher, chunk)
+                yield chunk
+            self._hand_over(hasher)
+            self._wait_for_hashing(groups_left=0)
+
+    def _add(self, hasher: ThreadPoolExecutor, chunk: bytes) -> None:
+        self._group.append(chunk)
+        self._group_bytes += len(chunk)
+        if self._group_bytes >= HASH_GROUP_BYTES:
+            self._hand_over(hasher)
+        self._wait_for_hashing(groups_left=HASH_GROUPS_WAITING)  # the chunks waiting are held
+
+    def _hand_over(self, hasher: ThreadPoolExecutor) -> None:
+        group, self._group, self._group_bytes = self._group, [], 0
+        self._hashing.append(hasher.submit(_update, self.digest, group))
+
+    def _wait_for_hashing(self, *, groups_left: int) -> None:
+        while len(self._hashing) > groups_left:
+            self._hashing.popleft().result()
 
     def stored(self) -> StoredObject:
         return StoredObject(bytes=self.size, sha256=self.digest.hexdigest())
+
+
+def _update(digest: "hashlib._Hash", chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
 
 
 class LocalStorage:

@@ -1,10 +1,12 @@
-"""Streamed downloads of stored objects with `ETag` (the sha256), `Range` and `If-None-Match`; with
-DISTILL_S3_PRESIGN, a redirect to the bucket instead."""
+"""Downloads of stored objects with `ETag` (the sha256), `Range` and `If-None-Match`: a local file
+sent as a file (`FileSpanResponse`), a bucket's object streamed, or with DISTILL_S3_PRESIGN a redirect
+to the bucket."""
 
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, BinaryIO
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from core.storage import Storage, read_chunks
 from service.deps import SettingsDep, StorageDep
 from service.errors import STORAGE_UNAVAILABLE, ErrorBody, error_response
+from service.file_span import FileSpanResponse
 from service.head_routes import add_head_route
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -119,8 +122,13 @@ class Downloader:
         if self.request.method == "HEAD":  # the headers a GET would get, without reading the object
             return Response(status_code=status, media_type=media_type, headers=headers)
 
-        # Opened before the answer starts: a storage that fails is still a 503.
+        # Opened before the answer starts: a storage that fails is still a 503, and a file replaced
+        # meanwhile still sends the bytes its ETag names.
         stream = self.storage.open(stored.key)
+        if _on_local_disk(stream):
+            return FileSpanResponse(
+                stream, start=start, length=length, status_code=status, media_type=media_type, headers=headers
+            )
 
         def body():
             with stream:
@@ -146,6 +154,15 @@ def download_route(router: APIRouter, path: str, errors: dict) -> Callable[[Call
         return endpoint
 
     return declare
+
+
+def _on_local_disk(stream: BinaryIO) -> bool:
+    """Whether the stream reads a file of this machine (a `LocalStorage` object's), not a bucket's."""
+    try:
+        stream.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return False
+    return True
 
 
 def _single_byte_range(header: str | None) -> bool:
