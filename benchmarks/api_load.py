@@ -210,9 +210,9 @@ def side_by_side(result: dict) -> None:
     columns = [*BACKENDS, "postgres / embedded"]
     cells = {(figure.read, figure.measure, figure.backend): figure for figure in figures(result)}
     rows = dict.fromkeys((read, measure) for read, measure, _ in cells)
-    print(f"\nAt {AT} connections{'':<28}" + "".join(f"{BACKENDS.get(c, c):>22}" for c in columns))
+    print(f"\nAt {AT} connections{'':<33}" + "".join(f"{BACKENDS.get(c, c):>22}" for c in columns))
     for read, measure in rows:
-        line = f"  GET {READS[read]:<20} {measure:<10} {_goal(cells, read, measure):<9}"
+        line = f"  GET {READS[read]:<20} {measure:<15} {_goal(cells, read, measure):<9}"
         print(line + "".join(f"{_cell(cells.get((read, measure, column))):>22}" for column in columns))
 
 
