@@ -6,7 +6,8 @@ after inserting the jobs straight into the database (`benchmarks/stored_jobs.py`
 app, and nowhere else, it adds two routes answering what the API answered for `name`, behind the same
 middleware: `GET /plain/{name}`, a plain FastAPI route returning the body as a dict (the yardstick of the
 goals), and `GET /bare/{name}`, the bytes themselves (what any route costs at least). `wrk` measures
-each at 1 and 64 connections, one right after the other; a table of both backends side by side ends.
+each at 1 and 64 connections, one right after the other, and each backend's in turn (both servers run
+throughout); a table of both backends side by side ends.
 
     .venv/bin/python -m benchmarks.api_load [--seconds 5] [--jobs 10000] [--backends embedded postgres]
         [--endpoints job jobs-20 jobs-100 files-100]
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -159,25 +161,47 @@ def _settle(client: httpx.Client) -> None:
         quick = quick + 1 if time.perf_counter() - started < 0.01 else 0
 
 
-def measure(client: httpx.Client, paths: dict[str, str], seconds: int, script: Path) -> dict:
-    """Each endpoint and its yardsticks at each of CONNECTIONS, one right after the other."""
-    result = {}
-    for name, path in paths.items():
-        wrk(client, path, 8, 1, script)  # warm-up
+@dataclass(frozen=True)
+class Server:
+    """An API server of the benchmark on one backend, and the reads measured on it."""
+
+    name: str  # the backend's, for people
+    client: httpx.Client
+    paths: dict[str, str]  # by name
+    sizes: dict[str, int]  # of each path's body, by name
+    script: Path  # wrk's report
+
+
+def measure(servers: dict[str, Server], seconds: int) -> dict:
+    """Each endpoint and its yardsticks at each of CONNECTIONS, on each backend's server in turn, one
+    right after the other, so that a change of the machine's load falls on all of them alike."""
+    result = {backend: {} for backend in servers}
+    for name in READS:
+        on = {backend: server for backend, server in servers.items() if name in server.paths}
+        for server in on.values():
+            wrk(server.client, server.paths[name], 8, 1, server.script)  # warm-up
         for connections in CONNECTIONS:
-            runs = {"api": wrk(client, path, connections, seconds, script)}
-            for yardstick in YARDSTICKS:
-                runs[yardstick] = wrk(client, f"/{yardstick}/{name}", connections, seconds, script)
-            rate = runs["api"]["requests_per_second"]
-            over_plain = round(rate / runs["plain"]["requests_per_second"], 2)
-            ratio = round(rate / runs["bare"]["requests_per_second"], 2)
-            result.setdefault(name, {})[str(connections)] = runs | {"over_plain": over_plain, "ratio": ratio}
-            print(
-                f"  {path:<40} {connections:>2} conn: {_figures(runs['api'])} | plain "
-                f"{_figures(runs['plain'])} | bare {_figures(runs['bare'])} | / plain {over_plain:.2f}",
-                flush=True,
-            )
+            for backend, server in on.items():
+                runs = measure_one(server, name, connections, seconds)
+                result[backend].setdefault(name, {})[str(connections)] = runs
     return result
+
+
+def measure_one(server: Server, name: str, connections: int, seconds: int) -> dict:
+    """A read and its yardsticks, with the read's ratios to them."""
+    path, client, script = server.paths[name], server.client, server.script
+    runs = {"api": wrk(client, path, connections, seconds, script)}
+    for yardstick in YARDSTICKS:
+        runs[yardstick] = wrk(client, f"/{yardstick}/{name}", connections, seconds, script)
+    rate = runs["api"]["requests_per_second"]
+    over_plain = round(rate / runs["plain"]["requests_per_second"], 2)
+    ratio = round(rate / runs["bare"]["requests_per_second"], 2)
+    print(
+        f"  {server.name:<10} {path[:32]:<32} {connections:>2} conn: {_figures(runs['api'])} | plain "
+        f"{_figures(runs['plain'])} | bare {_figures(runs['bare'])} | / plain {over_plain:.2f}",
+        flush=True,
+    )
+    return runs | {"over_plain": over_plain, "ratio": ratio}
 
 
 def _figures(run: dict) -> str:
@@ -187,7 +211,9 @@ def _figures(run: dict) -> str:
     return f"{rate:>7.0f} req/s p50 {p50:>6.2f} ms p99 {p99:>6.2f} ms"
 
 
-def run_backend(backend: str, jobs: int, seconds: int, names: list[str]) -> dict:
+@contextmanager
+def stored_jobs_server(backend: str, jobs: int, names: list[str]) -> Iterator[Server]:
+    """The API server on a fresh database of `backend` holding `jobs` jobs, the reads `names` on it."""
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         home = Path(folder)
         database_url = stack.enter_context(postgres_database()) if backend == "postgres" else None
@@ -199,10 +225,10 @@ def run_backend(backend: str, jobs: int, seconds: int, names: list[str]) -> dict
         client = stack.enter_context(api_server(home, database_url))
         paths = {name: path for name, path in endpoints(client).items() if name in names}
         copy_bodies(client, paths, home)
+        sizes = {name: (home / f"{name}.json").stat().st_size for name in paths}
         script = home / "report.lua"
         script.write_text(WRK_REPORT)
-        sizes = {name: (home / f"{name}.json").stat().st_size for name in paths}
-        return {"paths": paths, "bytes": sizes, **measure(client, paths, seconds, script)}
+        yield Server(BACKENDS[backend], client, paths, sizes, script)
 
 
 def side_by_side(result: dict) -> None:
@@ -239,8 +265,13 @@ def main() -> None:
         parser.error("--url: the yardsticks must live in the API's own process; this benchmark starts it")
     result = {"benchmark": "api_load", "machine": machine(), "jobs": args.jobs, "seconds": args.seconds}
     result["goal"] = GOAL
-    for backend in args.backends:
-        result[backend] = run_backend(backend, args.jobs, args.seconds, args.endpoints)
+    with ExitStack() as stack:
+        servers = {
+            backend: stack.enter_context(stored_jobs_server(backend, args.jobs, args.endpoints))
+            for backend in args.backends
+        }
+        for backend, reads in measure(servers, args.seconds).items():
+            result[backend] = {"paths": servers[backend].paths, "bytes": servers[backend].sizes, **reads}
     side_by_side(result)
     write_result(args.out, result)
 
