@@ -81,7 +81,8 @@ bench-soak: $(STAMP)
 bench-pickup: $(STAMP)
 	$(BIN)/python -m benchmarks.pickup
 
-# The job and list reads with 10,000 stored jobs against a bare route, under wrk at 1 and 64 connections: ~3 minutes.
+# The job and list reads with 10,000 stored jobs on SQLite and PostgreSQL against a plain FastAPI route, under wrk
+# at 1 and 64 connections: ~6 minutes.
 bench-api: $(STAMP)
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk >/dev/null 2>&1 \
 		|| { $(AS_ROOT) apt-get update -qq && $(APT_INSTALL) wrk >/dev/null 2>&1; } \

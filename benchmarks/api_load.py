@@ -1,14 +1,15 @@
 """The API under load: requests per second and latency of the status and list reads with 10,000 stored
-jobs, against a bare route of the same server returning the same bytes.
+jobs, on SQLite (the embedded default) and on PostgreSQL, against their goals (`benchmarks/api_goals.py`).
 
-The benchmark starts uvicorn itself (as `distill api` does: same app, same settings) on the embedded
-default (SQLite; PostgreSQL too with `--backends embedded postgres`), after inserting the jobs straight
-into the database (`benchmarks/stored_jobs.py`). Into that server's app, and nowhere else, it adds
-`GET /bare/{name}`: an `async` route answering the bytes the API answered for `name`, behind the same
-middleware, so the two differ only in what the API's route does. `wrk` measures each at 1 and 64
-connections, one right after the other.
+The benchmark starts uvicorn itself (as `distill api` does: same app, same settings) on each backend,
+after inserting the jobs straight into the database (`benchmarks/stored_jobs.py`). Into that server's
+app, and nowhere else, it adds two routes answering what the API answered for `name`, behind the same
+middleware: `GET /plain/{name}`, a plain FastAPI route returning the body as a dict (the yardstick of the
+goals), and `GET /bare/{name}`, the bytes themselves (what any route costs at least). `wrk` measures
+each at 1 and 64 connections, one right after the other, and each backend's in turn (both servers run
+throughout); a table of both backends side by side ends.
 
-    .venv/bin/python -m benchmarks.api_load [--seconds 10] [--jobs 10000] [--backends embedded postgres]
+    .venv/bin/python -m benchmarks.api_load [--seconds 5] [--jobs 10000] [--backends embedded postgres]
         [--endpoints job jobs-20 jobs-100 files-100]
 """
 
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +30,7 @@ import httpx
 import uvicorn
 from fastapi import APIRouter, Response
 
+from benchmarks.api_goals import AT, BACKENDS, GOAL, READS, figures
 from benchmarks.common import ROOT, argument_parser, machine, write_result
 from benchmarks.stored_jobs import insert_jobs
 from core.db import Database
@@ -36,9 +39,8 @@ from service.main import create_app
 from tests.servers import postgres_database
 from tests.stack import free_port
 
-CONNECTIONS = (1, 64)
-ENDPOINTS = ["job", "jobs-20", "jobs-100", "files-100"]
-GOAL = {"ratio_to_bare": 0.5, "p99_ms_at_64": 50}
+CONNECTIONS = (1, int(AT))
+YARDSTICKS = ("plain", "bare")
 # wrk's summary as one JSON line (its own report is for people); latencies in microseconds.
 WRK_REPORT = """
 done = function(summary, latency, requests)
@@ -54,22 +56,28 @@ end
 # --- the server: the API's app plus the bare route, in one process ------------------------------
 
 
-def bare_router(bodies: Path) -> APIRouter:
-    """`GET /bare/{name}`: the bytes in `bodies/name.json`, read once; nothing else."""
-    router = APIRouter(prefix="/bare")
-    body = cache(lambda name: (bodies / f"{name}.json").read_bytes())
+def yardsticks(bodies: Path) -> APIRouter:
+    """`GET /plain/{name}`: the body in `bodies/name.json` as a dict, read once, which FastAPI encodes at
+    each request; `GET /bare/{name}`: its bytes. Nothing else."""
+    router = APIRouter()
+    encoded = cache(lambda name: (bodies / f"{name}.json").read_bytes())
+    decoded = cache(lambda name: json.loads(encoded(name)))
 
-    @router.get("/{name}")
+    @router.get("/plain/{name}")
+    async def plain(name: str) -> dict:
+        return decoded(name)
+
+    @router.get("/bare/{name}")
     async def bare(name: str) -> Response:
-        return Response(body(name), media_type="application/json")
+        return Response(encoded(name), media_type="application/json")
 
     return router
 
 
 def serve(port: int, bodies: Path) -> None:
-    """What `distill api` runs (settings from the environment), with the bare route added."""
+    """What `distill api` runs (settings from the environment), with the yardsticks added."""
     app = create_app()
-    app.include_router(bare_router(bodies))
+    app.include_router(yardsticks(bodies))
     uvicorn.run(app, host="127.0.0.1", port=port, proxy_headers=True)
 
 
@@ -111,18 +119,18 @@ def endpoints(client: httpx.Client) -> dict[str, str]:
     """The reads measured, by name: a succeeded job (metrics, artifacts, gates), the jobs list at 20 and
     100 a page, the files list."""
     newest = client.get("/v1/jobs", params={"status": "succeeded", "limit": 1}).json()["data"]
-    return {"job": f"/v1/jobs/{newest[0]['id']}", "jobs-20": "/v1/jobs?limit=20",
-            "jobs-100": "/v1/jobs?limit=100", "files-100": "/v1/files?limit=100"}  # fmt: skip
+    return {name: path.replace("{id}", newest[0]["id"]) for name, path in READS.items()}
 
 
 def copy_bodies(client: httpx.Client, paths: dict[str, str], bodies: Path) -> None:
-    """What the API answers on each path, for the bare route to answer the same."""
+    """What the API answers on each path, for the yardsticks to answer the same."""
     for name, path in paths.items():
         response = client.get(path)
         response.raise_for_status()
         (bodies / f"{name}.json").write_bytes(response.content)
-        bare = client.get(f"/bare/{name}")
+        bare, plain = client.get(f"/bare/{name}"), client.get(f"/plain/{name}")
         assert bare.content == response.content and bare.headers["content-type"] == "application/json"
+        assert plain.json() == response.json() and plain.headers["content-type"] == "application/json"
 
 
 def wrk(client: httpx.Client, path: str, connections: int, seconds: int, script: Path) -> dict:
@@ -153,19 +161,47 @@ def _settle(client: httpx.Client) -> None:
         quick = quick + 1 if time.perf_counter() - started < 0.01 else 0
 
 
-def measure(client: httpx.Client, paths: dict[str, str], seconds: int, script: Path) -> dict:
-    """Each endpoint and its bare twin at each of CONNECTIONS, one right after the other."""
-    result = {}
-    for name, path in paths.items():
-        wrk(client, path, 8, 1, script)  # warm-up
+@dataclass(frozen=True)
+class Server:
+    """An API server of the benchmark on one backend, and the reads measured on it."""
+
+    name: str  # the backend's, for people
+    client: httpx.Client
+    paths: dict[str, str]  # by name
+    sizes: dict[str, int]  # of each path's body, by name
+    script: Path  # wrk's report
+
+
+def measure(servers: dict[str, Server], seconds: int) -> dict:
+    """Each endpoint and its yardsticks at each of CONNECTIONS, on each backend's server in turn, one
+    right after the other, so that a change of the machine's load falls on all of them alike."""
+    result = {backend: {} for backend in servers}
+    for name in READS:
+        on = {backend: server for backend, server in servers.items() if name in server.paths}
+        for server in on.values():
+            wrk(server.client, server.paths[name], 8, 1, server.script)  # warm-up
         for connections in CONNECTIONS:
-            api = wrk(client, path, connections, seconds, script)
-            bare = wrk(client, f"/bare/{name}", connections, seconds, script)
-            ratio = round(api["requests_per_second"] / bare["requests_per_second"], 2)
-            result.setdefault(name, {})[str(connections)] = {"api": api, "bare": bare, "ratio": ratio}
-            print(f"  {path:<40} {connections:>2} conn: {_figures(api)} | bare {_figures(bare)} | "
-                  f"ratio {ratio:.2f}", flush=True)  # fmt: skip
+            for backend, server in on.items():
+                runs = measure_one(server, name, connections, seconds)
+                result[backend].setdefault(name, {})[str(connections)] = runs
     return result
+
+
+def measure_one(server: Server, name: str, connections: int, seconds: int) -> dict:
+    """A read and its yardsticks, with the read's ratios to them."""
+    path, client, script = server.paths[name], server.client, server.script
+    runs = {"api": wrk(client, path, connections, seconds, script)}
+    for yardstick in YARDSTICKS:
+        runs[yardstick] = wrk(client, f"/{yardstick}/{name}", connections, seconds, script)
+    rate = runs["api"]["requests_per_second"]
+    over_plain = round(rate / runs["plain"]["requests_per_second"], 2)
+    ratio = round(rate / runs["bare"]["requests_per_second"], 2)
+    print(
+        f"  {server.name:<10} {path[:32]:<32} {connections:>2} conn: {_figures(runs['api'])} | plain "
+        f"{_figures(runs['plain'])} | bare {_figures(runs['bare'])} | / plain {over_plain:.2f}",
+        flush=True,
+    )
+    return runs | {"over_plain": over_plain, "ratio": ratio}
 
 
 def _figures(run: dict) -> str:
@@ -175,7 +211,9 @@ def _figures(run: dict) -> str:
     return f"{rate:>7.0f} req/s p50 {p50:>6.2f} ms p99 {p99:>6.2f} ms"
 
 
-def run_backend(backend: str, jobs: int, seconds: int, names: list[str]) -> dict:
+@contextmanager
+def stored_jobs_server(backend: str, jobs: int, names: list[str]) -> Iterator[Server]:
+    """The API server on a fresh database of `backend` holding `jobs` jobs, the reads `names` on it."""
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         home = Path(folder)
         database_url = stack.enter_context(postgres_database()) if backend == "postgres" else None
@@ -187,29 +225,54 @@ def run_backend(backend: str, jobs: int, seconds: int, names: list[str]) -> dict
         client = stack.enter_context(api_server(home, database_url))
         paths = {name: path for name, path in endpoints(client).items() if name in names}
         copy_bodies(client, paths, home)
+        sizes = {name: (home / f"{name}.json").stat().st_size for name in paths}
         script = home / "report.lua"
         script.write_text(WRK_REPORT)
-        return {"paths": paths, "bytes": {name: (home / f"{name}.json").stat().st_size for name in paths},
-                **measure(client, paths, seconds, script)}  # fmt: skip
+        yield Server(BACKENDS[backend], client, paths, sizes, script)
+
+
+def side_by_side(result: dict) -> None:
+    """The goals' figures at AT connections, a column per backend."""
+    columns = [*BACKENDS, "postgres / embedded"]
+    cells = {(figure.read, figure.measure, figure.backend): figure for figure in figures(result)}
+    rows = dict.fromkeys((read, measure) for read, measure, _ in cells)
+    print(f"\nAt {AT} connections{'':<33}" + "".join(f"{BACKENDS.get(c, c):>22}" for c in columns))
+    for read, measure in rows:
+        line = f"  GET {READS[read]:<20} {measure:<15} {_goal(cells, read, measure):<9}"
+        print(line + "".join(f"{_cell(cells.get((read, measure, column))):>22}" for column in columns))
+
+
+def _goal(cells: dict, read: str, measure: str) -> str:
+    return next(figure.goal_text for (r, m, _), figure in cells.items() if (r, m) == (read, measure))
+
+
+def _cell(figure) -> str:
+    return "" if figure is None else f"{figure.measured:g}x {'met' if figure.met else 'MISSED'}"
 
 
 def main() -> None:
     parser = argument_parser(__doc__, "api_load")
-    parser.add_argument("--seconds", type=int, default=10, help="each wrk run's length")
+    parser.add_argument("--seconds", type=int, default=5, help="each wrk run's length")
     parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--backends", nargs="+", choices=["embedded", "postgres"], default=["embedded"])
-    parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=ENDPOINTS)
+    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS))
+    parser.add_argument("--endpoints", nargs="+", choices=list(READS), default=list(READS))
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.bodies)
     if args.url:
-        parser.error("--url: the bare route must live in the API's own process; this benchmark starts it")
-    result = {"benchmark": "api_load", "machine": machine(), "jobs": args.jobs, "seconds": args.seconds,
-              "goal": GOAL}  # fmt: skip
-    for backend in args.backends:
-        result[backend] = run_backend(backend, args.jobs, args.seconds, args.endpoints)
+        parser.error("--url: the yardsticks must live in the API's own process; this benchmark starts it")
+    result = {"benchmark": "api_load", "machine": machine(), "jobs": args.jobs, "seconds": args.seconds}
+    result["goal"] = GOAL
+    with ExitStack() as stack:
+        servers = {
+            backend: stack.enter_context(stored_jobs_server(backend, args.jobs, args.endpoints))
+            for backend in args.backends
+        }
+        for backend, reads in measure(servers, args.seconds).items():
+            result[backend] = {"paths": servers[backend].paths, "bytes": servers[backend].sizes, **reads}
+    side_by_side(result)
     write_result(args.out, result)
 
 

@@ -7,10 +7,8 @@ measure them side by side (`epoch_cost`, `api_load`, `transfer`, `pickup`): one 
 
 import json
 
+from benchmarks import api_goals
 from benchmarks.common import RESULTS, write_result
-
-READS = {"job": "/v1/jobs/{id}", "jobs-20": "/v1/jobs?limit=20", "jobs-100": "/v1/jobs?limit=100",
-         "files-100": "/v1/files?limit=100"}  # fmt: skip
 
 
 def read(name: str) -> dict:
@@ -57,20 +55,8 @@ def rows() -> list[dict]:
             ratios["http_second_over_first"],
             True,
         )
-    for backend, reads in {
-        k: v for k, v in read("api_load").items() if k in ("embedded", "postgres")
-    }.items():
-        for endpoint, path in READS.items():
-            for connections, run in reads.get(endpoint, {}).items():
-                add(
-                    f"{backend} GET {path} at {connections} connection(s) / bare FastAPI",
-                    ">= 0.5x",
-                    run["ratio"],
-                    run["ratio"] >= 0.5,
-                )
-                if connections == "64":
-                    p99 = run["api"]["p99_ms"]
-                    add(f"{backend} GET {path} p99 at 64 connections", "< 50 ms", p99, p99 < 50, " ms")
+    for figure in api_goals.figures(read("api_load")):
+        add(figure.name, figure.goal_text, figure.measured, figure.met)
     if transfer := read("transfer"):
         rss_goal = transfer["goal_rss_growth_mib"]
         for direction in ("download", "upload"):

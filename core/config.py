@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         description="Threads a process runs blocking work on (the API's routes, database reads); its "
         "database pool holds as many connections, so no thread waits for one.",
     )
+    reads_on_loop: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Where the API's job and file reads run: on its event loop (`on`), which saves a hop "
+        "to a thread and back per read but holds the loop for the database's round trip, or on its "
+        "threads (`off`). `auto`: on the loop for SQLite and a database server on this machine (loopback, "
+        "Unix socket), on the threads for one across a network.",
+    )
     task_queue: str = "gpu"
     progress_interval_seconds: float = Field(
         default=1.0, ge=0.0, description="Least time between progress writes."

@@ -22,7 +22,11 @@ class Resources:
     def from_settings(cls, settings: Settings) -> "Resources":
         return cls(
             settings=settings,
-            database=Database(settings.resolved_database_url, connections=settings.threads),
+            database=Database(
+                settings.resolved_database_url,
+                connections=settings.threads,
+                reads_on_loop=settings.reads_on_loop,
+            ),
             storage=make_storage(settings.resolved_storage_url),
             queue=JobQueue(settings),
         )

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from core.models import Artifact, Job
+from service import file_reads
+from service.kept_bodies import KeptBodies
 from service.schemas import FileObject, JobMetrics, JobObject, Page
 from tests.service.helpers import job_request
 
@@ -138,3 +140,10 @@ def test_a_deleted_file_is_read_no_more(client, dataset_file):
     assert client.get(f"/v1/files/{dataset_file['id']}").status_code == 404
     listed = client.get("/v1/files", params={"limit": 100}).json()["data"]
     assert dataset_file["id"] not in {file["id"] for file in listed}
+
+
+def test_a_file_deleted_after_its_id_was_read_is_left_out(resources, dataset_file):
+    """A page reads its files' ids, then the bodies it has not kept: a file deleted in between is gone."""
+    with resources.database.reader.connect() as connection:
+        bodies = file_reads.file_bodies(connection, ["file-deleted", dataset_file["id"]], KeptBodies())
+    assert [json.loads(body) for body in bodies] == [dataset_file]
