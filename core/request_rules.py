@@ -49,6 +49,7 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     datasets = _dataset_files(request, find_file, roles)
     resolved = _with_teachers(request, teachers)
     resolved = resolved.model_copy(update={"student": _designed_student(resolved)})
+    resolved = _with_time_bound(resolved, settings)
     _check_dataset_formats(resolved, {role: file.format for role, file in datasets.items()})
     _check_gates(resolved)
     job = engine_job(resolved)
@@ -110,6 +111,14 @@ def _first_difference(ours: object, theirs: object, path: str = "") -> str | Non
     else:
         return None if ours == theirs else path.rstrip(".")
     return next((field for field in found if field is not None), None)
+
+
+def _with_time_bound(request: JobCreate, settings: Settings) -> JobCreate:
+    """The server's bound where the request sets none, so that the stored job says what it may take."""
+    if request.training.max_seconds is not None:
+        return request
+    training = request.training.model_copy(update={"max_seconds": settings.max_job_seconds})
+    return request.model_copy(update={"training": training})
 
 
 def _check_gates(request: JobCreate) -> None:

@@ -36,6 +36,7 @@ TRAINING_DEFAULTS = {
     "augmentation": {"shift": 0, "flip": False},
     "precision": "auto",
     "compile": False,
+    "max_seconds": 86_400.0,  # DISTILL_MAX_JOB_SECONDS
 }
 
 
