@@ -70,13 +70,13 @@ class Ranks:
         dist.all_reduce(values)
         return values / self.size
 
-    def any(self, flag: bool) -> bool:
-        """Whether `flag` holds on any rank: all of them then act on it together."""
+    def largest(self, value: int) -> int:
+        """The largest of the ranks' `value`s: all of them then act on it together."""
         if self.size == 1:
-            return flag
-        value = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+            return value
+        values = torch.tensor([float(value)], device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return int(values.item())
 
     @contextmanager
     def main_first(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 import math
 import time
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import torch
 from torch import Tensor, nn
@@ -156,6 +157,14 @@ class Run:
         self.series = list(state["series"])
 
 
+class Halt(IntEnum):
+    """Why a step does not begin; the ranks take the largest of theirs, so a cancel comes first."""
+
+    NONE = 0
+    TIME_LIMIT = 1
+    CANCEL = 2
+
+
 class Clock:
     """The job's one clock: counts its steps and epochs across all its training runs (trials, peers,
     generations), for progress, and moves the run in progress on with them. At every step it checks for
@@ -199,12 +208,12 @@ class Clock:
 
     def tick(self) -> None:
         """A step of the run begins: the job's next."""
-        if self.ranks.any(self.reporter.should_stop()):
+        halt = Halt(self.ranks.largest(self._halt_here()))  # one all-reduce a step, over several ranks
+        if halt is Halt.CANCEL:
             raise JobCancelled(f"stopped at step {self.step} of {self.total_steps}")
-        out_of_time = self.deadline is not None and self.ranks.any(time.time() >= self.deadline)
-        if out_of_time or self.checkpoints.due():
+        if halt is Halt.TIME_LIMIT or self.checkpoints.due():
             self.checkpoints.save(self.epoch, self.step, self.run.state_dict())
-        if out_of_time:
+        if halt is Halt.TIME_LIMIT:
             raise JobFailed(
                 TIME_LIMIT_EXCEEDED,
                 f"the job ran past its time bound (training.max_seconds, at most DISTILL_MAX_JOB_SECONDS) at "
@@ -214,6 +223,13 @@ class Clock:
         self.run.batch += 1
         self.step += 1
         self.reporter.progress(self.epoch, self.epochs, self.step, self.total_steps)
+
+    def _halt_here(self) -> Halt:
+        if self.reporter.should_stop():
+            return Halt.CANCEL
+        if self.deadline is not None and time.time() >= self.deadline:
+            return Halt.TIME_LIMIT
+        return Halt.NONE
 
     def end_epoch(self) -> None:
         self.run.end_epoch()
