@@ -6,6 +6,20 @@ from core.checkpoint_store import StoredCheckpoint
 from core.lifecycle import add_event
 from core.models import Job
 from core.resources import Resources
+from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobFailed
+
+
+def end_failed(resources: Resources, job: Job, failure: JobFailed) -> bool:
+    """`end_job` with the failure's code and message; a job out of time keeps its checkpoint, for a job
+    that resumes from it (`resume_from`)."""
+    return end_job(
+        resources,
+        job,
+        lifecycle.FAIL,
+        f"Job failed ({failure.code}): {failure.message}",
+        error={"code": failure.code, "message": failure.message},
+        keep_checkpoint=failure.code == TIME_LIMIT_EXCEEDED,
+    )
 
 
 def end_job(

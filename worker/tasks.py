@@ -24,9 +24,9 @@ from core.models import Artifact, File, Job, JobFile, now
 from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
 from engine.pipeline import DistillResult, JobFiles
-from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobCancelled, JobFailed
+from engine.plan.errors import JobCancelled, JobFailed
 from engine.runtime.devices import resolve_device
-from worker.ending import end_job
+from worker.ending import end_failed, end_job
 from worker.engine_run import distill_here
 from worker.liveness import heartbeat, training_process_lost
 from worker.ranks.parent import TrainingProcessLost, distill_on_ranks
@@ -60,11 +60,8 @@ def run_job(resources: Resources, job_id: str) -> None:
         end_job(resources, job, lifecycle.CANCEL, "Job cancelled; no student was saved.")
     except TrainingProcessLost as lost:  # as when the process running a one-device job dies
         training_process_lost(resources, job.id, lost.how, lost.out_of_memory)
-    except JobFailed as exc:
-        error = {"code": exc.code, "message": exc.message}
-        message = f"Job failed ({exc.code}): {exc.message}"
-        keep = exc.code == TIME_LIMIT_EXCEEDED  # for a resubmission under a larger bound
-        end_job(resources, job, lifecycle.FAIL, message, error=error, keep_checkpoint=keep)
+    except JobFailed as failure:
+        end_failed(resources, job, failure)
     except Exception as exc:  # never leave a job `running`: any surprise ends it `failed`, with the reason
         log.exception("job %s crashed", job.id)
         message = f"Unexpected error in the worker: {type(exc).__name__}: {exc}"

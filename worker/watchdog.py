@@ -22,8 +22,8 @@ from sqlalchemy import select
 from core import lifecycle
 from core.models import Job
 from core.resources import Resources
-from engine.plan.errors import TIME_LIMIT_EXCEEDED
-from worker.ending import end_job
+from engine.plan.errors import time_limit_exceeded
+from worker.ending import end_failed, end_job
 from worker.repeating import repeating
 
 log = logging.getLogger(__name__)
@@ -96,13 +96,7 @@ def _ended_overdue(resources: Resources, job: Job, dog: Watchdog) -> bool:
     )
     if overdue is Overdue.CANCEL:
         return end_job(resources, job, lifecycle.CANCEL, f"Job cancelled: {stuck}; no student was saved.")
-    message = (
-        "the job ran past its time bound (training.max_seconds, at most DISTILL_MAX_JOB_SECONDS) and "
-        f"{stuck}; its last checkpoint is kept"
-    )
-    error = {"code": TIME_LIMIT_EXCEEDED, "message": message}
-    failed = f"Job failed ({TIME_LIMIT_EXCEEDED}): {message}"
-    return end_job(resources, job, lifecycle.FAIL, failed, error=error, keep_checkpoint=True)
+    return end_failed(resources, job, time_limit_exceeded(f"and {stuck}; its last checkpoint is kept"))
 
 
 def _how_far(progress: dict | None) -> str:

@@ -14,5 +14,13 @@ class JobFailed(Exception):
         self.param = param
 
 
+def time_limit_exceeded(how_far: str) -> JobFailed:
+    """A job past its time bound; `how_far`: where it got to and what became of what it trained."""
+    return JobFailed(
+        TIME_LIMIT_EXCEEDED,
+        f"the job ran past its time bound (training.max_seconds, at most DISTILL_MAX_JOB_SECONDS) {how_far}",
+    )
+
+
 class JobCancelled(Exception):
     """Raised inside the training loop when the job was asked to stop."""

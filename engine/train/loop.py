@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from engine.data.augment import augment
 from engine.evaluate import classification_metrics, predict
 from engine.losses.functions import ResponseBatch, TeacherOutputs, kl_loss, scheduled_temperature
-from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobCancelled, JobFailed
+from engine.plan.errors import JobCancelled, JobFailed, time_limit_exceeded
 from engine.plan.specs import DistillationConfig, EngineJob, TrainingConfig
 from engine.preparation import Setup
 from engine.reporting import Reporter
@@ -214,11 +214,9 @@ class Clock:
         if halt is Halt.TIME_LIMIT or self.checkpoints.due():
             self.checkpoints.save(self.epoch, self.step, self.run.state_dict())
         if halt is Halt.TIME_LIMIT:
-            raise JobFailed(
-                TIME_LIMIT_EXCEEDED,
-                f"the job ran past its time bound (training.max_seconds, at most DISTILL_MAX_JOB_SECONDS) at "
-                f"step {self.step} of {self.total_steps} (epoch {self.epoch} of {self.epochs}); what it had "
-                "trained is kept as its checkpoint",
+            raise time_limit_exceeded(
+                f"at step {self.step} of {self.total_steps} (epoch {self.epoch} of {self.epochs}); what it "
+                "had trained is kept as its checkpoint"
             )
         self.run.batch += 1
         self.step += 1
