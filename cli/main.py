@@ -12,7 +12,6 @@ failed, 2 bad usage, a refused request or no service at the URL, 3 cancelled, 4 
 waiting."""
 
 import functools
-import ipaddress
 import os
 import signal
 import subprocess
@@ -167,11 +166,9 @@ def _refuse_unusable_storage(resources) -> None:
 def _refuse_open_bind_without_auth(host: str, settings: "Settings") -> None:
     if settings.auth == "on" or settings.allow_unauthenticated_bind:
         return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    from core.hosts import is_loopback
+
+    if not is_loopback(host):
         sys.exit(
             f"distill: refusing to listen on {host} with DISTILL_AUTH=off; bind 127.0.0.1 or turn auth on."
         )

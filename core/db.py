@@ -1,12 +1,13 @@
 """A database: its engine and the sessions on it, made from a URL (SQLite, PostgreSQL)."""
 
-import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from core.hosts import is_loopback
 
 
 class Database:
@@ -21,7 +22,7 @@ class Database:
             reads_on_loop == "auto" and on_this_machine(self.engine.url)
         )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.reader = self._reader(url, connections)  # for reads (`service/reads.py`)
+        self.reader = self._reader(url)  # for reads (`service/reads.py`)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -29,7 +30,7 @@ class Database:
         with self.sessions() as session, session.begin():
             yield session
 
-    def _reader(self, url: str, connections: int) -> Engine:
+    def _reader(self, url: str) -> Engine:
         # On a server, each statement of a read its own transaction: at READ COMMITTED, PostgreSQL's
         # default, each statement of a transaction reads its own snapshot anyway, so nothing read changes,
         # and that saves the BEGIN and ROLLBACK round trips; and psycopg keeps its prepared statements,
@@ -49,12 +50,7 @@ class Database:
 def on_this_machine(url: URL) -> bool:
     """Whether the database is a file, or a server reached over loopback or a Unix socket."""
     host = url.host or url.query.get("host")
-    if url.get_backend_name() == "sqlite" or not host or host.startswith("/") or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name
-        return False
+    return url.get_backend_name() == "sqlite" or not host or host.startswith("/") or is_loopback(host)
 
 
 def make_engine(url: str, connections: int = 5) -> Engine:
