@@ -7,7 +7,7 @@ engine builds from. Every model forbids unknown fields: a typo is an error, not 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from engine.plan.hf_models import HFConfigRejected, HFTask, check_hf_config
 
 
 class Spec(BaseModel):
@@ -96,6 +98,67 @@ class TransformerSpec(ModelSpec):
     def _heads_divide_width(self) -> Self:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class HFSpec(ModelSpec):
+    """A classifier of the `transformers` library, built from its config: `model_type` and the fields of
+    its `config.json` (those left out take transformers' defaults).
+
+    A text `model_type` (`bert`, `roberta`, `distilbert`, ...) is an `AutoModelForSequenceClassification`
+    over token ids `[N, max_length]` (the tokenizer's padding id where there is no token); an image one
+    (`vit`, `resnet`, `mobilenet_v2`, ...) an `AutoModelForImageClassification` over images `[C, H, W]` with
+    values in [0, 1], which it normalises with its own `image_mean` and `image_std`. Its labels
+    (`num_labels`, `id2label`, `label2id`) are the teacher's.
+    """
+
+    family: Literal["hf"] = "hf"
+    config: dict[str, Any] = Field(
+        description="The model's config as `config.json` holds it, `model_type` included; "
+        "`trust_remote_code` is never used, so `auto_map` is refused."
+    )
+    num_classes: int = Field(ge=2, le=100_000, description="The head's labels: the config's `num_labels`.")
+    max_length: int | None = Field(
+        default=None, ge=1, le=8192, description="Text: the token ids per sample; longer text is truncated."
+    )
+    input_shape: list[PositiveInt] | None = Field(
+        default=None, min_length=3, max_length=3, description="Images: [channels, height, width]."
+    )
+    image_mean: list[float] | None = Field(
+        default=None, min_length=1, max_length=4, description="Images: the per-channel mean subtracted."
+    )
+    image_std: list[Annotated[float, Field(gt=0.0)]] | None = Field(
+        default=None, min_length=1, max_length=4, description="Images: the per-channel deviation divided by."
+    )
+    parameters: int | None = Field(
+        default=None, ge=0, description="Counted by the service from the config, on no real memory."
+    )
+    activation_floats: int | None = Field(
+        default=None, ge=0, description="Counted by the service: floats one sample's forward pass keeps."
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _buildable(cls, config: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_hf_config(config)
+        except HFConfigRejected as rejected:
+            raise ValueError(str(rejected)) from None
+        return config
+
+    @property
+    def task(self) -> HFTask:
+        return check_hf_config(self.config)
+
+    @property
+    def model_type(self) -> str:
+        return self.config["model_type"]
+
+    @model_validator(mode="after")
+    def _inputs_of_its_task(self) -> Self:
+        needed = "max_length" if self.task == "text" else "input_shape"
+        if getattr(self, needed) is None:
+            raise ValueError(f"a {self.task} model ({self.model_type}) needs {needed}")
         return self
 
 
@@ -402,7 +465,8 @@ class TrainingConfig(Spec):
 
 
 # `safetensors` holds weights only, the job declares the architecture; `pt2` and `onnx` hold programs.
-TeacherFormat = Literal["safetensors", "pt2", "onnx"]
+# `hf`: a `save_pretrained` folder of transformers, archived (.zip, .tar, .tar.gz), safetensors weights only.
+TeacherFormat = Literal["safetensors", "pt2", "onnx", "hf"]
 
 
 class TeacherSource(Spec):
