@@ -44,7 +44,15 @@ DATASET_HINT = (
 
 
 # What a damaged zip archive raises once `zipfile.is_zipfile` has let it through.
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+)
 
 # Hostile archives. `zipfile` reads the whole central directory into memory (some 10 objects per member),
 # so its size is checked first; ~100k members still fit, and a torch.export archive has one per tensor.
@@ -249,7 +257,7 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
             f"reads at most {MAX_NPZ_MEMBERS}."
         )
     for member in members:
-        if member.is_dir() or not member.filename.endswith(".npy"):
+        if not member.filename.endswith(".npy") or member.is_dir():  # is_dir fails on an empty name
             raise UploadRejected(
                 f"The .npz holds {member.filename!r}, which is not a .npy array (nested archives and other "
                 "files are not read): save the arrays with numpy.savez(path, x=..., y=...)."
