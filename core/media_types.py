@@ -3,6 +3,7 @@ artifact's name (`pt2` for `student.pt2`)."""
 
 MEDIA_TYPES = {
     "npz": "application/zip",
+    "parquet": "application/vnd.apache.parquet",
     "pt2": "application/zip",
     "json": "application/json",
     "md": "text/markdown; charset=utf-8",

@@ -41,8 +41,8 @@ class FileObject(BaseModel):
     sha256: str
     format: str = Field(
         description=(
-            "Detected on upload: `safetensors`, `onnx` or `pt2` (teachers), `npz` or `jsonl` (datasets), "
-            "`json` (tokenizers)."
+            "Detected on upload: `safetensors`, `onnx` or `pt2` (teachers), `npz`, `jsonl` or `parquet` "
+            "(datasets), `json` (tokenizers)."
         )
     )
     created_at: int

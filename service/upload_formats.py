@@ -1,10 +1,10 @@
 """Recognise and sanity-check uploaded files from their headers, before any job reads them.
 
-Nothing here unpickles or loads whole arrays: the checks read headers (or a JSON Lines file's first
-lines) only, so a bad upload is a 422 at once instead of a failed job later. The engine checks the
-contents again when it loads them. They read a seekable stream (`Storage.open`), so a file in a bucket
-costs a few small ranged GETs, not a download; only what needs every byte reads it all: a JSON Lines
-dataset's line count and a tokenizer's JSON document.
+Nothing here unpickles or loads whole arrays: the checks read headers (a JSON Lines file's first lines,
+a Parquet file's footer) only, so a bad upload is a 422 at once instead of a failed job later. The engine
+checks the contents again when it loads them. They read a seekable stream (`Storage.open`), so a file in a
+bucket costs a few small ranged GETs, not a download; only what needs every byte reads it all: a JSON
+Lines dataset's line count and a tokenizer's JSON document.
 """
 
 import json
@@ -16,8 +16,11 @@ from io import SEEK_END
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
+from engine.plan.parquet_columns import ParquetRejected, check_columns
 from engine.plan.records import RecordChecks, RecordRejected, check_record_start
 
 # Bytes per element, by the dtype names of the safetensors format.
@@ -38,13 +41,27 @@ JSONL_CHECKED_LINES = 100
 CHUNK_BYTES = 1024 * 1024
 MAX_JSONL_LINE_BYTES = 1024 * 1024
 DATASET_HINT = (
-    "A dataset is either JSON Lines text (`label` optional) or an .npz file (numpy.savez) with an array "
-    "`x` [N, ...] and optionally `y` [N]"
+    "A dataset is JSON Lines text (`text`, optionally `text_pair` and `label`), a Parquet file (a `text` "
+    "or an `image` column, optionally `label`) or an .npz file (numpy.savez) with an array `x` [N, ...] "
+    "and optionally `y` [N]"
 )
+
+PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last 4 bytes
+# The footer (the schema and where each row group's columns are) is all the check reads, and all it holds in
+# memory: a few KB per row group, so 16 MiB is thousands of row groups. Hostile sizes are refused unread.
+MAX_PARQUET_FOOTER_BYTES = 16 * 1024 * 1024
 
 
 # What a damaged zip archive raises once `zipfile.is_zipfile` has let it through.
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+)
 
 # Hostile archives. `zipfile` reads the whole central directory into memory (some 10 objects per member),
 # so its size is checked first; ~100k members still fit, and a torch.export archive has one per tensor.
@@ -65,7 +82,7 @@ class UploadRejected(Exception):
 
 class Detected(NamedTuple):
     format: str
-    samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines
+    samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines, Parquet rows
 
 
 def detect_format(purpose: str, f: BinaryIO) -> Detected:
@@ -207,8 +224,49 @@ def _tensor_span(name: str, entry: object) -> tuple[int, int]:
 def _dataset_format(f: BinaryIO) -> Detected:
     if zipfile.is_zipfile(f):
         return Detected("npz", _npz_samples(f))
+    f.seek(0)
+    if f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
+        return Detected("parquet", _parquet_rows(f))
     _check_jsonl(f)
     return Detected("jsonl", _lines(f))
+
+
+def _parquet_rows(f: BinaryIO) -> int:
+    """The rows of a Parquet file whose columns make a dataset, from its footer only."""
+    _check_parquet_footer_size(f)
+    try:
+        parquet = pq.ParquetFile(f)
+        rows, schema = parquet.metadata.num_rows, parquet.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UploadRejected(f"The Parquet file is damaged ({exc}): upload it again.") from None
+    try:
+        check_columns(schema)
+    except ParquetRejected as rejected:
+        raise UploadRejected(f"{rejected}.") from None
+    if rows == 0:
+        raise UploadRejected("The Parquet file has no rows: a dataset needs at least one.")
+    return rows
+
+
+def _check_parquet_footer_size(f: BinaryIO) -> None:
+    """A Parquet file ends with its footer, the footer's length (4 bytes) and the magic bytes."""
+    size = _size(f)
+    f.seek(max(size - 8, 0))
+    end = f.read(8)
+    if size < 12 or end[4:] != PARQUET_MAGIC:
+        raise UploadRejected(
+            "The Parquet file is truncated (it does not end as Parquet files do): upload it again."
+        )
+    (footer_bytes,) = struct.unpack("<I", end[:4])
+    if footer_bytes > size - 12:
+        raise UploadRejected(
+            f"The Parquet file is damaged: its footer claims {footer_bytes} bytes but the file has {size}."
+        )
+    if footer_bytes > MAX_PARQUET_FOOTER_BYTES:
+        raise UploadRejected(
+            f"The Parquet file's footer takes {footer_bytes} bytes, more than this server reads "
+            f"({MAX_PARQUET_FOOTER_BYTES} bytes): write it with fewer, larger row groups."
+        )
 
 
 def _npz_samples(f: BinaryIO) -> int:
@@ -249,7 +307,7 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
             f"reads at most {MAX_NPZ_MEMBERS}."
         )
     for member in members:
-        if member.is_dir() or not member.filename.endswith(".npy"):
+        if not member.filename.endswith(".npy") or member.is_dir():  # is_dir fails on an empty name
             raise UploadRejected(
                 f"The .npz holds {member.filename!r}, which is not a .npy array (nested archives and other "
                 "files are not read): save the arrays with numpy.savez(path, x=..., y=...)."

@@ -54,17 +54,21 @@ def load_npz(path: Path, token_ids: bool = False) -> ArrayDataset:
     `token_ids`: `x` holds token ids for a transformer ([N, L] non-negative integers, kept int64)
     rather than features (converted to float32).
     """
-    arrays = _read_arrays(path)
-    x = _check_x(arrays.get("x"), path)
+    x, y = read_npz(path)
     if token_ids:
-        _check_token_ids(x)
-    y = arrays.get("y")
-    if y is not None:
-        y = _check_y(y, len(x))
+        check_token_ids(x)
     return ArrayDataset(
         x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64 if token_ids else np.float32)),
         y=None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
     )
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The checked `x` and `y` arrays (None: unlabeled) of an .npz archive, in the dtypes it stores."""
+    arrays = _read_arrays(path)
+    x = _check_x(arrays.get("x"), path)
+    y = arrays.get("y")
+    return x, None if y is None else _check_y(y, len(x))
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -122,7 +126,7 @@ def _check_x(x: np.ndarray | None, path: Path) -> np.ndarray:
     return x
 
 
-def _check_token_ids(x: np.ndarray) -> None:
+def check_token_ids(x: np.ndarray) -> None:
     if x.dtype.kind not in INTEGER_KINDS:
         raise invalid(
             f"array 'x' has dtype {x.dtype}; token ids must be integers (e.g. x.astype(numpy.int64))"

@@ -1,4 +1,5 @@
-"""Text datasets: JSON Lines files of `{"text": "...", "label": 0}`, tokenized into padded token ids.
+"""Text datasets: JSON Lines files of `{"text": "...", "label": 0}` (and `"text_pair"` for pairs of texts),
+tokenized into padded token ids.
 
 The tokenizer is a Hugging Face `tokenizers` JSON file (never fetched from a hub). Transformers
 here treat token id 0 as padding, so the tokenizer's padding token must have id 0: a tokenizer
@@ -6,6 +7,8 @@ whose pad id is another number, or that has no padding token, is rejected rather
 because a teacher trained with that tokenizer expects its ids unchanged.
 """
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,55 +96,82 @@ def load_jsonl(path: Path, tokenizer_path: Path, max_length: int) -> ArrayDatase
     `dataset_invalid` error naming the line, or `tokenizer_invalid`.
     """
     tokenizer = load_tokenizer(tokenizer_path)
-    line_numbers, texts, labels = read_records(path)
-    ids = encode(tokenizer, texts, line_numbers, max_length)
-    return ArrayDataset(x=torch.from_numpy(ids), y=labels_tensor(labels))
+    records = read_records(path)
+    ids = encode(tokenizer, records, max_length)
+    return ArrayDataset(x=torch.from_numpy(ids), y=class_ids(records))
 
 
-def read_records(path: Path) -> tuple[list[int], list[str], list[int | None]]:
-    """The line number, text and label (or None) of each non-blank line."""
+@dataclass
+class TextRecords:
+    """A text file's records, in order: each one's line number, text, pair's second text and label."""
+
+    lines: list[int]
+    texts: list[str]
+    pairs: list[str] | None  # None: no record has a `text_pair`
+    labels: list[int | str] | None  # None: an unlabeled dataset
+
+    def where(self, index: int) -> str:
+        return f"line {self.lines[index]}"
+
+
+def read_records(path: Path) -> TextRecords:
+    """The records of the non-blank lines (each optional field on all of them or on none)."""
     if not path.is_file():
         raise invalid(f"dataset file {path.name} does not exist")
-    records = RecordChecks(file=path.name)
-    line_numbers, texts, labels = [], [], []
+    checks = RecordChecks(file=path.name)
+    lines, records = [], []
     try:
-        with path.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
-                record = records.read(line, number)
+        with path.open("rb") as file:
+            for number, line in enumerate(file, start=1):
+                record = checks.read(line, number)
                 if record is not None:
-                    line_numbers.append(number)
-                    texts.append(record.text)
-                    labels.append(record.label)
-        records.finish()
+                    lines.append(number)
+                    records.append(record)
+        checks.finish()
     except RecordRejected as rejected:
         raise invalid(str(rejected)) from None
-    return line_numbers, texts, labels
+    texts, labels, pairs = (list(field) for field in zip(*records, strict=True))
+    return TextRecords(
+        lines=lines,
+        texts=texts,
+        pairs=None if pairs[0] is None else pairs,
+        labels=None if labels[0] is None else labels,
+    )
 
 
-def labels_tensor(labels: list[int | None]) -> torch.Tensor | None:
-    """None for an unlabeled dataset (the records are labeled all or none)."""
-    return None if labels[0] is None else torch.tensor(labels, dtype=torch.int64)
+def class_ids(records: TextRecords) -> torch.Tensor | None:
+    """The labels as class ids, or None for an unlabeled dataset; a label name is refused: only a model
+    whose config names its labels (a Hugging Face one) maps names to ids."""
+    if records.labels is None:
+        return None
+    for index, label in enumerate(records.labels):
+        if isinstance(label, str):
+            raise invalid(
+                f"{records.where(index).capitalize()} has `label` {json.dumps(label)}, a label name: this "
+                "student takes integer class ids (0, 1, ...); names are read only for a Hugging Face model, "
+                "whose config names its labels"
+            )
+    return torch.tensor(records.labels, dtype=torch.int64)
 
 
-def encode(tokenizer: Tokenizer, texts: list[str], line_numbers: list[int], max_length: int) -> np.ndarray:
+def encode(tokenizer: Tokenizer, records: TextRecords, max_length: int) -> np.ndarray:
     """[N, max_length] int64 ids: the tokenizer's truncation keeps its special tokens ([CLS] ... [SEP])."""
     tokenizer.no_padding()  # padded below, whatever the file configures
     tokenizer.enable_truncation(max_length)
+    inputs = records.texts if records.pairs is None else list(zip(records.texts, records.pairs, strict=True))
     try:
-        encodings = tokenizer.encode_batch(texts)
+        encodings = tokenizer.encode_batch(inputs)
     except Exception:  # the Rust library raises plain Exception; find the line it failed on
-        encodings = [
-            encode_line(tokenizer, text, number) for text, number in zip(texts, line_numbers, strict=True)
-        ]
-    ids = np.full((len(texts), max_length), PADDING_ID, dtype=np.int64)
+        encodings = [encode_line(tokenizer, text, records.where(index)) for index, text in enumerate(inputs)]
+    ids = np.full((len(inputs), max_length), PADDING_ID, dtype=np.int64)
     for row, encoding in enumerate(encodings):
         sequence = encoding.ids[:max_length]
         ids[row, : len(sequence)] = sequence
     return ids
 
 
-def encode_line(tokenizer: Tokenizer, text: str, number: int) -> Encoding:
+def encode_line(tokenizer: Tokenizer, text: str | tuple[str, str], where: str) -> Encoding:
     try:
-        return tokenizer.encode(text)
+        return tokenizer.encode(*text) if isinstance(text, tuple) else tokenizer.encode(text)
     except Exception as error:
-        raise invalid(f"the tokenizer failed on line {number}: {error}") from None
+        raise invalid(f"the tokenizer failed on {where}: {error}") from None

@@ -1,5 +1,7 @@
-"""The rules of a text dataset's records: a JSON Lines file, one JSON object per line with a string `text`
-and an optional integer `label` (a class id), blank lines skipped, and a `label` on every record or on none.
+"""The rules of a text dataset's records: a JSON Lines file, one JSON object per line with a string `text`,
+an optional string `text_pair` (a pair's second text) and an optional `label` (an integer class id, or a
+label's name for a model whose config names its labels), blank lines skipped, and each optional field on
+every record or on none.
 
 The upload check reads a file's first lines with them, the engine's reader every line; a rule broken is
 a `RecordRejected` whose message names the line and says what to do.
@@ -17,20 +19,28 @@ class RecordRejected(Exception):
     """A line is not a record, or the records break a rule together; the message says which and why."""
 
 
+# A record's optional fields, each given on every record or on none: what to do when one is missing.
+ALL_OR_NONE = {
+    "label": "label every line, or none for an unlabeled dataset",
+    "text_pair": "give every line a `text_pair` (the pair's second text), or none",
+}
+
+
 class Record(NamedTuple):
     text: str
-    label: int | None
+    label: int | str | None
+    text_pair: str | None = None
 
 
 class RecordChecks:
     """The records of a file's lines, read in order: each line is a record or blank, the file has a record,
-    and a `label` on all of them or on none."""
+    and each optional field on all of them or on none."""
 
     def __init__(self, file: str = "The file"):
         self.file = file
         self.records = 0
-        self.first_labeled: int | None = None
-        self.first_unlabeled: int | None = None
+        self.first_with: dict[str, int] = {}  # field -> the first line that has it
+        self.first_without: dict[str, int] = {}
 
     def read(self, line: bytes, number: int) -> Record | None:
         """Line `number`'s record, or None if it is blank."""
@@ -38,10 +48,9 @@ class RecordChecks:
             return None
         record = parse_record(line, number)
         self.records += 1
-        if record.label is None:
-            self.first_unlabeled = self.first_unlabeled or number
-        else:
-            self.first_labeled = self.first_labeled or number
+        for field in ALL_OR_NONE:
+            first = self.first_without if getattr(record, field) is None else self.first_with
+            first.setdefault(field, number)
         return record
 
     def finish(self, *, lines_read: int | None = None) -> None:
@@ -49,11 +58,12 @@ class RecordChecks:
         if self.records == 0:
             where = "" if lines_read is None else f" in its first {lines_read} lines"
             raise RecordRejected(f"{self.file} has no records{where}: {ONE_OBJECT_PER_LINE}")
-        if self.first_labeled is not None and self.first_unlabeled is not None:
-            raise RecordRejected(
-                f"Line {self.first_unlabeled} has no `label` but line {self.first_labeled} has one: "
-                "label every line, or none for an unlabeled dataset"
-            )
+        for field, fix in ALL_OR_NONE.items():
+            if field in self.first_with and field in self.first_without:
+                raise RecordRejected(
+                    f"Line {self.first_without[field]} has no `{field}` but line {self.first_with[field]} "
+                    f"has one: {fix}"
+                )
 
 
 def parse_record(line: bytes, number: int) -> Record:
@@ -65,13 +75,19 @@ def parse_record(line: bytes, number: int) -> Record:
         raise RecordRejected(
             f"Line {number} has no string `text`{found}: every line needs one, like {RECORD_EXAMPLE}"
         )
+    text_pair = record.get("text_pair")
+    if text_pair is not None and not isinstance(text_pair, str):
+        raise RecordRejected(
+            f"Line {number} has `text_pair` {_shown(text_pair)}: a pair's second text must be a string"
+        )
     label = record.get("label")
-    if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int | str)):
         raise RecordRejected(
             f"Line {number} has `label` {_shown(label)}, not an integer class id: labels must be integer "
-            "class ids (0, 1, ...), or leave `label` out on every line for an unlabeled dataset"
+            "class ids (0, 1, ...) or label names (strings), or leave `label` out on every line for an "
+            "unlabeled dataset"
         )
-    return Record(text, label)
+    return Record(text, label, text_pair)
 
 
 def check_record_start(head: bytes, number: int) -> None:

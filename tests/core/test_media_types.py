@@ -9,6 +9,7 @@ from core.media_types import media_type
     "file_format, expected",
     [
         ("npz", "application/zip"),
+        ("parquet", "application/vnd.apache.parquet"),
         ("pt2", "application/zip"),
         ("json", "application/json"),
         ("md", "text/markdown; charset=utf-8"),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -39,6 +41,13 @@ def dataset_bytes(
     if labels:
         arrays["y"] = rng.integers(0, classes, n).astype(np.int64)
     return npz_bytes(**arrays)
+
+
+def parquet_bytes(columns: dict, **options) -> bytes:
+    """A Parquet file of `columns` (name -> values, or a pyarrow array); `options`: pq.write_table's."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer, **options)
+    return buffer.getvalue()
 
 
 # Model specs and teachers

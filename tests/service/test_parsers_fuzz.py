@@ -16,6 +16,7 @@ from tests.service.helpers import (
     TOKENIZER,
     dataset_bytes,
     onnx_teacher,
+    parquet_bytes,
     safetensors_raw,
     safetensors_teacher,
     upload_ok,
@@ -25,10 +26,18 @@ from tests.service.helpers import (
 FUZZ = settings(
     max_examples=250, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
-FORMATS = {"teacher": {"safetensors", "pt2", "onnx"}, "dataset": {"npz", "jsonl"}, "tokenizer": {"json"}}
+FORMATS = {
+    "teacher": {"safetensors", "pt2", "onnx"},
+    "dataset": {"npz", "jsonl", "parquet"},
+    "tokenizer": {"json"},
+}
 SEEDS = {
     "teacher": [safetensors_teacher(), onnx_teacher()],
-    "dataset": [dataset_bytes(), b'{"text": "a cat", "label": 0}\n{"text": "a dog", "label": 1}\n'],
+    "dataset": [
+        dataset_bytes(),
+        b'{"text": "a cat", "label": 0}\n{"text": "a dog", "label": 1}\n',
+        parquet_bytes({"text": ["a cat", "a dog"], "label": ["cat", "dog"]}),
+    ],
     "tokenizer": [TOKENIZER],
 }
 JSON = st.recursive(

@@ -20,6 +20,7 @@ ACCEPTED = {
     "blank lines, extra keys, no final newline": b'\n{"text": "x", "id": 7}\n\n{"text": "y"}',
     "byte-order mark": b'\xef\xbb\xbf{"text": "x", "label": 0}\n',
     "unicode text": jsonl({"text": "caf\u00e9 \u2615", "label": 2}),
+    "label names and pairs": jsonl({"text": "a", "text_pair": "b", "label": "entailment"}),
     "bad line after the first 100": jsonl(*[{"text": "x", "label": 0}] * 100, b"not json"),
 }
 
@@ -54,7 +55,6 @@ REJECTED = {
     "missing text": (jsonl(GOOD, {"label": 0}), ["Line 2 has no string `text`"]),
     "text not a string": (jsonl(GOOD, {"text": 3, "label": 0}), ["Line 2 has no string `text`"]),
     "float label": (jsonl(GOOD, {"text": "x", "label": 0.5}), ["Line 2", "0.5", "integer"]),
-    "string label": (jsonl(GOOD, {"text": "x", "label": "0"}), ["Line 2", '"0"', "integer"]),
     "boolean label": (jsonl(GOOD, {"text": "x", "label": False}), ["Line 2", "false", "integer"]),
     "labeled and unlabeled": (jsonl(GOOD, {"text": "x"}), ["label every line, or none"]),
     "long line not an object": (b"[" + b"1," * 600_000 + b"1]\n", ["Line 1 is not a JSON object"]),

@@ -8,16 +8,22 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from safetensors.torch import save
 
 from engine.data.arrays import load_npz
+from engine.data.hf_datasets import load_hf_dataset
 from engine.data.text import load_jsonl, load_tokenizer
 from engine.models.registry import build_model
 from engine.plan.errors import JobFailed
+from engine.plan.specs import HFSpec
 from engine.teachers.loading import load_teacher
 from tests.engine.factories import STUDENT_SPEC
+from tests.hf_text_factories import bert_tokenizer_folder
 
 FUZZ = settings(
     max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
@@ -31,6 +37,18 @@ TOKENIZER = json.dumps(
 def npz(**arrays) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def parquet(columns: dict) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+def png(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 6), (value, 0, 255 - value)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -76,6 +94,28 @@ def test_json_lines_load_or_are_refused(tmp_path_factory, content):
     tokenizer = tmp_path_factory.getbasetemp() / "fuzz-tokenizer.json"
     tokenizer.write_bytes(TOKENIZER)
     loads_or_refuses(lambda path: load_jsonl(path, tokenizer, max_length=8), content)
+
+
+HF_LABELS = {"model_type": "bert", "label2id": {"no": 0, "yes": 1}}
+TEXT_PARQUET = parquet({"text": ["a b", "c"], "text_pair": ["d", "e f"], "label": ["yes", "no"]})
+IMAGE_PARQUET = parquet({"image": [png(0), png(200)], "label": [1, 0]})
+
+
+@FUZZ
+@given(content=st.binary(max_size=1024) | damaged(TEXT_PARQUET))
+def test_parquet_text_loads_or_is_refused(tmp_path_factory, content):
+    folder = tmp_path_factory.getbasetemp() / "fuzz-hf-tokenizer"
+    if not folder.exists():
+        bert_tokenizer_folder(folder)
+    spec = HFSpec(config=HF_LABELS, num_classes=2, max_length=8)
+    loads_or_refuses(lambda path: load_hf_dataset(path, "parquet", spec, folder), content)
+
+
+@FUZZ
+@given(content=st.binary(max_size=1024) | damaged(IMAGE_PARQUET))
+def test_parquet_images_load_or_are_refused(content):
+    spec = HFSpec(config=HF_LABELS | {"model_type": "vit"}, num_classes=2, input_shape=[3, 4, 4])
+    loads_or_refuses(lambda path: load_hf_dataset(path, "parquet", spec, None), content)
 
 
 @FUZZ

@@ -74,6 +74,14 @@ def test_truncation_keeps_the_tokenizers_special_tokens(tmp_path):
     assert dataset.x[1].tolist() == [cls, the, tokenizer.token_to_id("bird"), sep, 0]
 
 
+def test_pairs_of_texts_are_encoded_together(tmp_path, tokenizer_path):
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    records = [{"text": "the cat", "text_pair": "sat on the mat"}, {"text": "a dog", "text_pair": "ran"}]
+    dataset = load_jsonl(write_lines(tmp_path, records), tokenizer_path, max_length=6)
+    assert dataset.x[0].tolist() == tokenizer.encode("the cat", "sat on the mat").ids
+    assert dataset.x[1].tolist() == tokenizer.encode("a dog", "ran").ids + [0, 0, 0]
+
+
 def test_unlabeled_lines_give_no_labels_and_blank_lines_are_skipped(tmp_path, tokenizer_path):
     lines = [{"text": "the cat"}, "", {"text": "a dog", "label": None}, "   "]
     dataset = load_jsonl(write_lines(tmp_path, lines), tokenizer_path, max_length=4)

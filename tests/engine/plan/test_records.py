@@ -30,6 +30,10 @@ FILES = {
     "not an object": jsonl(GOOD, [1, 2]),
     "missing text": jsonl(GOOD, {"label": 0}),
     "text not a string": jsonl(GOOD, {"text": 3, "label": 0}),
+    "label names": jsonl({"text": "fine", "label": "positive"}, GOOD),
+    "pairs": jsonl({"text": "a", "text_pair": "b"}, {"text": "c", "text_pair": "d"}),
+    "a pair missing": jsonl({"text": "a", "text_pair": "b"}, {"text": "c"}),
+    "pair not a string": jsonl({"text": "a", "text_pair": 1}),
     "float label": jsonl(GOOD, {"text": "x", "label": 0.5}),
     "boolean label": jsonl(GOOD, {"text": "x", "label": True}),
     "labeled and unlabeled": jsonl(GOOD, GOOD, {"text": "x"}),
@@ -73,6 +77,7 @@ def test_no_records_is_refused_by_both(tmp_path):
 def test_a_record_has_its_text_and_label():
     assert parse_record(b'{"text": "a", "label": 2, "id": 7}', 1) == Record("a", 2)
     assert parse_record(b'{"text": "a", "label": null}', 1) == Record("a", None)
+    assert parse_record(b'{"text": "a", "text_pair": "b", "label": "yes"}', 1) == Record("a", "yes", "b")
 
 
 REJECTED = {
@@ -82,6 +87,7 @@ REJECTED = {
     "text null": (b'{"text": null}', "Line 4 has no string `text`:"),
     "text a list": (b'{"text": ["a"]}', 'Line 4 has no string `text` (its `text` is ["a"])'),
     "label a list": (b'{"text": "a", "label": [0]}', "Line 4 has `label` [0], not an integer class id"),
+    "pair a list": (b'{"text": "a", "text_pair": ["b"]}', 'Line 4 has `text_pair` ["b"]: a pair\'s second'),
 }
 
 
@@ -97,6 +103,14 @@ def test_the_first_line_without_a_label_is_named_beside_one_with():
     for number, line in enumerate([b'{"text": "a"}', b"", b'{"text": "b", "label": 1}'], start=1):
         records.read(line, number)
     with pytest.raises(RecordRejected, match="Line 1 has no `label` but line 3 has one"):
+        records.finish()
+
+
+def test_a_pair_on_some_lines_only_is_refused():
+    records = RecordChecks()
+    for number, line in enumerate([b'{"text": "a", "text_pair": "b"}', b'{"text": "c"}'], start=1):
+        records.read(line, number)
+    with pytest.raises(RecordRejected, match="Line 2 has no `text_pair` but line 1 has one: give every line"):
         records.finish()
 
 
