@@ -9,25 +9,23 @@ dataset's line count and a tokenizer's JSON document.
 
 import json
 import math
-import struct
 import zipfile
-import zlib
 from io import SEEK_END
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from engine.plan.archives import (
+    ZIP_ERRORS,
+    ArchiveRejected,
+    check_zip_directory,
+    damaged_zip,
+    inflates_like_a_bomb,
+)
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
 from engine.plan.records import RecordChecks, RecordRejected, check_record_start
+from engine.plan.safetensors_header import SafetensorsRejected, read_safetensors_header
 
-# Bytes per element, by the dtype names of the safetensors format.
-SAFETENSORS_DTYPE_BYTES = (
-    dict.fromkeys(["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3"], 1)
-    | dict.fromkeys(["I16", "U16", "F16", "BF16"], 2)
-    | dict.fromkeys(["I32", "U32", "F32"], 4)
-    | dict.fromkeys(["I64", "U64", "F64"], 8)
-)
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 PICKLE_HINT = (
     "Pickled PyTorch checkpoints (.pt/.pth) are never unpickled by the service: save the state dict "
     "as safetensors (`safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors')`) "
@@ -42,21 +40,12 @@ DATASET_HINT = (
     "`x` [N, ...] and optionally `y` [N]"
 )
 
-
-# What a damaged zip archive raises once `zipfile.is_zipfile` has let it through.
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
-
-# Hostile archives. `zipfile` reads the whole central directory into memory (some 10 objects per member),
-# so its size is checked first; ~100k members still fit, and a torch.export archive has one per tensor.
-MAX_ZIP_DIRECTORY_BYTES = 8 * 1024 * 1024
-# numpy.savez writes one `.npy` member per array: x, y and perhaps a few more.
+# Hostile archives (zip directories and bombs: `engine.plan.archives`). numpy.savez writes one `.npy`
+# member per array: x, y and perhaps a few more.
 MAX_NPZ_MEMBERS = 256
 # What a worker inflates into memory when it loads a dataset: the members' declared sizes, which bound
-# what `zipfile` will inflate. A zip bomb declares far more than its compressed bytes: deflate reaches
-# ~1000:1 on constant data, real arrays well under 100:1 (savez does not compress at all).
+# what `zipfile` will inflate.
 MAX_NPZ_UNCOMPRESSED_BYTES = 64 * 1024**3
-MAX_NPZ_COMPRESSION_RATIO = 200
-NPZ_RATIO_CHECKED_ABOVE = 64 * 1024 * 1024  # small archives may compress as well as they like
 
 
 class UploadRejected(Exception):
@@ -81,9 +70,7 @@ def _size(f: BinaryIO) -> int:
 
 
 def _damaged_zip(exc: Exception) -> UploadRejected:
-    return UploadRejected(
-        f"The zip archive is damaged or uses an unsupported feature ({exc}): upload it again"
-    )
+    return UploadRejected(str(damaged_zip(exc)))
 
 
 def _teacher_format(f: BinaryIO) -> str:
@@ -119,17 +106,9 @@ def _is_pickle(f: BinaryIO) -> bool:
 def _check_zip_directory(f: BinaryIO) -> None:
     """Refuse an archive whose central directory is too big to read, before `zipfile` reads it."""
     try:
-        end = zipfile._EndRecData(f)  # what `zipfile.is_zipfile` and `ZipFile` read first
-    except OSError as exc:
-        raise _damaged_zip(exc) from None
-    if end is None:
-        raise _damaged_zip(zipfile.BadZipFile("no end of central directory record"))
-    if end[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES:
-        raise UploadRejected(
-            f"The zip archive's directory takes {end[zipfile._ECD_SIZE]} bytes "
-            f"({end[zipfile._ECD_ENTRIES_TOTAL]} members), more than this server reads "
-            f"({MAX_ZIP_DIRECTORY_BYTES} bytes)."
-        )
+        check_zip_directory(f)
+    except ArchiveRejected as rejected:
+        raise UploadRejected(str(rejected)) from None
 
 
 def _zip_teacher_format(f: BinaryIO) -> str:
@@ -149,59 +128,10 @@ def _zip_teacher_format(f: BinaryIO) -> str:
 def check_safetensors(f: BinaryIO) -> None:
     size = _size(f)
     f.seek(0)
-    prefix = f.read(8)
-    if len(prefix) < 8:
-        raise UploadRejected("Not a safetensors file: it is shorter than the 8-byte header length.")
-    (header_len,) = struct.unpack("<Q", prefix)
-    if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
-        raise UploadRejected(
-            f"Not a safetensors file (or truncated): its header claims {header_len} bytes "
-            f"but the file has {size}."
-        )
     try:
-        header = json.loads(f.read(header_len))
-    except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
-        raise UploadRejected(f"Not a safetensors file: its header is not JSON ({exc}).") from None
-    _check_safetensors_header(header, data_bytes=size - 8 - header_len)
-
-
-def _check_safetensors_header(header: object, data_bytes: int) -> None:
-    if not isinstance(header, dict):
-        raise UploadRejected("Not a safetensors file: its header is not a JSON object.")
-    spans = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        spans.append((*_tensor_span(name, entry), name))
-    end_of_previous = 0
-    for begin, end, name in sorted(spans):
-        if begin < end_of_previous:
-            raise UploadRejected(f"Corrupt safetensors file: tensor {name!r} overlaps another tensor.")
-        end_of_previous = end
-    if end_of_previous > data_bytes:
-        raise UploadRejected(
-            f"Truncated safetensors file: the tensors need {end_of_previous} bytes of data, "
-            f"the file holds {data_bytes}. Upload the whole file again."
-        )
-
-
-def _tensor_span(name: str, entry: object) -> tuple[int, int]:
-    try:
-        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        numel = int(np.prod(shape, dtype=np.float64)) if shape else 1
-        ok = (
-            dtype in SAFETENSORS_DTYPE_BYTES
-            and all(isinstance(d, int) and d >= 0 for d in shape)
-            and isinstance(begin, int)
-            and isinstance(end, int)
-            and 0 <= begin <= end
-            and end - begin == numel * SAFETENSORS_DTYPE_BYTES[dtype]
-        )
-    except (TypeError, KeyError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise UploadRejected(f"Corrupt safetensors file: the header entry of tensor {name!r} is invalid.")
-    return begin, end
+        read_safetensors_header(f, size)
+    except SafetensorsRejected as rejected:
+        raise UploadRejected(str(rejected)) from None
 
 
 def _dataset_format(f: BinaryIO) -> Detected:
@@ -260,11 +190,10 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
             f"The .npz's arrays take {inflated} bytes uncompressed, more than this server loads "
             f"({MAX_NPZ_UNCOMPRESSED_BYTES} bytes): split the dataset or use a smaller dtype."
         )
-    if inflated > NPZ_RATIO_CHECKED_ABOVE and inflated > MAX_NPZ_COMPRESSION_RATIO * archive_bytes:
+    if inflates_like_a_bomb(inflated, archive_bytes):
         raise UploadRejected(
-            f"The .npz's {archive_bytes} bytes inflate to {inflated} bytes, over "
-            f"{MAX_NPZ_COMPRESSION_RATIO} times as many, which no real dataset does (a zip bomb?): "
-            "save the arrays with numpy.savez, uncompressed."
+            f"The .npz's {archive_bytes} bytes inflate to {inflated} bytes, far more than real data "
+            "compresses (a zip bomb?): save the arrays with numpy.savez, uncompressed."
         )
 
 
