@@ -4,23 +4,33 @@ Nothing here unpickles or loads whole arrays: the checks read headers (or a JSON
 lines) only, so a bad upload is a 422 at once instead of a failed job later. The engine checks the
 contents again when it loads them. They read a seekable stream (`Storage.open`), so a file in a bucket
 costs a few small ranged GETs, not a download; only what needs every byte reads it all: a JSON Lines
-dataset's line count and a tokenizer's JSON document.
+dataset's line count and a tokenizer's JSON document. An archived `save_pretrained` folder (`hf`) is read
+by its directory, its JSON documents and its weights' headers (`engine.plan.hf_archive`), but a .tar.gz,
+one compressed stream, is read whole (twice: for its names, then for those documents and headers).
 """
 
 import json
 import math
 import zipfile
 from io import SEEK_END
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
+from core.config import Settings
 from engine.plan.archives import (
     ZIP_ERRORS,
     ArchiveRejected,
     check_zip_directory,
     damaged_zip,
     inflates_like_a_bomb,
+)
+from engine.plan.hf_archive import (
+    ArchiveKind,
+    HFArchiveRejected,
+    HFConfigMissing,
+    archive_kind,
+    inspect_hf_archive,
 )
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
 from engine.plan.records import RecordChecks, RecordRejected, check_record_start
@@ -55,14 +65,17 @@ class UploadRejected(Exception):
 class Detected(NamedTuple):
     format: str
     samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines
+    details: dict[str, Any] | None = None  # an `hf` teacher's: its `HFFolder`
 
 
-def detect_format(purpose: str, f: BinaryIO) -> Detected:
-    """The format of the file that the seekable binary stream `f` reads."""
+def detect_format(purpose: str, f: BinaryIO, settings: Settings) -> Detected:
+    """The format of the file that the seekable binary stream `f` reads (the server's `settings` bound
+    what an archived model may hold)."""
     if purpose == "dataset":
         return _dataset_format(f)
-    checks = {"teacher": _teacher_format, "tokenizer": _tokenizer_format}
-    return Detected(checks[purpose](f))
+    if purpose == "teacher":
+        return _teacher_format(f, settings)
+    return Detected(_tokenizer_format(f))
 
 
 def _size(f: BinaryIO) -> int:
@@ -73,9 +86,12 @@ def _damaged_zip(exc: Exception) -> UploadRejected:
     return UploadRejected(str(damaged_zip(exc)))
 
 
-def _teacher_format(f: BinaryIO) -> str:
-    if zipfile.is_zipfile(f):
-        return _zip_teacher_format(f)
+def _teacher_format(f: BinaryIO, settings: Settings) -> Detected:
+    kind = archive_kind(f)
+    if kind == "zip" and _is_pt2(f):
+        return Detected("pt2")
+    if kind is not None:
+        return _hf_teacher(f, settings, kind)
     try:
         check_safetensors(f)
     except UploadRejected:
@@ -87,8 +103,24 @@ def _teacher_format(f: BinaryIO) -> str:
             check_onnx_stream(f)
         except OnnxFileRejected as exc:
             raise UploadRejected(str(exc)) from None
-        return "onnx"
-    return "safetensors"
+        return Detected("onnx")
+    return Detected("safetensors")
+
+
+def _hf_teacher(f: BinaryIO, settings: Settings, kind: ArchiveKind) -> Detected:
+    """A `save_pretrained` folder, archived: what it holds is kept with the file."""
+    try:
+        folder = inspect_hf_archive(f, settings.hf_archive_limits, settings.hf_model_types)
+    except HFConfigMissing as missing:
+        if kind != "zip":
+            raise UploadRejected(str(missing)) from None
+        raise UploadRejected(
+            f"This zip archive is neither a torch.export archive (.pt2) nor a transformers model: {missing}. "
+            f"A pickled checkpoint? {PICKLE_HINT}"
+        ) from None
+    except HFArchiveRejected as rejected:
+        raise UploadRejected(str(rejected)) from None
+    return Detected("hf", details=folder.model_dump(mode="json"))
 
 
 def _starts_like_onnx(f: BinaryIO) -> bool:
@@ -111,7 +143,8 @@ def _check_zip_directory(f: BinaryIO) -> None:
         raise UploadRejected(str(rejected)) from None
 
 
-def _zip_teacher_format(f: BinaryIO) -> str:
+def _is_pt2(f: BinaryIO) -> bool:
+    """Whether the zip archive is a torch.export archive (refused if it is a torch.save pickle)."""
     _check_zip_directory(f)
     try:
         with zipfile.ZipFile(f) as archive:
@@ -120,9 +153,7 @@ def _zip_teacher_format(f: BinaryIO) -> str:
         raise _damaged_zip(exc) from None
     if any(name.endswith("/data.pkl") for name in names):
         raise UploadRejected(PICKLE_HINT)
-    if any(name.endswith("/archive_format") for name in names) and any("/models/" in n for n in names):
-        return "pt2"
-    raise UploadRejected("This zip archive is not a torch.export archive (.pt2); " + PICKLE_HINT)
+    return any(name.endswith("/archive_format") for name in names) and any("/models/" in n for n in names)
 
 
 def check_safetensors(f: BinaryIO) -> None:
