@@ -135,7 +135,7 @@ def test_a_json_document_is_read_only_up_to_its_bound(monkeypatch):
 
 
 @pytest.mark.parametrize("content", [b"", b"not an archive", b"\x1f\x8b\x08\x00garbage"])
-def test_what_is_no_archive_is_refused(content, tmp_path):
+def test_what_is_no_archive_is_refused(content):
     assert archive_kind(io.BytesIO(content)) is None
     with pytest.raises(HFArchiveRejected, match="no .zip, .tar or .tar.gz"):
         inspect(content)
