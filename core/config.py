@@ -3,11 +3,14 @@
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine.plan.hf_archive import HFArchiveLimits
+from engine.plan.hf_models import HF_TASKS
 
 S3_SCHEME = "s3://"
 
@@ -129,6 +132,43 @@ class Settings(BaseSettings):
         "count): what one job may pass through its students in all.",
     )
 
+    hf_max_archive_members: int = Field(
+        default=10_000,
+        ge=1,
+        description="Entries (files and folders) an uploaded model archive (`hf` teacher) may hold.",
+    )
+    hf_max_member_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Bytes of any one file of an uploaded model archive, unpacked (default: "
+        "DISTILL_HF_MAX_UNPACKED_BYTES).",
+    )
+    hf_max_unpacked_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Bytes of all the files of an uploaded model archive together, unpacked (default: twice "
+        "DISTILL_MAX_UPLOAD_BYTES: safetensors weights hardly compress).",
+    )
+    hf_model_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=tuple(HF_TASKS),
+        min_length=1,
+        description="The `model_type`s of transformers an `hf` teacher may have, comma-separated "
+        "(default: every text and image classifier the service builds).",
+    )
+
+    @field_validator("hf_model_types", mode="before")
+    @classmethod
+    def _known_model_types(cls, names: object) -> object:
+        if isinstance(names, str):
+            names = tuple(name.strip() for name in names.split(",") if name.strip())
+        unknown = [name for name in names if name not in HF_TASKS] if isinstance(names, tuple | list) else []
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))}: not among the model types the service builds: "
+                f"{', '.join(sorted(HF_TASKS))}"
+            )
+        return names
+
     @field_validator("storage_url")
     @classmethod
     def _folder_or_bucket(cls, url: str | None) -> str | None:
@@ -161,6 +201,15 @@ class Settings(BaseSettings):
     def pt2_allowed(self) -> bool:
         """Loading a pt2 archive can unpickle: trust every uploader only in the single-user default."""
         return self.allow_pt2 == "on" or (self.allow_pt2 == "auto" and self.auth == "off")
+
+    @property
+    def hf_archive_limits(self) -> HFArchiveLimits:
+        unpacked = self.hf_max_unpacked_bytes or 2 * self.max_upload_bytes
+        return HFArchiveLimits(
+            max_members=self.hf_max_archive_members,
+            max_member_bytes=self.hf_max_member_bytes or unpacked,
+            max_unpacked_bytes=unpacked,
+        )
 
     @property
     def job_memory_limit(self) -> int:

@@ -14,7 +14,16 @@ from service.responses import encoded, encoded_page
 from service.schemas import FileObject
 from service.tenancy import get_owned, owned_one
 
-COLUMNS = (File.id, File.purpose, File.filename, File.bytes, File.sha256, File.format, File.created_at)
+COLUMNS = (
+    File.id,
+    File.purpose,
+    File.filename,
+    File.bytes,
+    File.sha256,
+    File.format,
+    File.created_at,
+    File.details,
+)
 ONE = owned_one(File, (File.id,))
 PAGES = TenantPages(File, (File.id,), File.purpose)
 BODIES = select(*COLUMNS).where(File.id.in_(bindparam("file_ids", expanding=True)))
@@ -50,6 +59,6 @@ def file_bodies(connection: Connection, ids: list[str], kept: KeptBodies) -> lis
     missing = [file_id for file_id in ids if file_id not in bodies]
     if missing:
         for row in connection.execute(BODIES, {"file_ids": missing}):
-            bodies[row.id] = encoded(FileObject.model_validate(row, from_attributes=True))
+            bodies[row.id] = encoded(FileObject.of(row))
             kept.keep(row.id, UNCHANGING, bodies[row.id])
     return [bodies[file_id] for file_id in ids if file_id in bodies]

@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.job_request import JobCreate
 from core.lifecycle import Status
+from engine.plan.hf_archive import HFFolder
+from engine.plan.hf_models import HFTask
 
 Purpose = Literal["teacher", "dataset", "tokenizer"]
 
@@ -32,6 +34,43 @@ class UploadForm(BaseModel):
     purpose: Purpose
 
 
+LISTED_LABELS = 100
+
+
+class HFModel(BaseModel):
+    """An `hf` teacher's model: what its archived `save_pretrained` folder holds, read at upload."""
+
+    model_type: str = Field(
+        description="The config's `model_type`: the transformers family (`bert`, `vit`, ...)."
+    )
+    task: HFTask = Field(
+        description="`text`: a sequence classifier over token ids; `image`: an image classifier over pixels."
+    )
+    parameters: int = Field(
+        description="Elements of every tensor of its safetensors weights (buffers such as batch-norm "
+        "statistics included), counted from their headers."
+    )
+    num_labels: int = Field(description="The classifier's labels.")
+    labels: list[str] = Field(
+        description=f"The labels by class id (the config's `id2label`), the first {LISTED_LABELS} of them."
+    )
+    tokenizer: bool = Field(description="Whether the folder holds a tokenizer's files.")
+    preprocessor: bool = Field(description="Whether the folder holds an image preprocessor's config.")
+
+    @classmethod
+    def of(cls, folder: HFFolder) -> "HFModel":
+        labels = folder.labels
+        return cls(
+            model_type=folder.model_type,
+            task=folder.task,
+            parameters=folder.parameters,
+            num_labels=len(labels),
+            labels=labels[:LISTED_LABELS],
+            tokenizer=bool(folder.tokenizer_files),
+            preprocessor=folder.preprocessor is not None,
+        )
+
+
 class FileObject(BaseModel):
     id: str
     object: Literal["file"] = "file"
@@ -41,11 +80,21 @@ class FileObject(BaseModel):
     sha256: str
     format: str = Field(
         description=(
-            "Detected on upload: `safetensors`, `onnx` or `pt2` (teachers), `npz`, `jsonl` or `parquet` "
-            "(datasets), `json` (tokenizers)."
+            "Detected on upload: `safetensors`, `onnx`, `pt2` or `hf` (teachers: `hf` is a .zip, .tar or "
+            "`.tar.gz` of a transformers `save_pretrained` folder), `npz`, `jsonl` or `parquet` (datasets), "
+            "`json` (tokenizers)."
         )
     )
     created_at: int
+    model: HFModel | None = Field(default=None, description="An `hf` teacher's model (others: null).")
+
+    @classmethod
+    def of(cls, row) -> "FileObject":
+        """The body of a file's row (a `File`, or a row of its columns, `details` among them)."""
+        body = cls.model_validate(row, from_attributes=True)
+        if row.details is None:
+            return body
+        return body.model_copy(update={"model": HFModel.of(HFFolder.model_validate(row.details))})
 
 
 class DeletedObject(BaseModel):

@@ -4,33 +4,42 @@ Nothing here unpickles or loads whole arrays: the checks read headers (a JSON Li
 a Parquet file's footer) only, so a bad upload is a 422 at once instead of a failed job later. The engine
 checks the contents again when it loads them. They read a seekable stream (`Storage.open`), so a file in a
 bucket costs a few small ranged GETs, not a download; only what needs every byte reads it all: a JSON
-Lines dataset's line count and a tokenizer's JSON document.
+Lines dataset's line count and a tokenizer's JSON document. An archived `save_pretrained` folder (`hf`) is
+read by its directory, its JSON documents and its weights' headers (`engine.plan.hf_archive`), but a
+.tar.gz, one compressed stream, is read whole (twice: for its names, then for those documents and headers).
 """
 
 import json
 import math
 import struct
 import zipfile
-import zlib
 from io import SEEK_END
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.config import Settings
+from engine.plan.archives import (
+    ZIP_ERRORS,
+    ArchiveRejected,
+    check_zip_directory,
+    damaged_zip,
+    inflates_like_a_bomb,
+)
+from engine.plan.hf_archive import (
+    ArchiveKind,
+    HFArchiveRejected,
+    HFConfigMissing,
+    archive_kind,
+    inspect_hf_archive,
+)
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
 from engine.plan.parquet_columns import ParquetRejected, check_columns
 from engine.plan.records import RecordChecks, RecordRejected, check_record_start
+from engine.plan.safetensors_header import SafetensorsRejected, read_safetensors_header
 
-# Bytes per element, by the dtype names of the safetensors format.
-SAFETENSORS_DTYPE_BYTES = (
-    dict.fromkeys(["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3"], 1)
-    | dict.fromkeys(["I16", "U16", "F16", "BF16"], 2)
-    | dict.fromkeys(["I32", "U32", "F32"], 4)
-    | dict.fromkeys(["I64", "U64", "F64"], 8)
-)
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 PICKLE_HINT = (
     "Pickled PyTorch checkpoints (.pt/.pth) are never unpickled by the service: save the state dict "
     "as safetensors (`safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors')`) "
@@ -51,29 +60,12 @@ PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last 4 bytes
 # memory: a few KB per row group, so 16 MiB is thousands of row groups. Hostile sizes are refused unread.
 MAX_PARQUET_FOOTER_BYTES = 16 * 1024 * 1024
 
-
-# What a damaged zip archive raises once `zipfile.is_zipfile` has let it through.
-ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zlib.error,
-    EOFError,
-    OSError,
-    NotImplementedError,
-    RuntimeError,
-    ValueError,
-)
-
-# Hostile archives. `zipfile` reads the whole central directory into memory (some 10 objects per member),
-# so its size is checked first; ~100k members still fit, and a torch.export archive has one per tensor.
-MAX_ZIP_DIRECTORY_BYTES = 8 * 1024 * 1024
-# numpy.savez writes one `.npy` member per array: x, y and perhaps a few more.
+# Hostile archives (zip directories and bombs: `engine.plan.archives`). numpy.savez writes one `.npy`
+# member per array: x, y and perhaps a few more.
 MAX_NPZ_MEMBERS = 256
 # What a worker inflates into memory when it loads a dataset: the members' declared sizes, which bound
-# what `zipfile` will inflate. A zip bomb declares far more than its compressed bytes: deflate reaches
-# ~1000:1 on constant data, real arrays well under 100:1 (savez does not compress at all).
+# what `zipfile` will inflate.
 MAX_NPZ_UNCOMPRESSED_BYTES = 64 * 1024**3
-MAX_NPZ_COMPRESSION_RATIO = 200
-NPZ_RATIO_CHECKED_ABOVE = 64 * 1024 * 1024  # small archives may compress as well as they like
 
 
 class UploadRejected(Exception):
@@ -83,14 +75,17 @@ class UploadRejected(Exception):
 class Detected(NamedTuple):
     format: str
     samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines, Parquet rows
+    details: dict[str, Any] | None = None  # an `hf` teacher's: its `HFFolder`
 
 
-def detect_format(purpose: str, f: BinaryIO) -> Detected:
-    """The format of the file that the seekable binary stream `f` reads."""
+def detect_format(purpose: str, f: BinaryIO, settings: Settings) -> Detected:
+    """The format of the file that the seekable binary stream `f` reads (the server's `settings` bound
+    what an archived model may hold)."""
     if purpose == "dataset":
         return _dataset_format(f)
-    checks = {"teacher": _teacher_format, "tokenizer": _tokenizer_format}
-    return Detected(checks[purpose](f))
+    if purpose == "teacher":
+        return _teacher_format(f, settings)
+    return Detected(_tokenizer_format(f))
 
 
 def _size(f: BinaryIO) -> int:
@@ -98,14 +93,15 @@ def _size(f: BinaryIO) -> int:
 
 
 def _damaged_zip(exc: Exception) -> UploadRejected:
-    return UploadRejected(
-        f"The zip archive is damaged or uses an unsupported feature ({exc}): upload it again"
-    )
+    return UploadRejected(str(damaged_zip(exc)))
 
 
-def _teacher_format(f: BinaryIO) -> str:
-    if zipfile.is_zipfile(f):
-        return _zip_teacher_format(f)
+def _teacher_format(f: BinaryIO, settings: Settings) -> Detected:
+    kind = archive_kind(f)
+    if kind == "zip" and _is_pt2(f):
+        return Detected("pt2")
+    if kind is not None:
+        return _hf_teacher(f, settings, kind)
     try:
         check_safetensors(f)
     except UploadRejected:
@@ -117,8 +113,24 @@ def _teacher_format(f: BinaryIO) -> str:
             check_onnx_stream(f)
         except OnnxFileRejected as exc:
             raise UploadRejected(str(exc)) from None
-        return "onnx"
-    return "safetensors"
+        return Detected("onnx")
+    return Detected("safetensors")
+
+
+def _hf_teacher(f: BinaryIO, settings: Settings, kind: ArchiveKind) -> Detected:
+    """A `save_pretrained` folder, archived: what it holds is kept with the file."""
+    try:
+        folder = inspect_hf_archive(f, settings.hf_archive_limits, settings.hf_model_types)
+    except HFConfigMissing as missing:
+        if kind != "zip":
+            raise UploadRejected(str(missing)) from None
+        raise UploadRejected(
+            f"This zip archive is neither a torch.export archive (.pt2) nor a transformers model: {missing}. "
+            f"A pickled checkpoint? {PICKLE_HINT}"
+        ) from None
+    except HFArchiveRejected as rejected:
+        raise UploadRejected(str(rejected)) from None
+    return Detected("hf", details=folder.model_dump(mode="json"))
 
 
 def _starts_like_onnx(f: BinaryIO) -> bool:
@@ -136,20 +148,13 @@ def _is_pickle(f: BinaryIO) -> bool:
 def _check_zip_directory(f: BinaryIO) -> None:
     """Refuse an archive whose central directory is too big to read, before `zipfile` reads it."""
     try:
-        end = zipfile._EndRecData(f)  # what `zipfile.is_zipfile` and `ZipFile` read first
-    except OSError as exc:
-        raise _damaged_zip(exc) from None
-    if end is None:
-        raise _damaged_zip(zipfile.BadZipFile("no end of central directory record"))
-    if end[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES:
-        raise UploadRejected(
-            f"The zip archive's directory takes {end[zipfile._ECD_SIZE]} bytes "
-            f"({end[zipfile._ECD_ENTRIES_TOTAL]} members), more than this server reads "
-            f"({MAX_ZIP_DIRECTORY_BYTES} bytes)."
-        )
+        check_zip_directory(f)
+    except ArchiveRejected as rejected:
+        raise UploadRejected(str(rejected)) from None
 
 
-def _zip_teacher_format(f: BinaryIO) -> str:
+def _is_pt2(f: BinaryIO) -> bool:
+    """Whether the zip archive is a torch.export archive (refused if it is a torch.save pickle)."""
     _check_zip_directory(f)
     try:
         with zipfile.ZipFile(f) as archive:
@@ -158,67 +163,16 @@ def _zip_teacher_format(f: BinaryIO) -> str:
         raise _damaged_zip(exc) from None
     if any(name.endswith("/data.pkl") for name in names):
         raise UploadRejected(PICKLE_HINT)
-    if any(name.endswith("/archive_format") for name in names) and any("/models/" in n for n in names):
-        return "pt2"
-    raise UploadRejected("This zip archive is not a torch.export archive (.pt2); " + PICKLE_HINT)
+    return any(name.endswith("/archive_format") for name in names) and any("/models/" in n for n in names)
 
 
 def check_safetensors(f: BinaryIO) -> None:
     size = _size(f)
     f.seek(0)
-    prefix = f.read(8)
-    if len(prefix) < 8:
-        raise UploadRejected("Not a safetensors file: it is shorter than the 8-byte header length.")
-    (header_len,) = struct.unpack("<Q", prefix)
-    if header_len > MAX_SAFETENSORS_HEADER or 8 + header_len > size:
-        raise UploadRejected(
-            f"Not a safetensors file (or truncated): its header claims {header_len} bytes "
-            f"but the file has {size}."
-        )
     try:
-        header = json.loads(f.read(header_len))
-    except (ValueError, RecursionError) as exc:  # JSON syntax, encoding, integers of 4,300+ digits
-        raise UploadRejected(f"Not a safetensors file: its header is not JSON ({exc}).") from None
-    _check_safetensors_header(header, data_bytes=size - 8 - header_len)
-
-
-def _check_safetensors_header(header: object, data_bytes: int) -> None:
-    if not isinstance(header, dict):
-        raise UploadRejected("Not a safetensors file: its header is not a JSON object.")
-    spans = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        spans.append((*_tensor_span(name, entry), name))
-    end_of_previous = 0
-    for begin, end, name in sorted(spans):
-        if begin < end_of_previous:
-            raise UploadRejected(f"Corrupt safetensors file: tensor {name!r} overlaps another tensor.")
-        end_of_previous = end
-    if end_of_previous > data_bytes:
-        raise UploadRejected(
-            f"Truncated safetensors file: the tensors need {end_of_previous} bytes of data, "
-            f"the file holds {data_bytes}. Upload the whole file again."
-        )
-
-
-def _tensor_span(name: str, entry: object) -> tuple[int, int]:
-    try:
-        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        numel = int(np.prod(shape, dtype=np.float64)) if shape else 1
-        ok = (
-            dtype in SAFETENSORS_DTYPE_BYTES
-            and all(isinstance(d, int) and d >= 0 for d in shape)
-            and isinstance(begin, int)
-            and isinstance(end, int)
-            and 0 <= begin <= end
-            and end - begin == numel * SAFETENSORS_DTYPE_BYTES[dtype]
-        )
-    except (TypeError, KeyError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise UploadRejected(f"Corrupt safetensors file: the header entry of tensor {name!r} is invalid.")
-    return begin, end
+        read_safetensors_header(f, size)
+    except SafetensorsRejected as rejected:
+        raise UploadRejected(str(rejected)) from None
 
 
 def _dataset_format(f: BinaryIO) -> Detected:
@@ -318,11 +272,10 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
             f"The .npz's arrays take {inflated} bytes uncompressed, more than this server loads "
             f"({MAX_NPZ_UNCOMPRESSED_BYTES} bytes): split the dataset or use a smaller dtype."
         )
-    if inflated > NPZ_RATIO_CHECKED_ABOVE and inflated > MAX_NPZ_COMPRESSION_RATIO * archive_bytes:
+    if inflates_like_a_bomb(inflated, archive_bytes):
         raise UploadRejected(
-            f"The .npz's {archive_bytes} bytes inflate to {inflated} bytes, over "
-            f"{MAX_NPZ_COMPRESSION_RATIO} times as many, which no real dataset does (a zip bomb?): "
-            "save the arrays with numpy.savez, uncompressed."
+            f"The .npz's {archive_bytes} bytes inflate to {inflated} bytes, far more than real data "
+            "compresses (a zip bomb?): save the arrays with numpy.savez, uncompressed."
         )
 
 

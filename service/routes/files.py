@@ -106,7 +106,7 @@ def _record_upload(
                 storage.delete(key)
                 return replayed
             with storage.open(key) as stream:  # read where the checks need: headers, in a bucket too
-                detected = detect_format(purpose, stream)
+                detected = detect_format(purpose, stream, settings)
             if detected.format == "pt2" and not settings.pt2_allowed:
                 raise pt2_not_allowed(settings, "file")
         except Exception as exc:  # whatever went wrong, the upload must not stay behind in the store
@@ -122,6 +122,7 @@ def _record_upload(
             filename=filename,
             format=detected.format,
             samples=detected.samples,
+            details=detected.details,
             bytes=stored.bytes,
             sha256=stored.sha256,
             storage_key=key,
@@ -133,7 +134,7 @@ def _record_upload(
         except RequestError:
             storage.delete(key)
             raise
-        body = FileObject.model_validate(row, from_attributes=True)
+        body = FileObject.of(row)
         won = post.commit_remembered(session, request_hash, body.model_dump(mode="json"))
         if won is not None:  # a concurrent request with the same key stored its file
             storage.delete(key)

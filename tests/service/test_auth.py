@@ -1,13 +1,14 @@
 """DISTILL_AUTH=on: every /v1 endpoint wants a valid API key (401 otherwise), and a tenant reaches only its
 own files, jobs, events, metrics and artifacts: another tenant's id answers exactly as an unknown id (404).
 Also the pt2 policy: pt2 teachers are refused while keys are on, unless the operator allows them; onnx
-teachers, which unpickle nothing, are not."""
+and hf teachers, which unpickle nothing, are not."""
 
 import pytest
 from sqlalchemy import select
 
 from core.models import ApiKey
 from service.main import create_app
+from tests.hf_archives import hand_made, zip_archive
 from tests.service.helpers import (
     TOKENIZER,
     assert_error,
@@ -321,6 +322,12 @@ def test_onnx_teachers_are_allowed_while_keys_are_on(alice):
     )
     assert response.status_code == 201, response.text
     assert response.json()["request"]["teacher"]["format"] == "onnx"
+
+
+def test_hf_teachers_are_allowed_while_keys_are_on(alice):
+    """An archived save_pretrained folder: safetensors weights only, nothing to unpickle."""
+    teacher = upload_ok(alice, zip_archive(hand_made()), "teacher", "model.zip")
+    assert teacher["format"] == "hf" and teacher["model"]["model_type"] == "bert"
 
 
 def test_pt2_is_allowed_when_the_operator_turns_it_on(tmp_path, alice_key):

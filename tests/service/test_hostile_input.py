@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from engine.plan import archives
 from service import upload_formats
 from tests.service.helpers import (
     assert_error,
@@ -108,7 +109,7 @@ def test_total_uncompressed_size_over_the_limit_is_refused(client, nothing_store
 def test_deflate_bomb_is_refused_without_inflating_it(client, nothing_stored, monkeypatch):
     """Kilobytes of deflated zeros that inflate to 64 MiB, with an honest header: the ratio gives it away.
     Only the array headers are inflated."""
-    monkeypatch.setattr(upload_formats, "NPZ_RATIO_CHECKED_ABOVE", 1024 * 1024)
+    monkeypatch.setattr(archives, "RATIO_CHECKED_ABOVE", 1024 * 1024)
     content = deflate_bomb(64)
     assert len(content) < 256 * 1024
     inflated = []
@@ -152,7 +153,7 @@ def test_npz_with_many_members_is_refused(client, nothing_stored):
 @pytest.mark.parametrize("purpose", ["dataset", "teacher"])
 def test_zip_directory_too_big_to_read_is_refused(client, nothing_stored, monkeypatch, purpose):
     """Checked from the end record, before `zipfile` reads the directory into memory."""
-    monkeypatch.setattr(upload_formats, "MAX_ZIP_DIRECTORY_BYTES", 4096)
+    monkeypatch.setattr(archives, "MAX_ZIP_DIRECTORY_BYTES", 4096)
 
     def no_directory_reads(*args, **kwargs):
         raise AssertionError("the central directory was read")

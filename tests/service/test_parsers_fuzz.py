@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Settings
 from service.downloads import _etag_matches, parse_range
 from service.upload_formats import UploadRejected, detect_format
 from tests.service.helpers import (
@@ -27,10 +28,11 @@ FUZZ = settings(
     max_examples=250, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 FORMATS = {
-    "teacher": {"safetensors", "pt2", "onnx"},
+    "teacher": {"safetensors", "pt2", "onnx", "hf"},
     "dataset": {"npz", "jsonl", "parquet"},
     "tokenizer": {"json"},
 }
+SETTINGS = Settings()
 SEEDS = {
     "teacher": [safetensors_teacher(), onnx_teacher()],
     "dataset": [
@@ -90,7 +92,7 @@ def uploads(purpose: str) -> st.SearchStrategy[bytes]:
 
 def check_total(purpose: str, content: bytes) -> None:
     try:
-        assert detect_format(purpose, io.BytesIO(content)).format in FORMATS[purpose]
+        assert detect_format(purpose, io.BytesIO(content), SETTINGS).format in FORMATS[purpose]
     except UploadRejected as rejected:
         assert str(rejected)
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.config import Settings
 from engine.data.text import read_records
 from engine.plan.errors import JobFailed
 from engine.plan.records import Record, RecordChecks, RecordRejected, parse_record
@@ -43,7 +44,7 @@ FILES = {
 
 def upload_verdict(content: bytes) -> str | None:
     try:
-        detect_format("dataset", io.BytesIO(content))
+        detect_format("dataset", io.BytesIO(content), Settings())
     except UploadRejected as rejected:
         return str(rejected)
     return None
