@@ -8,9 +8,10 @@ Forward passes have no data-dependent control flow, so every model exports with 
 from torch import nn
 
 from engine.models.cnn import ResNet
+from engine.models.hf.build import build_hf_model
 from engine.models.mlp import MLP
 from engine.models.transformer import TransformerClassifier
-from engine.plan.specs import ArchitectureSpec
+from engine.plan.specs import ArchitectureSpec, HFSpec
 
 MODEL_FAMILIES: dict[str, type[nn.Module]] = {
     "mlp": MLP,
@@ -19,7 +20,9 @@ MODEL_FAMILIES: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(spec: ArchitectureSpec) -> nn.Module:
+def build_model(spec: ArchitectureSpec | HFSpec) -> nn.Module:
+    if isinstance(spec, HFSpec):  # a family of its own library, whose submodules transformers names
+        return build_hf_model(spec)
     try:
         family = MODEL_FAMILIES[spec.family]
     except KeyError:

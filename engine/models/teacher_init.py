@@ -7,7 +7,9 @@ classifier) copies the tensor of the same name.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -25,20 +27,36 @@ _LAYER_KEY = {
 
 @dataclass
 class InitReport:
-    """What `init_from_teacher` did with each tensor of the student's state dict."""
+    """What `init_from_teacher` did with each tensor of the student's state dict.
 
-    layer_map: list[int]
+    `layer_map`: the teacher layer of each student layer; of each group of layers (a stage's blocks) by
+    the group's name, for a model with several."""
+
+    layer_map: list[int] | dict[str, list[int]]
     copied: list[str] = field(default_factory=list)
     sliced: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
-        layers = ", ".join(map(str, self.layer_map)) or "none"
         return (
-            f"Student initialised from the teacher (teacher layers {layers}): {len(self.copied)} tensors "
-            f"copied, {len(self.sliced)} cut to their leading slice, {len(self.skipped)} left as initialised."
+            f"Student initialised from the teacher (teacher layers {self._layers()}): {len(self.copied)} "
+            f"tensors copied, {len(self.sliced)} cut to their leading slice, {len(self.skipped)} left as "
+            "initialised."
         )
+
+    def _layers(self) -> str:
+        if isinstance(self.layer_map, list):
+            return _listed(self.layer_map)
+        if not self.layer_map:
+            return "none of its own: tensors matched by name"
+        if len(self.layer_map) == 1:
+            return _listed(next(iter(self.layer_map.values())))
+        return "; ".join(f"{group} {_listed(indices)}" for group, indices in self.layer_map.items())
+
+
+def _listed(indices: list[int]) -> str:
+    return ", ".join(map(str, indices)) or "none"
 
 
 def init_from_teacher(
@@ -56,13 +74,23 @@ def init_from_teacher(
     """
     check_initialisable(student_spec, teacher_spec)
     layer_map = layer_selection(layer_count(teacher_spec), layer_count(student_spec))
-    report = InitReport(layer_map=layer_map)
+    teacher_name = partial(_teacher_name, family=student_spec.family, layer_map=layer_map)
+    return copy_from_teacher(student, teacher_state, teacher_name, InitReport(layer_map=layer_map))
+
+
+def copy_from_teacher(
+    student: nn.Module,
+    teacher_state: dict[str, Tensor],
+    teacher_name: Callable[[str], str],
+    report: InitReport,
+) -> InitReport:
+    """Copy into each tensor of the student's state dict the teacher's tensor named `teacher_name(its
+    name)`: whole, or its leading slice where the student's is smaller (see `init_from_teacher`)."""
     # state_dict() tensors share storage with the student's parameters and buffers: copying into
     # them writes the student.
     with torch.no_grad():
         for name, target in student.state_dict().items():
-            source = teacher_state.get(_teacher_name(name, student_spec.family, layer_map))
-            _copy_tensor(name, target, source, report)
+            _copy_tensor(name, target, teacher_state.get(teacher_name(name)), report)
     return report
 
 

@@ -1,6 +1,7 @@
 """Failures a user can act on. `code` is stable (the API returns it), `message` says what to do."""
 
 TIME_LIMIT_EXCEEDED = "time_limit_exceeded"  # the code of a job that ran past its time bound
+MAX_LISTED_PROBLEMS = 20
 
 
 class JobFailed(Exception):
@@ -24,3 +25,10 @@ def time_limit_exceeded(how_far: str) -> JobFailed:
 
 class JobCancelled(Exception):
     """Raised inside the training loop when the job was asked to stop."""
+
+
+def capped_list(problems: list[str]) -> str:
+    """The problems for a message, joined, the first MAX_LISTED_PROBLEMS of them and how many more."""
+    listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    hidden = len(problems) - MAX_LISTED_PROBLEMS
+    return f"{listed}; and {hidden} more" if hidden > 0 else listed

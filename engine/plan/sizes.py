@@ -10,7 +10,7 @@ import math
 from itertools import pairwise
 
 from engine.plan.search_space import search_epochs
-from engine.plan.specs import ArchitectureSpec, CNNSpec, EngineJob, MLPSpec, TransformerSpec
+from engine.plan.specs import ArchitectureSpec, CNNSpec, EngineJob, HFSpec, MLPSpec, TransformerSpec
 
 FLOAT_BYTES = 4
 # Tensors of the parameters' size that training holds per parameter: weights and gradients, and the
@@ -18,7 +18,9 @@ FLOAT_BYTES = 4
 TRAINING_COPIES = {"adam": 4, "adamw": 4, "sgd": 3}
 
 
-def parameter_count(spec: ArchitectureSpec) -> int:
+def parameter_count(spec: ArchitectureSpec | HFSpec) -> int:
+    if isinstance(spec, HFSpec):
+        return _measured(spec, "parameters")
     if isinstance(spec, MLPSpec):
         widths = [math.prod(spec.input_shape), *spec.hidden_sizes, spec.num_classes]
         return sum(inputs * outputs + outputs for inputs, outputs in pairwise(widths))
@@ -64,8 +66,10 @@ def stage_resolutions(spec: CNNSpec) -> list[tuple[int, int]]:
     return resolutions
 
 
-def activation_floats(spec: ArchitectureSpec) -> int:
+def activation_floats(spec: ArchitectureSpec | HFSpec) -> int:
     """Floats one sample's forward pass keeps for the backward pass (an estimate from above)."""
+    if isinstance(spec, HFSpec):
+        return _measured(spec, "activation_floats")
     if isinstance(spec, MLPSpec):
         # Per hidden layer: the linear output, the activation and the dropout's; the flattened input; logits.
         return math.prod(spec.input_shape) + 3 * sum(spec.hidden_sizes) + spec.num_classes
@@ -83,13 +87,25 @@ def activation_floats(spec: ArchitectureSpec) -> int:
     return 4 * length * hidden + spec.num_layers * layer + spec.num_classes
 
 
-def model_training_bytes(spec: ArchitectureSpec, optimizer: str, batch_size: int) -> int:
+def _measured(spec: HFSpec, field: str) -> int:
+    """A `transformers` model's figure, which only building it tells: the service measures it on no real
+    memory (`python -m engine.models.hf.sizing`) and sets it in the spec."""
+    value = getattr(spec, field)
+    if value is None:
+        raise ValueError(
+            f"the {spec.model_type} model's {field} is not set: measure the spec with "
+            "engine.models.hf.sizing and set its parameters and activation_floats before sizing the job"
+        )
+    return value
+
+
+def model_training_bytes(spec: ArchitectureSpec | HFSpec, optimizer: str, batch_size: int) -> int:
     """A learner: its weights, gradients and optimizer state, and the activations of one batch."""
     parameters = parameter_count(spec) * TRAINING_COPIES[optimizer]
     return FLOAT_BYTES * (parameters + batch_size * activation_floats(spec))
 
 
-def frozen_model_bytes(parameters: int, spec: ArchitectureSpec | None, batch_size: int) -> int:
+def frozen_model_bytes(parameters: int, spec: ArchitectureSpec | HFSpec | None, batch_size: int) -> int:
     """A teacher: its weights, and the activations of one batch where its architecture is known."""
     activations = 0 if spec is None else batch_size * activation_floats(spec)
     return FLOAT_BYTES * (parameters + activations)

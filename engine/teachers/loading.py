@@ -1,5 +1,5 @@
-"""Loading the teacher: a safetensors state dict plus its architecture, a torch.export program, or an ONNX
-model."""
+"""Loading the teacher: a safetensors state dict plus its architecture, a torch.export program, an ONNX
+model, or a `transformers` classifier's `save_pretrained` folder."""
 
 import warnings
 from collections.abc import Sequence
@@ -10,18 +10,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from engine.models.hf.loading import load_hf_model
 from engine.models.registry import build_model
-from engine.plan.errors import JobFailed
-from engine.plan.specs import ArchitectureSpec, TeacherFormat
+from engine.plan.errors import JobFailed, capped_list
+from engine.plan.specs import ArchitectureSpec, HFSpec, TeacherFormat
 from engine.teachers.onnx_runtime import OnnxTeacher
-
-MAX_LISTED_PROBLEMS = 20
 
 
 def load_teacher(
     path: Path,
     format: TeacherFormat,
-    architecture: ArchitectureSpec | None = None,
+    architecture: ArchitectureSpec | HFSpec | None = None,
     layers: Sequence[str] = (),
 ) -> nn.Module:
     """A frozen teacher on the CPU, in eval mode where the format allows it, whose `layers` the job reads.
@@ -30,10 +29,13 @@ def load_teacher(
     keep the mode they were exported in, so teachers must be exported from a model in eval mode
     (otherwise dropout stays active and BatchNorm normalizes with batch statistics). A `tapped`
     program (one whose layers the job reads) is unflattened so its layers keep their module paths.
-    An `onnx` model's layers are its graph's named values.
+    An `onnx` model's layers are its graph's named values. An `hf` teacher's `path` is the unpacked folder and
+    its `architecture` the `HFSpec` read from it.
     """
     if format == "safetensors":
         teacher = _load_safetensors(path, architecture)
+    elif format == "hf":
+        teacher = _load_hf(path, architecture)
     elif format == "onnx":
         teacher = OnnxTeacher(path, layers)
     else:
@@ -64,11 +66,21 @@ def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.M
     if problems:
         raise JobFailed(
             "teacher_load_failed",
-            f"{path.name} does not match teacher_architecture: {_capped(problems)}",
+            f"{path.name} does not match teacher_architecture: {capped_list(problems)}",
         )
     model = build_model(architecture)
     model.load_state_dict(load_file(path, device="cpu"), strict=True)
     return model.eval()
+
+
+def _load_hf(folder: Path, architecture: ArchitectureSpec | HFSpec | None) -> nn.Module:
+    if not isinstance(architecture, HFSpec):
+        raise JobFailed(
+            "architecture_required",
+            "an hf teacher is loaded by its config: give its teacher_architecture as an hf spec (the service "
+            "reads it from the folder's config.json)",
+        )
+    return load_hf_model(folder, architecture)
 
 
 def _load_exported_program(path: Path, tapped: bool) -> nn.Module:
@@ -114,9 +126,3 @@ def state_dict_mismatches(checkpoint: dict[str, tuple], expected: dict[str, tupl
         if key in checkpoint and checkpoint[key] != shape
     ]
     return missing + unexpected + wrong_shapes
-
-
-def _capped(problems: list[str]) -> str:
-    listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
-    hidden = len(problems) - MAX_LISTED_PROBLEMS
-    return f"{listed}; and {hidden} more" if hidden > 0 else listed

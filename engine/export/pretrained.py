@@ -1,0 +1,69 @@
+"""A `transformers` student as a `save_pretrained` folder, which `AutoModelForSequenceClassification` /
+`AutoModelForImageClassification.from_pretrained` and `transformers.pipeline` load with no code of ours, and
+that folder as one zip archive to download.
+
+The folder: `config.json` (with the labels, `id2label` and `label2id`), `model.safetensors`, what turns raw
+inputs into the student's (text: the teacher's tokenizer, saved anew by transformers; images: a
+`preprocessor_config.json` that resizes to the student's input_shape, scales to [0, 1] and normalises with
+its mean and std, as the student was trained), and the model card as `README.md`.
+"""
+
+import zipfile
+from pathlib import Path
+
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedModel, ViTImageProcessorPil
+
+from engine.plan.specs import HFSpec
+
+MODEL_CARD = "README.md"
+
+
+def save_pretrained_folder(
+    model: nn.Module, spec: HFSpec, out_dir: Path, teacher_folder: Path | None, card: str
+) -> Path:
+    """Write the wrapped student `model` of `spec` to `out_dir`; `teacher_folder`: the teacher's unpacked
+    `save_pretrained` folder, whose tokenizer a text student reads its text with."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_model: PreTrainedModel = model.model
+    hf_model.save_pretrained(out_dir)
+    if spec.task == "text":
+        if teacher_folder is None:
+            raise ValueError(
+                "a text student is saved with its teacher's tokenizer: give the teacher's folder"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(
+            teacher_folder, local_files_only=True, trust_remote_code=False
+        )
+        tokenizer.model_max_length = spec.max_length
+        tokenizer.save_pretrained(out_dir)
+    else:
+        image_processor(spec).save_pretrained(out_dir)
+    (out_dir / MODEL_CARD).write_text(card)
+    return out_dir
+
+
+def image_processor(spec: HFSpec) -> ViTImageProcessorPil:
+    """The preprocessing the student was trained with: the image resized to its input_shape, values scaled
+    to [0, 1], normalised with its mean and std (none without them). The PIL-backed processor runs without
+    torchvision."""
+    _, height, width = spec.input_shape
+    normalised = spec.image_mean is not None and spec.image_std is not None
+    return ViTImageProcessorPil(
+        do_resize=True,
+        size={"height": height, "width": width},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=normalised,
+        image_mean=spec.image_mean if normalised else None,
+        image_std=spec.image_std if normalised else None,
+    )
+
+
+def archive_folder(folder: Path, zip_path: Path) -> Path:
+    """The folder's files in one zip, at its top level (unzip into the folder to load it)."""
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return zip_path

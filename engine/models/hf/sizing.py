@@ -1,0 +1,140 @@
+"""What a `transformers` model of an `HFSpec` costs, measured on the meta device (shapes, no memory): its
+parameters, exactly, and the floats one sample's training forward pass keeps for the backward pass.
+
+The API, which never imports torch, runs this as `python -m engine.models.hf.sizing` with one HFSpec as JSON
+on stdin (and a timeout); it prints `{"parameters": .., "activation_floats": ..}`, or exits 1 with the
+reason on stderr, for a config that does not build or that would be too large to build at all.
+"""
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from engine.models.hf.build import build_hf_model
+from engine.plan.sizes import FLOAT_BYTES
+from engine.plan.specs import HFSpec
+
+# Refused before anything is built: building the modules of a larger model takes the measuring process's
+# memory and time, though its tensors take none.
+MAX_PARAMETERS = 10**11
+# A batch of two: BatchNorm in training refuses one sample where a feature map is 1x1. Counts are per sample.
+PROBE_BATCH = 2
+# Config keys that count layers and that give widths, for the estimate checked before building. A channel
+# multiplier scales a base width: MobileNet's and EfficientNet's last convolution has 1280 channels.
+LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers", "depths")
+WIDTH_KEYS = (
+    "hidden_size",
+    "dim",
+    "embed_dim",
+    "embedding_size",
+    "intermediate_size",
+    "hidden_dim",
+    "hidden_sizes",
+    "neck_hidden_sizes",
+    "pooler_hidden_size",
+)
+MULTIPLIER_KEYS = ("depth_multiplier", "width_coefficient")
+MULTIPLIED_WIDTH = 1280
+
+
+@dataclass(frozen=True)
+class Sizes:
+    parameters: int
+    activation_floats: int
+
+
+class TooLarge(ValueError):
+    """The config would build a model beyond MAX_PARAMETERS."""
+
+
+def measure(spec: HFSpec) -> Sizes:
+    """The spec's parameters (as the built model counts them) and its activation floats per sample (an
+    estimate from above: every tensor autograd saves in a training forward pass, parameters left out, each
+    storage once). Raises TooLarge before building a model beyond MAX_PARAMETERS."""
+    check_buildable(spec)
+    with torch.device("meta"):
+        model = build_hf_model(spec, attn_implementation="eager")
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    return Sizes(parameters, math.ceil(_saved_floats(model.train(), _probe(spec)) / PROBE_BATCH))
+
+
+def check_buildable(spec: HFSpec) -> None:
+    """Raises TooLarge where the config's layers and widths make a model of more than MAX_PARAMETERS."""
+    estimate = rough_parameters(spec.config)
+    if estimate > MAX_PARAMETERS:
+        raise TooLarge(
+            f"the {spec.model_type} config's layers and widths make a model of some {estimate:.1e} "
+            f"parameters, more than the {MAX_PARAMETERS:.0e} any job here trains: check num_hidden_layers, "
+            "hidden_size and the other sizes of the config"
+        )
+
+
+def rough_parameters(config: dict) -> float:
+    """The parameters, roughly, from the sizes alone (for the guard, not for the job's bounds): per layer
+    twelve width^2 (a transformer layer's four projections and its 4x feed-forward; a 3x3 convolution's
+    nine), the widest width for all, plus the embeddings of the vocabulary, positions and image patches."""
+    layers = max([1.0, *(sum(_numbers(config.get(key))) for key in LAYER_KEYS)])
+    widths = [number for key in WIDTH_KEYS for number in _numbers(config.get(key))]
+    widths += [MULTIPLIED_WIDTH * number for key in MULTIPLIER_KEYS for number in _numbers(config.get(key))]
+    width = max([1.0, *widths])
+    patches = (
+        max(_numbers(config.get("image_size")) or [0]) / max(_numbers(config.get("patch_size")) or [1])
+    ) ** 2
+    tokens = sum(max(_numbers(config.get(key)) or [0]) for key in ("vocab_size", "max_position_embeddings"))
+    return 12 * layers * width**2 + (tokens + patches) * width
+
+
+def _numbers(value: object) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and v > 0]
+
+
+def _probe(spec: HFSpec) -> Tensor:
+    if spec.task == "text":
+        return torch.zeros((PROBE_BATCH, spec.max_length), dtype=torch.long, device="meta")
+    return torch.zeros((PROBE_BATCH, *spec.input_shape), device="meta")
+
+
+def _saved_floats(model: nn.Module, probe: Tensor) -> int:
+    """Float32s' worth of the tensors autograd saves in one forward pass of `probe`, parameters and buffers
+    left out.
+
+    The meta model runs on fake tensors, which transformers takes for tracing: it skips the checks of
+    values (is the mask all ones?) that no meta tensor has."""
+    weights = {id(tensor) for tensor in (*model.parameters(), *model.buffers())}  # saved as themselves
+    counted: set[int] = set()
+    saved_bytes = 0
+
+    def count(tensor: Tensor) -> Tensor:
+        nonlocal saved_bytes
+        storage = tensor if tensor._base is None else tensor._base  # a view keeps its base alive
+        if id(storage) not in weights and id(storage) not in counted:
+            counted.add(id(storage))  # alive while autograd holds it, so no other tensor takes its id
+            saved_bytes += storage.numel() * storage.element_size()
+        return tensor
+
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.autograd.graph.saved_tensors_hooks(count, _same):
+        model(probe)
+    return math.ceil(saved_bytes / FLOAT_BYTES)
+
+
+def _same(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+def main() -> None:
+    try:
+        sizes = measure(HFSpec.model_validate_json(sys.stdin.read()))
+    except Exception as error:  # the process's answer to the API: why this spec has no sizes
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(asdict(sizes)))
+
+
+if __name__ == "__main__":
+    main()
