@@ -12,7 +12,14 @@ from engine.data.arrays import ArrayDataset, batch_bounds, smallest_batch
 from engine.plan.errors import JobFailed
 from engine.plan.search_space import searched
 from engine.plan.sizes import stage_resolutions
-from engine.plan.specs import ArchitectureSpec, EngineJob, TransformerSpec
+from engine.plan.specs import (
+    ArchitectureSpec,
+    EngineJob,
+    HFSpec,
+    TransformerSpec,
+    reads_token_ids,
+    vocabulary_size,
+)
 from engine.reporting import Reporter
 
 MAX_REASON_CHARS = 600
@@ -23,7 +30,7 @@ def check_student_input(
 ) -> None:
     """The samples fit the model the job trains (the student, or the peer named by `field`)."""
     sample_shape = list(dataset.x.shape[1:])
-    if spec.family == "transformer":
+    if reads_token_ids(spec):
         check_token_ids(spec, dataset.x, field)
     elif spec.family == "mlp":
         # An MLP flattens its input, so only the number of values per sample matters.
@@ -40,8 +47,8 @@ def check_student_input(
         )
 
 
-def check_token_ids(spec: TransformerSpec, x: Tensor, field: str = "student.architecture") -> None:
-    """Token ids [N, L] (as `datasets.load_dataset` reads them) that the transformer can embed:
+def check_token_ids(spec: TransformerSpec | HFSpec, x: Tensor, field: str = "student.architecture") -> None:
+    """Token ids [N, L] (as `datasets.load_dataset` reads them) that the text model can embed:
     L <= max_length, every id < vocab_size."""
     if x.shape[1] > spec.max_length:
         raise JobFailed(
@@ -49,12 +56,12 @@ def check_token_ids(spec: TransformerSpec, x: Tensor, field: str = "student.arch
             f"dataset sequences have {x.shape[1]} tokens but {field}.max_length is "
             f"{spec.max_length}: truncate the ids to at most {spec.max_length}, or raise max_length",
         )
-    largest = int(x.max()) if x.numel() else 0
-    if largest >= spec.vocab_size:
+    largest, vocabulary = int(x.max()) if x.numel() else 0, vocabulary_size(spec)
+    if vocabulary is not None and largest >= vocabulary:
         raise JobFailed(
             "vocabulary_mismatch",
             f"the dataset has token id {largest:,} but {field}.vocab_size is "
-            f"{spec.vocab_size:,} (ids 0 to {spec.vocab_size - 1:,}): set vocab_size to at least "
+            f"{vocabulary:,} (ids 0 to {vocabulary - 1:,}): set vocab_size to at least "
             f"{largest + 1:,}, or tokenize with the tokenizer the models were built for",
         )
 

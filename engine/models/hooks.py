@@ -31,7 +31,8 @@ class LayerTaps:
         module = find_layer(model, path, role)
 
         def record(_module, _inputs, output):
-            self.outputs[path] = output
+            # A transformers layer returns a tuple (or a ModelOutput) led by its hidden states.
+            self.outputs[path] = output if isinstance(output, Tensor) else output[0]
 
         return module.register_forward_hook(record)
 

@@ -5,24 +5,26 @@ checkpoints are keyed by them and feature distillation reaches layers by name wi
 Forward passes have no data-dependent control flow, so every model exports with torch.export.
 """
 
+from collections.abc import Callable
+
 from torch import nn
 
 from engine.models.cnn import ResNet
 from engine.models.hf.build import build_hf_model
 from engine.models.mlp import MLP
 from engine.models.transformer import TransformerClassifier
-from engine.plan.specs import ArchitectureSpec, HFSpec
+from engine.plan.specs import ArchitectureSpec
 
-MODEL_FAMILIES: dict[str, type[nn.Module]] = {
+# A model built from its spec; `hf`'s are transformers', whose submodules transformers names.
+MODEL_FAMILIES: dict[str, Callable[[ArchitectureSpec], nn.Module]] = {
     "mlp": MLP,
     "cnn": ResNet,
     "transformer": TransformerClassifier,
+    "hf": build_hf_model,
 }
 
 
-def build_model(spec: ArchitectureSpec | HFSpec) -> nn.Module:
-    if isinstance(spec, HFSpec):  # a family of its own library, whose submodules transformers names
-        return build_hf_model(spec)
+def build_model(spec: ArchitectureSpec) -> nn.Module:
     try:
         family = MODEL_FAMILIES[spec.family]
     except KeyError:

@@ -268,26 +268,19 @@ def _text_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
             f"{teacher_vocab}: it reads the teacher's token ids, so give it vocab_size {teacher_vocab} "
             "(or more)."
         )
-    for key in ("pad_token_id", "sep_token_id"):
-        if _known(teacher.config.get(key), student.config.get(key)) and (
-            teacher.config[key] != student.config[key]
-        ):
-            problems.append(
-                f"the student's {key} is {student.config[key]} and the teacher tokenizer's "
-                f"{teacher.config[key]}: it reads the teacher's token ids, so give it {key} "
-                f"{teacher.config[key]}."
-            )
-    if student.max_length != teacher.max_length:
+    # Padding and separator ids need no check: the engine gives every text model the tokenizer's.
+    if student.max_length > teacher.max_length:
         problems.append(
-            f"the student reads {student.max_length} tokens and the teacher {teacher.max_length}: both read "
-            f"the same token ids, so give the student max_length {teacher.max_length}."
+            f"the student reads {student.max_length} tokens and the teacher places at most "
+            f"{teacher.max_length}: both read the same token ids, so give dataset.max_length "
+            f"{teacher.max_length} or less."
         )
     positions, needed = student.config.get("max_position_embeddings"), positions_needed(student)
     if _known(positions) and positions < needed:
         problems.append(
-            f"the student ({student.model_type}) has {positions} max_position_embeddings and the teacher's "
-            f"max_length {teacher.max_length} needs {needed}: give the student max_position_embeddings "
-            f"{needed}, or a shorter max_length to both."
+            f"the student ({student.model_type}) has {positions} max_position_embeddings and its "
+            f"max_length {student.max_length} needs {needed}: give the student max_position_embeddings "
+            f"{needed}, or a smaller dataset.max_length."
         )
     return problems
 

@@ -11,6 +11,7 @@ import math
 from typing import Literal
 
 HFTask = Literal["text", "image"]
+PRETRAINED_ARTIFACT = "student.hf.zip"  # a transformers student's save_pretrained folder, zipped
 
 TEXT_MODEL_TYPES = (
     "albert",
@@ -53,6 +54,10 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024  # ImageNet-21k's 21,843 labels take some 600
 # Config fields that size a model (layers, widths, heads, positions, vocabulary). One above this is no model
 # the service could train: refused before anything is built from it.
 MAX_CONFIG_SIZE = 1_000_000
+# Layers in all (a list such as ResNet's `depths` counts its sum): each is a module built and counted at
+# submission, and a 900,000-layer config would take minutes and gigabytes before any bound could say no.
+LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers", "depths", "encoder_layers")
+MAX_LAYERS = 512
 # Keys that would make transformers import code shipped with the model: never followed here.
 REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
 
@@ -84,7 +89,19 @@ def check_hf_config(config: object, allowed: tuple[str, ...] | None = None) -> H
         raise HFConfigRejected(f"the config takes more than {MAX_CONFIG_BYTES} bytes of JSON")
     for key, value in config.items():
         _check_size_field(key, value)
+    _check_layers(config)
     return HF_TASKS[model_type]
+
+
+def _check_layers(config: dict) -> None:
+    for key in LAYER_KEYS:
+        value = config.get(key)
+        layers = sum(value) if isinstance(value, list) and all(isinstance(v, int) for v in value) else value
+        if isinstance(layers, int) and layers > MAX_LAYERS:
+            raise HFConfigRejected(
+                f"config field {key} asks for {layers:,} layers, more than any model this server trains "
+                f"(at most {MAX_LAYERS}): check the config"
+            )
 
 
 def _check_size_field(key: str, value: object) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from engine.plan.design import layer_count
 from engine.plan.errors import JobFailed
 from engine.plan.layer_map import check_layer_map
-from engine.plan.specs import ArchitectureSpec, EngineJob, TeacherSource
+from engine.plan.specs import ArchitectureSpec, EngineJob, TeacherSource, reads_token_ids
 
 
 def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> None:
@@ -27,7 +27,8 @@ def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> No
     if job.student_init == "teacher":
         teacher = initialising_teacher_architecture(job.teachers, fields)
         for field, spec in learners(job):
-            check_initialisable(spec, teacher, field)
+            if spec.family != "hf":  # a transformers student says in an event what it could not copy
+                check_initialisable(spec, teacher, field)
     _check_tinybert(job, fields)
 
 
@@ -130,20 +131,19 @@ def _check_method(job: EngineJob) -> None:
 
 
 def _check_families(job: EngineJob, fields: list[str]) -> None:
-    """A transformer reads token ids and the other families features: each teacher of declared
-    architecture is a transformer exactly when the student is, and then reads sequences as long."""
+    """A text model (a transformer, a transformers text model) reads token ids and the others features: each
+    teacher of declared architecture reads token ids exactly when the student does, and sequences as long."""
     student = job.student_architecture
-    text = student.family == "transformer"
+    text = reads_token_ids(student)
     for field, teacher in zip(fields, job.teachers, strict=True):
         architecture = teacher.architecture
         if architecture is None:
             continue
-        if (architecture.family == "transformer") != text:
+        if reads_token_ids(architecture) != text:
             raise JobFailed(
                 "incompatible_architectures",
-                f"{field} is a {architecture.family} model but the student a {student.family} model: a "
-                "transformer reads token ids and the other families features, so both must be transformers "
-                "or neither.",
+                f"{field} is a {_kind(architecture)} but the student a {_kind(student)}: a text model reads "
+                "token ids and the others features, so both must be text models or neither.",
                 f"{field}.architecture",
             )
         if text and architecture.max_length < student.max_length:
@@ -157,25 +157,29 @@ def _check_families(job: EngineJob, fields: list[str]) -> None:
 
 
 def _check_peers(job: EngineJob) -> None:
-    """A peer reads the student's data: a transformer exactly when the student is, and then sequences as
+    """A peer reads the student's data: a text model exactly when the student is, and then sequences as
     long as the student's."""
     student = job.student_architecture
     for field, peer in learners(job)[1:]:
-        if (peer.family == "transformer") != (student.family == "transformer"):
+        if reads_token_ids(peer) != reads_token_ids(student):
             raise JobFailed(
                 "incompatible_architectures",
-                f"{field} is a {peer.family} model but the student a {student.family} model: a transformer "
-                "reads token ids and the other families features, so a peer is a transformer exactly when "
-                "the student is.",
+                f"{field} is a {_kind(peer)} but the student a {_kind(student)}: a text model reads token "
+                "ids and the others features, so a peer is a text model exactly when the student is.",
                 field,
             )
-        if peer.family == "transformer" and peer.max_length < student.max_length:
+        if reads_token_ids(peer) and peer.max_length < student.max_length:
             raise JobFailed(
                 "incompatible_shapes",
                 f"{field} reads up to {peer.max_length} tokens but the student's data runs to "
                 f"{student.max_length}: set {field}.max_length to at least {student.max_length}.",
                 f"{field}.max_length",
             )
+
+
+def _kind(spec: ArchitectureSpec) -> str:
+    """A model's family in words: `transformer model`, `hf text model`."""
+    return f"hf {spec.task} model" if spec.family == "hf" else f"{spec.family} model"
 
 
 def _check_tinybert(job: EngineJob, fields: list[str]) -> None:

@@ -162,7 +162,17 @@ class HFSpec(ModelSpec):
         return self
 
 
-ArchitectureSpec = Annotated[MLPSpec | CNNSpec | TransformerSpec, Field(discriminator="family")]
+ArchitectureSpec = Annotated[MLPSpec | CNNSpec | TransformerSpec | HFSpec, Field(discriminator="family")]
+
+
+def reads_token_ids(spec: ArchitectureSpec) -> bool:
+    """Whether the model reads token ids (a transformer, a transformers text model) rather than features."""
+    return spec.family == "transformer" or (spec.family == "hf" and spec.task == "text")
+
+
+def vocabulary_size(spec: TransformerSpec | HFSpec) -> int | None:
+    """The token ids a text model embeds; None where its config leaves transformers' default."""
+    return spec.vocab_size if isinstance(spec, TransformerSpec) else spec.config.get("vocab_size")
 
 
 class FeaturePair(Spec):
@@ -412,10 +422,12 @@ class TrainingConfig(Spec):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="Only for `sgd`.")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    lr_schedule: Literal["constant", "cosine"] = Field(
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
         default="constant",
         description="`constant`: the same rate throughout; `cosine`: from `learning_rate` down to 0 at the "
-        "last step, which trains MNIST students better in 10 epochs or more (see make bench-defaults).",
+        "last step, which trains MNIST students better in 10 epochs or more (see make bench-defaults); "
+        "`linear`: down to 0 in a straight line, as transformers' fine-tuning does (an `hf` student's "
+        "default).",
     )
     warmup_epochs: float = Field(
         default=0.0,

@@ -10,12 +10,13 @@ from engine.evaluate import evaluating
 from engine.losses.features import FeatureDistiller, sample_shapes
 from engine.losses.objective import Objective
 from engine.losses.tinybert import capture_paths, transformer_term, uses_tinybert
+from engine.models.hf.teacher_init import initialise_hf_student
 from engine.models.hooks import LayerTaps
 from engine.models.registry import build_model, count_parameters
 from engine.models.teacher_init import init_from_teacher
 from engine.plan.errors import JobFailed
 from engine.plan.rules import initialising_teacher_architecture
-from engine.plan.specs import ArchitectureSpec, EngineJob
+from engine.plan.specs import ArchitectureSpec, EngineJob, HFSpec
 from engine.preparation import Setup
 from engine.reporting import Reporter
 from engine.runtime.compute import compile_model, memory_format
@@ -51,8 +52,10 @@ def initialise_from_teacher(model: nn.Module, spec: ArchitectureSpec, job: Engin
     """Copy the first teacher's layers into the model (the student or a peer, of architecture `spec`);
     returns what was copied, in words."""
     teacher_spec = initialising_teacher_architecture(job.teachers)
-    state = setup.teachers.teachers[0].state_dict()
-    return init_from_teacher(model, state, spec, teacher_spec).summary
+    teacher = setup.teachers.teachers[0]
+    if isinstance(spec, HFSpec):
+        return initialise_hf_student(model, teacher)
+    return init_from_teacher(model, teacher.state_dict(), spec, teacher_spec).summary
 
 
 def student_layer_taps(job: EngineJob, model: nn.Module, spec: ArchitectureSpec) -> LayerTaps:

@@ -131,9 +131,11 @@ def test_what_cannot_pair_is_said_with_what_would_work():
     ]
     roberta = student_from_config(text, {"model_type": "roberta", "max_position_embeddings": 12})
     (positions,) = pairing_problems(text, roberta)  # RoBERTa numbers positions from pad_token_id + 1
-    assert "12 max_position_embeddings and the teacher's max_length 12 needs 13" in positions
-    other_pad = student_from_config(text, {"model_type": "bert", "pad_token_id": 1})
-    assert "pad_token_id 0" in pairing_problems(text, other_pad)[0]
+    assert "12 max_position_embeddings and its max_length 12 needs 13" in positions
+    longer = text.model_copy(update={"max_length": MAX_LENGTH + 1})
+    assert "give dataset.max_length 12 or less" in pairing_problems(text, longer)[0]
+    shorter = text.model_copy(update={"max_length": MAX_LENGTH - 1})
+    assert pairing_problems(text, shorter) == []  # the teacher reads the shorter ids as well
 
 
 def test_images_of_another_size_cannot_pair():
