@@ -15,14 +15,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from engine.data.hf_text import with_tokenizer_ids
 from engine.evaluate import accuracy, classification_metrics, evaluating, final_metrics, predict
 from engine.export.latency import latency_ms, speedup
 from engine.export.onnx_model import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, onnx_metrics, quantize_onnx
+from engine.export.pretrained import export_pretrained
 from engine.export.pt2 import PROGRAM, export_student
 from engine.export.quantize import INT8_PROGRAM, export_int8, quantize_int8
 from engine.models.registry import count_parameters
 from engine.plan.errors import JobFailed
-from engine.plan.specs import EngineJob, JobFiles
+from engine.plan.hf_models import PRETRAINED_ARTIFACT
+from engine.plan.specs import EngineJob, HFSpec, JobFiles
 from engine.preparation import Setup, prepare, with_cached_outputs
 from engine.reporting import Reporter
 from engine.runtime.compute import uncompile
@@ -68,6 +71,7 @@ def run_distillation(
     device = torch.device("cpu")
     try:
         reporter.phase("validating")
+        job = with_tokenizer_ids(job, files)
         device = ranks.device or resolve_device(job.training.device)
         with ranks.main_first():
             setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache, ranks)
@@ -123,6 +127,10 @@ def finish(
     student, example = best.student.model, setup.train.x[:1]
     uncompile(student)  # exported, timed and deployed as the plain model
     artifacts = export_student(student, best.student.spec, example, out_dir)
+    if isinstance(best.student.spec, HFSpec):
+        artifacts[PRETRAINED_ARTIFACT] = export_pretrained(
+            student, best.student.spec, setup.tokenizer_folder, out_dir
+        )
     if "int8" in job.export:
         artifacts[INT8_PROGRAM] = export_int8(student, example, out_dir)
         metrics["int8"] = int8_metrics(setup, student, student_logits, artifacts, batch_size)

@@ -46,6 +46,7 @@ class Setup:
     cache: TeacherCache
     precision: Precision  # the training steps'
     cached: CachedTeachers | None = None  # the teachers' outputs over `train`, where the cache serves them
+    tokenizer_folder: Path | None = None  # an `hf` teacher's folder, whose tokenizer a text student keeps
     ranks: Ranks = ONE_PROCESS  # the processes training together, and this one's place among them
 
     def teacher_batch(self, x: Tensor, index: slice | Tensor, generator: torch.Generator) -> TeacherBatch:
@@ -100,7 +101,15 @@ def prepare(
         reporter.event(f"{who} validation accuracy: {accuracy(teacher_validation_logits, validation.y):.2%}")
 
     return Setup(
-        device, train, validation, teachers, teacher_validation_logits, cache, precision, ranks=ranks
+        device,
+        train,
+        validation,
+        teachers,
+        teacher_validation_logits,
+        cache,
+        precision,
+        ranks=ranks,
+        tokenizer_folder=files.teachers[0] if job.teachers[0].format == "hf" else None,
     )
 
 

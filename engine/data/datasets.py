@@ -1,6 +1,7 @@
-"""A job's training and validation sets, read as its student reads them: features from .npz archives, or
-for a transformer token ids, from .npz archives or JSON Lines text tokenized with the job's tokenizer,
-whose vocabulary must fit every transformer of the job."""
+"""A job's training and validation sets, read as its student reads them: features from .npz archives; for
+a transformer token ids, from .npz archives or JSON Lines text tokenized with the job's tokenizer, whose
+vocabulary must fit every transformer of the job; for a transformers (`hf`) model what its task reads, text
+tokenized by the `hf` teacher folder's own tokenizer."""
 
 import zipfile
 from pathlib import Path
@@ -8,19 +9,21 @@ from pathlib import Path
 from torch.nn import functional as F
 
 from engine.data.arrays import ArrayDataset, load_npz, split_holdout
+from engine.data.hf_datasets import load_hf_dataset
 from engine.data.text import check_vocabulary, load_jsonl, load_tokenizer, vocabulary_size
 from engine.models.transformer import PADDING_ID
 from engine.plan.errors import JobFailed
-from engine.plan.specs import ArchitectureSpec, EngineJob, JobFiles
+from engine.plan.specs import ArchitectureSpec, EngineJob, HFSpec, JobFiles
 from engine.reporting import Reporter
 
 
 def load_datasets(job: EngineJob, files: JobFiles, reporter: Reporter) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, validation): the validation file, or a seeded hold-out of the training file."""
     student, config = job.student_architecture, job.training
-    train = load_dataset(files.train, student, files.tokenizer)
+    tokenizer = files.teachers[0] if job.teachers[0].format == "hf" else files.tokenizer
+    train = load_dataset(files.train, student, tokenizer, "dataset.train_file_id")
     if files.validation is not None:
-        validation = load_dataset(files.validation, student, files.tokenizer)
+        validation = load_dataset(files.validation, student, tokenizer, "dataset.validation_file_id")
         source = "from the validation file"
         if student.family == "transformer":
             train, validation = common_length(train, validation)
@@ -41,9 +44,14 @@ def load_datasets(job: EngineJob, files: JobFiles, reporter: Reporter) -> tuple[
     return train, validation
 
 
-def load_dataset(path: Path, student: ArchitectureSpec, tokenizer_path: Path | None) -> ArrayDataset:
+def load_dataset(
+    path: Path, student: ArchitectureSpec, tokenizer_path: Path | None, param: str | None = None
+) -> ArrayDataset:
     """Features from an .npz archive; for a transformer student, token ids: from an .npz archive, or
-    JSON Lines text tokenized with `tokenizer_path`, truncated and padded to the student's max_length."""
+    JSON Lines text tokenized with `tokenizer_path`, truncated and padded to the student's max_length; for
+    a transformers student, its task's data (`tokenizer_path`: the folder of the tokenizer)."""
+    if isinstance(student, HFSpec):
+        return load_hf_dataset(path, file_format(path), student, tokenizer_path, param=param)
     if student.family != "transformer":
         return load_npz(path)
     if not path.is_file() or zipfile.is_zipfile(path):
@@ -55,6 +63,14 @@ def load_dataset(path: Path, student: ArchitectureSpec, tokenizer_path: Path | N
             "tokenizer the models were trained with: give dataset.tokenizer_file_id (a `tokenizer` file)",
         )
     return load_jsonl(path, tokenizer_path, student.max_length)
+
+
+def file_format(path: Path) -> str:
+    """The dataset format the upload check detected, from the file's first bytes."""
+    if zipfile.is_zipfile(path):
+        return "npz"
+    with path.open("rb") as stream:
+        return "parquet" if stream.read(4) == b"PAR1" else "jsonl"
 
 
 def common_length(train: ArrayDataset, validation: ArrayDataset) -> tuple[ArrayDataset, ArrayDataset]:

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from engine.data.arrays import invalid
 from engine.data.text import tokenizer_invalid
 from engine.plan.errors import JobFailed
+from engine.plan.specs import EngineJob, HFSpec, JobFiles
 
 
 def load_hf_tokenizer(folder: Path | None) -> PreTrainedTokenizerBase:
@@ -91,3 +92,31 @@ def check_room(tokenizer: PreTrainedTokenizerBase, max_length: int, paired: bool
             f"the model's max_length is {max_length}, but the tokenizer adds {specials} special tokens to "
             f"each {'pair of texts' if paired else 'text'}, which leaves no room for text: raise max_length",
         )
+
+
+def with_tokenizer_ids(job: EngineJob, files: JobFiles) -> EngineJob:
+    """The job whose transformers text models pad and separate with the ids of the tokenizer their text is
+    read with, the first `hf` teacher's: a config's own (BERT's has no `sep_token_id`, a student's config
+    from another family another `pad_token_id`) would mask the wrong tokens or lose a pair's segments."""
+    if job.teachers[0].format != "hf" or not _reads_text(job.student_architecture):
+        return job
+    tokenizer = load_hf_tokenizer(files.teachers[0])
+    ids = {"pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
+    ids = {name: value for name, value in ids.items() if value is not None}
+
+    def completed(spec):
+        return spec.model_copy(update={"config": spec.config | ids}) if _reads_text(spec) else spec
+
+    teachers = [t.model_copy(update={"architecture": completed(t.architecture)}) for t in job.teachers]
+    peers = [completed(peer) for peer in job.distillation.peers]
+    return job.model_copy(
+        update={
+            "teachers": teachers,
+            "student_architecture": completed(job.student_architecture),
+            "distillation": job.distillation.model_copy(update={"peers": peers}),
+        }
+    )
+
+
+def _reads_text(spec) -> bool:
+    return isinstance(spec, HFSpec) and spec.task == "text"

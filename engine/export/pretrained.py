@@ -5,7 +5,7 @@ that folder as one zip archive to download.
 The folder: `config.json` (with the labels, `id2label` and `label2id`), `model.safetensors`, what turns raw
 inputs into the student's (text: the teacher's tokenizer, saved anew by transformers; images: a
 `preprocessor_config.json` that resizes to the student's input_shape, scales to [0, 1] and normalises with
-its mean and std, as the student was trained), and the model card as `README.md`.
+its mean and std, as the student was trained). The service adds the job's model card as `README.md`.
 """
 
 import zipfile
@@ -14,13 +14,20 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, ViTImageProcessorPil
 
+from engine.plan.hf_models import PRETRAINED_ARTIFACT
 from engine.plan.specs import HFSpec
 
-MODEL_CARD = "README.md"
+PRETRAINED_FOLDER = "student.hf"
+
+
+def export_pretrained(model: nn.Module, spec: HFSpec, teacher_folder: Path | None, out_dir: Path) -> Path:
+    """`student.hf.zip` in `out_dir`: the student's `save_pretrained_folder`, zipped."""
+    folder = save_pretrained_folder(model, spec, out_dir / PRETRAINED_FOLDER, teacher_folder)
+    return archive_folder(folder, out_dir / PRETRAINED_ARTIFACT)
 
 
 def save_pretrained_folder(
-    model: nn.Module, spec: HFSpec, out_dir: Path, teacher_folder: Path | None, card: str
+    model: nn.Module, spec: HFSpec, out_dir: Path, teacher_folder: Path | None
 ) -> Path:
     """Write the wrapped student `model` of `spec` to `out_dir`; `teacher_folder`: the teacher's unpacked
     `save_pretrained` folder, whose tokenizer a text student reads its text with."""
@@ -39,7 +46,6 @@ def save_pretrained_folder(
         tokenizer.save_pretrained(out_dir)
     else:
         image_processor(spec).save_pretrained(out_dir)
-    (out_dir / MODEL_CARD).write_text(card)
     return out_dir
 
 

@@ -160,9 +160,15 @@ class TeacherCache:
         return f"{self.device.type}:{self.precision.name if part == 'train' else 'fp32'}"
 
     def sha256(self, path: Path) -> str:
+        """A file's sha256; a folder's (an `hf` teacher's) over its files' names and digests."""
         if path not in self._digests:
-            with path.open("rb") as stream:
-                self._digests[path] = hashlib.file_digest(stream, "sha256").hexdigest()
+            if path.is_dir():
+                files = sorted(p for p in path.rglob("*") if p.is_file())
+                listing = "".join(f"{p.relative_to(path)}\0{self.sha256(p)}\n" for p in files)
+                self._digests[path] = hashlib.sha256(listing.encode()).hexdigest()
+            else:
+                with path.open("rb") as stream:
+                    self._digests[path] = hashlib.file_digest(stream, "sha256").hexdigest()
         return self._digests[path]
 
     def teachers(self, ensemble: TeacherEnsemble, part: str, dataset: ArrayDataset) -> CachedTeachers:

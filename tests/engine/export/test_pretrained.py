@@ -20,7 +20,6 @@ from engine.models.registry import build_model
 from tests.engine.hf_factories import BERT_SEP, FIRST_WORD, VOCAB, tiny_spec
 
 LABELS = {"id2label": {"0": "sad", "1": "calm", "2": "glad"}, "label2id": {"sad": 0, "calm": 1, "glad": 2}}
-CARD = "# Student\n\nDistilled.\n"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -40,7 +39,7 @@ def teacher_folder(tmp_path_factory):
 def saved(spec, out_dir, teacher_folder=None):
     torch.manual_seed(0)
     model = build_model(spec).eval()
-    return model, save_pretrained_folder(model, spec, out_dir, teacher_folder, CARD)
+    return model, save_pretrained_folder(model, spec, out_dir, teacher_folder)
 
 
 def scores(results: list[dict]) -> dict[str, float]:
@@ -54,7 +53,6 @@ def labelled(probabilities: torch.Tensor) -> dict[str, float]:
 def test_a_text_student_runs_in_transformers_pipeline(teacher_folder, tmp_path):
     spec = tiny_spec("bert", **LABELS)
     model, folder = saved(spec, tmp_path, teacher_folder)
-    assert (folder / "README.md").read_text() == CARD
     loaded = AutoModelForSequenceClassification.from_pretrained(folder)
     assert loaded.config.id2label == {0: "sad", 1: "calm", 2: "glad"} and loaded.config.label2id["glad"] == 2
     classify = pipeline("text-classification", model=str(folder), top_k=None)
@@ -89,5 +87,5 @@ def test_the_folder_zips_whole(tmp_path):
     archive = archive_folder(folder, tmp_path / "student.zip")
     with zipfile.ZipFile(archive) as opened:
         names = sorted(opened.namelist())
-        assert names == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+        assert names == ["config.json", "model.safetensors", "preprocessor_config.json"]
         assert opened.read("model.safetensors") == (folder / "model.safetensors").read_bytes()
