@@ -393,13 +393,15 @@ def make_scheduler(
 
 def learning_rate_factor(step: int, schedule: str, total_steps: int, warmup_steps: int) -> float:
     """The learning rate's factor at a step (0-based): rising linearly from 0 over the warm-up's steps, then
-    1 throughout, or a cosine from 1 down to 0 at the last step. A run shorter than its warm-up ends before
-    the factor reaches 1."""
+    1 throughout, or a cosine or a straight line from 1 down to 0 at the last step. A run shorter than its
+    warm-up ends before the factor reaches 1."""
     if step < warmup_steps:
         return step / warmup_steps
+    progress = min(step - warmup_steps, total_steps - warmup_steps) / max(total_steps - warmup_steps, 1)
     if schedule == "cosine":
-        progress = min(step - warmup_steps, total_steps - warmup_steps) / max(total_steps - warmup_steps, 1)
         return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
     return 1.0
 
 

@@ -402,6 +402,8 @@ COSINE_QUARTER = (1 + math.cos(math.pi / 4)) / 2  # a quarter of the way down th
         ("constant", 2, [0, 0.5, 1, 1, 1]),
         ("cosine", 2, [0, 0.5, 1, 0.5, 0]),  # the cosine over the 2 steps after the warm-up
         ("cosine", 8, [0, 0.125, 0.25, 0.375, 0.5]),  # a run shorter than its warm-up
+        ("linear", 0, [1, 0.75, 0.5, 0.25, 0]),
+        ("linear", 2, [0, 0.5, 1, 0.5, 0]),
     ],
 )
 def test_learning_rate_schedules(schedule, warmup_steps, factors):
