@@ -5,7 +5,7 @@ request rules (`core.request_rules`) resolve it against its files into a request
 derived field filled in, which is what is stored and what `engine_job` turns into the engine's job.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -48,10 +48,19 @@ class StudentDerivation(Spec):
 
 class StudentRef(Spec):
     architecture: ArchitectureSpec | None = Field(
-        default=None, description="The student's model spec; filled in from `derive` when that is given."
+        default=None,
+        description="The student's model spec; filled in from `derive` or `hf` when one of those is given.",
     )
     derive: StudentDerivation | None = Field(
         default=None, description="Design the student from the (first) teacher's architecture instead."
+    )
+    hf: dict[str, Any] | None = Field(
+        default=None,
+        description="A transformers student, given by its config as `config.json` would hold it: "
+        '`model_type` and the fields to set (e.g. `{"model_type": "bert", "num_hidden_layers": 3}`; '
+        "the rest take transformers' defaults). Its labels (`num_labels`, `id2label`, `label2id`), its "
+        "text length or image size and normalisation are the (first) teacher's, an `hf` teacher. The "
+        "resolved request holds it as `architecture` (family `hf`).",
     )
 
 
@@ -64,7 +73,15 @@ class DatasetRef(Spec):
         default=None,
         max_length=64,
         description="A `tokenizer` file (Hugging Face `tokenizers` JSON, padding id 0) that tokenizes JSON "
-        "Lines datasets for a transformer student: required when a dataset file is `jsonl`.",
+        "Lines datasets for a transformer student: required when a dataset file is `jsonl`. A transformers "
+        "(`hf`) student's text is tokenized by the `hf` teacher folder's own tokenizer instead.",
+    )
+    max_length: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Text for a transformers (`hf`) student: the tokens per sample, longer text truncated. "
+        "Default: 128, or fewer where a model places fewer.",
     )
 
 

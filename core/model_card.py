@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass
 
 from core.gates import describe
+from engine.plan.hf_models import PRETRAINED_ARTIFACT
 
 MODEL_CARD = "README.md"
+PIPELINE_TAGS = {"text": "text-classification", "image": "image-classification"}
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class CardFile:
 def model_card(job_id: str, request: dict, metrics: dict, files: list[CardFile], artifacts: list[str]) -> str:
     student = request["student"]["architecture"]
     sections = [
-        _metadata(job_id, request, metrics),
+        _metadata(job_id, request, metrics, files),
         f"# Student of job {job_id}\n\n{_summary(request, metrics)}",
         "## Data\n\n" + "\n".join(f"- {f.role}: `{f.filename}` (sha256 `{f.sha256}`)" for f in files),
         "## Results on the validation set\n\n" + _results(metrics),
@@ -31,16 +33,54 @@ def model_card(job_id: str, request: dict, metrics: dict, files: list[CardFile],
     return "\n\n".join(sections) + "\n"
 
 
-def _metadata(job_id: str, request: dict, metrics: dict) -> str:
+def _metadata(job_id: str, request: dict, metrics: dict, files: list[CardFile]) -> str:
+    """The card's YAML block (JSON values, which YAML reads); for a transformers student, the model hub's
+    fields too, so that the unpacked `student.hf.zip` can be pushed to a hub as it is."""
+    student = request["student"]["architecture"]
     values = {
         "library_name": "distill",
-        "tags": ["knowledge-distillation", request["student"]["architecture"]["family"]],
+        "tags": ["knowledge-distillation", student["family"]],
         "job": job_id,
         "student_accuracy": metrics["student"]["accuracy"],
         "teacher_accuracy": metrics["teacher"]["accuracy"],
         "compression": round(metrics["compression"], 3),
     }
+    if student["family"] == "hf":
+        values |= _hub_metadata(job_id, request, metrics, files)
     return "---\n" + "\n".join(f"{key}: {json.dumps(value)}" for key, value in values.items()) + "\n---"
+
+
+def _hub_metadata(job_id: str, request: dict, metrics: dict, files: list[CardFile]) -> dict:
+    task = student_input(request["student"]["architecture"])
+    teacher = (request["teachers"] or [request["teacher"]])[0]
+    base_model = (teacher.get("architecture") or {}).get("config", {}).get("_name_or_path")
+    results = [
+        {
+            "task": {"type": PIPELINE_TAGS[task]},
+            "dataset": {"name": file.filename, "type": file.filename},
+            "metrics": [
+                {"type": "accuracy", "name": f"{who} accuracy", "value": metrics[who]["accuracy"]}
+                for who in ("student", "teacher")
+                if metrics[who]["accuracy"] is not None
+            ],
+        }
+        for file in files
+        if file.role in ("validation", "train")
+    ][:1]
+    hub = {
+        "library_name": "transformers",
+        "pipeline_tag": PIPELINE_TAGS[task],
+        "datasets": [file.filename for file in files if file.role in ("train", "validation")],
+        "model-index": [{"name": f"student-{job_id}", "results": results}],
+    }
+    if isinstance(base_model, str) and base_model and not base_model.startswith(("/", ".")):
+        hub["base_model"] = base_model  # a hub id the teacher was saved from, never a local path
+    return hub
+
+
+def student_input(student: dict) -> str:
+    """`image` for a model of images, `text` for one of token ids."""
+    return "image" if student.get("input_shape") is not None else "text"
 
 
 def _summary(request: dict, metrics: dict) -> str:
@@ -133,7 +173,7 @@ def _share(value: float | None) -> str:
 
 
 def _usage(student: dict, artifacts: list[str]) -> str:
-    images = "input_shape" in student
+    images = student_input(student) == "image"
     shape = [2, *student["input_shape"]] if images else [2, student["max_length"]]
     torch_input = f"torch.zeros({shape})" if images else f"torch.zeros({shape}, dtype=torch.long)"
     usage = [
@@ -147,4 +187,19 @@ def _usage(student: dict, artifacts: list[str]) -> str:
             f"x = np.zeros({shape}, dtype={'np.float32' if images else 'np.int64'})\n"
             "logits = session.run(None, {session.get_inputs()[0].name: x})[0]\n```"
         )
+    if PRETRAINED_ARTIFACT in artifacts:
+        usage.insert(0, _pretrained_usage(student_input(student)))
     return "\n\n".join(usage)
+
+
+def _pretrained_usage(task: str) -> str:
+    kind = "SequenceClassification" if task == "text" else "ImageClassification"
+    example = '"A question to classify?"' if task == "text" else 'Image.open("picture.png")'
+    imports = "from transformers import pipeline" + ("\nfrom PIL import Image" if task == "image" else "")
+    return (
+        f"With transformers, from the unpacked `{PRETRAINED_ARTIFACT}` (`distill run -o DIR` unpacks it to "
+        f"`DIR/student.hf/`), which holds this card:\n\n```python\n{imports}\n\n"
+        f'classify = pipeline("{PIPELINE_TAGS[task]}", model="student.hf")\n'
+        f"print(classify({example}))\n```\n\n"
+        f'or `AutoModelFor{kind}.from_pretrained("student.hf")`.'
+    )

@@ -11,17 +11,26 @@ from dataclasses import dataclass
 
 from core.config import Settings
 from core.errors import RequestError, not_found, unprocessable
+from core.hf_sizes import measured
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File, Job
 from engine.plan.design import derive_spec
 from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobFailed
+from engine.plan.hf_design import pairing_problems, student_from_config
+from engine.plan.hf_inputs import DEFAULT_TEXT_LENGTH, folder_spec
 from engine.plan.rules import check_job, initialising_teacher_architecture
+from engine.plan.specs import HFSpec
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
 # What a job may change from the one it resumes from (`resume_from`): nothing it trains.
 NOT_TRAINED = {"name": True, "gates": True, "resume_from": True, "training": {"max_seconds"}}
-DATASET_FORMATS = {"transformer": ("npz", "jsonl")}  # by student family; every other family: npz
+# By student family (an `hf` student's by its task); every other family: npz.
+DATASET_FORMATS = {
+    "transformer": ("npz", "jsonl"),
+    "hf text": ("npz", "jsonl", "parquet"),
+    "hf image": ("npz", "parquet"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,17 +49,21 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
             param="teacher",
         )
     roles: dict[str, str] = {}
-    teachers, teacher_files = [], []
+    teachers, teacher_files, teacher_rows = [], [], []
     for field, teacher in request.teacher_refs():
         file = _named_file(find_file, teacher.file_id, f"{field}.file_id", "teacher")
-        teachers.append(_resolved_teacher(settings, field, teacher, file.format))
+        teacher_rows.append(file)
+        teachers.append(_resolved_teacher(settings, field, teacher, file))
         teacher_files.append(TeacherFile(field, file.bytes))
         roles.setdefault(file.id, "teacher")
     datasets = _dataset_files(request, find_file, roles)
     resolved = _with_teachers(request, teachers)
     resolved = resolved.model_copy(update={"student": _designed_student(resolved)})
+    resolved = _with_counted_models(resolved)
+    resolved = _with_transformers_training(resolved)
     resolved = _with_time_bound(resolved, settings)
     _check_dataset_formats(resolved, {role: file.format for role, file in datasets.items()})
+    _check_tokenizer(resolved, {role: file.format for role, file in datasets.items()}, teacher_rows)
     _check_gates(resolved)
     job = engine_job(resolved)
     try:
@@ -113,6 +126,25 @@ def _first_difference(ours: object, theirs: object, path: str = "") -> str | Non
     return next((field for field in found if field is not None), None)
 
 
+def _with_transformers_training(request: JobCreate) -> JobCreate:
+    """A transformers student trains, where the request leaves these unset, as transformers fine-tunes one:
+    AdamW with weight decay 0.01, a linear warm-up over 6% of the steps (RoBERTa's) and a linear decay, at
+    5e-5 when it starts from the teacher's weights, 2e-4 from random ones."""
+    if not isinstance(request.student.architecture, HFSpec):
+        return request
+    training = request.training
+    from_teacher = request.student.derive is not None and request.student.derive.init == "teacher"
+    defaults = {
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+        "learning_rate": 5e-5 if from_teacher else 2e-4,
+        "lr_schedule": "linear",
+        "warmup_epochs": round(0.06 * training.epochs, 3),
+    }
+    unset = {name: value for name, value in defaults.items() if name not in training.model_fields_set}
+    return request.model_copy(update={"training": training.model_copy(update=unset)})
+
+
 def _with_time_bound(request: JobCreate, settings: Settings) -> JobCreate:
     """The server's bound where the request sets none, so that the stored job says what it may take."""
     if request.training.max_seconds is not None:
@@ -149,9 +181,8 @@ def _named_file(find_file: FileLookup, file_id: str, param: str, purpose: str) -
     return row
 
 
-def _resolved_teacher(
-    settings: Settings, field: str, teacher: TeacherRef, detected_format: str
-) -> TeacherRef:
+def _resolved_teacher(settings: Settings, field: str, teacher: TeacherRef, file: File) -> TeacherRef:
+    detected_format = file.format
     if teacher.format not in (None, detected_format):
         raise unprocessable(
             "format_mismatch",
@@ -172,7 +203,19 @@ def _resolved_teacher(
             f"A {detected_format} teacher carries its own architecture: remove {field}.architecture.",
             param=f"{field}.architecture",
         )
-    return teacher.model_copy(update={"format": detected_format})
+    architecture = _folder_spec(file) if detected_format == "hf" else teacher.architecture
+    return teacher.model_copy(update={"format": detected_format, "architecture": architecture})
+
+
+def _folder_spec(file: File) -> HFSpec:
+    """An `hf` teacher's spec, from what its upload check read of the folder."""
+    folder = file.details
+    return folder_spec(
+        folder["config"],
+        parameters=folder["parameters"],
+        preprocessor=folder.get("preprocessor"),
+        tokenizer_config=folder.get("tokenizer_config"),
+    )
 
 
 def pt2_not_allowed(settings: Settings, param: str) -> RequestError:
@@ -204,14 +247,6 @@ def _dataset_files(request: JobCreate, find_file: FileLookup, roles: dict[str, s
     if tokenizer_id is not None:
         tokenizer = _named_file(find_file, tokenizer_id, "dataset.tokenizer_file_id", "tokenizer")
         roles.setdefault(tokenizer.id, "tokenizer")
-    elif any(file.format == "jsonl" for file in files.values()):
-        role = next(role for role, file in files.items() if file.format == "jsonl")
-        raise unprocessable(
-            "tokenizer_required",
-            f"dataset.{role}_file_id is a JSON Lines text file, which is tokenized with the models' own "
-            "tokenizer: upload it (purpose `tokenizer`) and give it as dataset.tokenizer_file_id.",
-            param="dataset.tokenizer_file_id",
-        )
     return files
 
 
@@ -224,39 +259,161 @@ def _with_teachers(request: JobCreate, teachers: list[TeacherRef]) -> JobCreate:
 def _designed_student(request: JobCreate) -> StudentRef:
     """The student with its architecture: as given, or derived from the first teacher's."""
     student = request.student
-    if (student.architecture is None) == (student.derive is None):
+    if sum(choice is not None for choice in (student.architecture, student.derive, student.hf)) != 1:
         raise unprocessable(
             "invalid_request",
-            "Give the student's `architecture`, or `derive` to design it from the teacher: exactly one.",
+            "Give the student's `architecture`, `derive` to design it from the teacher, or `hf` (a "
+            "transformers config): exactly one.",
             param="student.architecture",
         )
-    if student.derive is None:
-        return student
-    try:
-        teacher = initialising_teacher_architecture(teacher_sources(request), request.teacher_fields())
-    except JobFailed as error:
-        raise _refused(error) from None
-    architecture = derive_spec(teacher, student.derive.depth, student.derive.width)
+    architecture = student.architecture
+    if student.derive is not None:
+        try:
+            architecture = derive_spec(_first_teacher(request), student.derive.depth, student.derive.width)
+        except JobFailed as error:  # a transformers model type that cannot be made smaller so
+            raise _refused(error) from None
+    elif student.hf is not None:
+        architecture = _configured_student(_first_teacher(request), student.hf)
+    if isinstance(architecture, HFSpec):
+        if not isinstance(request.teacher_refs()[0][1].architecture, HFSpec):
+            raise unprocessable(
+                "incompatible_student",
+                "A transformers (`hf`) student takes its labels, and its tokenizer or image processing, from "
+                "the first teacher, which must be an `hf` teacher: upload the teacher as a save_pretrained "
+                "folder, or give the student another family.",
+                param=_student_field(student),
+            )
+        architecture = _text_length(architecture, request)
+        _check_pairing(request, architecture)
     return student.model_copy(update={"architecture": architecture})
 
 
+def _first_teacher(request: JobCreate):
+    try:
+        return initialising_teacher_architecture(teacher_sources(request), request.teacher_fields())
+    except JobFailed as error:
+        raise _refused(error) from None
+
+
+def _configured_student(teacher, config: dict) -> HFSpec:
+    if not isinstance(teacher, HFSpec):
+        raise unprocessable(
+            "incompatible_student",
+            f"student.hf is a transformers student, which takes its labels and inputs from an `hf` teacher; "
+            f"the teacher is a {teacher.family} model: give student.architecture instead.",
+            param="student.hf",
+        )
+    try:
+        return student_from_config(teacher, config)
+    except ValueError as error:
+        raise unprocessable("invalid_model_config", f"student.hf: {error}", param="student.hf") from None
+
+
+def _text_length(student: HFSpec, request: JobCreate) -> HFSpec:
+    """A text student reads `dataset.max_length` tokens (default: 128, fewer where a model places fewer)."""
+    if student.task != "text":
+        return student
+    capacities = [student.max_length or DEFAULT_TEXT_LENGTH]
+    capacities += [t.architecture.max_length for _f, t in request.teacher_refs() if _is_text(t.architecture)]
+    length = request.dataset.max_length or min(DEFAULT_TEXT_LENGTH, *capacities)
+    return student.model_copy(update={"max_length": length})
+
+
+def _is_text(spec) -> bool:
+    return isinstance(spec, HFSpec) and spec.task == "text"
+
+
+def _check_pairing(request: JobCreate, student: HFSpec) -> None:
+    """A transformers student and each transformers teacher must read the same inputs and labels."""
+    for field, teacher in request.teacher_refs():
+        if isinstance(teacher.architecture, HFSpec):
+            problems = pairing_problems(teacher.architecture, student)
+            if problems:
+                raise unprocessable(
+                    "incompatible_student",
+                    f"The student cannot learn from {field}: {problems[0]}",
+                    param=_student_field(request.student),
+                )
+
+
+def _student_field(student: StudentRef) -> str:
+    """The request's field that gave the student."""
+    return "student.derive" if student.derive else "student.hf" if student.hf else "student.architecture"
+
+
+def _with_counted_models(request: JobCreate) -> JobCreate:
+    """Every transformers model with its parameters and activations counted, for the job's bounds."""
+    teachers = [
+        teacher.model_copy(update={"architecture": measured(teacher.architecture, f"{field}.architecture")})
+        if isinstance(teacher.architecture, HFSpec)
+        else teacher
+        for field, teacher in request.teacher_refs()
+    ]
+    request = _with_teachers(request, teachers)
+    student = request.student
+    if isinstance(student.architecture, HFSpec):
+        student = student.model_copy(
+            update={"architecture": measured(student.architecture, _student_field(student))}
+        )
+    peers = [
+        measured(peer, f"distillation.peers.{number}") if isinstance(peer, HFSpec) else peer
+        for number, peer in enumerate(request.distillation.peers)
+    ]
+    distillation = request.distillation.model_copy(update={"peers": peers})
+    return request.model_copy(update={"student": student, "distillation": distillation})
+
+
 def _check_dataset_formats(request: JobCreate, dataset_formats: dict[str, str]) -> None:
-    """A transformer reads token ids (npz, or JSON Lines with a tokenizer), every other family features
-    (npz)."""
+    """A transformer reads token ids (npz, or JSON Lines with a tokenizer), a transformers model its task's
+    data, every other family features (npz)."""
     student = request.student.architecture
-    readable = DATASET_FORMATS.get(student.family, ("npz",))
+    kind = f"hf {student.task}" if isinstance(student, HFSpec) else student.family
+    readable = DATASET_FORMATS.get(kind, ("npz",))
     for role, file_format in dataset_formats.items():
         if file_format not in readable:
             raise unprocessable(
                 "incompatible_dataset",
                 f"dataset.{role}_file_id is a {file_format!r} file, which a {student.family} student does "
-                f"not read (it reads {' or '.join(readable)}): JSON Lines text needs a transformer student.",
+                f"not read (it reads {' or '.join(readable)}): text needs a transformer or a "
+                "transformers text student.",
                 param=f"dataset.{role}_file_id",
             )
-    if request.dataset.tokenizer_file_id is not None and student.family != "transformer":
+
+
+def _check_tokenizer(request: JobCreate, dataset_formats: dict[str, str], teachers: list[File]) -> None:
+    """Text is tokenized by the job's `tokenizer` file for a transformer student, by the first teacher
+    folder's own tokenizer for a transformers (`hf`) one."""
+    student = request.student.architecture
+    text_roles = [role for role, form in dataset_formats.items() if form in ("jsonl", "parquet")]
+    given = request.dataset.tokenizer_file_id is not None
+    if isinstance(student, HFSpec):
+        if given:
+            raise unprocessable(
+                "unexpected_tokenizer",
+                "A transformers (`hf`) student's text is tokenized by the teacher folder's own tokenizer: "
+                "remove dataset.tokenizer_file_id.",
+                param="dataset.tokenizer_file_id",
+            )
+        if text_roles and student.task == "text" and not (teachers[0].details or {}).get("tokenizer_files"):
+            raise unprocessable(
+                "tokenizer_required",
+                f"dataset.{text_roles[0]}_file_id is text, which is tokenized by the teacher folder's own "
+                "tokenizer, and the teacher's folder holds none: save it beside the model "
+                "(`tokenizer.save_pretrained(folder)`) and upload the folder again.",
+                param=f"dataset.{text_roles[0]}_file_id",
+            )
+        return
+    if given and student.family != "transformer":
         raise unprocessable(
             "unexpected_tokenizer",
             f"A tokenizer serves a transformer student's text data, but the student is a {student.family} "
             "model: remove dataset.tokenizer_file_id.",
+            param="dataset.tokenizer_file_id",
+        )
+    if text_roles and not given:
+        raise unprocessable(
+            "tokenizer_required",
+            f"dataset.{text_roles[0]}_file_id is a JSON Lines text file, which is tokenized with the models' "
+            "own tokenizer: upload it (purpose `tokenizer`) and give it as dataset.tokenizer_file_id.",
             param="dataset.tokenizer_file_id",
         )

@@ -81,12 +81,14 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
     assert request["student"] == {
         "architecture": {**mlp_spec(hidden_sizes=[4]), "dropout": 0.0, "activation": "relu"},
         "derive": None,
+        "hf": None,
     }
     assert request["export"] == ["onnx"]
     assert request["dataset"] == {
         "train_file_id": dataset_file["id"],
         "validation_file_id": None,
         "tokenizer_file_id": None,
+        "max_length": None,
     }
     assert request["distillation"] == {
         "temperature": 4.0,

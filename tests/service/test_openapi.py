@@ -73,7 +73,7 @@ def test_job_create_documents_the_request(openapi):
     teacher = openapi["components"]["schemas"]["TeacherRef"]["properties"]
     assert {"file_id", "format", "architecture", "weight"} <= set(teacher)
     formats = resolve(openapi, teacher["format"])
-    assert set(formats["enum"]) == {"safetensors", "pt2", "onnx"}  # the contract's three
+    assert set(formats["enum"]) == {"safetensors", "pt2", "onnx", "hf"}  # the contract's three, and hf
     dataset = resolve(openapi, body["properties"]["dataset"])["properties"]
     assert {"train_file_id", "validation_file_id"} <= set(dataset)
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import select
 
+from core.config import Settings
 from core.models import File
 from service import upload_formats
 from service.upload_formats import UploadRejected, detect_format
@@ -91,7 +92,7 @@ def test_only_the_files_end_is_read():
     rows = 2_000
     content = parquet_bytes({"text": [os.urandom(500).hex() for _ in range(rows)]}, compression="none")
     stream = CountingReader(content)
-    assert detect_format("dataset", stream).samples == rows
+    assert detect_format("dataset", stream, Settings()).samples == rows
     # The zip check and pyarrow each read the last 64 KiB or so, and the footer is within them.
     assert len(content) > 2_000_000 and stream.read_bytes < 200_000
 
@@ -100,4 +101,4 @@ def test_a_footer_too_large_to_read_is_refused_unread(monkeypatch):
     monkeypatch.setattr(upload_formats, "MAX_PARQUET_FOOTER_BYTES", 1_000)
     content = b"PAR1" + b"\0" * 2_000 + struct.pack("<I", 1_001) + b"PAR1"
     with pytest.raises(UploadRejected, match="footer takes 1001 bytes, more than this server reads"):
-        detect_format("dataset", io.BytesIO(content))
+        detect_format("dataset", io.BytesIO(content), Settings())

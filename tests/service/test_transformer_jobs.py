@@ -89,6 +89,7 @@ def test_a_tinybert_job_over_text_is_created_with_every_default(
         "train_file_id": text_file["id"],
         "validation_file_id": None,
         "tokenizer_file_id": tokenizer_file["id"],
+        "max_length": None,
     }
     assert request["distillation"]["transformer"] == TINYBERT_DEFAULTS
     assert request["student"]["architecture"]["num_layers"] == 1

@@ -1,0 +1,119 @@
+"""Jobs with an `hf` teacher, as the API resolves them at submission: the teacher's spec from its folder, a
+student derived from it or given as a transformers config, both counted for the job's bounds, and each
+pairing or data mistake a 422 that names the field."""
+
+import json
+
+import pytest
+
+from tests.hf_archives import TOKENIZER_FILES, tiny_bert, tiny_vit, zip_archive
+
+TEXTS = "".join(json.dumps({"text": f"a b {i}", "label": "LABEL_1"}) + "\n" for i in range(8))
+INVALID = "invalid_model_config"
+SMALL_BERT = {"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 8}
+
+
+def upload(client, content: bytes, purpose: str, name: str) -> dict:
+    response = client.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def bert_teacher(client) -> dict:
+    files, _parameters = tiny_bert()
+    return upload(client, zip_archive(files | TOKENIZER_FILES), "teacher", "bert.zip")
+
+
+@pytest.fixture(scope="module")
+def texts(client) -> dict:
+    return upload(client, TEXTS.encode(), "dataset", "texts.jsonl")
+
+
+def submit(client, teacher: dict, dataset: dict, student: dict, **dataset_fields):
+    body = {
+        "teacher": {"file_id": teacher["id"]},
+        "student": student,
+        "dataset": {"train_file_id": dataset["id"], **dataset_fields},
+        "training": {"epochs": 1},
+        "export": [],
+    }
+    return client.post("/v1/jobs", json=body)
+
+
+def refused(response, code: str, param: str) -> str:
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param), error
+    return error["message"]
+
+
+def test_a_derived_student_is_counted_and_reads_the_teachers_labels(client, bert_teacher, texts):
+    response = submit(client, bert_teacher, texts, {"derive": {"width": 0.5}}, max_length=8)
+    assert response.status_code == 201, response.text
+    request = response.json()["request"]
+    teacher, student = request["teacher"]["architecture"], request["student"]["architecture"]
+    assert teacher["parameters"] == bert_teacher["model"]["parameters"] == tiny_bert()[1]
+    assert (student["family"], student["num_classes"], student["max_length"]) == ("hf", 3, 8)
+    assert student["config"]["hidden_size"] == 4
+    assert 0 < student["parameters"] < teacher["parameters"]
+    assert student["activation_floats"] > 0
+    # Unset, the training is transformers' fine-tuning of a model that starts from the teacher's weights.
+    training = request["training"]
+    assert (training["optimizer"], training["learning_rate"]) == ("adamw", 5e-5)
+    assert training["lr_schedule"] == "linear"
+    assert (training["weight_decay"], training["warmup_epochs"]) == (0.01, 0.06)
+
+
+def test_a_student_given_as_a_config_takes_the_teachers_labels_and_length(client, bert_teacher, texts):
+    response = submit(client, bert_teacher, texts, {"hf": SMALL_BERT | {"num_hidden_layers": 1}})
+    assert response.status_code == 201, response.text
+    student = response.json()["request"]["student"]["architecture"]
+    assert student["config"]["id2label"] == bert_teacher["model"]["labels"] or student["num_classes"] == 3
+    assert student["max_length"] == 16  # the teacher's positions, under the default of 128
+    assert response.json()["request"]["training"]["learning_rate"] == 2e-4  # from random weights
+
+
+@pytest.mark.parametrize(
+    ("student", "code", "param"),
+    [
+        ({"hf": {"model_type": "gpt2"}}, INVALID, "student.hf"),
+        ({"hf": {"model_type": "vit"}}, INVALID, "student.hf"),
+        ({"hf": SMALL_BERT | {"auto_map": {"AutoModel": "evil.Model"}}}, INVALID, "student.hf"),
+        ({"hf": SMALL_BERT | {"num_hidden_layers": 900_000}}, INVALID, "student.hf"),
+        ({"hf": SMALL_BERT | {"hidden_size": 9}}, INVALID, "student.hf"),
+        ({"hf": SMALL_BERT, "derive": {}}, "invalid_request", "student.architecture"),
+    ],
+    ids=["not a classifier", "another task", "remote code", "absurd depth", "heads do not divide", "both"],
+)
+def test_a_student_that_cannot_be_built_is_refused(client, bert_teacher, texts, student, code, param):
+    refused(submit(client, bert_teacher, texts, student), code, param)
+
+
+def test_an_hf_teacher_carries_its_own_architecture(client, bert_teacher, texts):
+    body = {
+        "teacher": {
+            "file_id": bert_teacher["id"],
+            "architecture": {"family": "hf", "config": SMALL_BERT, "num_classes": 3, "max_length": 8},
+        },
+        "student": {"derive": {}},
+        "dataset": {"train_file_id": texts["id"]},
+    }
+    refused(client.post("/v1/jobs", json=body), "unexpected_architecture", "teacher.architecture")
+
+
+def test_text_is_tokenized_by_the_teacher_folders_tokenizer(client, bert_teacher, texts):
+    tokenizer = upload(client, json.dumps({"model": {}}).encode(), "tokenizer", "tokenizer.json")
+    response = submit(client, bert_teacher, texts, {"derive": {}}, tokenizer_file_id=tokenizer["id"])
+    refused(response, "unexpected_tokenizer", "dataset.tokenizer_file_id")
+    files, _ = tiny_bert()
+    without_tokenizer = upload(client, zip_archive(files), "teacher", "bare.zip")
+    response = submit(client, without_tokenizer, texts, {"derive": {}})
+    message = refused(response, "tokenizer_required", "dataset.train_file_id")
+    assert "save_pretrained" in message
+
+
+def test_an_image_teacher_does_not_read_text(client, texts):
+    files, _ = tiny_vit()
+    teacher = upload(client, zip_archive(files), "teacher", "vit.zip")
+    refused(submit(client, teacher, texts, {"derive": {}}), "incompatible_dataset", "dataset.train_file_id")
