@@ -7,6 +7,7 @@ registers `run_job` as the queue's task.
 import logging
 import tempfile
 import time
+import zipfile
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from core.resources import Resources
 from core.storage import Storage, job_key, read_chunks
 from engine.pipeline import DistillResult, JobFiles
 from engine.plan.errors import JobCancelled, JobFailed
+from engine.plan.hf_models import PRETRAINED_ARTIFACT
 from engine.runtime.devices import resolve_device
 from worker.ending import end_failed, end_job
 from worker.engine_run import distill_here
@@ -32,6 +34,7 @@ from worker.liveness import heartbeat, training_process_lost
 from worker.ranks.parent import TrainingProcessLost, distill_on_ranks
 from worker.ranks.protocol import Launch
 from worker.reporter import DatabaseReporter
+from worker.teacher_folders import unpacked_teacher
 from worker.watchdog import watchdog
 
 log = logging.getLogger(__name__)
@@ -103,13 +106,21 @@ def _distill(
             file_id: stack.enter_context(resources.storage.local_path(key))
             for file_id, (key, _) in stored.items()
         }
+        digests = {path_of[file_id]: sha256 for file_id, (_, sha256) in stored.items()}
+        teachers = []
+        for field, teacher in request.teacher_refs():
+            path = path_of[teacher.file_id]
+            if teacher.format == "hf":  # the engine loads the folder; the archive's digest names it
+                folder = stack.enter_context(unpacked_teacher(path, resources.settings, field))
+                path, digests[folder] = folder, digests[path]
+            teachers.append(path)
         dataset = request.dataset
         files = JobFiles(
-            teachers=[path_of[teacher.file_id] for _field, teacher in request.teacher_refs()],
+            teachers=teachers,
             train=path_of[dataset.train_file_id],
             validation=path_of.get(dataset.validation_file_id),
             tokenizer=path_of.get(dataset.tokenizer_file_id),
-            digests={path_of[file_id]: sha256 for file_id, (_, sha256) in stored.items()},
+            digests=digests,
         )
         devices = spec.training.devices
         if devices == 1:
@@ -147,7 +158,11 @@ def _stored_files(resources: Resources, job: Job) -> dict[str, tuple[str, str]]:
 
 def _finish(resources: Resources, job: Job, gates: list[Gate], result: DistillResult) -> None:
     metrics, verdicts = _with_gates(gates, result.metrics)
-    files = {**result.artifacts, MODEL_CARD: _write_model_card(resources, job, metrics, result.artifacts)}
+    card = _write_model_card(resources, job, metrics, result.artifacts)
+    if PRETRAINED_ARTIFACT in result.artifacts:  # the transformers folder carries its card, as hubs expect
+        with zipfile.ZipFile(result.artifacts[PRETRAINED_ARTIFACT], "a") as folder:
+            folder.write(card, MODEL_CARD)
+    files = {**result.artifacts, MODEL_CARD: card}
     artifacts = [_store_artifact(resources.storage, job, name, path) for name, path in files.items()]
     with resources.database.transaction() as session:
         succeeded = lifecycle.move(session, job.id, lifecycle.SUCCEED, attempt=job.attempts, metrics=metrics)
