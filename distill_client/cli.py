@@ -17,8 +17,9 @@ from distill_client.client import Client
 from distill_client.convert import PICKLED, as_safetensors
 from distill_client.errors import APIError, DistillError, WaitTimeout
 from distill_client.job_files import local_files, read_job_file, with_file_ids
+from distill_client.model_folder import STUDENT_FOLDER, unpack_model_folder
 from distill_client.objects import File, Job
-from distill_client.progress import Progress
+from distill_client.progress import Progress, UploadProgress
 
 
 class Exit(IntEnum):
@@ -94,12 +95,14 @@ def files() -> None:
 
 
 @files.command("upload")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--purpose", required=True, type=click.Choice(["teacher", "dataset", "tokenizer"]))
 @pass_context
 def files_upload(context: Context, path: Path, purpose: str) -> None:
-    """Upload PATH; a pickled PyTorch state dict (.pt, .pth) is converted to safetensors here first."""
-    uploaded = upload(context.client, path, purpose)
+    """Upload PATH; a pickled PyTorch state dict (.pt, .pth) is converted to safetensors here first. A
+    teacher may be the folder a transformers model's save_pretrained wrote: it is zipped here (the files
+    from_pretrained reads; pickled weights converted to safetensors) and uploaded as an hf teacher."""
+    uploaded = upload(context, path, purpose)
     context.show(uploaded, f"{uploaded.id}  {uploaded.format}  {uploaded.bytes} bytes  {uploaded.filename}")
 
 
@@ -141,14 +144,15 @@ def jobs() -> None:
     "job_file",
     required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="JSON or YAML: the body of POST /v1/jobs",
+    help="JSON or YAML: the body of POST /v1/jobs, where a file may be named by its local path",
 )
 @click.option("--wait", "wait_for_it", is_flag=True, help="wait for the job to end; exit by how it ended")
 @click.option("--timeout", type=float, help="seconds to wait (with --wait)")
 @pass_context
 def jobs_create(context: Context, job_file: Path, wait_for_it: bool, timeout: float | None) -> None:
-    """Submit the job FILE (JSON or YAML) holds; with --wait, wait and exit by how it ended."""
-    job = context.client.create_job(read_job_file(job_file))
+    """Submit the job FILE (JSON or YAML) holds, uploading the files it names by path; with --wait, wait
+    and exit by how it ended."""
+    job = submit(context, job_file)
     context.show(job, job.id)
     if wait_for_it:
         finish(context, wait(context, job, timeout))
@@ -224,7 +228,8 @@ def artifacts() -> None:
 @output_folder(default=".", help="the folder to write them to")
 @pass_context
 def artifacts_download(context: Context, job_id: str, names: tuple[str, ...], folder: Path) -> None:
-    """Download the job's artifacts NAMES (default: all), each checked against its sha256."""
+    """Download the job's artifacts NAMES (default: all), each checked against its sha256; student.hf.zip
+    is also unpacked into the folder student.hf, which transformers' from_pretrained loads."""
     for path in download(context.client, job_id, names, folder):
         context.show({"path": str(path)}, str(path))
 
@@ -239,12 +244,7 @@ def artifacts_download(context: Context, job_id: str, names: tuple[str, ...], fo
 @pass_context
 def run(context: Context, job_file: Path, folder: Path, timeout: float | None) -> None:
     """Upload the files JOB_FILE names by path, submit it, wait, check its gates, download its artifacts."""
-    body = read_job_file(job_file)
-    uploaded = {
-        field: upload(context.client, path, purpose).id
-        for field, path, purpose in local_files(body, job_file.parent)
-    }
-    job = context.client.create_job(with_file_ids(body, uploaded.__getitem__))
+    job = submit(context, job_file)
     if not context.as_json:
         click.echo(f"submitted {job.id}", err=True)
     job = wait(context, job, timeout)
@@ -256,17 +256,46 @@ def run(context: Context, job_file: Path, folder: Path, timeout: float | None) -
 # --- shared steps ------------------------------------------------------------------------------
 
 
-def upload(client: Client, path: Path, purpose: str):
-    if path.suffix not in PICKLED:
-        return client.upload_file(path, purpose)
-    with as_safetensors(path) as converted:
-        return client.upload_file(converted, purpose)
+def submit(context: Context, job_file: Path) -> Job:
+    """Submit the job the file holds, once the local files it names by path are uploaded."""
+    body = read_job_file(job_file)
+    files = local_files(body, job_file.parent)
+    uploaded = {field: upload(context, path, purpose).id for field, path, purpose in files}
+    return context.client.create_job(with_file_ids(body, uploaded.__getitem__))
+
+
+def upload(context: Context, path: Path, purpose: str) -> File:
+    """Upload the file or model folder at `path`, made safetensors here where it is pickled; on a terminal
+    with a bar of the bytes sent."""
+    client = context.client
+    with UploadProgress(path.name, quiet=context.as_json) as progress:
+        if path.is_dir():
+            if purpose != "teacher":
+                raise DistillError(
+                    f"{path} is a folder: only a teacher may be one (the folder a transformers model's "
+                    f"save_pretrained wrote); upload the {purpose} as one file"
+                )
+            return client.upload_model_folder(path, on_progress=progress, on_converted=say_converted)
+        if path.suffix not in PICKLED:
+            return client.upload_file(path, purpose, on_progress=progress)
+        with as_safetensors(path) as converted:
+            return client.upload_file(converted, purpose, on_progress=progress)
+
+
+def say_converted(pickled: list[str], converted: list[str]) -> None:
+    names = f"{', '.join(pickled)} to {', '.join(converted)}"
+    click.echo(f"converted {names} here: the service takes no pickled weights", err=True)
 
 
 def download(client: Client, job_id: str, names: tuple[str, ...], folder: Path) -> list[Path]:
+    """The artifacts downloaded into `folder`, and the student's transformers folder unpacked from
+    `student.hf.zip` where that is one of them."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = names or [artifact.name for artifact in client.list_artifacts(job_id)]
-    return [client.download_artifact(job_id, name, folder / name) for name in wanted]
+    paths = [client.download_artifact(job_id, name, folder / name) for name in wanted]
+    if STUDENT_FOLDER in wanted:
+        paths.append(unpack_model_folder(folder / STUDENT_FOLDER, folder / Path(STUDENT_FOLDER).stem))
+    return paths
 
 
 def wait(context: Context, job: Job, timeout: float | None) -> Job:

@@ -2,26 +2,36 @@
 as `APIError`. Connection errors and 429/502/503/504 answers are retried with exponential back-off (or
 the server's `Retry-After`); every POST carries an `Idempotency-Key`, the same on each retry, so a retry
 never makes a second job or file. `wait` follows the job's event stream (falling back to polling);
-downloads resume with `Range` and are checked against their sha256."""
+downloads resume with `Range` and are checked against their sha256. A transformers model folder is
+uploaded as one zip made here, and a job's student folder unpacked from its zip."""
 
 import hashlib
 import json
 import os
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
 from distill_client.errors import APIError, DistillError, DownloadCorrupt, WaitTimeout
+from distill_client.model_folder import (
+    STUDENT_FOLDER,
+    OnConverted,
+    archived_model_folder,
+    unpack_model_folder,
+)
 from distill_client.objects import Artifact, Event, File, Job, MetricPoint
 from distill_client.sse import messages
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 CHUNK_BYTES = 1024 * 1024
+OnProgress = Callable[[int, int], None]  # (bytes sent, bytes in all)
 
 
 class Client:
@@ -53,14 +63,36 @@ class Client:
 
     # --- files -----------------------------------------------------------------------------------
 
-    def upload_file(self, path: str | Path, purpose: str, idempotency_key: str | None = None) -> File:
-        """Upload a local file (`purpose`: teacher, dataset or tokenizer)."""
+    def upload_file(
+        self,
+        path: str | Path,
+        purpose: str,
+        idempotency_key: str | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> File:
+        """Upload a local file (`purpose`: teacher, dataset or tokenizer); `on_progress(sent, total)` hears
+        of the bytes read for sending as they go."""
         path = Path(path)
 
         def form() -> dict:  # a fresh stream for every try
-            return {"files": {"file": (path.name, path.open("rb"))}, "data": {"purpose": purpose}}
+            stream = path.open("rb") if on_progress is None else _Reported(path.open("rb"), on_progress)
+            return {"files": {"file": (path.name, stream)}, "data": {"purpose": purpose}}
 
         return File.of(self._post("/v1/files", form, idempotency_key).json())
+
+    def upload_model_folder(
+        self,
+        folder: str | Path,
+        idempotency_key: str | None = None,
+        on_progress: OnProgress | None = None,
+        on_converted: OnConverted | None = None,
+    ) -> File:
+        """Upload a transformers `save_pretrained` folder as an `hf` teacher: a zip of the files
+        `from_pretrained` reads (`<folder name>.zip`), made here. Pickled weights (`pytorch_model.bin`, or
+        its shards) are converted to safetensors first, which needs torch and safetensors;
+        `on_converted(pickled names, safetensors names)` hears of it."""
+        with archived_model_folder(Path(folder), on_converted) as archive:
+            return self.upload_file(archive, "teacher", idempotency_key, on_progress)
 
     def get_file(self, file_id: str) -> File:
         return File.of(self._request("GET", f"/v1/files/{file_id}").json())
@@ -126,6 +158,15 @@ class Client:
         if artifact is None:
             raise APIError(404, "not_found", f"Job {job_id} has no artifact {name!r}.", "name")
         return self._download(f"/v1/jobs/{job_id}/artifacts/{name}", Path(destination), artifact.sha256)
+
+    def download_model_folder(self, job_id: str, destination: str | Path) -> Path:
+        """Download the job's student as a transformers folder (its artifact `student.hf.zip`) and unpack it
+        into the folder `destination` (replaced), which `from_pretrained` loads; returns it."""
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="distill-download-", dir=destination.parent) as workspace:
+            archive = self.download_artifact(job_id, STUDENT_FOLDER, Path(workspace) / STUDENT_FOLDER)
+            return unpack_model_folder(archive, destination)
 
     def wait(
         self,
@@ -246,6 +287,28 @@ class Client:
     def _tries(self) -> Iterator["_Try"]:
         for number in range(self.retries + 1):
             yield _Try(self, number, last=number == self.retries)
+
+
+class _Reported:
+    """A file read for upload that tells `on_progress` how far the reading has come."""
+
+    def __init__(self, f: BinaryIO, on_progress: OnProgress):
+        self._f, self._on_progress = f, on_progress
+        self._total = os.fstat(f.fileno()).st_size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._on_progress(self._f.tell(), self._total)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def fileno(self) -> int:  # what httpx reads the file's length from
+        return self._f.fileno()
 
 
 class _Try:

@@ -1,7 +1,8 @@
 """A job file (JSON or YAML) for `distill jobs create -f` and `distill run`: the body of `POST /v1/jobs`,
-where `distill run` also lets a file be named by its local path instead of its id:
+where a file may also be named by its local path instead of its id (both upload it first):
 
     teacher: {file: ./teacher.safetensors, architecture: {...}}     # instead of file_id
+    teacher: {file: ./my-model/}     # the folder a transformers model's save_pretrained wrote, zipped here
     teachers: [{file: ./a.safetensors, ...}, ...]
     dataset: {train_file: ./train.npz, validation_file: ./val.npz, tokenizer_file: ./tokenizer.json}
 """
@@ -36,10 +37,12 @@ def read_job_file(path: Path) -> dict:
 
 
 def local_files(body: dict, relative_to: Path) -> list[tuple[str, Path, str]]:
-    """The local files the job names by path: (the field, the path, the upload's purpose)."""
+    """The local files the job names by path: (the field, the path, the upload's purpose). A teacher's
+    path may be a model folder (`Client.upload_model_folder`)."""
     found = []
     for field, teacher in _teachers_by_path(body):
-        found.append((f"{field}.file", _path(teacher["file"], relative_to, f"{field}.file"), "teacher"))
+        path = _path(teacher["file"], relative_to, f"{field}.file", folder_too=True)
+        found.append((f"{field}.file", path, "teacher"))
     dataset = body.get("dataset") or {}
     for name, purpose in PURPOSES.items():
         if name in dataset:
@@ -67,12 +70,13 @@ def _teachers_by_path(body: dict) -> list[tuple[str, dict]]:
     return [(field, t) for field, t in teachers if isinstance(t, dict) and "file" in t]
 
 
-def _path(value: object, relative_to: Path, field: str) -> Path:
+def _path(value: object, relative_to: Path, field: str, folder_too: bool = False) -> Path:
+    what = "a local file or model folder" if folder_too else "a local file"
     if not isinstance(value, str):
-        raise JobFileError(f"{field} must be the path of a local file")
+        raise JobFileError(f"{field} must be the path of {what}")
     path = (relative_to / value).resolve()
-    if not path.is_file():
-        raise JobFileError(f"{field}: no file at {path}")
+    if not (path.is_file() or (folder_too and path.is_dir())):
+        raise JobFileError(f"{field}: no {what.removeprefix('a local ')} at {path}")
     return path
 
 

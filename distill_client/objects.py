@@ -24,6 +24,7 @@ class File(_FromBody):
     sha256: str
     format: str
     created_at: int
+    model: dict | None  # an `hf` teacher's model: model_type, task, parameters, num_labels, labels, ...
     raw: dict = field(repr=False, compare=False)
 
 

@@ -1,9 +1,11 @@
 """What `distill` shows while it waits: every event as a line (a CI log reads them), and on a terminal a
-live line below them with the job's epoch, step, latest loss and accuracy, and its ETA."""
+live line below them with the job's epoch, step, latest loss and accuracy, and its ETA. And while a file
+uploads, on a terminal only, a bar of the bytes sent and their rate."""
 
 import sys
 import threading
 
+from rich import progress as bars
 from rich.console import Console
 from rich.live import Live
 
@@ -62,3 +64,32 @@ class Progress:
         if progress.get("eta_seconds") is not None:
             parts.append(f"ETA {progress['eta_seconds']:.0f} s")
         return "  ·  ".join(parts)
+
+
+class UploadProgress:
+    """`on_progress` of `Client.upload_file`: on a terminal (and not `quiet`), a bar of the bytes sent, their
+    rate and the time left, drawn from the first bytes read (after any conversion) and gone once done."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        console = Console(stderr=True, highlight=False)
+        columns = (bars.TextColumn("{task.description}"), bars.BarColumn(), bars.DownloadColumn(),
+                   bars.TransferSpeedColumn(), bars.TimeRemainingColumn())  # fmt: skip
+        shown = console.is_terminal and not quiet
+        self.bar = bars.Progress(*columns, console=console, transient=True) if shown else None
+        self.label = label
+        self.task: bars.TaskID | None = None
+
+    def __call__(self, sent: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(f"uploading {self.label}", total=total)
+            self.bar.start()
+        self.bar.update(self.task, completed=sent)
+
+    def __enter__(self) -> "UploadProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -79,6 +79,38 @@ HAND_MADE_CONFIG = {
 HAND_MADE_PARAMETERS = 2 * 8 + 2
 
 
+def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
+    """The folder `save_pretrained` would have left: `files` written into it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+def pickle_weights(folder: Path, shards: int = 1) -> dict:
+    """Replace the folder's model.safetensors by the pickled weights older transformers wrote
+    (`torch.save`: version 5 writes safetensors only): pytorch_model.bin, or `shards` shards of it and
+    pytorch_model.bin.index.json. Returns the weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    if shards == 1:
+        torch.save(state, folder / "pytorch_model.bin")
+        return state
+    weight_map = {}
+    for number in range(shards):
+        shard = f"pytorch_model-{number + 1:05d}-of-{shards:05d}.bin"
+        part = {name: state[name] for name in list(state)[number::shards]}
+        torch.save(part, folder / shard)
+        weight_map |= dict.fromkeys(part, shard)
+    total_size = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return state
+
+
 def hand_made(config: dict | None = None, **files: bytes) -> dict[str, bytes]:
     """A folder's files written by hand: a config (HAND_MADE_CONFIG's fields, and `config`'s over them)
     and a classifier head's safetensors weights; `files` are added or replace these."""

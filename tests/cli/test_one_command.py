@@ -2,7 +2,6 @@
 options work as they do alone, and neither `--help` nor a client command loads the service."""
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ import click
 import pytest
 
 from cli.main import distill, main
-from tests.client.commands import CLIENT_COMMANDS, EmptyService, listed_commands
+from tests.client.commands import CLIENT_COMMANDS, EmptyService, listed_commands, run_distill
 from tests.stack import ROOT
 
 SERVICE_COMMANDS = {"up", "api", "worker", "migrate", "keys"}
@@ -26,13 +25,6 @@ SERVICE_MODULES = [
     "engine",
     "torch",
 ]
-
-
-def run_distill(*argv: str, **env: str) -> subprocess.CompletedProcess:
-    """`distill` as the entry point runs it, from this checkout."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    command = [sys.executable, "-m", "cli", *argv]
-    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
 
 
 def test_the_help_lists_every_command_of_the_service_and_the_client():

@@ -1,9 +1,22 @@
-"""What the tests of a `distill` command share: the commands its help lists, and a stand-in service."""
+"""What the tests of a `distill` command share: running it, the commands its help lists, and a stand-in
+service."""
 
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.stack import ROOT
+
 CLIENT_COMMANDS = {"run", "files", "jobs", "artifacts"}
+
+
+def run_distill(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    """`distill` as the entry point runs it, from this checkout."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    command = [sys.executable, "-m", "cli", *argv]
+    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
 
 
 def listed_commands(help_text: str) -> set[str]:
