@@ -1,18 +1,16 @@
-"""A Hugging Face model in, a Hugging Face model out, over HTTP: a fine-tuned BERT classifier's
-`save_pretrained` folder uploaded as a zip, text with label names as JSON Lines, a student derived from the
-teacher through the real worker; the downloaded `student.hf.zip` loads in a Python that holds torch and
-transformers but none of the service's packages, and `pipeline` scores on the validation texts what the job
-reported."""
+"""A Hugging Face model in, a Hugging Face model out, as a user runs it: `distill run` with a job file that
+names a fine-tuned BERT classifier's `save_pretrained` folder and text with label names as JSON Lines; a
+student derived from the teacher through the real API and worker; the student folder `distill run -o`
+unpacks loads in a Python that holds torch and transformers but none of the service's packages, and
+`pipeline` scores on the validation texts what the job reported."""
 
 import json
 import subprocess
 import sys
 import sysconfig
-import zipfile
 
 import pytest
 
-from tests.hf_archives import folder_files, zip_archive
 from tests.hf_text_factories import dog_texts, fine_tuned_bert_folder
 
 pytestmark = pytest.mark.e2e
@@ -43,60 +41,54 @@ def write_jsonl(path, texts, labels):
 def test_a_fine_tuned_bert_folder_in_a_from_pretrained_student_out(stack, tmp_path):
     texts, labels = dog_texts(256, seed=0)
     val_texts, val_labels = dog_texts(96, seed=1)
-    teacher_folder = fine_tuned_bert_folder(tmp_path / "my-model", texts, labels)
-    archive = tmp_path / "my-model.zip"
-    archive.write_bytes(zip_archive(folder_files(teacher_folder)))
-
-    teacher = stack.client.upload(archive, "teacher")
-    assert teacher["format"] == "hf"
-    assert teacher["model"]["model_type"] == "bert" and teacher["model"]["task"] == "text"
-    train = stack.client.upload(write_jsonl(tmp_path / "train.jsonl", texts, labels), "dataset")
-    validation = stack.client.upload(write_jsonl(tmp_path / "val.jsonl", val_texts, val_labels), "dataset")
-
-    job = stack.client.submit(
-        {
-            "teacher": {"file_id": teacher["id"]},
-            "student": {"derive": {"depth": 0.5}},
-            "dataset": {
-                "train_file_id": train["id"],
-                "validation_file_id": validation["id"],
-                "max_length": 16,
-            },
-            "distillation": {"temperature": 2.0, "alpha": 0.5, "beta": 0.5},
-            "training": {"epochs": 3, "batch_size": 32, "learning_rate": 0.001},
-            "export": [],
-        }
+    fine_tuned_bert_folder(tmp_path / "my-model", texts, labels)
+    write_jsonl(tmp_path / "train.jsonl", texts, labels)
+    write_jsonl(tmp_path / "val.jsonl", val_texts, val_labels)
+    (tmp_path / "job.yaml").write_text(
+        "teacher: {file: my-model}\n"  # the folder save_pretrained wrote: the CLI archives it
+        "student: {derive: {depth: 0.5}}\n"
+        "dataset: {train_file: train.jsonl, validation_file: val.jsonl, max_length: 16}\n"
+        "distillation: {temperature: 2.0, alpha: 0.5, beta: 0.5}\n"
+        "training: {epochs: 3, batch_size: 32, learning_rate: 0.001}\n"
+        "export: []\n"
+    )
+    env = {**stack.env, "DISTILL_URL": stack.url}
+    ran = subprocess.run(
+        [sys.executable, "-m", "cli", "run", "job.yaml", "-o", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, f"{ran.stderr}\n{stack.logs()}"
+    job = stack.client.job(ran.stderr.split("submitted ")[1].split()[0])
+    teacher = stack.client.get(f"/v1/files/{job['request']['teacher']['file_id']}").json()
+    assert (teacher["format"], teacher["model"]["model_type"], teacher["model"]["task"]) == (
+        "hf",
+        "bert",
+        "text",
     )
     student = job["request"]["student"]["architecture"]
     assert (student["family"], student["config"]["num_hidden_layers"], student["max_length"]) == ("hf", 1, 16)
-    assert 0 < student["parameters"] < teacher["model"]["parameters"]
-    job = stack.client.wait_for_job(job["id"], timeout=300)
-    assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
     metrics = job["metrics"]
     assert metrics["teacher"]["accuracy"] == 1.0
-    assert metrics["student"]["parameters"] == student["parameters"]
+    assert metrics["student"]["parameters"] == student["parameters"] < teacher["model"]["parameters"]
 
-    download = stack.client.get(f"/v1/jobs/{job['id']}/artifacts/student.hf.zip")
-    assert download.status_code == 200
-    folder = tmp_path / "student.hf"
-    (tmp_path / "student.hf.zip").write_bytes(download.content)
-    with zipfile.ZipFile(tmp_path / "student.hf.zip") as unpacked:
-        unpacked.extractall(folder)
+    folder = tmp_path / "out" / "student.hf"
     card = (folder / "README.md").read_text()
     assert 'pipeline_tag: "text-classification"' in card and job["id"] in card
     assert json.loads((folder / "config.json").read_text())["id2label"] == {"0": "plain", "1": "dog"}
-
+    purelib = sysconfig.get_paths()["purelib"]
     scored = subprocess.run(
         [
             sys.executable,
             "-I",
             "-S",
             "-c",
-            f"import sys; sys.path.append({sysconfig.get_paths()['purelib']!r})\n" + SCORE_IN_A_BARE_PYTHON,
-            str(folder),
-            json.dumps(val_texts),
-            json.dumps(val_labels),
-        ],
+            f"import sys; sys.path.append({purelib!r})\n{SCORE_IN_A_BARE_PYTHON}",
+        ]
+        + [str(folder), json.dumps(val_texts), json.dumps(val_labels)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
