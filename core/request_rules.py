@@ -343,24 +343,24 @@ def _student_field(student: StudentRef) -> str:
 
 def _with_counted_models(request: JobCreate) -> JobCreate:
     """Every transformers model with its parameters and activations counted, for the job's bounds."""
+    student, distillation = request.student, request.distillation
+    models = [(f"{field}.architecture", teacher.architecture) for field, teacher in request.teacher_refs()]
+    models.append((_student_field(student), student.architecture))
+    models += [(f"distillation.peers.{number}", peer) for number, peer in enumerate(distillation.peers)]
+    hf = [(spec, field) for field, spec in models if isinstance(spec, HFSpec)]
+    counted = iter(measured(hf)) if hf else iter(())
+    specs = [next(counted) if isinstance(spec, HFSpec) else spec for _field, spec in models]
     teachers = [
-        teacher.model_copy(update={"architecture": measured(teacher.architecture, f"{field}.architecture")})
-        if isinstance(teacher.architecture, HFSpec)
-        else teacher
-        for field, teacher in request.teacher_refs()
+        teacher.model_copy(update={"architecture": spec})
+        for (_field, teacher), spec in zip(request.teacher_refs(), specs, strict=False)
     ]
-    request = _with_teachers(request, teachers)
-    student = request.student
-    if isinstance(student.architecture, HFSpec):
-        student = student.model_copy(
-            update={"architecture": measured(student.architecture, _student_field(student))}
-        )
-    peers = [
-        measured(peer, f"distillation.peers.{number}") if isinstance(peer, HFSpec) else peer
-        for number, peer in enumerate(request.distillation.peers)
-    ]
-    distillation = request.distillation.model_copy(update={"peers": peers})
-    return request.model_copy(update={"student": student, "distillation": distillation})
+    count = len(teachers)
+    return _with_teachers(request, teachers).model_copy(
+        update={
+            "student": student.model_copy(update={"architecture": specs[count]}),
+            "distillation": distillation.model_copy(update={"peers": specs[count + 1 :]}),
+        }
+    )
 
 
 def _check_dataset_formats(request: JobCreate, dataset_formats: dict[str, str]) -> None:

@@ -1,9 +1,9 @@
 """What a `transformers` model of an `HFSpec` costs, measured on the meta device (shapes, no memory): its
 parameters, exactly, and the floats one sample's training forward pass keeps for the backward pass.
 
-The API, which never imports torch, runs this as `python -m engine.models.hf.sizing` with one HFSpec as JSON
-on stdin (and a timeout); it prints `{"parameters": .., "activation_floats": ..}`, or exits 1 with the
-reason on stderr, for a config that does not build or that would be too large to build at all.
+The API, which never imports torch, runs this as `python -m engine.models.hf.sizing` with a JSON list of
+HFSpecs on stdin (and a timeout); for each it prints `{"parameters": .., "activation_floats": ..}`, or
+`{"error": ..}` with the reason for a config that does not build or would be too large to build at all.
 """
 
 import json
@@ -128,12 +128,13 @@ def _same(tensor: Tensor) -> Tensor:
 
 
 def main() -> None:
-    try:
-        sizes = measure(HFSpec.model_validate_json(sys.stdin.read()))
-    except Exception as error:  # the process's answer to the API: why this spec has no sizes
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(asdict(sizes)))
+    answers = []
+    for document in json.loads(sys.stdin.read()):
+        try:
+            answers.append(asdict(measure(HFSpec.model_validate(document))))
+        except Exception as error:  # the answer to the API: why this spec has no sizes
+            answers.append({"error": f"{type(error).__name__}: {error}"})
+    print(json.dumps(answers))
 
 
 if __name__ == "__main__":

@@ -28,30 +28,31 @@ def test_activations_grow_with_the_input_and_the_layers():
 
 
 def test_a_model_too_large_to_build_is_refused_unbuilt():
-    huge = tiny_spec("bert", num_hidden_layers=1000, hidden_size=100_000, num_attention_heads=10)
+    huge = tiny_spec("bert", num_hidden_layers=500, hidden_size=100_000, num_attention_heads=10)
     with pytest.raises(TooLarge, match="num_hidden_layers, hidden_size"):
         measure(huge)
 
 
-def test_the_api_measures_a_spec_in_a_process_of_its_own():
-    spec = tiny_spec("vit")
+def test_the_api_measures_its_specs_in_a_process_of_their_own():
+    specs = [tiny_spec("vit"), tiny_spec("bert")]
     done = subprocess.run(
         [sys.executable, "-m", "engine.models.hf.sizing"],
-        input=spec.model_dump_json(),
+        input=json.dumps([spec.model_dump(mode="json") for spec in specs]),
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {
-        "parameters": count_parameters(build_model(spec)),
-        "activation_floats": measure(spec).activation_floats,
-    }
+    assert json.loads(done.stdout) == [
+        {"parameters": count_parameters(build_model(s)), "activation_floats": measure(s).activation_floats}
+        for s in specs
+    ]
 
 
-def test_the_process_refuses_with_the_reason_on_stderr(monkeypatch, capsys):
-    huge = tiny_spec("vit", num_hidden_layers=100_000, hidden_size=65_536)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(huge.model_dump_json()))
-    with pytest.raises(SystemExit) as exited:
-        main()
-    assert exited.value.code == 1
-    assert capsys.readouterr().err.startswith("TooLarge: the vit config's layers")
+def test_the_process_answers_why_a_spec_has_no_sizes(monkeypatch, capsys):
+    huge = tiny_spec("vit", num_hidden_layers=500, hidden_size=65_536)
+    documents = [huge.model_dump(mode="json"), tiny_spec("vit").model_dump(mode="json")]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(documents)))
+    main()
+    refused, measured = json.loads(capsys.readouterr().out)
+    assert refused["error"].startswith("TooLarge: the vit config's layers")
+    assert measured["parameters"] > 0
