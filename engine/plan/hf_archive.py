@@ -83,8 +83,8 @@ MAX_TAR_METADATA_BYTES = 64 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 TAR_ERRORS = (tarfile.TarError, *ZIP_ERRORS)  # gzip's errors are OSError, EOFError and zlib.error
 PICKLE_HINT = (
-    "this server never unpickles weights: save the model with "
-    "`model.save_pretrained(folder, safe_serialization=True)` (safetensors), or upload the folder with "
+    "this server never unpickles weights: save the model again with `model.save_pretrained(folder)` "
+    "(transformers 4.35 and later write safetensors), or upload the folder with "
     "`distill files upload ./folder/`, which converts its weights to safetensors on your machine"
 )
 SAVE_HINT = "upload the folder that `model.save_pretrained(folder)` wrote, as a .zip, .tar or .tar.gz"
