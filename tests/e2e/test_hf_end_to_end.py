@@ -64,16 +64,13 @@ def test_a_fine_tuned_bert_folder_in_a_from_pretrained_student_out(stack, tmp_pa
     assert ran.returncode == 0, f"{ran.stderr}\n{stack.logs()}"
     job = stack.client.job(ran.stderr.split("submitted ")[1].split()[0])
     teacher = stack.client.get(f"/v1/files/{job['request']['teacher']['file_id']}").json()
-    assert (teacher["format"], teacher["model"]["model_type"], teacher["model"]["task"]) == (
-        "hf",
-        "bert",
-        "text",
-    )
+    model = teacher["model"]
+    assert (teacher["format"], model["model_type"], model["task"]) == ("hf", "bert", "text")
     student = job["request"]["student"]["architecture"]
     assert (student["family"], student["config"]["num_hidden_layers"], student["max_length"]) == ("hf", 1, 16)
     metrics = job["metrics"]
     assert metrics["teacher"]["accuracy"] == 1.0
-    assert metrics["student"]["parameters"] == student["parameters"] < teacher["model"]["parameters"]
+    assert metrics["student"]["parameters"] == student["parameters"] < model["parameters"]
 
     folder = tmp_path / "out" / "student.hf"
     card = (folder / "README.md").read_text()
