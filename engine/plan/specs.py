@@ -178,12 +178,23 @@ def vocabulary_size(spec: TransformerSpec | HFSpec) -> int | None:
 class FeaturePair(Spec):
     """FitNets-style hint: the student's layer output, through a learned projection, imitates the teacher's.
 
-    Layers are module paths (e.g. `hidden.0`, `stages.1`), reached with forward hooks. The projection
-    (a linear map, or a 1x1 convolution for feature maps) trains with the student and is not exported.
+    Layers are module paths (e.g. `hidden.0`, `stages.1`), reached with forward hooks. An `hf` model's layers
+    may also be named as transformers numbers its outputs: `hidden_states.N` (N = 0: what enters the first
+    layer, the embeddings' output; N >= 1: layer N-1's output) and, for its attention models, `attentions.N`
+    (layer N's attention probabilities, computed with eager attention). The projection (a linear map, or a
+    1x1 convolution for feature maps) trains with the student and is not exported.
     """
 
-    teacher: str = Field(min_length=1, max_length=256, description="Module path in the teacher.")
-    student: str = Field(min_length=1, max_length=256, description="Module path in the student.")
+    teacher: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Module path in the teacher; on an `hf` one also `hidden_states.N` or `attentions.N`.",
+    )
+    student: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Module path in the student; on an `hf` one also `hidden_states.N` or `attentions.N`.",
+    )
     weight: float = Field(default=1.0, gt=0.0, le=1000.0)
     loss: Literal["mse", "cosine"] = "mse"
     teacher_index: int = Field(default=0, ge=0, le=63, description="Which teacher, with several.")
