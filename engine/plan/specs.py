@@ -245,11 +245,16 @@ class TermWeights(Spec):
 
 
 class TransformerDistillation(TermWeights):
-    """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models.
+    """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models, or two
+    `hf` text encoders (BERT, RoBERTa, DistilBERT, DeBERTa, ELECTRA, MPNet, ModernBERT and their kin:
+    `engine.plan.hf_layers.TINYBERT_MODEL_TYPES`), which then attend eagerly so that their attention
+    probabilities exist; a model of one kind does not learn from the other.
 
     Student layer m learns the hidden states (through a learned projection W_h) and the attention
-    probabilities of teacher layer `layer_map[m]`; the embedding outputs are matched through W_e.
-    Padded positions are left out. The projections train with the student and are not exported.
+    probabilities of teacher layer `layer_map[m]`; the embedding outputs are matched through W_e. An `hf`
+    model's are its `hidden_states.0`, `hidden_states.N` and `attentions.N-1` (see `FeaturePair`).
+    Padded positions (the student's padding id) are left out. The projections train with the student and
+    are not exported.
     """
 
     embedding_weight: LossWeight = Field(
@@ -385,9 +390,10 @@ class DistillationConfig(Spec):
     )
     transformer: TransformerDistillation | None = Field(
         default=None,
-        description="TinyBERT layer distillation between a transformer student and the (first) teacher, a "
-        "transformer with a given architecture: embedding, hidden-state and attention losses, reported "
-        "per epoch and their weighted sum `tinybert_loss` added to the loss. Default: off.",
+        description="TinyBERT layer distillation between the student and the (first) teacher: two "
+        "transformers (the teacher's architecture given) or two `hf` text encoders. Embedding, hidden-state "
+        "and attention losses, reported per epoch, and their weighted sum `tinybert_loss` added to the loss. "
+        "Default: off.",
     )
 
     @field_validator("logit_standardization")
