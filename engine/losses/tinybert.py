@@ -1,21 +1,49 @@
-"""TinyBERT's intermediate-layer losses (Jiao et al. 2020), between two `transformer` models.
+"""TinyBERT's intermediate-layer losses (Jiao et al. 2020), between two `transformer` models or two
+`transformers` text encoders (`hf`).
 
 Student layer m (1-based) learns from teacher layer g(m): its output hidden states through a
 learned projection W_h, its attention probabilities directly; the embedding outputs through W_e.
 The projections are parameters of `TinyBertLoss`: they train with the student and are never exported.
 
-Captures are the forward-hook outputs at the module paths of `transformer.capture_points`, keyed
-by those paths. Padded positions are left out of every mean. A job asks for TinyBERT with
-`distillation.transformer`, between its transformer students and its first teacher (`transformer_term`).
+Captures are the forward-hook outputs at each model's capture points (`Encoder.points`): module paths in a
+`transformer` (`transformer.capture_points`), numbered outputs in a transformers model
+(`hidden_states.N`, `attentions.N`, read with eager attention). Padded positions, where the student's input
+ids are its padding id, are left out of every mean. A job asks for TinyBERT with `distillation.transformer`,
+between its students of the first teacher's kind and that teacher (`transformer_term`).
 """
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from engine.models.hf.build import hf_config
 from engine.models.hooks import LayerTaps
 from engine.models.transformer import PADDING_ID, capture_points
+from engine.plan.hf_layers import tinybert_outputs
 from engine.plan.layer_map import check_layer_map, uniform_layer_map
-from engine.plan.specs import ArchitectureSpec, EngineJob, TransformerSpec
+from engine.plan.rules import tinybert_kind
+from engine.plan.specs import ArchitectureSpec, EngineJob, HFSpec, TransformerSpec
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """What TinyBERT reads of a model: its layers, their width, where it captures them (`embeddings`,
+    `hidden` and `attention`: the names its taps record them by) and the token id of its padding."""
+
+    layers: int
+    width: int
+    points: dict
+    padding_id: int
+
+
+def encoder(spec: TransformerSpec | HFSpec) -> Encoder:
+    """A `transformer`'s, or a transformers text encoder's as transformers builds it from the spec."""
+    if isinstance(spec, HFSpec):
+        config = hf_config(spec)  # transformers' names for the sizes (DistilBERT's `n_layers` too)
+        layers = config.num_hidden_layers
+        return Encoder(layers, config.hidden_size, tinybert_outputs(layers), config.pad_token_id)
+    return Encoder(spec.num_layers, spec.hidden_size, capture_points(spec), PADDING_ID)
 
 
 def projection(student_width: int, teacher_width: int) -> nn.Module:
@@ -60,8 +88,8 @@ class TinyBertLoss(nn.Module):
 
     def __init__(
         self,
-        student_spec: TransformerSpec,
-        teacher_spec: TransformerSpec,
+        student_spec: TransformerSpec | HFSpec,
+        teacher_spec: TransformerSpec | HFSpec,
         layer_map: list[int] | None = None,
         embedding_weight: float = 1.0,
         hidden_weight: float = 1.0,
@@ -71,21 +99,20 @@ class TinyBertLoss(nn.Module):
         self.weights = {"embedding": embedding_weight, "hidden": hidden_weight, "attention": attention_weight}
         if any(weight < 0 for weight in self.weights.values()):
             raise ValueError(f"TinyBERT loss weights must be >= 0; got {self.weights}")
-        student_layers, teacher_layers = student_spec.num_layers, teacher_spec.num_layers
+        student, teacher = encoder(student_spec), encoder(teacher_spec)
         if layer_map is None:
-            self.layer_map = uniform_layer_map(student_layers, teacher_layers)
+            self.layer_map = uniform_layer_map(student.layers, teacher.layers)
         else:
-            self.layer_map = check_layer_map(layer_map, student_layers, teacher_layers)
-        self.student_points = capture_points(student_spec)
-        self.teacher_points = capture_points(teacher_spec)
-        self.embedding_projection = projection(student_spec.hidden_size, teacher_spec.hidden_size)
+            self.layer_map = check_layer_map(layer_map, student.layers, teacher.layers)
+        self.student_points, self.teacher_points = student.points, teacher.points
+        self.embedding_projection = projection(student.width, teacher.width)
         # One W_h shared by all layers, as in the paper.
-        self.hidden_projection = projection(student_spec.hidden_size, teacher_spec.hidden_size)
+        self.hidden_projection = projection(student.width, teacher.width)
 
     def forward(
         self, student_captures: dict[str, Tensor], teacher_captures: dict[str, Tensor], padding_mask: Tensor
     ) -> dict[str, Tensor]:
-        """`padding_mask` [B, L] is True at padding (input_ids == 0). Returns `embedding_loss`,
+        """`padding_mask` [B, L] is True at padding. Returns `embedding_loss`,
         `hidden_loss`, `attention_loss` (each a mean over mapped layers) and `tinybert_loss`."""
         keep = ~padding_mask.bool()
         pairs = CapturePairs(student_captures, teacher_captures)
@@ -125,31 +152,37 @@ class TinyBertLoss(nn.Module):
 
 
 class TransformerTerm(nn.Module):
-    """TinyBERT between a transformer student and teacher 0, from their captured layers.
+    """TinyBERT between a student and teacher 0, from their captured layers.
 
-    Padding is where the student's input ids (recorded by its taps) are 0; returns `embedding_loss`,
-    `hidden_loss`, `attention_loss` and their weighted sum `tinybert_loss`.
+    Padding is where the student's input ids (recorded by its taps) are `padding_id`; returns
+    `embedding_loss`, `hidden_loss`, `attention_loss` and their weighted sum `tinybert_loss`.
     """
 
-    def __init__(self, loss: TinyBertLoss, student_taps: LayerTaps):
+    def __init__(self, loss: TinyBertLoss, student_taps: LayerTaps, padding_id: int):
         super().__init__()
         self.loss = loss
         self.student_taps = student_taps
+        self.padding_id = padding_id
 
     def forward(
         self, student_layers: dict[str, Tensor], teacher_layers: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        return self.loss(student_layers, teacher_layers, self.student_taps.input == PADDING_ID)
+        return self.loss(student_layers, teacher_layers, self.student_taps.input == self.padding_id)
 
 
 def uses_tinybert(job: EngineJob, spec: ArchitectureSpec) -> bool:
-    """Whether a student of `spec` learns the first teacher's layers (a peer of another family does not)."""
-    return job.distillation.transformer is not None and spec.family == "transformer"
+    """Whether a student of `spec` learns the first teacher's layers (a peer of another kind does not)."""
+    kind = tinybert_kind(spec)
+    return (
+        job.distillation.transformer is not None
+        and kind is not None
+        and kind == tinybert_kind(job.teachers[0].architecture)
+    )
 
 
-def capture_paths(spec: TransformerSpec) -> list[str]:
-    """The module paths TinyBERT reads: the embeddings, and each layer's output and attention."""
-    points = capture_points(spec)
+def capture_paths(spec: TransformerSpec | HFSpec) -> list[str]:
+    """What TinyBERT reads of a model: the embeddings, and each layer's output and attention."""
+    points = encoder(spec).points
     return [points["embeddings"], *points["hidden"], *points["attention"]]
 
 
@@ -161,9 +194,9 @@ def transformer_term(job: EngineJob, spec: ArchitectureSpec, taps: LayerTaps) ->
     """
     if not uses_tinybert(job, spec):
         return None
-    config = job.distillation.transformer
+    config, student = job.distillation.transformer, encoder(spec)
     layer_map = config.layer_map
-    if layer_map is not None and len(layer_map) != spec.num_layers:
+    if layer_map is not None and len(layer_map) != student.layers:
         layer_map = None
     loss = TinyBertLoss(
         spec,
@@ -173,4 +206,4 @@ def transformer_term(job: EngineJob, spec: ArchitectureSpec, taps: LayerTaps) ->
         hidden_weight=config.hidden_weight,
         attention_weight=config.attention_weight,
     )
-    return TransformerTerm(loss, taps)
+    return TransformerTerm(loss, taps, student.padding_id)

@@ -11,8 +11,11 @@ from collections.abc import Sequence
 
 from engine.plan.design import layer_count
 from engine.plan.errors import JobFailed
+from engine.plan.hf_layers import TINYBERT_MODEL_TYPES, declared_layers
 from engine.plan.layer_map import check_layer_map
 from engine.plan.specs import ArchitectureSpec, EngineJob, TeacherSource, reads_token_ids
+
+TINYBERT_FIELD = "distillation.transformer"
 
 
 def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> None:
@@ -182,40 +185,81 @@ def _kind(spec: ArchitectureSpec) -> str:
     return f"hf {spec.task} model" if spec.family == "hf" else f"{spec.family} model"
 
 
+def tinybert_kind(spec: ArchitectureSpec | None) -> str | None:
+    """The kind of model whose layers TinyBERT matches: `transformer`, or `hf` for a transformers text
+    encoder whose layers and attention probabilities it reaches; None for any other model."""
+    if spec is None:
+        return None
+    if spec.family == "transformer":
+        return "transformer"
+    if spec.family == "hf" and spec.model_type in TINYBERT_MODEL_TYPES:
+        return "hf"
+    return None
+
+
 def _check_tinybert(job: EngineJob, fields: list[str]) -> None:
-    """TinyBERT: a transformer student, a first teacher that is a transformer of declared architecture,
-    a layer map that fits both, and teachers (not earlier generations) to read the layers of."""
+    """TinyBERT: a student and a first teacher of one kind (two transformers, or two transformers text
+    encoders, the teacher's architecture declared), a layer map that fits both, and teachers (not earlier
+    generations) to read the layers of."""
     distillation = job.distillation
     config = distillation.transformer
     if config is None:
         return
-    student = job.student_architecture
-    if student.family != "transformer":
+    student, teacher = job.student_architecture, job.teachers[0].architecture
+    if tinybert_kind(student) is None:
         raise JobFailed(
             "transformer_required",
-            f"distillation.transformer (TinyBERT) matches transformer layers, but the student is a "
-            f"{student.family} model: use a transformer student, or remove distillation.transformer.",
-            "distillation.transformer",
+            f"distillation.transformer (TinyBERT) matches the layers of text encoders, but the student is "
+            f"{_tinybert_described(student)}: use a transformer student or an hf text encoder TinyBERT "
+            f"reads ({', '.join(TINYBERT_MODEL_TYPES)}), or remove distillation.transformer.",
+            TINYBERT_FIELD,
         )
-    teacher = job.teachers[0].architecture
-    if teacher is None or teacher.family != "transformer":
+    if tinybert_kind(teacher) is None:
         what = (
             f"a {job.teachers[0].format} program, whose architecture is not declared"
             if teacher is None
-            else f"a {teacher.family} model"
+            else _tinybert_described(teacher)
         )
         raise JobFailed(
             "transformer_required",
             f"distillation.transformer (TinyBERT) reads the layers of {fields[0]}, which is {what}: make it "
-            "a safetensors transformer teacher with its architecture.",
-            "distillation.transformer",
+            "a safetensors transformer teacher with its architecture, or an hf text encoder TinyBERT reads "
+            f"({', '.join(TINYBERT_MODEL_TYPES)}).",
+            TINYBERT_FIELD,
         )
-    if config.layer_map is not None:
-        check_layer_map(config.layer_map, student.num_layers, teacher.num_layers)
+    if tinybert_kind(student) != tinybert_kind(teacher):
+        raise JobFailed(
+            "transformer_required",
+            f"distillation.transformer (TinyBERT) matches the layers of two models of one kind, which read "
+            f"the same token ids padded alike; the student is a {_kind(student)} and {fields[0]} a "
+            f"{_kind(teacher)}: give the student the teacher's kind (transformer, or hf), or remove "
+            "distillation.transformer.",
+            TINYBERT_FIELD,
+        )
+    layers = (_tinybert_layers(student), _tinybert_layers(teacher))
+    if config.layer_map is not None and None not in layers:
+        check_layer_map(config.layer_map, *layers)
     if distillation.method == "born_again":
         raise JobFailed(
             "unsupported_combination",
             "born_again generations are taught by the previous student, which lacks the teacher layers that "
             "distillation.transformer (TinyBERT) reads: remove it or use another method.",
-            "distillation.transformer",
+            TINYBERT_FIELD,
         )
+
+
+def _tinybert_described(spec: ArchitectureSpec) -> str:
+    """A model TinyBERT cannot read, and why, for its messages."""
+    if spec.family != "hf":
+        return f"a {spec.family} model"
+    if spec.task != "text":
+        return f"an hf image model ({spec.model_type}), whose layers are no text encoder's"
+    return (
+        f"an hf text model ({spec.model_type}), whose layers transformers does not give one module each "
+        "with its attention probabilities"
+    )
+
+
+def _tinybert_layers(spec: ArchitectureSpec) -> int | None:
+    """The encoder layers TinyBERT maps; None where an hf config leaves transformers' default."""
+    return spec.num_layers if spec.family == "transformer" else declared_layers(spec)

@@ -178,12 +178,23 @@ def vocabulary_size(spec: TransformerSpec | HFSpec) -> int | None:
 class FeaturePair(Spec):
     """FitNets-style hint: the student's layer output, through a learned projection, imitates the teacher's.
 
-    Layers are module paths (e.g. `hidden.0`, `stages.1`), reached with forward hooks. The projection
-    (a linear map, or a 1x1 convolution for feature maps) trains with the student and is not exported.
+    Layers are module paths (e.g. `hidden.0`, `stages.1`), reached with forward hooks. An `hf` model's layers
+    may also be named as transformers numbers its outputs: `hidden_states.N` (N = 0: what enters the first
+    layer, the embeddings' output; N >= 1: layer N-1's output) and, for its attention models, `attentions.N`
+    (layer N's attention probabilities, computed with eager attention). The projection (a linear map, or a
+    1x1 convolution for feature maps) trains with the student and is not exported.
     """
 
-    teacher: str = Field(min_length=1, max_length=256, description="Module path in the teacher.")
-    student: str = Field(min_length=1, max_length=256, description="Module path in the student.")
+    teacher: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Module path in the teacher; on an `hf` one also `hidden_states.N` or `attentions.N`.",
+    )
+    student: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Module path in the student; on an `hf` one also `hidden_states.N` or `attentions.N`.",
+    )
     weight: float = Field(default=1.0, gt=0.0, le=1000.0)
     loss: Literal["mse", "cosine"] = "mse"
     teacher_index: int = Field(default=0, ge=0, le=63, description="Which teacher, with several.")
@@ -234,11 +245,16 @@ class TermWeights(Spec):
 
 
 class TransformerDistillation(TermWeights):
-    """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models.
+    """TinyBERT intermediate-layer distillation (Jiao et al. 2020) between two `transformer` models, or two
+    `hf` text encoders (BERT, RoBERTa, DistilBERT, DeBERTa, ELECTRA, MPNet, ModernBERT and their kin:
+    `engine.plan.hf_layers.TINYBERT_MODEL_TYPES`), which then attend eagerly so that their attention
+    probabilities exist; a model of one kind does not learn from the other.
 
     Student layer m learns the hidden states (through a learned projection W_h) and the attention
-    probabilities of teacher layer `layer_map[m]`; the embedding outputs are matched through W_e.
-    Padded positions are left out. The projections train with the student and are not exported.
+    probabilities of teacher layer `layer_map[m]`; the embedding outputs are matched through W_e. An `hf`
+    model's are its `hidden_states.0`, `hidden_states.N` and `attentions.N-1` (see `FeaturePair`).
+    Padded positions (the student's padding id) are left out. The projections train with the student and
+    are not exported.
     """
 
     embedding_weight: LossWeight = Field(
@@ -374,9 +390,10 @@ class DistillationConfig(Spec):
     )
     transformer: TransformerDistillation | None = Field(
         default=None,
-        description="TinyBERT layer distillation between a transformer student and the (first) teacher, a "
-        "transformer with a given architecture: embedding, hidden-state and attention losses, reported "
-        "per epoch and their weighted sum `tinybert_loss` added to the loss. Default: off.",
+        description="TinyBERT layer distillation between the student and the (first) teacher: two "
+        "transformers (the teacher's architecture given) or two `hf` text encoders. Embedding, hidden-state "
+        "and attention losses, reported per epoch, and their weighted sum `tinybert_loss` added to the loss. "
+        "Default: off.",
     )
 
     @field_validator("logit_standardization")

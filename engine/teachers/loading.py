@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine.models.hf.loading import load_hf_model
+from engine.models.hf.outputs import attention_implementation
 from engine.models.registry import build_model
 from engine.plan.errors import JobFailed, capped_list
 from engine.plan.specs import ArchitectureSpec, HFSpec, TeacherFormat
@@ -29,13 +30,14 @@ def load_teacher(
     keep the mode they were exported in, so teachers must be exported from a model in eval mode
     (otherwise dropout stays active and BatchNorm normalizes with batch statistics). A `tapped`
     program (one whose layers the job reads) is unflattened so its layers keep their module paths.
-    An `onnx` model's layers are its graph's named values. An `hf` teacher's `path` is the unpacked folder and
-    its `architecture` the `HFSpec` read from it.
+    An `onnx` model's layers are its graph's named values. An `hf` teacher's `path` is the unpacked folder
+    and its `architecture` the `HFSpec` read from it; it attends eagerly where its attention probabilities
+    are read.
     """
     if format == "safetensors":
         teacher = _load_safetensors(path, architecture)
     elif format == "hf":
-        teacher = _load_hf(path, architecture)
+        teacher = _load_hf(path, architecture, layers)
     elif format == "onnx":
         teacher = OnnxTeacher(path, layers)
     else:
@@ -73,14 +75,16 @@ def _load_safetensors(path: Path, architecture: ArchitectureSpec | None) -> nn.M
     return model.eval()
 
 
-def _load_hf(folder: Path, architecture: ArchitectureSpec | HFSpec | None) -> nn.Module:
+def _load_hf(
+    folder: Path, architecture: ArchitectureSpec | HFSpec | None, layers: Sequence[str]
+) -> nn.Module:
     if not isinstance(architecture, HFSpec):
         raise JobFailed(
             "architecture_required",
             "an hf teacher is loaded by its config: give its teacher_architecture as an hf spec (the service "
             "reads it from the folder's config.json)",
         )
-    return load_hf_model(folder, architecture)
+    return load_hf_model(folder, architecture, attention_implementation(layers))
 
 
 def _load_exported_program(path: Path, tapped: bool) -> nn.Module:

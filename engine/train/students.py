@@ -10,6 +10,8 @@ from engine.evaluate import evaluating
 from engine.losses.features import FeatureDistiller, sample_shapes
 from engine.losses.objective import Objective
 from engine.losses.tinybert import capture_paths, transformer_term, uses_tinybert
+from engine.models.hf.build import build_hf_model
+from engine.models.hf.outputs import attention_implementation
 from engine.models.hf.teacher_init import initialise_hf_student
 from engine.models.hooks import LayerTaps
 from engine.models.registry import build_model, count_parameters
@@ -35,12 +37,13 @@ class Student:
 def build_student(
     setup: Setup, job: EngineJob, spec: ArchitectureSpec, seed: int, reporter: Reporter
 ) -> Student:
+    layer_paths = student_layer_paths(job, spec)
     torch.manual_seed(seed)  # right before building: the student's init depends on the seed only
-    model = build_model(spec).to(setup.device, memory_format=memory_format(spec, setup.device))
+    model = build_learner(spec, layer_paths).to(setup.device, memory_format=memory_format(spec, setup.device))
     reporter.event(f"Student built ({spec.family}): {count_parameters(model):,} parameters")
     if job.student_init == "teacher":
         reporter.event(initialise_from_teacher(model, spec, job, setup))
-    taps = student_layer_taps(job, model, spec)
+    taps = LayerTaps(model, layer_paths, "student", record_input=uses_tinybert(job, spec))
     features = feature_distiller(job, model, taps, setup)
     transformer = transformer_term(job, spec, taps)
     if job.training.compile:
@@ -58,14 +61,19 @@ def initialise_from_teacher(model: nn.Module, spec: ArchitectureSpec, job: Engin
     return init_from_teacher(model, teacher.state_dict(), spec, teacher_spec).summary
 
 
-def student_layer_taps(job: EngineJob, model: nn.Module, spec: ArchitectureSpec) -> LayerTaps:
-    """The student's layers that feature pairs and TinyBERT read; for TinyBERT also its input ids,
-    whose zeros are the padding left out of the TinyBERT losses."""
+def student_layer_paths(job: EngineJob, spec: ArchitectureSpec) -> list[str]:
+    """The student's layers that feature pairs and TinyBERT read. Its taps record them, and for TinyBERT
+    also its input ids, whose padding the TinyBERT losses leave out."""
     paths = [pair.student for pair in job.distillation.features]
-    tinybert = uses_tinybert(job, spec)
-    if tinybert:
-        paths += capture_paths(spec)
-    return LayerTaps(model, paths, "student", record_input=tinybert)
+    return paths + capture_paths(spec) if uses_tinybert(job, spec) else paths
+
+
+def build_learner(spec: ArchitectureSpec, layer_paths: list[str]) -> nn.Module:
+    """The model of `spec` at random initialisation; a transformers model attends eagerly where its
+    attention probabilities are among the layers read."""
+    if isinstance(spec, HFSpec):
+        return build_hf_model(spec, attention_implementation(layer_paths))
+    return build_model(spec)
 
 
 def feature_distiller(

@@ -4,9 +4,12 @@ pairing or data mistake a 422 that names the field."""
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.hf_archives import TOKENIZER_FILES, tiny_bert, tiny_vit, zip_archive
+
+from .helpers import npz_bytes
 
 TEXTS = "".join(json.dumps({"text": f"a b {i}", "label": "LABEL_1"}) + "\n" for i in range(8))
 INVALID = "invalid_model_config"
@@ -30,11 +33,12 @@ def texts(client) -> dict:
     return upload(client, TEXTS.encode(), "dataset", "texts.jsonl")
 
 
-def submit(client, teacher: dict, dataset: dict, student: dict, **dataset_fields):
+def submit(client, teacher: dict, dataset: dict, student: dict, distillation=None, **dataset_fields):
     body = {
         "teacher": {"file_id": teacher["id"]},
         "student": student,
         "dataset": {"train_file_id": dataset["id"], **dataset_fields},
+        "distillation": distillation or {},
         "training": {"epochs": 1},
         "export": [],
     }
@@ -117,3 +121,18 @@ def test_an_image_teacher_does_not_read_text(client, texts):
     files, _ = tiny_vit()
     teacher = upload(client, zip_archive(files), "teacher", "vit.zip")
     refused(submit(client, teacher, texts, {"derive": {}}), "incompatible_dataset", "dataset.train_file_id")
+
+
+def test_tinybert_pairs_text_encoders_and_refuses_image_models(client, bert_teacher, texts):
+    tinybert = {"transformer": {"layer_map": [0]}}
+    response = submit(client, bert_teacher, texts, {"derive": {"depth": 0.5}}, tinybert)
+    assert response.status_code == 201, response.text
+    files, _ = tiny_vit()
+    vit = upload(client, zip_archive(files), "teacher", "vit.zip")
+    images = upload(client, npz_bytes(x=np.zeros((8, 3, 8, 8), np.float32)), "dataset", "images.npz")
+    message = refused(
+        submit(client, vit, images, {"derive": {}}, tinybert),
+        "transformer_required",
+        "distillation.transformer",
+    )
+    assert "the student is an hf image model (vit)" in message

@@ -1,14 +1,18 @@
-"""TinyBERT intermediate-layer losses: layer maps, masking, zero for identical models, and they train."""
+"""TinyBERT intermediate-layer losses: layer maps, masking, zero for identical models, and they train; an hf
+encoder read by its config, its padding id left out."""
 
 import pytest
 import torch
 from torch import nn
 
-from engine.losses.tinybert import TinyBertLoss, uniform_layer_map
+from engine.losses.tinybert import TinyBertLoss, capture_paths, encoder, uniform_layer_map
+from engine.models.hf.build import build_hf_model
+from engine.models.hooks import LayerTaps
 from engine.models.registry import build_model
 from engine.models.transformer import capture_points
 from engine.plan.errors import JobFailed
 from engine.plan.specs import TransformerSpec
+from tests.engine.hf_factories import tiny_inputs, tiny_spec
 
 TEACHER = TransformerSpec(
     vocab_size=40,
@@ -160,3 +164,34 @@ def test_the_student_learns_to_match_the_teachers_hidden_states():
         optimizer.step()
         history.append(losses["hidden_loss"].item())
     assert history[-1] < 0.5 * history[0], history
+
+
+def test_an_hf_encoder_is_read_by_transformers_names_for_its_sizes():
+    distilbert = encoder(tiny_spec("distilbert", n_layers=3))  # `dim` and `n_layers` in its config
+    assert (distilbert.layers, distilbert.width, distilbert.padding_id) == (3, 16, 0)
+    assert distilbert.points == {
+        "embeddings": "hidden_states.0",
+        "hidden": ["hidden_states.1", "hidden_states.2", "hidden_states.3"],
+        "attention": ["attentions.0", "attentions.1", "attentions.2"],
+    }
+    assert encoder(tiny_spec("roberta")).padding_id == 1
+
+
+def test_hf_padding_is_left_out_as_if_the_text_were_shorter():
+    """RoBERTa pads with id 1: the losses over padded ids are those over the same ids without the padding."""
+    specs = [
+        tiny_spec("roberta", num_hidden_layers=2, hidden_size=8),
+        tiny_spec("roberta"),
+    ]  # student, teacher
+    models = [build_hf_model(spec, attn_implementation="eager").eval() for spec in specs]
+    taps = [LayerTaps(model, capture_paths(spec), "model") for model, spec in zip(models, specs, strict=True)]
+    loss = TinyBertLoss(*specs)
+    padded = tiny_inputs(specs[1])  # the last 3 positions are padding
+
+    def losses(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            for model in models:
+                model(ids)
+        return loss(taps[0].outputs, taps[1].outputs, ids == encoder(specs[0]).padding_id)
+
+    torch.testing.assert_close(losses(padded), losses(padded[:, :-3]))

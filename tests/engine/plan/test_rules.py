@@ -199,3 +199,59 @@ def test_a_peer_initialised_from_the_teacher_can_be(peer, code):
     error = broken_rule(initialised)
     assert (error.code, error.param) == (code, "distillation.peers.0")
     assert "distillation.peers.0" in error.message
+
+
+def hf(model_type: str = "bert", **config) -> dict:
+    """A transformers model's spec: text of 12 tokens, or images of [3, 8, 8]."""
+    inputs = {"input_shape": [3, 8, 8]} if model_type in ("vit", "resnet") else {"max_length": 12}
+    return {"family": "hf", "config": {"model_type": model_type} | config, "num_classes": 4} | inputs
+
+
+def hf_tinybert_job(student=None, teacher_spec=None, layer_map=None) -> EngineJob:
+    transformer = {} if layer_map is None else {"layer_map": layer_map}
+    return job(
+        [{"format": "hf", "architecture": teacher_spec or hf(num_hidden_layers=2)}],
+        student or hf(num_hidden_layers=1),
+        distillation={"transformer": transformer},
+    )
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        hf_tinybert_job(layer_map=[0]),
+        hf_tinybert_job(hf("distilbert", n_layers=1), hf("roberta", num_hidden_layers=3), layer_map=[2]),
+        hf_tinybert_job(teacher_spec=hf("mpnet"), layer_map=[11]),  # 12 layers by default: the engine checks
+    ],
+    ids=["bert to bert", "roberta to distilbert", "layers left to transformers' default"],
+)
+def test_tinybert_between_transformers_text_encoders_passes(valid):
+    check_job(valid)
+
+
+@pytest.mark.parametrize(
+    ("tinybert", "words"),
+    [
+        (hf_tinybert_job(hf("vit"), hf("vit")), ["the student is an hf image model (vit)"]),
+        (
+            hf_tinybert_job(teacher_spec=hf("albert")),
+            ["teacher, which is an hf text model (albert)", "(bert, camembert, "],
+        ),
+        (hf_tinybert_job(TEXT_STUDENT), ["the student is a transformer model and teacher a hf text model"]),
+        (
+            job([teacher(TRANSFORMER)], hf(), distillation={"transformer": {}}),
+            ["the student is a hf text model and teacher a transformer model"],
+        ),
+    ],
+    ids=["image models", "a text model without its layers one by one", "hf teacher", "transformer teacher"],
+)
+def test_tinybert_needs_two_text_encoders_of_one_kind(tinybert, words):
+    error = broken_rule(tinybert)
+    assert (error.code, error.param) == ("transformer_required", "distillation.transformer")
+    assert all(word in error.message for word in words), error.message
+
+
+def test_tinybert_checks_the_layer_map_against_an_hf_config():
+    error = broken_rule(hf_tinybert_job(layer_map=[2]))
+    assert (error.code, error.param) == ("invalid_layer_map", "distillation.transformer.layer_map")
+    assert "the teacher has 2 layers" in error.message
