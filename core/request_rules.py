@@ -286,7 +286,23 @@ def _designed_student(request: JobCreate) -> StudentRef:
             )
         architecture = _text_length(architecture, request)
         _check_pairing(request, architecture, "The student", _student_field(student))
+    else:
+        _check_no_hf_teacher(request)
     return student.model_copy(update={"architecture": architecture})
+
+
+def _check_no_hf_teacher(request: JobCreate) -> None:
+    """An `hf` teacher reads the data its own way (text with its folder's tokenizer and padding id, images
+    scaled to [0, 1]), which a student of another family does not."""
+    for field, teacher in request.teacher_refs():
+        if isinstance(teacher.architecture, HFSpec):
+            raise unprocessable(
+                "incompatible_student",
+                f"{field} is a transformers (`hf`) model, which reads the data its own way (text with its "
+                "folder's tokenizer, images scaled to [0, 1]) where a student of another family reads it as "
+                "its spec says: give the student as student.derive or student.hf, a transformers model.",
+                param="student.architecture",
+            )
 
 
 def _first_teacher(request: JobCreate):

@@ -90,6 +90,23 @@ def test_a_student_that_cannot_be_built_is_refused(client, bert_teacher, texts, 
     refused(submit(client, bert_teacher, texts, student), code, param)
 
 
+@pytest.mark.parametrize(
+    "architecture",
+    [
+        {"family": "transformer", "vocab_size": 30, "max_length": 8, "num_classes": 3},
+        {"family": "mlp", "input_shape": [8], "num_classes": 3},
+    ],
+    ids=["transformer", "mlp"],
+)
+def test_an_hf_teachers_student_is_a_transformers_model(client, bert_teacher, texts, architecture):
+    message = refused(
+        submit(client, bert_teacher, texts, {"architecture": architecture}),
+        "incompatible_student",
+        "student.architecture",
+    )
+    assert "student.derive or student.hf" in message
+
+
 def test_an_hf_teacher_carries_its_own_architecture(client, bert_teacher, texts):
     body = {
         "teacher": {
