@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
 COLOURS = ["red", "green", "blue"]  # the label names: which channel is brightest
 IMAGE_SIZE = 8
@@ -80,5 +80,5 @@ def vit_teacher_folder(directory: Path, pixels: np.ndarray, labels: list[str]) -
         optimizer.step()
     model.eval().save_pretrained(directory)
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    ViTImageProcessor(size=size, image_mean=MEAN, image_std=STD).save_pretrained(directory)
+    ViTImageProcessorPil(size=size, image_mean=MEAN, image_std=STD).save_pretrained(directory)
     return directory
