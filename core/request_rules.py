@@ -17,10 +17,10 @@ from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teac
 from core.models import File, Job
 from engine.plan.design import derive_spec
 from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobFailed
-from engine.plan.hf_design import pairing_problems, student_from_config
+from engine.plan.hf_design import SPEC_KEYS, pairing_problems, student_from_config
 from engine.plan.hf_inputs import DEFAULT_TEXT_LENGTH, folder_spec
 from engine.plan.rules import check_job, initialising_teacher_architecture
-from engine.plan.specs import HFSpec
+from engine.plan.specs import ArchitectureSpec, HFSpec
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
 # What a job may change from the one it resumes from (`resume_from`): nothing it trains.
@@ -59,6 +59,7 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     datasets = _dataset_files(request, find_file, roles)
     resolved = _with_teachers(request, teachers)
     resolved = resolved.model_copy(update={"student": _designed_student(resolved)})
+    resolved = _with_hf_peers(resolved)
     resolved = _with_counted_models(resolved)
     resolved = _with_transformers_training(resolved)
     resolved = _with_time_bound(resolved, settings)
@@ -284,8 +285,24 @@ def _designed_student(request: JobCreate) -> StudentRef:
                 param=_student_field(student),
             )
         architecture = _text_length(architecture, request)
-        _check_pairing(request, architecture)
+        _check_pairing(request, architecture, "The student", _student_field(student))
+    else:
+        _check_no_hf_teacher(request)
     return student.model_copy(update={"architecture": architecture})
+
+
+def _check_no_hf_teacher(request: JobCreate) -> None:
+    """An `hf` teacher reads the data its own way (text with its folder's tokenizer and padding id, images
+    scaled to [0, 1]), which a student of another family does not."""
+    for field, teacher in request.teacher_refs():
+        if isinstance(teacher.architecture, HFSpec):
+            raise unprocessable(
+                "incompatible_student",
+                f"{field} is a transformers (`hf`) model, which reads the data its own way (text with its "
+                "folder's tokenizer, images scaled to [0, 1]) where a student of another family reads it as "
+                "its spec says: give the student as student.derive or student.hf, a transformers model.",
+                param="student.architecture",
+            )
 
 
 def _first_teacher(request: JobCreate):
@@ -323,17 +340,64 @@ def _is_text(spec) -> bool:
     return isinstance(spec, HFSpec) and spec.task == "text"
 
 
-def _check_pairing(request: JobCreate, student: HFSpec) -> None:
-    """A transformers student and each transformers teacher must read the same inputs and labels."""
+def _check_pairing(request: JobCreate, student: HFSpec, who: str, param: str) -> None:
+    """A transformers student (or peer: `who`, given by the request's field `param`) and each transformers
+    teacher must read the same inputs and labels."""
     for field, teacher in request.teacher_refs():
         if isinstance(teacher.architecture, HFSpec):
             problems = pairing_problems(teacher.architecture, student)
             if problems:
                 raise unprocessable(
-                    "incompatible_student",
-                    f"The student cannot learn from {field}: {problems[0]}",
-                    param=_student_field(request.student),
+                    "incompatible_student", f"{who} cannot learn from {field}: {problems[0]}", param=param
                 )
+
+
+def _with_hf_peers(request: JobCreate) -> JobCreate:
+    """`mutual` peers that are transformers models, completed as `student.hf` is: the first teacher's labels,
+    and its inputs (its tokenizer's vocab_size; its images' size, mean and std) where the peer says nothing
+    else, so that a peer exported as the job's student reads and names what the teacher does; a text peer
+    reads the student's `max_length` tokens."""
+    peers = request.distillation.peers
+    if not any(isinstance(peer, HFSpec) for peer in peers):
+        return request
+    teacher = request.teacher_refs()[0][1].architecture
+    completed = [
+        _completed_peer(teacher, peer, f"distillation.peers.{number}", request)
+        if isinstance(peer, HFSpec)
+        else peer
+        for number, peer in enumerate(peers)
+    ]
+    distillation = request.distillation.model_copy(update={"peers": completed})
+    return request.model_copy(update={"distillation": distillation})
+
+
+def _completed_peer(teacher: ArchitectureSpec | None, peer: HFSpec, field: str, request: JobCreate) -> HFSpec:
+    if not isinstance(teacher, HFSpec):
+        raise unprocessable(
+            "incompatible_student",
+            f"{field} is a transformers (`hf`) model, which takes its labels, and its tokenizer or image "
+            "processing, from the first teacher, which must be an `hf` teacher: upload the teacher as a "
+            "save_pretrained folder, or give the peer another family.",
+            param=field,
+        )
+    if peer.num_classes != teacher.num_classes:
+        raise unprocessable(
+            "incompatible_shapes",
+            f"{field} has {peer.num_classes} classes but the teacher {teacher.num_classes}: a peer learns "
+            f"the teacher's labels, so set {field}.num_classes to {teacher.num_classes}.",
+            param=f"{field}.num_classes",
+        )
+    who = f"The peer {field}"
+    _check_pairing(request, peer, who, field)  # what the request gives: its task, inputs and sizes
+    given = {key: getattr(peer, key) for key in SPEC_KEYS if getattr(peer, key) is not None}
+    if peer.task == "text":  # it reads the student's token ids
+        given["max_length"] = getattr(request.student.architecture, "max_length", None) or peer.max_length
+    try:
+        completed = student_from_config(teacher, peer.config | given)
+    except ValueError as error:
+        raise unprocessable("invalid_model_config", f"{field}: {error}", param=field) from None
+    _check_pairing(request, completed, who, field)  # and what it took from the teacher
+    return completed
 
 
 def _student_field(student: StudentRef) -> str:

@@ -1,7 +1,11 @@
 """Tiny Hugging Face tokenizers, trained in the test and saved as a `save_pretrained` folder, the way a
 teacher's folder holds its tokenizer: a BERT-style WordPiece one ([PAD] is id 0) and a RoBERTa-style one
-(<pad> is id 1)."""
+(<pad> is id 1); BERT teachers fine-tuned on texts with labels, saved with their tokenizer.
 
+The tokenizers' trainer breaks ties in an order of its own, which may change between processes: teachers that
+must read the same ids share one saved tokenizer."""
+
+import json
 import random
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
+WORDPIECE_VOCAB = 80  # the most ids a WordPiece tokenizer here has, on any sentences
 SENTENCES = [
     "the cat sat on the mat",
     "a dog ran in the park",
@@ -18,14 +23,15 @@ SENTENCES = [
 ]
 
 
-def bert_tokenizer_folder(directory: Path) -> Path:
-    """WordPiece with [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3: `[CLS] a [SEP]`, pairs `[CLS] a [SEP] b [SEP]`."""
+def bert_tokenizer_folder(directory: Path, sentences: list[str] = SENTENCES) -> Path:
+    """WordPiece with [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3: `[CLS] a [SEP]`, pairs `[CLS] a [SEP] b [SEP]`;
+    its vocabulary learnt from `sentences`."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
     tokenizer.train_from_iterator(
-        SENTENCES, trainers.WordPieceTrainer(vocab_size=80, special_tokens=specials)
+        sentences, trainers.WordPieceTrainer(vocab_size=WORDPIECE_VOCAB, special_tokens=specials)
     )
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -76,23 +82,41 @@ def dog_texts(count: int, seed: int) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def fine_tuned_bert_folder(directory: Path, texts: list[str], labels: list[str]) -> Path:
-    """A 2-layer BERT classifier fine-tuned on the texts, saved as `save_pretrained` saves it, with its
-    tokenizer: a folder as a user uploads it."""
-    tokenizer = AutoTokenizer.from_pretrained(bert_tokenizer_folder(directory))
+def write_jsonl(path: Path, texts: list[str], labels: list[str]) -> Path:
+    """One JSON object a line: its `text` and its `label` (a name)."""
+    lines = [json.dumps({"text": text, "label": label}) for text, label in zip(texts, labels, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fine_tuned_bert_folder(
+    directory: Path,
+    texts: list[str],
+    labels: list[str],
+    *,
+    hidden_size: int = 32,
+    tokenizer: Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """A 2-layer BERT classifier `hidden_size` wide fine-tuned on the texts, saved as `save_pretrained` saves
+    it, with its tokenizer (`tokenizer`'s folder's, else a WordPiece one trained here): a folder as a user
+    uploads it. Its embeddings hold WORDPIECE_VOCAB ids, so it reads the ids of any tokenizer here."""
+    source = tokenizer or bert_tokenizer_folder(directory)
+    loaded = AutoTokenizer.from_pretrained(source)
+    loaded.save_pretrained(directory)
     config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
+        vocab_size=WORDPIECE_VOCAB,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=64,
+        intermediate_size=2 * hidden_size,
         max_position_embeddings=64,
         id2label=dict(enumerate(LABELS)),
         label2id={name: index for index, name in enumerate(LABELS)},
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    batch = loaded(texts, padding=True, return_tensors="pt")
     targets = torch.tensor([LABELS.index(label) for label in labels])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()

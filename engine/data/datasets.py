@@ -20,7 +20,7 @@ from engine.reporting import Reporter
 def load_datasets(job: EngineJob, files: JobFiles, reporter: Reporter) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, validation): the validation file, or a seeded hold-out of the training file."""
     student, config = job.student_architecture, job.training
-    tokenizer = files.teachers[0] if job.teachers[0].format == "hf" else files.tokenizer
+    tokenizer = text_tokenizer(job, files)
     train = load_dataset(files.train, student, tokenizer, "dataset.train_file_id")
     if files.validation is not None:
         validation = load_dataset(files.validation, student, tokenizer, "dataset.validation_file_id")
@@ -42,6 +42,12 @@ def load_datasets(job: EngineJob, files: JobFiles, reporter: Reporter) -> tuple[
         f"{source}; sample shape {list(train.x.shape[1:])}"
     )
     return train, validation
+
+
+def text_tokenizer(job: EngineJob, files: JobFiles) -> Path | None:
+    """Where the tokenizer that the job's text is read with is: an `hf` first teacher's folder (its own
+    tokenizer), else the job's tokenizer file (None: there is none)."""
+    return files.teachers[0] if job.teachers[0].format == "hf" else files.tokenizer
 
 
 def load_dataset(

@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, ViTImageProcessorPil
 
+from engine.models.hf.quiet import no_progress_bars
 from engine.plan.hf_models import PRETRAINED_ARTIFACT
 from engine.plan.specs import HFSpec
 
@@ -33,7 +34,8 @@ def save_pretrained_folder(
     `save_pretrained` folder, whose tokenizer a text student reads its text with."""
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_model: PreTrainedModel = model.model
-    hf_model.save_pretrained(out_dir)
+    with no_progress_bars():
+        hf_model.save_pretrained(out_dir)
     if spec.task == "text":
         if teacher_folder is None:
             raise ValueError(

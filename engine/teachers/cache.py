@@ -22,6 +22,7 @@ from torch import Tensor
 
 from engine.checks import teacher_rejections
 from engine.data.arrays import ArrayDataset
+from engine.data.datasets import text_tokenizer
 from engine.plan.errors import JobCancelled
 from engine.plan.sizes import planned_epochs
 from engine.plan.specs import EngineJob, JobFiles
@@ -336,6 +337,8 @@ def entry_key(
     rows, the samples' shape), and the code and device that compute it."""
     source, student = job.teachers[teacher], job.student_architecture
     holdout = None if files.validation is not None else [job.training.validation_fraction, job.training.seed]
+    # Every teacher reads the ids of one tokenizer, the first `hf` teacher's where there is one.
+    tokenizer = text_tokenizer(job, files)
     material = {
         "format": CACHE_FORMAT,
         "torch": torch.__version__,
@@ -351,7 +354,7 @@ def entry_key(
             "sha256": sha256(files.validation if part == "validation" and holdout is None else files.train),
             "part": part,
             "holdout": holdout,
-            "tokenizer": None if files.tokenizer is None else sha256(files.tokenizer),
+            "tokenizer": None if tokenizer is None else sha256(tokenizer),
             "max_length": getattr(student, "max_length", None),
             "shape": list(dataset.x.shape),
             "dtype": str(dataset.x.dtype),

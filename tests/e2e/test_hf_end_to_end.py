@@ -11,7 +11,7 @@ import sysconfig
 
 import pytest
 
-from tests.hf_text_factories import dog_texts, fine_tuned_bert_folder
+from tests.hf_text_factories import dog_texts, fine_tuned_bert_folder, write_jsonl
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,6 @@ classify = pipeline("text-classification", model=folder)
 predicted = [result["label"] for result in classify(texts)]
 print(json.dumps(sum(p == y for p, y in zip(predicted, labels)) / len(labels)))
 """
-
-
-def write_jsonl(path, texts, labels):
-    lines = [json.dumps({"text": text, "label": label}) for text, label in zip(texts, labels, strict=True)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_a_fine_tuned_bert_folder_in_a_from_pretrained_student_out(stack, tmp_path):

@@ -94,6 +94,23 @@ def test_a_student_that_cannot_be_built_is_refused(client, bert_teacher, texts, 
     refused(submit(client, bert_teacher, texts, student), code, param)
 
 
+@pytest.mark.parametrize(
+    "architecture",
+    [
+        {"family": "transformer", "vocab_size": 30, "max_length": 8, "num_classes": 3},
+        {"family": "mlp", "input_shape": [8], "num_classes": 3},
+    ],
+    ids=["transformer", "mlp"],
+)
+def test_an_hf_teachers_student_is_a_transformers_model(client, bert_teacher, texts, architecture):
+    message = refused(
+        submit(client, bert_teacher, texts, {"architecture": architecture}),
+        "incompatible_student",
+        "student.architecture",
+    )
+    assert "student.derive or student.hf" in message
+
+
 def test_an_hf_teacher_carries_its_own_architecture(client, bert_teacher, texts):
     body = {
         "teacher": {
@@ -136,3 +153,45 @@ def test_tinybert_pairs_text_encoders_and_refuses_image_models(client, bert_teac
         "distillation.transformer",
     )
     assert "the student is an hf image model (vit)" in message
+
+
+def mutual_with(client, teacher: dict, dataset: dict, peer: dict):
+    body = {
+        "teacher": {"file_id": teacher["id"]},
+        "student": {"derive": {}},
+        "dataset": {"train_file_id": dataset["id"], "max_length": 8},
+        "distillation": {"method": "mutual", "peers": [peer]},
+        "training": {"epochs": 1},
+        "export": [],
+    }
+    return client.post("/v1/jobs", json=body)
+
+
+PEER = {"family": "hf", "config": SMALL_BERT | {"num_hidden_layers": 1}, "num_classes": 3, "max_length": 16}
+IMAGE_PEER = {"family": "hf", "config": {"model_type": "vit"}, "num_classes": 3, "input_shape": [3, 8, 8]}
+
+
+def test_an_hf_peer_reads_the_teachers_tokens_and_names_its_labels(client, bert_teacher, texts):
+    response = mutual_with(client, bert_teacher, texts, PEER)
+    assert response.status_code == 201, response.text
+    request = response.json()["request"]
+    teacher, peer = request["teacher"]["architecture"], request["distillation"]["peers"][0]
+    # Not transformers' default vocabulary of 30,522 ids: a peer exported as the student names the labels too.
+    assert peer["config"]["vocab_size"] == teacher["config"]["vocab_size"] == 30
+    assert peer["config"]["id2label"] == teacher["config"]["id2label"]
+    assert (peer["max_length"], peer["config"]["hidden_size"]) == (8, 8)  # the student's token ids
+    assert 0 < peer["parameters"] < 30_522 * 8  # counted, and without 30,522 ids' embeddings
+
+
+@pytest.mark.parametrize(
+    ("peer", "code", "param"),
+    [
+        (PEER | {"num_classes": 2}, "incompatible_shapes", "distillation.peers.0.num_classes"),
+        (IMAGE_PEER, "incompatible_student", "distillation.peers.0"),
+    ],
+    ids=["other labels", "images"],
+)
+def test_an_hf_peer_that_cannot_learn_from_the_teacher_is_refused(
+    client, bert_teacher, texts, peer, code, param
+):
+    refused(mutual_with(client, bert_teacher, texts, peer), code, param)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from engine.models.hf.build import AUTO_CLASSES, hf_config, wrap
+from engine.models.hf.quiet import no_progress_bars
 from engine.plan.errors import JobFailed, capped_list
 from engine.plan.specs import HFSpec
 
@@ -20,17 +21,18 @@ def load_hf_model(folder: Path, spec: HFSpec, attn_implementation: str | None = 
     does not use (a pretraining head) are ignored.
     """
     try:
-        model, loading = AUTO_CLASSES[spec.task].from_pretrained(
-            folder,
-            config=hf_config(spec),
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True,
-            dtype=torch.float32,
-            attn_implementation=attn_implementation,
-            ignore_mismatched_sizes=True,  # reported below, each with its shapes
-            output_loading_info=True,
-        )
+        with no_progress_bars():
+            model, loading = AUTO_CLASSES[spec.task].from_pretrained(
+                folder,
+                config=hf_config(spec),
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+                dtype=torch.float32,
+                attn_implementation=attn_implementation,
+                ignore_mismatched_sizes=True,  # reported below, each with its shapes
+                output_loading_info=True,
+            )
     except Exception as error:  # whatever keeps transformers from reading the folder, the user fixes it
         raise JobFailed(
             "teacher_load_failed",
