@@ -54,28 +54,31 @@ def _hub_metadata(job_id: str, request: dict, metrics: dict, files: list[CardFil
     task = student_input(request["student"]["architecture"])
     teacher = (request["teachers"] or [request["teacher"]])[0]
     base_model = (teacher.get("architecture") or {}).get("config", {}).get("_name_or_path")
-    results = [
-        {
-            "task": {"type": PIPELINE_TAGS[task]},
-            "dataset": {"name": file.filename, "type": file.filename},
-            "metrics": [
-                {"type": "accuracy", "name": f"{who} accuracy", "value": metrics[who]["accuracy"]}
-                for who in ("student", "teacher")
-                if metrics[who]["accuracy"] is not None
-            ],
-        }
-        for file in files
-        if file.role in ("validation", "train")
-    ][:1]
     hub = {
         "library_name": "transformers",
         "pipeline_tag": PIPELINE_TAGS[task],
         "datasets": [file.filename for file in files if file.role in ("train", "validation")],
-        "model-index": [{"name": f"student-{job_id}", "results": results}],
+        "model-index": [{"name": f"student-{job_id}", "results": _hub_results(task, metrics, files)}],
     }
     if isinstance(base_model, str) and base_model and not base_model.startswith(("/", ".")):
         hub["base_model"] = base_model  # a hub id the teacher was saved from, never a local path
     return hub
+
+
+def _hub_results(task: str, metrics: dict, files: list[CardFile]) -> list[dict]:
+    """The teacher's and the student's accuracy where they were measured: on the validation file, or on a
+    hold-out of the training file."""
+    by_role = {file.role: file.filename for file in files}
+    measured_on = by_role.get("validation") or by_role.get("train")
+    accuracies = [
+        {"type": "accuracy", "name": f"{who} accuracy", "value": metrics[who]["accuracy"]}
+        for who in ("student", "teacher")
+        if metrics[who]["accuracy"] is not None
+    ]
+    if measured_on is None or not accuracies:
+        return []
+    dataset = {"name": measured_on, "type": measured_on}
+    return [{"task": {"type": PIPELINE_TAGS[task]}, "dataset": dataset, "metrics": accuracies}]
 
 
 def student_input(student: dict) -> str:

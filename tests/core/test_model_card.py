@@ -49,3 +49,24 @@ def test_without_onnx_or_gates_the_card_leaves_them_out():
     metrics = {key: value for key, value in METRICS.items() if key != "gates"}
     card = model_card("job-1", REQUEST, metrics, FILES, ["student.pt2"])
     assert "## Gates" not in card and "onnxruntime" not in card
+
+
+def test_a_transformers_students_card_carries_the_hubs_metadata_and_runs_in_a_pipeline():
+    student = {"family": "hf", "config": {"model_type": "bert"}, "num_classes": 4, "max_length": 32}
+    teacher_config = {"model_type": "bert", "_name_or_path": "sentence-transformers/all-MiniLM-L6-v2"}
+    request = REQUEST | {
+        "teacher": {"file_id": "file-t", "architecture": {"family": "hf", "config": teacher_config}},
+        "student": {"architecture": student},
+    }
+    files = [*FILES, CardFile("validation", "test.jsonl", "c" * 64)]
+    card = model_card("job-1", request, METRICS, files, ["student.pt2", "student.hf.zip"])
+    metadata = card.split("---")[1]
+    assert 'library_name: "transformers"' in metadata and 'pipeline_tag: "text-classification"' in metadata
+    assert 'datasets: ["train.npz", "test.jsonl"]' in metadata
+    assert 'base_model: "sentence-transformers/all-MiniLM-L6-v2"' in metadata
+    assert '"name": "student accuracy", "value": 0.94' in metadata
+    assert '"name": "teacher accuracy", "value": 0.96' in metadata
+    assert 'pipeline("text-classification", model="student.hf")' in card
+    local = request["teacher"]["architecture"]["config"] | {"_name_or_path": "/home/me/teacher"}
+    request["teacher"]["architecture"]["config"] = local
+    assert "base_model" not in model_card("job-1", request, METRICS, files, ["student.hf.zip"])
