@@ -63,6 +63,16 @@ class ServiceClient(httpx.Client):
         points = checked(self.get(f"/v1/jobs/{job_id}/metrics"), 200)["data"]
         return [point["value"] for point in sorted(points, key=lambda p: p["epoch"]) if point["name"] == name]
 
+    def event_messages(self, job_id: str) -> list[str]:
+        """Every event message of a job, in order, walking the pages."""
+        messages, params = [], {"limit": 100}
+        while True:
+            page = checked(self.get(f"/v1/jobs/{job_id}/events", params=params), 200)
+            messages += [event["message"] for event in page["data"]]
+            if not page["has_more"] or not page["data"]:
+                return messages
+            params["after"] = page["data"][-1]["id"]
+
     def artifact(self, job_id: str, name: str) -> bytes:
         response = self.get(f"/v1/jobs/{job_id}/artifacts/{name}")
         if response.status_code != 200:

@@ -78,11 +78,6 @@ def endless_teacher(tmp_path_factory) -> Path:
     return path
 
 
-def events(stack: ServiceStack, job_id: str) -> list[str]:
-    page = stack.client.get(f"/v1/jobs/{job_id}/events", params={"limit": 100}).json()
-    return [event["message"] for event in page["data"]]
-
-
 def test_a_teacher_that_never_returns_is_cancelled_within_seconds_and_the_next_job_runs(
     stack, task, endless_teacher
 ):
@@ -98,7 +93,9 @@ def test_a_teacher_that_never_returns_is_cancelled_within_seconds_and_the_next_j
     job = stack.client.wait_for_job(stuck, timeout=30)
     assert job["status"] == "cancelled" and job["error"] is None, stack.logs()
     assert time.monotonic() - asked < GRACE_SECONDS + 10
-    assert any("did not stop within 1 s of a cancel" in message for message in events(stack, stuck))
+    assert any(
+        "did not stop within 1 s of a cancel" in message for message in stack.client.event_messages(stuck)
+    )
 
     safetensors = stack.client.upload(task.teacher, "teacher")["id"]
     next_job = stack.client.submit(job_request(safetensors, train))["id"]
@@ -122,14 +119,19 @@ def test_a_job_past_its_time_bound_fails_saying_how_far_it_got_and_a_resubmissio
     step, total = job["progress"]["step"], job["progress"]["total_steps"]
     assert 0 < step < total
     assert f"of {total} (epoch" in job["error"]["message"]
-    assert f"Job failed (time_limit_exceeded): {job['error']['message']}" in events(stack, job_id)
+    assert f"Job failed (time_limit_exceeded): {job['error']['message']}" in stack.client.event_messages(
+        job_id
+    )
     assert checkpoints(stack, job_id)  # for a larger bound to go on
 
     again = job_request(teacher, train, training=training | {"max_seconds": 8}) | {"resume_from": job_id}
     resumed_id = stack.client.submit(again)["id"]
     resumed = stack.client.wait_for_job(resumed_id, timeout=60)
     assert resumed["error"]["code"] == "time_limit_exceeded", stack.logs()
-    found = (re.match(r"Resumed from the checkpoint at step (\d+) of", m) for m in events(stack, resumed_id))
+    found = (
+        re.match(r"Resumed from the checkpoint at step (\d+) of", m)
+        for m in stack.client.event_messages(resumed_id)
+    )
     resumed_at = next(int(match[1]) for match in found if match)
     assert 0 < resumed_at < resumed["progress"]["step"]
     assert checkpoints(stack, resumed_id) and not checkpoints(stack, job_id)  # the resubmission took it over

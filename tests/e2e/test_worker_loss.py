@@ -29,21 +29,17 @@ def fragile_stack(request, tmp_path):
         yield running
 
 
-def events(stack: ServiceStack, job_id: str) -> list[str]:
-    return [
-        e["message"]
-        for e in stack.client.get(f"/v1/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
-    ]
-
-
 def requeues(stack: ServiceStack, job_id: str) -> int:
     """Each by its worker, which saw its child die, or by a reaper, which saw its heartbeat stop."""
-    return sum(m.startswith("Re-queued: ") for m in events(stack, job_id))
+    return sum(m.startswith("Re-queued: ") for m in stack.client.event_messages(job_id))
 
 
 def resumed_steps(stack: ServiceStack, job_id: str) -> list[int]:
     """The step each resumed attempt continued from, by its event."""
-    found = (re.match(r"Resumed from the checkpoint at step (\d+) of", m) for m in events(stack, job_id))
+    found = (
+        re.match(r"Resumed from the checkpoint at step (\d+) of", m)
+        for m in stack.client.event_messages(job_id)
+    )
     return [int(match[1]) for match in found if match]
 
 
@@ -74,7 +70,7 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_ends_as_if_never_kil
 
     job = stack.client.wait_for_job(job_id, timeout=240)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
-    assert requeues(stack, job_id) == 2, events(stack, job_id)
+    assert requeues(stack, job_id) == 2, stack.client.event_messages(job_id)
     first, second = resumed_steps(stack, job_id)
     assert 0 < first < second < job["progress"]["total_steps"] == job["progress"]["step"]
     series = stack.client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 100}).json()["data"]
@@ -154,7 +150,7 @@ def test_a_job_the_kernel_kills_for_memory_fails_out_of_memory_at_once_and_the_w
             in job["error"]["message"]
         )
         assert "training.batch_size" in job["error"]["message"]
-        messages = events(stack, job["id"])
+        messages = stack.client.event_messages(job["id"])
         assert sum("A worker picked up the job" in m for m in messages) == 1, messages
         assert not any(m.startswith("Re-queued") for m in messages)
 
