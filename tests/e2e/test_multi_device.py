@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import job_request
-from tests.e2e.test_worker_loss import events, requeues, resumed_steps
+from tests.e2e.test_worker_loss import requeues, resumed_steps
 from tests.stack import FRAGILE, ServiceStack
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +74,7 @@ def test_a_two_device_job_killed_mid_training_resumes_and_ends_as_one_never_kill
 
     job = stack.client.wait_for_job(job_id, timeout=180)
     assert job["status"] == "succeeded", f"{job['error']}\n{stack.logs()}"
-    assert requeues(stack, job_id) == 1, events(stack, job_id)
+    assert requeues(stack, job_id) == 1, stack.client.event_messages(job_id)
     (resumed,) = resumed_steps(stack, job_id)
     assert (
         15 <= resumed < job["progress"]["step"] == job["progress"]["total_steps"] == twin["progress"]["step"]
@@ -102,7 +102,7 @@ def test_a_cancelled_two_device_job_stops_on_every_rank(stack, task):
     job = stack.client.wait_for_job(job_id, timeout=60)
     assert job["status"] == "cancelled", stack.logs()
     assert job["progress"]["step"] < job["progress"]["total_steps"]
-    assert "Job cancelled; no student was saved." in events(stack, job_id)
+    assert "Job cancelled; no student was saved." in stack.client.event_messages(job_id)
     assert not any(alive(pid) for pid in ranks)  # the task waited for them
     assert stack.client.get(f"/v1/jobs/{job_id}/artifacts").json()["data"] == []
 
