@@ -16,8 +16,9 @@ What is exact, and what is not:
   vocabulary, which the rest's total mass does not give. Each side's k + 1 buckets are softened as k + 1
   outcomes, the rest as one of mass r (r^(1/T) in place of the sum over its tokens), as DistillKit's
   `symmetric_uniform` does for the teacher. The ratios among the k tokens, (p_i / p_j)^(1/T), are exact; the
-  share the rest takes is not (it is exact when k covers the vocabulary). The student is softened the same
-  way, so the divergence stays proper at any T.
+  share the rest takes is not: r^(1/T) is below the sum for T > 1 and above it for T < 1, so the rest gets
+  less than its exact share above T = 1 and more below (exact when k covers the vocabulary). The student is
+  softened the same way, so the divergence stays proper at any T.
 """
 
 from dataclasses import dataclass
