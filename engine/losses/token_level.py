@@ -1,0 +1,180 @@
+"""Token-level distillation of a causal language model, chunked over the tokens so that memory is bounded
+by one chunk of `[tokens, vocab]` logits, not the sequence's.
+
+The student's logits are never formed for all tokens at once: from its final hidden states and LM head,
+each chunk of tokens gets its logits, its divergence to the teacher and its next-token cross-entropy inside
+`torch.utils.checkpoint`, which keeps no activation of the chunk for backward but recomputes them there
+(the student's and the teacher's chunk logits: one more LM-head pass of each). The teacher comes as its
+logits (`TeacherLogits`), its hidden states and LM head (`TeacherHead`, computed a chunk at a time too) or
+its top-k form (`top_k.TopKTeacher`, from the cache).
+
+Only the tokens whose label is not `IGNORE_INDEX` count, in every term: padding, and the prompt where the
+data has prompts and completions.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from engine.losses.token_divergences import Divergence, forward_kl
+
+IGNORE_INDEX = -100  # a label that does not count, as in transformers and F.cross_entropy
+# Unless asked otherwise, a chunk holds as many tokens as make 2^24 logits (64 MiB in float32; the peak holds
+# about a dozen such [chunk, vocab] tensors, the JSD's backward the most): memory does not grow with the
+# vocabulary, and a chunk has 512 tokens at a vocabulary of 32,768, 110 at Qwen2's 151,936.
+CHUNK_LOGITS = 2**24
+
+
+def default_chunk_tokens(vocab: int) -> int:
+    return max(1, CHUNK_LOGITS // vocab)
+
+
+@dataclass(frozen=True)
+class LMHead:
+    """A model's output projection: logits = hidden @ weight.T + bias, weight `[vocab, hidden]`."""
+
+    weight: Tensor
+    bias: Tensor | None = None
+
+    @classmethod
+    def of(cls, linear: nn.Linear) -> "LMHead":
+        return cls(linear.weight, linear.bias)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.weight, self.bias)
+
+
+class TeacherChunk(Protocol):
+    """The teacher on one chunk of tokens."""
+
+    def distributions(self, student_logits: Tensor, *, temperature: float) -> tuple[Tensor, Tensor]:
+        """The teacher's and the student's log-probabilities at T over the same outcomes."""
+
+    def top_tokens(self) -> Tensor:
+        """The teacher's most likely token of each row."""
+
+
+class TeacherTokens(Protocol):
+    """The teacher on every token, handed out a chunk at a time."""
+
+    def chunk(self, positions: Tensor) -> TeacherChunk: ...
+
+
+@dataclass(frozen=True)
+class TeacherLogits:
+    """The teacher's logits `[tokens, vocab]`."""
+
+    logits: Tensor
+
+    def chunk(self, positions: Tensor) -> "TeacherLogits":
+        return TeacherLogits(self.logits.detach().index_select(0, positions))
+
+    def distributions(self, student_logits: Tensor, *, temperature: float) -> tuple[Tensor, Tensor]:
+        """Both sides' log-softmax over the vocabulary at T."""
+        teacher = F.log_softmax(self.logits.float() / temperature, dim=-1)
+        return teacher, F.log_softmax(student_logits.float() / temperature, dim=-1)
+
+    def top_tokens(self) -> Tensor:
+        return self.logits.argmax(dim=-1)
+
+
+@dataclass(frozen=True)
+class TeacherHead:
+    """The teacher's final hidden states `[tokens, hidden]` and its LM head: its logits, a chunk at a time."""
+
+    hidden: Tensor
+    head: LMHead
+
+    @torch.no_grad()
+    def chunk(self, positions: Tensor) -> TeacherLogits:
+        return TeacherLogits(self.head.logits(self.hidden.index_select(0, positions)))
+
+
+@dataclass(frozen=True)
+class TokenLosses:
+    """Means over the tokens that count (0 where none does).
+
+    divergence: D(teacher_T || student_T) * T^2, the T^2 keeping its gradients' scale whatever T, as the
+        classifiers' KD (`functions.kl_loss`) does; with gradient
+    cross_entropy: the student's next-token cross-entropy with the labels; with gradient
+    kl_to_teacher: KL(teacher || student) at T = 1, over the same outcomes as the divergence (the top-k
+        buckets for a top-k teacher, where it is a lower bound of the full KL); without gradient
+    top1_agreement: the share of tokens where the student's most likely token is the teacher's; without
+    tokens: how many tokens counted
+    """
+
+    divergence: Tensor
+    cross_entropy: Tensor
+    kl_to_teacher: Tensor
+    top1_agreement: Tensor
+    tokens: int
+
+
+def token_level_losses(
+    *,
+    hidden: Tensor,
+    head: LMHead,
+    labels: Tensor,
+    teacher: TeacherTokens,
+    divergence: Divergence,
+    temperature: float,
+    chunk_tokens: int | None = None,
+) -> TokenLosses:
+    """The token-level losses of a batch, `chunk_tokens` tokens at a time (`default_chunk_tokens`
+    unless given).
+
+    hidden: the student's final hidden states `[tokens, hidden]` (the batch's sequences flattened);
+    labels: `[tokens]`, each token's next token, `IGNORE_INDEX` where it does not count; teacher: on the
+    same `[tokens]`; divergence: one of `token_divergences.TOKEN_DIVERGENCES`.
+    """
+    if chunk_tokens is None:
+        chunk_tokens = default_chunk_tokens(len(head.weight))
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1; got {chunk_tokens}")
+    positions = (labels != IGNORE_INDEX).nonzero().squeeze(-1)
+    totals = [0.0, 0.0, 0.0, 0.0]
+    for chunk in positions.split(chunk_tokens):  # one empty chunk where no token counts: zeros with a graph
+        sums = checkpoint(
+            chunk_sums,
+            hidden,
+            chunk,
+            use_reentrant=False,
+            head=head,
+            labels=labels,
+            teacher=teacher,
+            divergence=divergence,
+            temperature=temperature,
+        )
+        totals = [total + value for total, value in zip(totals, sums, strict=True)]
+    tokens = positions.numel()
+    divergence_mean, cross_entropy, kl, agreement = (total / max(tokens, 1) for total in totals)
+    return TokenLosses(divergence_mean, cross_entropy, kl, agreement, tokens)
+
+
+def chunk_sums(
+    hidden: Tensor,
+    positions: Tensor,
+    *,
+    head: LMHead,
+    labels: Tensor,
+    teacher: TeacherTokens,
+    divergence: Divergence,
+    temperature: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The sums over the tokens at `positions` of the divergence * T^2, the cross-entropy, the KL at T = 1
+    and the top-1 agreements; the last two without gradient."""
+    student_logits = head.logits(hidden.index_select(0, positions)).float()
+    teacher_chunk = teacher.chunk(positions)
+    teacher_log_probs, student_log_probs = teacher_chunk.distributions(
+        student_logits, temperature=temperature
+    )
+    divergence_sum = divergence(teacher_log_probs, student_log_probs).sum() * temperature**2
+    cross_entropy = F.cross_entropy(student_logits, labels.index_select(0, positions), reduction="sum")
+    with torch.no_grad():
+        kl = forward_kl(*teacher_chunk.distributions(student_logits, temperature=1.0)).sum()
+        agreements = (student_logits.argmax(dim=-1) == teacher_chunk.top_tokens()).sum().float()
+    return divergence_sum, cross_entropy, kl, agreements
