@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from core import lifecycle
 from core.checkpoint_store import StoredCheckpoint
+from core.db import Database
 from core.errors import RequestError, not_found
 from core.job_request import JobCreate
 from core.lifecycle import add_event
@@ -57,9 +58,11 @@ def create_job(
     request_hash = idempotency.fingerprint(body.model_dump(mode="json"))
     with database.sessions() as session:
         replayed = post.replay(session, request_hash)
-        if replayed is not None:
-            return replayed
-        resolved = resolve_job(body, lambda file_id: _owned_file(session, tenant_id, file_id), settings)
+    if replayed is not None:
+        return replayed
+    # Resolving may count a transformers model in a child process for seconds: it holds no connection.
+    resolved = resolve_job(body, lambda file_id: _owned_file(database, tenant_id, file_id), settings)
+    with database.sessions() as session:
         if body.resume_from is not None:
             _check_resumable(session, storage, tenant_id, resolved.request)
         job = _new_job(tenant_id, resolved)
@@ -92,8 +95,9 @@ def _check_resumable(session: Session, storage: Storage, tenant_id: str, request
     check_resumable(request, earlier, checkpoint_kept=kept)
 
 
-def _owned_file(session: Session, tenant_id: str, file_id: str) -> File | None:
-    return session.scalar(owned_by(File, tenant_id).where(File.id == file_id))
+def _owned_file(database: Database, tenant_id: str, file_id: str) -> File | None:
+    with database.sessions() as session:
+        return session.scalar(owned_by(File, tenant_id).where(File.id == file_id))
 
 
 def _enqueue(session: Session, queue: JobQueue, job: Job) -> None:

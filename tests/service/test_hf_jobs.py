@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from core import hf_sizes, request_rules
 from tests.hf_archives import TOKENIZER_FILES, tiny_bert, tiny_vit, zip_archive
 
 from .helpers import npz_bytes
@@ -67,6 +68,23 @@ def test_a_derived_student_is_counted_and_reads_the_teachers_labels(client, bert
     assert (training["optimizer"], training["learning_rate"]) == ("adamw", 5e-5)
     assert training["lr_schedule"] == "linear"
     assert (training["weight_decay"], training["warmup_epochs"]) == (0.01, 0.06)
+
+
+def test_counting_a_transformers_model_holds_no_database_connection(
+    client, resources, bert_teacher, texts, monkeypatch
+):
+    """Counting a new model takes seconds in a child process: meanwhile the API's other requests need
+    every connection of the pool."""
+    held = []
+
+    def counted(specs):
+        held.append(resources.database.engine.pool.checkedout())
+        return hf_sizes.measured(specs)
+
+    monkeypatch.setattr(request_rules, "measured", counted)
+    response = submit(client, bert_teacher, texts, {"derive": {"width": 0.5}}, max_length=8)
+    assert response.status_code == 201, response.text
+    assert held == [0]
 
 
 def test_a_student_given_as_a_config_takes_the_teachers_labels_and_length(client, bert_teacher, texts):
