@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Self, TypeVar
 
 import numpy as np
 import torch
@@ -151,7 +152,18 @@ def _check_y(y: np.ndarray, num_samples: int) -> np.ndarray:
     return y
 
 
-def split_holdout(dataset: ArrayDataset, fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+class Samples(Protocol):
+    """A dataset whose samples are taken by position: an `ArrayDataset`, a language model's blocks."""
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: Tensor) -> Self: ...
+
+
+AnySamples = TypeVar("AnySamples", bound=Samples)
+
+
+def split_holdout(dataset: AnySamples, fraction: float, seed: int) -> tuple[AnySamples, AnySamples]:
     """A seeded random split into (train, validation), with at least one sample on each side."""
     n = len(dataset)
     if n < 2:

@@ -19,6 +19,17 @@ from engine.plan.specs import EngineJob, HFSpec, JobFiles
 
 def load_hf_tokenizer(folder: Path | None) -> PreTrainedTokenizerBase:
     """The tokenizer saved in `folder`, which must have a padding token and a vocabulary."""
+    tokenizer = load_saved_tokenizer(folder)
+    if tokenizer.pad_token_id is None:
+        raise tokenizer_invalid(
+            "the teacher's tokenizer has no padding token, which fills the ids of short texts: set one "
+            "(tokenizer.pad_token = ...) and save it again"
+        )
+    return tokenizer
+
+
+def load_saved_tokenizer(folder: Path | None) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in `folder`, which must have a vocabulary."""
     if folder is None or not folder.is_dir():
         raise JobFailed(
             "tokenizer_required",
@@ -37,11 +48,6 @@ def load_hf_tokenizer(folder: Path | None) -> PreTrainedTokenizerBase:
         raise tokenizer_invalid(
             "the teacher's folder has no tokenizer vocabulary (tokenizer.json, vocab.txt, ...): save the "
             "tokenizer with the model (tokenizer.save_pretrained(folder))"
-        )
-    if tokenizer.pad_token_id is None:
-        raise tokenizer_invalid(
-            "the teacher's tokenizer has no padding token, which fills the ids of short texts: set one "
-            "(tokenizer.pad_token = ...) and save it again"
         )
     return tokenizer
 

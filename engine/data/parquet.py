@@ -43,10 +43,7 @@ def parquet_errors(path: Path) -> Iterator[None]:
 def open_parquet(path: Path, needed: str) -> tuple[pq.ParquetFile, ParquetColumns]:
     """The file (its footer read) and which columns it has; `needed`: the column the model reads
     (`text` or `image`)."""
-    if not path.is_file():
-        raise invalid(f"dataset file {path.name} does not exist")
-    with parquet_errors(path):
-        file = pq.ParquetFile(path)
+    file = parquet_file(path)
     try:
         columns = check_columns(file.schema_arrow)
     except ParquetRejected as rejected:
@@ -56,9 +53,18 @@ def open_parquet(path: Path, needed: str) -> tuple[pq.ParquetFile, ParquetColumn
             f"{path.name} has no `{needed}` column, which a {needed} model reads: its columns are "
             f"{shown_columns(file.schema_arrow.names)}"
         )
+    return file, columns
+
+
+def parquet_file(path: Path) -> pq.ParquetFile:
+    """The file, its footer read, which has rows."""
+    if not path.is_file():
+        raise invalid(f"dataset file {path.name} does not exist")
+    with parquet_errors(path):
+        file = pq.ParquetFile(path)
     if file.metadata.num_rows == 0:
         raise invalid(f"{path.name} has no rows: the dataset needs at least one sample")
-    return file, columns
+    return file
 
 
 def column_batches(

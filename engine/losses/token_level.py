@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from engine.data.lm_text import IGNORE_INDEX
 from engine.losses.token_divergences import Divergence, forward_kl
 
-IGNORE_INDEX = -100  # a label that does not count, as in transformers and F.cross_entropy
 # Unless asked otherwise, a chunk holds as many tokens as make 2^24 logits (64 MiB in float32; the peak holds
 # about a dozen such [chunk, vocab] tensors, the JSD's backward the most): memory does not grow with the
 # vocabulary, and a chunk has 512 tokens at a vocabulary of 32,768, 110 at Qwen2's 151,936.

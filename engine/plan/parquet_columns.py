@@ -36,7 +36,7 @@ class ParquetColumns(NamedTuple):
 def check_columns(schema: pa.Schema) -> ParquetColumns:
     """The columns of `schema` that are read, each of a type they may have."""
     types = {field.name: field.type for field in schema}
-    rules = {"text": _is_string, "text_pair": _is_string, "image": _is_image, "label": _is_label}
+    rules = {"text": is_string, "text_pair": is_string, "image": _is_image, "label": _is_label}
     for name, rule in rules.items():
         if name in types and not rule(types[name]):
             raise ParquetRejected(f"Column `{name}` holds {types[name]}: {NEEDED}")
@@ -56,7 +56,7 @@ def shown_columns(names: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _is_string(data_type: pa.DataType) -> bool:
+def is_string(data_type: pa.DataType) -> bool:
     return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
 
 
@@ -74,4 +74,4 @@ def _is_image(data_type: pa.DataType) -> bool:
 def _is_label(data_type: pa.DataType) -> bool:
     if pa.types.is_dictionary(data_type):  # pandas' categorical columns
         data_type = data_type.value_type
-    return pa.types.is_integer(data_type) or _is_string(data_type)
+    return pa.types.is_integer(data_type) or is_string(data_type)

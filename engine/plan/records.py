@@ -68,59 +68,60 @@ class RecordChecks:
 
 def parse_record(line: bytes, number: int) -> Record:
     """The record of line `number`, which is not blank."""
-    record = _json_object(line, number)
+    record = json_object(line, number)
     text = record.get("text")
     if not isinstance(text, str):
-        found = "" if text is None else f" (its `text` is {_shown(text)})"
+        found = "" if text is None else f" (its `text` is {shown(text)})"
         raise RecordRejected(
             f"Line {number} has no string `text`{found}: every line needs one, like {RECORD_EXAMPLE}"
         )
     text_pair = record.get("text_pair")
     if text_pair is not None and not isinstance(text_pair, str):
         raise RecordRejected(
-            f"Line {number} has `text_pair` {_shown(text_pair)}: a pair's second text must be a string"
+            f"Line {number} has `text_pair` {shown(text_pair)}: a pair's second text must be a string"
         )
     label = record.get("label")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int | str)):
         raise RecordRejected(
-            f"Line {number} has `label` {_shown(label)}, not an integer class id: labels must be integer "
+            f"Line {number} has `label` {shown(label)}, not an integer class id: labels must be integer "
             "class ids (0, 1, ...) or label names (strings), or leave `label` out on every line for an "
             "unlabeled dataset"
         )
     return Record(text, label, text_pair)
 
 
-def check_record_start(head: bytes, number: int) -> None:
+def check_record_start(head: bytes, number: int, *, one_per_line: str = ONE_OBJECT_PER_LINE) -> None:
     """A line too long to read whole must at least open a JSON object."""
     if not head.lstrip().removeprefix(UTF8_BOM).startswith(b"{"):
-        raise _not_an_object(number)
+        raise _not_an_object(number, one_per_line)
 
 
-def _json_object(line: bytes, number: int) -> dict:
+def json_object(line: bytes, number: int, *, one_per_line: str = ONE_OBJECT_PER_LINE) -> dict:
+    """The JSON object of line `number`; `one_per_line`: what to write instead, for a line that is none."""
     try:
         value = json.loads(line.decode("utf-8-sig"))  # -sig: tolerate a byte-order mark on line 1
     except UnicodeDecodeError:
         raise RecordRejected(f"Line {number} is not UTF-8 text: save the file as UTF-8") from None
     except json.JSONDecodeError as error:
-        raise _not_json(number, f"{error.msg} at column {error.colno}") from None
+        raise _not_json(number, f"{error.msg} at column {error.colno}", one_per_line) from None
     except ValueError:  # what json.loads raises besides a syntax error
-        raise _not_json(number, "it holds an integer of more than 4,300 digits") from None
+        raise _not_json(number, "it holds an integer of more than 4,300 digits", one_per_line) from None
     except RecursionError:
-        raise _not_json(number, "it is nested too deeply") from None
+        raise _not_json(number, "it is nested too deeply", one_per_line) from None
     if not isinstance(value, dict):
-        raise _not_an_object(number, value)
+        raise _not_an_object(number, one_per_line, value)
     return value
 
 
-def _not_json(number: int, reason: str) -> RecordRejected:
-    return RecordRejected(f"Line {number} is not JSON ({reason}): {ONE_OBJECT_PER_LINE}")
+def _not_json(number: int, reason: str, one_per_line: str) -> RecordRejected:
+    return RecordRejected(f"Line {number} is not JSON ({reason}): {one_per_line}")
 
 
-def _not_an_object(number: int, value: object = None) -> RecordRejected:
-    found = "" if value is None else f" but {_shown(value)}"
-    return RecordRejected(f"Line {number} is not a JSON object{found}: {ONE_OBJECT_PER_LINE}")
+def _not_an_object(number: int, one_per_line: str, value: object = None) -> RecordRejected:
+    found = "" if value is None else f" but {shown(value)}"
+    return RecordRejected(f"Line {number} is not a JSON object{found}: {one_per_line}")
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A JSON value as its line has it, cut short."""
     return json.dumps(value)[:40]
