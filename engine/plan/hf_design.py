@@ -179,7 +179,19 @@ def _derive_encoder(config: dict, keys: EncoderKeys, depth: float, width: float)
 
 
 def _derive_decoder(config: dict, keys: DecoderKeys, depth: float, width: float) -> dict:
-    layers, hidden, heads = (_size(config, key) for key in (keys.layers, keys.width, keys.heads))
+    layers = _size(config, keys.layers)
+    changes = {keys.layers: scaled(layers, depth)} | _decoder_width(config, keys, width)
+    kept = spread_selection(layers, changes[keys.layers])
+    for key in keys.per_layer:
+        if isinstance(config.get(key), list) and len(config[key]) == layers:
+            changes[key] = [config[key][index] for index in kept]
+    return changes
+
+
+def _decoder_width(config: dict, keys: DecoderKeys, width: float) -> dict:
+    """Fewer key-value heads, each with its group of query heads; heads as wide; a narrower feed-forward
+    and hidden size (the heads' where the model ties them)."""
+    hidden, heads = _size(config, keys.width), _size(config, keys.heads)
     kv_heads = _size(config, keys.kv_heads) if keys.kv_heads and config.get(keys.kv_heads) else heads
     head_dim = (
         _size(config, keys.head_dim) if keys.head_dim and config.get(keys.head_dim) else hidden // heads
@@ -193,26 +205,20 @@ def _derive_decoder(config: dict, keys: DecoderKeys, depth: float, width: float)
         )
     student_kv_heads = scaled(kv_heads, width)
     student_heads = student_kv_heads * (heads // kv_heads)
-    student_layers = scaled(layers, depth)
     feed_forward = config.get(keys.feed_forward)
     if feed_forward is None and keys.feed_forward_ratio is not None:
         feed_forward = keys.feed_forward_ratio * hidden
     changes: dict[str, Any] = {
-        keys.layers: student_layers,
         keys.heads: student_heads,
-        keys.feed_forward: scaled(_size({keys.feed_forward: feed_forward}, keys.feed_forward), width),
+        keys.feed_forward: scaled(
+            _size(config | {keys.feed_forward: feed_forward}, keys.feed_forward), width
+        ),
     }
     if keys.kv_heads is not None:
         changes[keys.kv_heads] = student_kv_heads
     if keys.head_dim is None:
-        changes[keys.width] = student_heads * head_dim
-    else:
-        changes |= {keys.width: scaled(hidden, width), keys.head_dim: head_dim}
-    kept = spread_selection(layers, student_layers)
-    for key in keys.per_layer:
-        if isinstance(config.get(key), list) and len(config[key]) == layers:
-            changes[key] = [config[key][index] for index in kept]
-    return changes
+        return changes | {keys.width: student_heads * head_dim}
+    return changes | {keys.width: scaled(hidden, width), keys.head_dim: head_dim}
 
 
 def _derive_staged(config: dict, keys: StageKeys, depth: float, width: float) -> dict:

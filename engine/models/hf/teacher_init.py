@@ -120,15 +120,19 @@ def initialise_hf_student(student: nn.Module, teacher: nn.Module) -> str:
     layer_map = {group: selection(teacher_layers[group], count) for group, count in student_layers.items()}
     report = InitReport(layer_map={_short(group): indices for group, indices in layer_map.items()})
     teacher_name = partial(_teacher_name, pattern=pattern, layer_map=layer_map)
-    teacher_state |= _fused_parts_cut(student, teacher, teacher_name)
+    teacher_state |= _fused_parts_cut(student, teacher, teacher_state, teacher_name)
     return copy_from_teacher(student, teacher_state, teacher_name, report).summary
 
 
-def _fused_parts_cut(student: nn.Module, teacher: nn.Module, teacher_name: Callable[[str], str]) -> dict:
+def _fused_parts_cut(
+    student: nn.Module,
+    teacher: nn.Module,
+    teacher_state: dict[str, Tensor],
+    teacher_name: Callable[[str], str],
+) -> dict[str, Tensor]:
     """The teacher's fused tensors, by name, each part cut along its `dim` to the student's part: the leading
     slice `copy_from_teacher` then takes is the student's tensor."""
     fused = FUSED.get(student.model.config.model_type, {})
-    teacher_state = teacher.state_dict()
     cut = {}
     for name, target in student.state_dict().items():
         kind = next((kind for suffix, kind in fused.items() if name.endswith(suffix)), None)
