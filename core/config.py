@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.plan.hf_archive import HFArchiveLimits
-from engine.plan.hf_models import HF_TASKS
+from engine.plan.hf_models import HF_TASKS, SERVED
 
 S3_SCHEME = "s3://"
 
@@ -153,7 +153,7 @@ class Settings(BaseSettings):
         default=tuple(HF_TASKS),
         min_length=1,
         description="The `model_type`s of transformers an `hf` teacher may have, comma-separated "
-        "(default: every text and image classifier the service builds).",
+        f"(default: all the {SERVED} the service builds).",
     )
 
     @field_validator("hf_model_types", mode="before")

@@ -44,13 +44,14 @@ class HFModel(BaseModel):
         description="The config's `model_type`: the transformers family (`bert`, `vit`, ...)."
     )
     task: HFTask = Field(
-        description="`text`: a sequence classifier over token ids; `image`: an image classifier over pixels."
+        description="`text`: a sequence classifier over token ids; `image`: an image classifier over pixels; "
+        "`causal-lm`: a causal language model over token ids."
     )
     parameters: int = Field(
         description="Elements of every tensor of its safetensors weights (buffers such as batch-norm "
         "statistics included), counted from their headers."
     )
-    num_labels: int = Field(description="The classifier's labels.")
+    num_labels: int = Field(description="The classifier's labels (a causal language model has none).")
     labels: list[str] = Field(
         description=f"The labels by class id (the config's `id2label`), the first {LISTED_LABELS} of them."
     )

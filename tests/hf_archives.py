@@ -70,6 +70,35 @@ def tiny_vit() -> tuple[dict[str, bytes], int]:
         return folder_files(Path(folder)), model.num_parameters()
 
 
+@cache
+def tiny_lm(tied: bool) -> tuple[dict[str, bytes], int]:
+    """A tiny Llama's `save_pretrained` files with its tokenizer, chat template and generation config (with
+    `tied`, its weights hold the token embeddings once, no `lm_head.weight`), and its parameters."""
+    import tempfile
+
+    from transformers import GenerationConfig
+
+    from tests.lm_model_factories import BOS, EOS, lm_folder
+
+    generation = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, do_sample=True, top_k=20)
+    with tempfile.TemporaryDirectory() as folder:
+        saved = lm_folder(Path(folder), "llama", tied=tied, generation=generation)
+        config = json.loads((saved / "config.json").read_text())
+        embeddings = config["vocab_size"] * config["hidden_size"]
+        head = 0 if tied else embeddings
+        files = folder_files(saved)
+    return files, _llama_parameters(config) + embeddings + head
+
+
+def _llama_parameters(config: dict) -> int:
+    """A Llama's parameters besides its embeddings and head: the layers' projections and norms, the final
+    norm."""
+    hidden, inner, head_dim = config["hidden_size"], config["intermediate_size"], config["head_dim"]
+    attention = hidden * head_dim * (2 * config["num_attention_heads"] + 2 * config["num_key_value_heads"])
+    layer = attention + 3 * hidden * inner + 2 * hidden
+    return config["num_hidden_layers"] * layer + hidden
+
+
 HAND_MADE_CONFIG = {
     "model_type": "bert",
     "hidden_size": 8,
@@ -77,6 +106,8 @@ HAND_MADE_CONFIG = {
     "id2label": {"0": "negative", "1": "positive"},
 }
 HAND_MADE_PARAMETERS = 2 * 8 + 2
+# A causal language model's config over the hand-made weights: no labels, its classes are its vocabulary.
+HAND_MADE_LM = {"model_type": "llama", "vocab_size": 32, "id2label": None, "hidden_size": 8}
 
 
 def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
@@ -264,7 +295,25 @@ def hostile_archives() -> dict[str, tuple[bytes, str]]:
         "no config": (tar_archive({"model.safetensors": good["model.safetensors"]}), "no config.json"),
         "two models": (tar_archive({**in_folder(good, "a"), **in_folder(good, "b")}), "one model's folder"),
         "remote code": (zip_archive(hand_made({"auto_map": {"AutoModel": "modeling.Evil"}})), "auto_map"),
-        "unknown model type": (zip_archive(hand_made({"model_type": "gpt2"})), "model_type 'gpt2'"),
+        "unknown model type": (zip_archive(hand_made({"model_type": "mamba"})), "model_type 'mamba'"),
+        "unknown language model type": (
+            zip_archive(hand_made(HAND_MADE_LM | {"model_type": "gpt_neox"})),
+            "model_type 'gpt_neox'",
+        ),
+        "language model running code": (
+            zip_archive(hand_made(HAND_MADE_LM | {"auto_map": {"AutoModelForCausalLM": "modeling.Evil"}})),
+            "auto_map",
+        ),
+        "generation config running code": (
+            zip_archive(
+                {**hand_made(HAND_MADE_LM), "generation_config.json": json.dumps({"auto_map": {}}).encode()}
+            ),
+            "never runs",
+        ),
+        "generation config not JSON": (
+            zip_archive({**hand_made(HAND_MADE_LM), "generation_config.json": b"{"}),
+            "generation_config.json is not JSON",
+        ),
         "absurd config": (zip_archive(hand_made({"num_hidden_layers": 10**9})), "num_hidden_layers"),
         "5,000-digit integer": (
             zip_archive({**good, "config.json": good["config.json"][:-1] + b', "x": ' + b"9" * 5000 + b"}"}),

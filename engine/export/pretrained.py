@@ -1,20 +1,24 @@
 """A `transformers` student as a `save_pretrained` folder, which `AutoModelForSequenceClassification` /
-`AutoModelForImageClassification.from_pretrained` and `transformers.pipeline` load with no code of ours, and
-that folder as one zip archive to download.
+`AutoModelForImageClassification` / `AutoModelForCausalLM.from_pretrained` and `transformers.pipeline` load
+with no code of ours, and that folder as one zip archive to download.
 
-The folder: `config.json` (with the labels, `id2label` and `label2id`), `model.safetensors`, what turns raw
-inputs into the student's (text: the teacher's tokenizer, saved anew by transformers; images: a
-`preprocessor_config.json` that resizes to the student's input_shape, scales to [0, 1] and normalises with
-its mean and std, as the student was trained). The service adds the job's model card as `README.md`.
+The folder: `config.json` (a classifier's with the labels, `id2label` and `label2id`), `model.safetensors`
+(the student's weights alone), what turns raw inputs into the student's (text: the teacher's tokenizer,
+its chat template included, saved anew by transformers; images: a `preprocessor_config.json` that resizes
+to the student's input_shape, scales to [0, 1] and normalises with its mean and std, as the student was
+trained), and a causal language model's `generation_config.json` (the teacher's where its folder has one:
+its sampling defaults and special token ids, which are the student's too). The service adds the job's
+model card as `README.md`.
 """
 
 import zipfile
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedModel, ViTImageProcessorPil
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, ViTImageProcessorPil
 
 from engine.models.hf.quiet import no_progress_bars
+from engine.plan.hf_archive import GENERATION_CONFIG
 from engine.plan.hf_models import PRETRAINED_ARTIFACT
 from engine.plan.specs import HFSpec
 
@@ -31,15 +35,19 @@ def save_pretrained_folder(
     model: nn.Module, spec: HFSpec, out_dir: Path, teacher_folder: Path | None
 ) -> Path:
     """Write the wrapped student `model` of `spec` to `out_dir`; `teacher_folder`: the teacher's unpacked
-    `save_pretrained` folder, whose tokenizer a text student reads its text with."""
+    `save_pretrained` folder, whose tokenizer a text student or language model reads its text with."""
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_model: PreTrainedModel = model.model
+    if spec.task == "causal-lm" and teacher_folder is not None:
+        teacher_generation = teacher_folder / GENERATION_CONFIG
+        if teacher_generation.is_file():
+            hf_model.generation_config = GenerationConfig.from_pretrained(teacher_folder)
     with no_progress_bars():
         hf_model.save_pretrained(out_dir)
-    if spec.task == "text":
+    if spec.task != "image":
         if teacher_folder is None:
             raise ValueError(
-                "a text student is saved with its teacher's tokenizer: give the teacher's folder"
+                f"a {spec.task} student is saved with its teacher's tokenizer: give the teacher's folder"
             )
         tokenizer = AutoTokenizer.from_pretrained(
             teacher_folder, local_files_only=True, trust_remote_code=False

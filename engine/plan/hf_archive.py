@@ -5,8 +5,9 @@ unpacked with the same checks (`unpack_hf_archive`).
 Torch-free and transformers-free, in bounded memory: a zip is read from its central directory, a tar member
 by member in order (a .tar.gz is one compressed stream, read twice at most: once for the names, once for
 the few files whose contents are checked). Nothing is unpickled and no code is run: pickled weights are
-refused, and files other than the config, the safetensors weights, the tokenizer's and the image
-preprocessor's are never unpacked (`HFFolder.skipped`). Links, devices, paths that leave the folder, bombs
+refused, and files other than the config, the safetensors weights, the tokenizer's (its chat template
+included), the image preprocessor's and a language model's generation config are never unpacked
+(`HFFolder.skipped`). Links, devices, paths that leave the folder, bombs
 and anything past the server's `HFArchiveLimits` are refused with `HFArchiveRejected`.
 """
 
@@ -52,6 +53,7 @@ WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 PREPROCESSOR = "preprocessor_config.json"
+GENERATION_CONFIG = "generation_config.json"  # a language model's sampling defaults and special token ids
 TOKENIZER_FILES = (
     "tokenizer.json",
     TOKENIZER_CONFIG,
@@ -60,6 +62,8 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
     "added_tokens.json",
+    "chat_template.jinja",  # the chat template of transformers 4.43 and later, beside tokenizer_config.json
+    "chat_template.json",
 )
 SENTENCEPIECE_SUFFIX = ".model"  # spiece.model, sentencepiece.bpe.model, tokenizer.model
 # Weights saved by torch.save: never unpickled here. (training_args.bin is a pickle too, of no weights.)
@@ -72,6 +76,7 @@ DOCUMENT_BYTES = {
     CONFIG: MAX_CONFIG_BYTES,
     PREPROCESSOR: MAX_CONFIG_BYTES,
     TOKENIZER_CONFIG: MAX_CONFIG_BYTES,
+    GENERATION_CONFIG: MAX_CONFIG_BYTES,
     WEIGHTS_INDEX: 16 * 1024 * 1024,
 }
 # The documents kept are stored as JSON in the database: real ones nest a few levels.
@@ -121,6 +126,7 @@ class HFFolder(BaseModel):
     preprocessor: dict[str, Any] | None  # preprocessor_config.json
     tokenizer_config: dict[str, Any] | None  # tokenizer_config.json
     skipped: list[str]  # members present but never unpacked
+    generation_config: dict[str, Any] | None = None  # generation_config.json (a language model's)
 
     @property
     def model_type(self) -> str:
@@ -129,7 +135,9 @@ class HFFolder(BaseModel):
     @property
     def labels(self) -> list[str]:
         """The classifier's labels by class id: the config's `id2label`, else `LABEL_<id>` for each of
-        `num_labels` (transformers' default: 2)."""
+        `num_labels` (transformers' default: 2). A causal language model has none."""
+        if self.task == "causal-lm":
+            return []
         id2label = self.config.get("id2label")
         if id2label is None:
             return [f"LABEL_{i}" for i in range(self.config.get("num_labels", DEFAULT_LABELS))]
@@ -138,7 +146,8 @@ class HFFolder(BaseModel):
     @property
     def unpacked(self) -> list[str]:
         """The folder's files a worker unpacks: what `from_pretrained` reads, and nothing else."""
-        return _unpacked(self.weights, self.tokenizer_files, has_preprocessor=self.preprocessor is not None)
+        documents = {PREPROCESSOR: self.preprocessor, GENERATION_CONFIG: self.generation_config}
+        return _unpacked(self.weights, self.tokenizer_files, documents)
 
 
 def archive_kind(f: BinaryIO) -> ArchiveKind | None:
@@ -486,9 +495,11 @@ def _is_tokenizer_file(name: str) -> bool:
     return name in TOKENIZER_FILES or name.endswith(SENTENCEPIECE_SUFFIX)
 
 
-def _unpacked(weights: list[str], tokenizer_files: list[str], has_preprocessor: bool) -> list[str]:
+def _unpacked(weights: list[str], tokenizer_files: list[str], documents: dict[str, Any]) -> list[str]:
+    """The folder's files a worker unpacks, with those of `documents` (name: content) the folder holds."""
     index = [WEIGHTS_INDEX] if weights != [WEIGHTS] else []
-    return [CONFIG, *index, *weights, *tokenizer_files, *([PREPROCESSOR] if has_preprocessor else [])]
+    present = [name for name, document in documents.items() if document is not None]
+    return [CONFIG, *index, *weights, *tokenizer_files, *present]
 
 
 # The contents: JSON documents and safetensors headers
@@ -573,18 +584,22 @@ def _described(layout: _Layout, facts: _Facts, allowed_model_types: tuple[str, .
         task = check_hf_config(config, allowed_model_types)
     except HFConfigRejected as rejected:
         raise HFArchiveRejected(f"config.json: {rejected}") from None
-    _check_labels(config)
+    if task != "causal-lm":  # whose classes are its vocabulary
+        _check_labels(config)
     weights = _weights(layout, facts)
     tokenizer_files = sorted(name for name in layout.files if _is_tokenizer_file(name))
-    preprocessor, tokenizer_config = facts.documents.get(PREPROCESSOR), facts.documents.get(TOKENIZER_CONFIG)
-    for name, document in ((PREPROCESSOR, preprocessor), (TOKENIZER_CONFIG, tokenizer_config)):
+    documents = {
+        name: facts.documents.get(name) for name in (PREPROCESSOR, TOKENIZER_CONFIG, GENERATION_CONFIG)
+    }
+    for name, document in documents.items():
         remote = [key for key in REMOTE_CODE_KEYS if key in (document or {})]
         if remote:
             raise HFArchiveRejected(
                 f"{name} names code shipped with the model ({', '.join(remote)}), which this server never "
                 "runs: remove those keys"
             )
-    unpacked = {layout.root + name for name in _unpacked(weights, tokenizer_files, preprocessor is not None)}
+    optional = {name: documents[name] for name in (PREPROCESSOR, GENERATION_CONFIG)}
+    unpacked = {layout.root + name for name in _unpacked(weights, tokenizer_files, optional)}
     return HFFolder(
         root=layout.root,
         config=config,
@@ -593,8 +608,9 @@ def _described(layout: _Layout, facts: _Facts, allowed_model_types: tuple[str, .
         weights_bytes=sum(facts.weights[name].size for name in weights),
         weights=weights,
         tokenizer_files=tokenizer_files,
-        preprocessor=preprocessor,
-        tokenizer_config=tokenizer_config,
+        preprocessor=documents[PREPROCESSOR],
+        tokenizer_config=documents[TOKENIZER_CONFIG],
+        generation_config=documents[GENERATION_CONFIG],
         skipped=[name for name in layout.members if name not in unpacked],
     )
 

@@ -1,7 +1,8 @@
-"""Students of a `transformers` teacher (`HFSpec`): designed from it (`derive_hf_spec`, DistilBERT-style:
-fewer and narrower layers of the same model type), or given as a config (`student_from_config`), and what
-keeps a student from learning from a teacher (`pairing_problems`). Pure config arithmetic, without torch or
-transformers, so the API shows and checks the student when the job is submitted.
+"""Students of a `transformers` teacher (`HFSpec`): designed from it (`derive_hf_spec`, DistilBERT-style for
+classifiers, Minitron-style for causal language models: fewer and narrower layers of the same model type),
+or given as a config (`student_from_config`), and what keeps a student from learning from a teacher
+(`pairing_problems`). Pure config arithmetic, without torch or transformers, so the API shows and checks the
+student when the job is submitted.
 
 How each model type gets smaller (the config keys it changes; a key the teacher's config lacks is an error,
 as `save_pretrained` writes them all):
@@ -15,6 +16,15 @@ as `save_pretrained` writes them all):
   heads whole).
 - MobileNet V1 and V2: their layer count is fixed by the architecture, so only `width` applies, as their
   channel multiplier (`depth_multiplier`, which despite its name scales the channels); `depth` must be 1.
+- causal language models (Llama, Mistral, Qwen2, Qwen3, Phi-3, GPT-2), Minitron-style (Muralidharan et al.
+  2024): `depth` of the decoder layers (`num_hidden_layers`, `n_layer`); `width` of the key-value heads
+  (`num_key_value_heads`), the query heads with them (each group of queries sharing a key-value head stays
+  whole), of the feed-forward width (`intermediate_size`, `n_inner`) and of the hidden size (`hidden_size`,
+  `n_embd`). The width of a head (`head_dim`) stays, so where a model ties its hidden size to its heads
+  (Phi-3, GPT-2: hidden = heads x head_dim) the hidden size follows the heads; elsewhere it scales on its
+  own and the student's config gives `head_dim`. The vocabulary, positions and rotary embedding stay the
+  teacher's. `engine.models.hf.teacher_init` starts such a student from the teacher's evenly spread layers,
+  first and last included, each cut to its leading heads, neurons and hidden channels.
 - the others (MobileBERT, BiT, RegNet, EfficientNet, MobileViT) tie their sizes together in ways a fraction
   does not keep: give the student as a config instead.
 """
@@ -24,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.plan.errors import JobFailed
+from engine.plan.hf_inputs import position_embeddings
 from engine.plan.hf_models import HFTask, check_hf_config
-from engine.plan.scaling import layer_selection, scaled
+from engine.plan.scaling import layer_selection, scaled, spread_selection
 from engine.plan.specs import HFSpec
 
 DERIVE_FIELD = "student.derive"
@@ -81,12 +92,47 @@ STAGED = {
 }
 CHANNEL_MULTIPLIERS = {"mobilenet_v1": "depth_multiplier", "mobilenet_v2": "depth_multiplier"}
 
+
+@dataclass(frozen=True)
+class DecoderKeys:
+    """The config keys of a causal language model's decoder of identical layers."""
+
+    layers: str = "num_hidden_layers"
+    width: str = "hidden_size"
+    heads: str = "num_attention_heads"
+    kv_heads: str | None = "num_key_value_heads"  # None: one key-value head per query head
+    feed_forward: str = "intermediate_size"
+    feed_forward_ratio: int | None = None  # the feed-forward width per hidden unit where the config says null
+    head_dim: str | None = "head_dim"  # None: the width over the heads
+    per_layer: tuple[str, ...] = ("layer_types",)  # lists of one entry per layer
+
+
+LLAMA_LIKE = DecoderKeys()
+DECODERS = {
+    "gpt2": DecoderKeys(
+        layers="n_layer",
+        width="n_embd",
+        heads="n_head",
+        kv_heads=None,
+        feed_forward="n_inner",
+        feed_forward_ratio=4,
+        head_dim=None,
+    ),
+    "llama": LLAMA_LIKE,
+    "mistral": LLAMA_LIKE,
+    "phi3": DecoderKeys(head_dim=None),
+    "qwen2": LLAMA_LIKE,
+    "qwen3": LLAMA_LIKE,
+}
+
 # Text models that number positions from pad_token_id + 1, so that max_length tokens need that many more.
 POSITIONS_AFTER_PADDING = ("camembert", "mpnet", "roberta", "roberta-prelayernorm", "xlm-roberta")
 # Image models whose position embeddings are made for config.image_size, so that no other size runs.
 FIXED_IMAGE_SIZE = ("beit", "deit", "vit")
-# The token ids a text student reads are the teacher tokenizer's, and so are these.
+# The token ids a text student reads are the teacher tokenizer's, and so are these; a causal language model's
+# also the ids it begins and ends a text with.
 TOKENIZER_KEYS = ("vocab_size", "pad_token_id", "sep_token_id")
+LM_TOKENIZER_KEYS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 LABEL_KEYS = ("num_labels", "id2label", "label2id")
 # Fields of the spec rather than the model that a student's config may set: they leave the config.
 SPEC_KEYS = ("max_length", "image_mean", "image_std")
@@ -103,6 +149,8 @@ def derive_hf_spec(teacher: HFSpec, depth: float, width: float) -> HFSpec:
         changes = _derive_staged(config, STAGED[model_type], depth, width)
     elif model_type in CHANNEL_MULTIPLIERS:
         changes = _derive_multiplier(config, CHANNEL_MULTIPLIERS[model_type], model_type, depth, width)
+    elif model_type in DECODERS:
+        changes = _derive_decoder(config, DECODERS[model_type], depth, width)
     else:
         raise JobFailed(
             "derive_unsupported",
@@ -128,6 +176,49 @@ def _derive_encoder(config: dict, keys: EncoderKeys, depth: float, width: float)
         if isinstance(config.get(key), list) and len(config[key]) == layers:
             changes[key] = [config[key][index] for index in kept]
     return changes
+
+
+def _derive_decoder(config: dict, keys: DecoderKeys, depth: float, width: float) -> dict:
+    layers = _size(config, keys.layers)
+    changes = {keys.layers: scaled(layers, depth)} | _decoder_width(config, keys, width)
+    kept = spread_selection(layers, changes[keys.layers])
+    for key in keys.per_layer:
+        if isinstance(config.get(key), list) and len(config[key]) == layers:
+            changes[key] = [config[key][index] for index in kept]
+    return changes
+
+
+def _decoder_width(config: dict, keys: DecoderKeys, width: float) -> dict:
+    """Fewer key-value heads, each with its group of query heads; heads as wide; a narrower feed-forward
+    and hidden size (the heads' where the model ties them)."""
+    hidden, heads = _size(config, keys.width), _size(config, keys.heads)
+    kv_heads = _size(config, keys.kv_heads) if keys.kv_heads and config.get(keys.kv_heads) else heads
+    head_dim = (
+        _size(config, keys.head_dim) if keys.head_dim and config.get(keys.head_dim) else hidden // heads
+    )
+    if heads % kv_heads:
+        raise JobFailed(
+            "derive_unsupported",
+            f"the teacher's {heads} query heads ({keys.heads}) are no whole groups of its {kv_heads} "
+            f"key-value heads ({keys.kv_heads}), which no {config['model_type']} has: check its config.json.",
+            DERIVE_FIELD,
+        )
+    student_kv_heads = scaled(kv_heads, width)
+    student_heads = student_kv_heads * (heads // kv_heads)
+    feed_forward = config.get(keys.feed_forward)
+    if feed_forward is None and keys.feed_forward_ratio is not None:
+        feed_forward = keys.feed_forward_ratio * hidden
+    changes: dict[str, Any] = {
+        keys.heads: student_heads,
+        keys.feed_forward: scaled(
+            _size(config | {keys.feed_forward: feed_forward}, keys.feed_forward), width
+        ),
+    }
+    if keys.kv_heads is not None:
+        changes[keys.kv_heads] = student_kv_heads
+    if keys.head_dim is None:
+        return changes | {keys.width: student_heads * head_dim}
+    return changes | {keys.width: scaled(hidden, width), keys.head_dim: head_dim}
 
 
 def _derive_staged(config: dict, keys: StageKeys, depth: float, width: float) -> dict:
@@ -203,17 +294,23 @@ def student_from_config(teacher: HFSpec, config: dict) -> HFSpec:
 
     Its labels are always the teacher's. It reads the teacher's inputs: where the config does not say
     otherwise, a text student takes the teacher tokenizer's `vocab_size`, `pad_token_id` and `sep_token_id`
-    and the teacher's `max_length`; an image student the teacher's `input_shape` (`num_channels` and
-    `image_size` in its config), `image_mean` and `image_std`. The config's `max_length`, `image_mean` and
-    `image_std` are the spec's fields. Check the result with `pairing_problems`.
+    and the teacher's `max_length`, a causal language model the teacher tokenizer's `vocab_size`,
+    `bos_token_id`, `eos_token_id` and `pad_token_id` and the teacher's `max_length`; an image student the
+    teacher's `input_shape` (`num_channels` and `image_size` in its config), `image_mean` and `image_std`.
+    The config's `max_length`, `image_mean` and `image_std` are the spec's fields. Check the result with
+    `pairing_problems`.
     Raises ValueError for a config that is no model the service builds or of another task than the teacher.
     """
     task = check_hf_config(config)
     if task != teacher.task:
         raise ValueError(_task_problem(teacher, config["model_type"], task))
     student = {key: value for key, value in config.items() if key not in (*LABEL_KEYS, *SPEC_KEYS)}
+    fields = {key: config[key] for key in SPEC_KEYS if key in config}
+    if teacher.task == "causal-lm":  # whose classes are its vocabulary
+        inherited = {key: teacher.config[key] for key in LM_TOKENIZER_KEYS if key in teacher.config}
+        return _with_config(teacher, inherited | student, **fields, num_classes=None)
     student |= {key: teacher.config[key] for key in LABEL_KEYS if key in teacher.config}
-    fields = {key: config[key] for key in SPEC_KEYS if key in config} | {"num_classes": teacher.num_classes}
+    fields["num_classes"] = teacher.num_classes
     if teacher.task == "text":
         inherited = {key: teacher.config[key] for key in TOKENIZER_KEYS if key in teacher.config}
     else:
@@ -238,6 +335,8 @@ def pairing_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
     would work; empty when they pair."""
     if student.task != teacher.task:
         return [_task_problem(teacher, student.model_type, student.task)]
+    if teacher.task == "causal-lm":
+        return _vocabulary_problems(teacher, student) + _length_problems(teacher, student)
     problems = []
     if student.num_classes != teacher.num_classes:
         problems.append(
@@ -251,12 +350,31 @@ def pairing_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
     return problems
 
 
+TASKS_IN_WORDS = {
+    "text": "a text classifier",
+    "image": "an image classifier",
+    "causal-lm": "a causal language model",
+}
+
+
 def _task_problem(teacher: HFSpec, student_type: str, student_task: HFTask) -> str:
     return (
-        f"the teacher ({teacher.model_type}) reads {teacher.task} and the student ({student_type}) "
-        f"{student_task}: they must read the same inputs, so choose a {teacher.task} model_type for the "
-        "student."
+        f"the teacher ({teacher.model_type}) is {TASKS_IN_WORDS[teacher.task]} and the student "
+        f"({student_type}) {TASKS_IN_WORDS[student_task]}: a student learns its teacher's outputs on the "
+        f"same inputs, so choose a model_type of {TASKS_IN_WORDS[teacher.task]} for the student."
     )
+
+
+def _vocabulary_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
+    """A causal language model learns the teacher's next-token distribution over the same token ids."""
+    if student.num_classes == teacher.num_classes:
+        return []
+    return [
+        f"the teacher's vocabulary has {teacher.num_classes:,} tokens and the student's "
+        f"{student.num_classes:,}: a student learns the teacher's next-token distribution over the same "
+        f"token ids, so it must share the teacher's tokenizer: give it vocab_size {teacher.num_classes} (or "
+        "leave vocab_size out)."
+    ]
 
 
 def _text_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
@@ -269,18 +387,25 @@ def _text_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
             "(or more)."
         )
     # Padding and separator ids need no check: the engine gives every text model the tokenizer's.
+    return problems + _length_problems(teacher, student)
+
+
+def _length_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
+    """Both read the same token ids, as many as the student's `max_length`."""
+    problems = []
     if student.max_length > teacher.max_length:
         problems.append(
             f"the student reads {student.max_length} tokens and the teacher places at most "
             f"{teacher.max_length}: both read the same token ids, so give dataset.max_length "
             f"{teacher.max_length} or less."
         )
-    positions, needed = student.config.get("max_position_embeddings"), positions_needed(student)
+    positions, needed = position_embeddings(student.config), positions_needed(student)
     if _known(positions) and positions < needed:
+        key = "n_positions" if "n_positions" in student.config else "max_position_embeddings"
         problems.append(
-            f"the student ({student.model_type}) has {positions} max_position_embeddings and its "
-            f"max_length {student.max_length} needs {needed}: give the student max_position_embeddings "
-            f"{needed}, or a smaller dataset.max_length."
+            f"the student ({student.model_type}) has {positions} {key} and its max_length "
+            f"{student.max_length} needs {needed}: give the student {key} {needed}, or a smaller "
+            "dataset.max_length."
         )
     return problems
 

@@ -1,6 +1,7 @@
 """What a `transformers` model reads, from the files of its `save_pretrained` folder: how many tokens it can
-place (text), the image size and normalisation it was trained with (images). Torch-free: the API makes an
-`hf` teacher's spec from what the upload check read, before any worker loads the model."""
+place (text, causal language models), the image size and normalisation it was trained with (images).
+Torch-free: the API makes an `hf` teacher's spec from what the upload check read, before any worker loads
+the model."""
 
 from typing import Any
 
@@ -22,21 +23,28 @@ def folder_spec(
     preprocessor: dict[str, Any] | None = None,
     tokenizer_config: dict[str, Any] | None = None,
 ) -> HFSpec:
-    """The spec of the model a `save_pretrained` folder holds: its config, and for text the most tokens it
-    reads (its `max_length`), for images the inputs its preprocessor makes."""
+    """The spec of the model a `save_pretrained` folder holds: its config, and for text and causal language
+    models the most tokens it reads (its `max_length`), for images the inputs its preprocessor makes. A
+    classifier's classes are its labels, a causal language model's its vocabulary (`vocab_size`)."""
     task = check_hf_config(config)
-    num_classes = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-    if task == "text":
-        inputs = {"max_length": token_capacity(config, tokenizer_config)}
-    else:
+    if task == "image":
         inputs = image_inputs(config, preprocessor or {})
-    return HFSpec(config=config, num_classes=num_classes, parameters=parameters, **inputs)
+    else:
+        inputs = {"max_length": token_capacity(config, tokenizer_config)}
+    if task != "causal-lm":
+        inputs["num_classes"] = len(config.get("id2label") or {}) or config.get("num_labels", 2)
+    return HFSpec(config=config, parameters=parameters, **inputs)
+
+
+def position_embeddings(config: dict[str, Any]) -> int | None:
+    """The positions the model embeds, as its config gives them (GPT-2 calls them `n_positions`)."""
+    return config.get("max_position_embeddings", config.get("n_positions"))
 
 
 def token_capacity(config: dict[str, Any], tokenizer_config: dict[str, Any] | None = None) -> int:
     """The most tokens the model places: its position embeddings (less RoBERTa's offset), or what its
     tokenizer says where that is less."""
-    capacity = config.get("max_position_embeddings", 512)
+    capacity = position_embeddings(config) or 512
     if config["model_type"] in POSITIONS_AFTER_PADDING:
         capacity -= config.get("pad_token_id", 1) + 1
     tokenizer_limit = (tokenizer_config or {}).get("model_max_length")

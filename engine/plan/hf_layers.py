@@ -31,6 +31,7 @@ class HFLayers:
 _BERT = HFLayers("encoder.layer", "attention.self")
 _VIT = HFLayers("layers", "attention")
 _STAGES = HFLayers("encoder.stages")
+_DECODER = HFLayers("layers", final_norm="norm")  # hidden states only: no TinyBERT between LMs
 # Model types whose layers are separate modules that hooks reach. Left out: ALBERT (one layer run again and
 # again), and models that number their hidden states otherwise (MobileNet, EfficientNet, MobileViT).
 HF_LAYERS = {
@@ -58,6 +59,12 @@ HF_LAYERS = {
     "regnet": _STAGES,
     "resnet": _STAGES,
     "swin": HFLayers("encoder.layers"),
+    "gpt2": HFLayers("h", final_norm="ln_f"),
+    "llama": _DECODER,
+    "mistral": _DECODER,
+    "phi3": _DECODER,
+    "qwen2": _DECODER,
+    "qwen3": _DECODER,
 }
 # Text encoders whose embeddings, layers and attention probabilities TinyBERT reads.
 TINYBERT_MODEL_TYPES = tuple(

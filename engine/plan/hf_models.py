@@ -2,15 +2,16 @@
 
 Torch-free (and transformers-free): the API checks an uploaded folder's config and a requested student's
 with these rules before any worker builds one. A `model_type` names a family of `transformers`; its task is
-the head the service builds on it: `text` (`AutoModelForSequenceClassification`, token ids in) or `image`
-(`AutoModelForImageClassification`, pixels in). The server's `DISTILL_HF_MODEL_TYPES` narrows the table.
+the head the service builds on it: `text` (`AutoModelForSequenceClassification`, token ids in), `image`
+(`AutoModelForImageClassification`, pixels in) or `causal-lm` (`AutoModelForCausalLM`, token ids in, the
+next token's logits at every position out). The server's `DISTILL_HF_MODEL_TYPES` narrows the table.
 """
 
 import json
 import math
 from typing import Literal
 
-HFTask = Literal["text", "image"]
+HFTask = Literal["text", "image", "causal-lm"]
 PRETRAINED_ARTIFACT = "student.hf.zip"  # a transformers student's save_pretrained folder, zipped
 
 TEXT_MODEL_TYPES = (
@@ -46,9 +47,15 @@ IMAGE_MODEL_TYPES = (
     "swin",
     "vit",
 )
-HF_TASKS: dict[str, HFTask] = dict.fromkeys(TEXT_MODEL_TYPES, "text") | dict.fromkeys(
-    IMAGE_MODEL_TYPES, "image"
+# Decoders whose logits are their LM head's linear map of the final hidden states, nothing after it (no
+# soft-capping or scaling): the token-level losses compute them from those a chunk at a time.
+CAUSAL_LM_MODEL_TYPES = ("gpt2", "llama", "mistral", "phi3", "qwen2", "qwen3")
+HF_TASKS: dict[str, HFTask] = (
+    dict.fromkeys(TEXT_MODEL_TYPES, "text")
+    | dict.fromkeys(IMAGE_MODEL_TYPES, "image")
+    | dict.fromkeys(CAUSAL_LM_MODEL_TYPES, "causal-lm")
 )
+SERVED = "text and image classifiers and causal language models"  # what HF_TASKS holds, in words
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # ImageNet-21k's 21,843 labels take some 600 KB of id2label
 # Config fields that size a model (layers, widths, heads, positions, vocabulary). One above this is no model
@@ -56,7 +63,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024  # ImageNet-21k's 21,843 labels take some 600
 MAX_CONFIG_SIZE = 1_000_000
 # Layers in all (a list such as ResNet's `depths` counts its sum): each is a module built and counted at
 # submission, and a 900,000-layer config would take minutes and gigabytes before any bound could say no.
-LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers", "depths", "encoder_layers")
+LAYER_KEYS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers", "depths", "encoder_layers")
 MAX_LAYERS = 512
 # Keys that would make transformers import code shipped with the model: never followed here.
 REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
@@ -76,8 +83,8 @@ def check_hf_config(config: object, allowed: tuple[str, ...] | None = None) -> H
     permitted = HF_TASKS if allowed is None else [name for name in allowed if name in HF_TASKS]
     if not isinstance(model_type, str) or model_type not in permitted:
         raise HFConfigRejected(
-            f"model_type {model_type!r} is not one this server builds; it takes the text and image "
-            f"classifiers of transformers: {', '.join(sorted(permitted))}"
+            f"model_type {model_type!r} is not one this server builds; it takes the {SERVED} of "
+            f"transformers: {', '.join(sorted(permitted))}"
         )
     remote = [key for key in REMOTE_CODE_KEYS if key in config]
     if remote:

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.plan.hf_models import HFConfigRejected, HFTask, check_hf_config
+from engine.plan.hf_models import MAX_CONFIG_SIZE, HFConfigRejected, HFTask, check_hf_config
 
 
 class Spec(BaseModel):
@@ -34,6 +34,7 @@ LossWeight = Annotated[float, Field(ge=0.0, le=1000.0)]
 LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
 SoftLoss = Literal["kl", "ce", "mse", "dkd", "dist"]
 STANDARDIZABLE_SOFT_LOSSES = ("kl", "ce", "dkd")  # the KL-based losses that Sun et al. 2024 standardise
+MAX_LABELS = 100_000  # a classifier's (a causal language model's classes, its vocabulary, may be more)
 
 
 def _family_required(schema: dict) -> None:
@@ -102,14 +103,17 @@ class TransformerSpec(ModelSpec):
 
 
 class HFSpec(ModelSpec):
-    """A classifier of the `transformers` library, built from its config: `model_type` and the fields of
-    its `config.json` (those left out take transformers' defaults).
+    """A classifier or a causal language model of the `transformers` library, built from its config:
+    `model_type` and the fields of its `config.json` (those left out take transformers' defaults).
 
     A text `model_type` (`bert`, `roberta`, `distilbert`, ...) is an `AutoModelForSequenceClassification`
     over token ids `[N, max_length]` (the tokenizer's padding id where there is no token); an image one
     (`vit`, `resnet`, `mobilenet_v2`, ...) an `AutoModelForImageClassification` over images `[C, H, W]` with
     values in [0, 1], which it normalises with its own `image_mean` and `image_std`. Its labels
-    (`num_labels`, `id2label`, `label2id`) are the teacher's.
+    (`num_labels`, `id2label`, `label2id`) are the teacher's. A causal language model (`llama`, `qwen2`,
+    `gpt2`, ...) is an `AutoModelForCausalLM` over token ids `[N, max_length]`, whose classes are its
+    vocabulary: the next token's logits at every position range over the config's `vocab_size` ids, the
+    teacher tokenizer's.
     """
 
     family: Literal["hf"] = "hf"
@@ -117,9 +121,18 @@ class HFSpec(ModelSpec):
         description="The model's config as `config.json` holds it, `model_type` included; "
         "`trust_remote_code` is never used, so `auto_map` is refused."
     )
-    num_classes: int = Field(ge=2, le=100_000, description="The head's labels: the config's `num_labels`.")
+    num_classes: int | None = Field(
+        default=None,
+        ge=2,
+        le=MAX_CONFIG_SIZE,
+        description=f"A classifier's labels (required, at most {MAX_LABELS:,}): the config's `num_labels`. "
+        "A causal language model's vocabulary: its config's `vocab_size`, which it defaults to.",
+    )
     max_length: int | None = Field(
-        default=None, ge=1, le=8192, description="Text: the token ids per sample; longer text is truncated."
+        default=None,
+        ge=1,
+        le=8192,
+        description="Text and causal language models: the token ids per sample; longer text is truncated.",
     )
     input_shape: list[PositiveInt] | None = Field(
         default=None, min_length=3, max_length=3, description="Images: [channels, height, width]."
@@ -156,9 +169,35 @@ class HFSpec(ModelSpec):
 
     @model_validator(mode="after")
     def _inputs_of_its_task(self) -> Self:
-        needed = "max_length" if self.task == "text" else "input_shape"
+        needed = "input_shape" if self.task == "image" else "max_length"
         if getattr(self, needed) is None:
             raise ValueError(f"a {self.task} model ({self.model_type}) needs {needed}")
+        return self
+
+    @model_validator(mode="after")
+    def _outputs_of_its_task(self) -> Self:
+        if self.task == "causal-lm":
+            return self._vocabulary_as_classes()
+        if self.num_classes is None or self.num_classes > MAX_LABELS:
+            raise ValueError(
+                f"a {self.task} classifier ({self.model_type}) needs num_classes, its labels: 2 to "
+                f"{MAX_LABELS:,}"
+            )
+        return self
+
+    def _vocabulary_as_classes(self) -> Self:
+        vocab = self.config.get("vocab_size")
+        if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
+            raise ValueError(
+                f"a causal language model ({self.model_type}) needs vocab_size in its config: the token ids "
+                "its tokenizer gives, whose next-token logits it outputs"
+            )
+        if self.num_classes not in (None, vocab):
+            raise ValueError(
+                f"a causal language model's classes are its vocabulary: num_classes {self.num_classes} is "
+                f"not its config's vocab_size {vocab}; leave num_classes out"
+            )
+        self.num_classes = vocab
         return self
 
 
@@ -166,8 +205,9 @@ ArchitectureSpec = Annotated[MLPSpec | CNNSpec | TransformerSpec | HFSpec, Field
 
 
 def reads_token_ids(spec: ArchitectureSpec) -> bool:
-    """Whether the model reads token ids (a transformer, a transformers text model) rather than features."""
-    return spec.family == "transformer" or (spec.family == "hf" and spec.task == "text")
+    """Whether the model reads token ids (a transformer, a transformers text model or causal language model)
+    rather than features."""
+    return spec.family == "transformer" or (spec.family == "hf" and spec.task != "image")
 
 
 def vocabulary_size(spec: TransformerSpec | HFSpec) -> int | None:

@@ -20,6 +20,7 @@ from tests.hf_archives import (
     in_folder,
     tar_archive,
     tiny_bert,
+    tiny_lm,
     tiny_vit,
     zip_archive,
 )
@@ -70,6 +71,24 @@ def test_a_saved_image_classifier_in_a_folder(client):
         False,
         True,
     )
+
+
+def test_a_saved_causal_language_model_is_an_hf_teacher(client, resources):
+    files, parameters = tiny_lm(tied=True)
+    body = upload_ok(client, zip_archive(in_folder(files, "lm")), "teacher", "llama.zip")
+    assert body["model"] == {
+        "model_type": "llama",
+        "task": "causal-lm",
+        "parameters": parameters,
+        "num_labels": 0,
+        "labels": [],
+        "tokenizer": True,
+        "preprocessor": False,
+    }
+    with resources.database.sessions() as session:
+        details = session.scalar(select(File.details).where(File.id == body["id"]))
+    assert details["generation_config"] == json.loads(files["generation_config.json"])
+    assert "chat_template.jinja" in details["tokenizer_files"]
 
 
 def test_many_labels_list_the_first_hundred(client):

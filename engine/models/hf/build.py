@@ -4,37 +4,45 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
 )
 
-from engine.models.hf.wrappers import HFImageClassifier, HFTextClassifier
+from engine.models.hf.wrappers import HFCausalLM, HFImageClassifier, HFTextClassifier
 from engine.plan.specs import HFSpec
 
-AUTO_CLASSES = {"text": AutoModelForSequenceClassification, "image": AutoModelForImageClassification}
+AUTO_CLASSES = {
+    "text": AutoModelForSequenceClassification,
+    "image": AutoModelForImageClassification,
+    "causal-lm": AutoModelForCausalLM,
+}
 # Without a mean and std in the spec, images go in as they are, in [0, 1].
 NO_NORMALISATION = ([0.0], [1.0])
 
 
 def hf_config(spec: HFSpec) -> PretrainedConfig:
-    """The `transformers` config of the spec's model, with the spec's labels (`num_labels`, and the
-    config's `id2label` and `label2id` where it names them)."""
+    """The `transformers` config of the spec's model, with a classifier's labels (`num_labels`, and the
+    config's `id2label` and `label2id` where it names them); a causal language model's as it is."""
     fields = {key: value for key, value in spec.config.items() if key not in ("model_type", "num_labels")}
+    # transformers picks the head of a model type with several (DeiT's) by `architectures`, and fails on null.
+    fields["architectures"] = fields.get("architectures") or []
+    if spec.task == "causal-lm":
+        return AutoConfig.for_model(spec.model_type, **fields)
     labels = fields.get("id2label")
     if labels is not None and len(labels) != spec.num_classes:
         raise ValueError(
             f"the config names {len(labels)} labels (id2label) but the spec has num_classes "
             f"{spec.num_classes}: make them agree"
         )
-    # transformers picks the head of a model type with several (DeiT's) by `architectures`, and fails on null.
-    fields["architectures"] = fields.get("architectures") or []
     return AutoConfig.for_model(spec.model_type, num_labels=spec.num_classes, **fields)
 
 
 def build_hf_model(spec: HFSpec, attn_implementation: str | None = None) -> nn.Module:
-    """The spec's classifier at random initialisation (from torch's random state), wrapped, float32.
+    """The spec's model at random initialisation (from torch's random state), wrapped, float32. Never with
+    code shipped with a model: `from_config` builds transformers' own classes.
 
     `attn_implementation`: transformers' choice by default (`sdpa` where the model has it); `eager`
     where the attention probabilities must exist as tensors (TinyBERT)."""
@@ -46,7 +54,10 @@ def build_hf_model(spec: HFSpec, attn_implementation: str | None = None) -> nn.M
 
 def wrap(model: PreTrainedModel, spec: HFSpec) -> nn.Module:
     """The model taking the engine's inputs: token ids padded with the spec's `pad_token_id` (its
-    `sep_token_id` marks pairs), or images in [0, 1] normalised with its `image_mean` and `image_std`."""
+    `sep_token_id` marks pairs), images in [0, 1] normalised with its `image_mean` and `image_std`, or a
+    causal language model's token ids and attention mask."""
+    if spec.task == "causal-lm":
+        return HFCausalLM(model)
     if spec.task == "text":
         config = model.config
         if config.pad_token_id is None:

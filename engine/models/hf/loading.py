@@ -1,4 +1,5 @@
-"""A `transformers` classifier loaded from a `save_pretrained` folder (an `hf` teacher, unpacked)."""
+"""A `transformers` classifier or causal language model loaded from a `save_pretrained` folder (an `hf`
+teacher, unpacked)."""
 
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def load_hf_model(folder: Path, spec: HFSpec, attn_implementation: str | None = 
     the spec; only safetensors weights are read (never a pickle), and no code shipped with the model runs.
     Every tensor the model has must be in the weights with its shape: a checkpoint without the classifier
     (a base model, not fine-tuned) or of another size is refused (`teacher_load_failed`). Weights the model
-    does not use (a pretraining head) are ignored.
+    does not use (a pretraining head) are ignored; a causal language model whose LM head is its token
+    embeddings (`tie_word_embeddings`) needs no `lm_head.weight`.
     """
     try:
         with no_progress_bars():
@@ -46,8 +48,18 @@ def load_hf_model(folder: Path, spec: HFSpec, attn_implementation: str | None = 
     if problems:
         raise JobFailed(
             "teacher_load_failed",
-            f"the hf teacher's model.safetensors does not match its config.json ({spec.model_type}, "
-            f"{spec.num_classes} labels): {capped_list(problems)}. Upload the folder save_pretrained wrote "
-            "for the fine-tuned classifier, whose config describes those weights.",
+            f"the hf teacher's model.safetensors does not match its config.json ({_described(spec)}): "
+            f"{capped_list(problems)}. Upload the folder save_pretrained wrote for the {_kind(spec)}, whose "
+            "config describes those weights.",
         )
     return wrap(model, spec).eval()
+
+
+def _described(spec: HFSpec) -> str:
+    if spec.task == "causal-lm":
+        return f"{spec.model_type}, a vocabulary of {spec.num_classes:,}"
+    return f"{spec.model_type}, {spec.num_classes} labels"
+
+
+def _kind(spec: HFSpec) -> str:
+    return "language model" if spec.task == "causal-lm" else "fine-tuned classifier"

@@ -1,6 +1,10 @@
 """What a `transformers` model of an `HFSpec` costs, measured on the meta device (shapes, no memory): its
 parameters, exactly, and the floats one sample's training forward pass keeps for the backward pass.
 
+A causal language model's pass is the wrapper's (`HFCausalLM`): token ids to final hidden states, without
+the `[max_length, vocab]` logits, which the token-level losses form a chunk of tokens at a time (their
+memory is bounded by the chunk, `engine.losses.token_level.CHUNK_LOGITS`, not by the sequence).
+
 The API, which never imports torch, runs this as `python -m engine.models.hf.sizing` with a JSON list of
 HFSpecs on stdin (and a timeout); for each it prints `{"parameters": .., "activation_floats": ..}`, or
 `{"error": ..}` with the reason for a config that does not build or would be too large to build at all.
@@ -26,9 +30,11 @@ MAX_PARAMETERS = 10**11
 PROBE_BATCH = 2
 # Config keys that count layers and that give widths, for the estimate checked before building. A channel
 # multiplier scales a base width: MobileNet's and EfficientNet's last convolution has 1280 channels.
-LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers", "depths")
+LAYER_KEYS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers", "depths")
 WIDTH_KEYS = (
     "hidden_size",
+    "n_embd",
+    "n_inner",
     "dim",
     "embed_dim",
     "embedding_size",
@@ -85,7 +91,10 @@ def rough_parameters(config: dict) -> float:
     patches = (
         max(_numbers(config.get("image_size")) or [0]) / max(_numbers(config.get("patch_size")) or [1])
     ) ** 2
-    tokens = sum(max(_numbers(config.get(key)) or [0]) for key in ("vocab_size", "max_position_embeddings"))
+    tokens = sum(
+        max(_numbers(config.get(key)) or [0])
+        for key in ("vocab_size", "max_position_embeddings", "n_positions")
+    )
     return 12 * layers * width**2 + (tokens + patches) * width
 
 
@@ -95,9 +104,9 @@ def _numbers(value: object) -> list[float]:
 
 
 def _probe(spec: HFSpec) -> Tensor:
-    if spec.task == "text":
-        return torch.zeros((PROBE_BATCH, spec.max_length), dtype=torch.long, device="meta")
-    return torch.zeros((PROBE_BATCH, *spec.input_shape), device="meta")
+    if spec.task == "image":
+        return torch.zeros((PROBE_BATCH, *spec.input_shape), device="meta")
+    return torch.zeros((PROBE_BATCH, spec.max_length), dtype=torch.long, device="meta")
 
 
 def _saved_floats(model: nn.Module, probe: Tensor) -> int:

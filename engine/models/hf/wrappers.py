@@ -1,8 +1,10 @@
-"""A `transformers` classifier as the engine calls every model: one tensor in, logits out.
+"""A `transformers` model as the engine calls it: a classifier as every model, one tensor in, logits out; a
+causal language model token ids in, its final hidden states out, whose logits the token-level losses take
+from its LM head a chunk of tokens at a time.
 
 The `transformers` model is the wrapper's `.model`, so its layers keep their names under `model.`
-(`model.bert.encoder.layer.1`) for forward hooks, checkpoints and `save_pretrained`. Forward passes have no
-data-dependent control flow, so both wrappers export with torch.export (and from there to ONNX).
+(`model.bert.encoder.layer.1`) for forward hooks, checkpoints and `save_pretrained`. The classifiers'
+forward passes have no data-dependent control flow, so both export with torch.export (and from there to ONNX).
 """
 
 from collections.abc import Sequence
@@ -58,3 +60,28 @@ class HFImageClassifier(nn.Module):
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.model(pixel_values=(pixels - self.mean) / self.std).logits
+
+
+class HFCausalLM(nn.Module):
+    """token ids [N, L] (int64) and an attention mask [N, L] (1 where a token is, 0 at padding; default: all
+    tokens) -> the final hidden states [N, L, hidden], through the model's final norm.
+
+    The next token's logits at each position are `lm_head()`'s linear map of them (nothing follows it in the
+    model types served, `hf_models.CAUSAL_LM_MODEL_TYPES`). The wrapper never forms them: `[N, L, vocab]`
+    logits outweigh every other activation of a small model, so the loss computes them a chunk of tokens at a
+    time. The head may be the token embeddings themselves (tied embeddings)."""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        # Always a mask: without one, a model with a padding id looks into the ids for it (on the meta device
+        # while sizing, where no tensor has values).
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        outputs = self.model.base_model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+        return outputs.last_hidden_state
+
+    def lm_head(self) -> nn.Linear:
+        """The output projection: logits = hidden states @ weight.T (+ bias)."""
+        return self.model.get_output_embeddings()

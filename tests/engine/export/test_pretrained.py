@@ -1,23 +1,32 @@
 """The student as a `save_pretrained` folder: transformers loads it with no code of ours, its pipelines give
 the wrapper's probabilities (text with the teacher's tokenizer, pairs included; images resized, scaled and
-normalised as the student was trained), and the folder zips whole."""
+normalised as the student was trained) or, for a language model, its greedy continuation (with the teacher's
+tokenizer, chat template and generation config), and the folder zips whole."""
 
+import json
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertTokenizer,
+    GenerationConfig,
     pipeline,
 )
 
 from engine.export.pretrained import archive_folder, save_pretrained_folder
-from engine.models.registry import build_model
+from engine.models.registry import build_model, count_parameters
+from engine.plan.hf_design import derive_hf_spec
+from engine.plan.hf_inputs import folder_spec
 from tests.engine.hf_factories import BERT_SEP, FIRST_WORD, VOCAB, tiny_spec
+from tests.lm_model_factories import BOS, CHAT_TEMPLATE, EOS, PAD, lm_folder
 
 LABELS = {"id2label": {"0": "sad", "1": "calm", "2": "glad"}, "label2id": {"sad": 0, "calm": 1, "glad": 2}}
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -75,6 +84,32 @@ def test_an_image_student_runs_in_transformers_pipeline(tmp_path):
         expected = model(pixels).softmax(dim=1)[0]
     classify = pipeline("image-classification", model=str(folder), top_k=None)
     assert scores(classify(image)) == pytest.approx(labelled(expected), abs=1e-5)
+
+
+def test_a_language_model_student_generates_in_transformers_pipeline(tmp_path):
+    generation = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, max_new_tokens=5)
+    teacher_folder = lm_folder(tmp_path / "teacher", "llama", tied=True, generation=generation)
+    teacher = folder_spec(json.loads((teacher_folder / "config.json").read_text()))
+    model, folder = saved(derive_hf_spec(teacher, depth=0.5, width=0.5), tmp_path / "student", teacher_folder)
+    loaded, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer("the cat sat", return_tensors="pt").input_ids
+    continuation = []
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model.lm_head()(model(ids)))
+        for _token in range(5):  # greedy, as far as the generation config's max_new_tokens or </s>
+            continuation.append(int(model.lm_head()(model(ids))[0, -1].argmax()))
+            if continuation[-1] == EOS:
+                break
+            ids = torch.cat([ids, torch.tensor([continuation[-1:]])], dim=1)
+    generate = pipeline("text-generation", model=str(folder))
+    (generated,) = generate("the cat sat", do_sample=False)
+    assert generated["generated_text"] == "the cat sat" + tokenizer.decode(
+        continuation, skip_special_tokens=True
+    )
+    assert json.loads((folder / "generation_config.json").read_text())["max_new_tokens"] == 5  # the teacher's
+    assert tokenizer.chat_template == CHAT_TEMPLATE and tokenizer.model_max_length == teacher.max_length
+    with safe_open(folder / "model.safetensors", "pt") as weights:  # the student's alone
+        assert sum(weights.get_tensor(name).numel() for name in weights.keys()) == count_parameters(model)
 
 
 def test_a_text_student_needs_its_teachers_tokenizer(tmp_path):

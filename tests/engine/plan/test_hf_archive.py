@@ -26,6 +26,7 @@ from tests.hf_archives import (
     in_folder,
     tar_archive,
     tiny_bert,
+    tiny_lm,
     tiny_vit,
     zip_archive,
 )
@@ -89,6 +90,26 @@ def test_an_image_model_with_its_preprocessor():
     model = inspect(tar_archive(in_folder(files, "vit"), gz=True))
     assert (model.model_type, model.task, model.parameters) == ("vit", "image", parameters)
     assert model.preprocessor == json.loads(files["preprocessor_config.json"])
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["own head", "tied embeddings"])
+def test_a_causal_language_model_is_read_with_its_chat_template_and_generation_config(tied, tmp_path):
+    files, parameters = tiny_lm(tied)
+    assert (b"lm_head.weight" in files["model.safetensors"]) != tied
+    content = tar_archive(in_folder({**files, "README.md": b"# an LM"}, "lm"), gz=True)
+    model = inspect(content)
+    assert (model.model_type, model.task, model.labels, model.parameters) == (
+        "llama",
+        "causal-lm",
+        [],
+        parameters,
+    )
+    assert model.tokenizer_files == ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]
+    assert model.generation_config == json.loads(files["generation_config.json"])
+    assert model.generation_config["top_k"] == 20 and model.skipped == ["lm/README.md"]
+    folder, unpacked = unpack(content, tmp_path)
+    assert unpacked == model
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == files
 
 
 def test_tokenizer_files_are_kept_and_everything_else_skipped():

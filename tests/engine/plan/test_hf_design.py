@@ -121,8 +121,8 @@ def test_an_image_student_config_takes_the_teachers_images_unless_it_says_otherw
 def test_what_cannot_pair_is_said_with_what_would_work():
     text = tiny_spec("bert")
     (problem,) = pairing_problems(text, tiny_spec("vit"))
-    assert "the teacher (bert) reads text and the student (vit) image" in problem
-    with pytest.raises(ValueError, match="choose a text model_type for the student"):
+    assert "the teacher (bert) is a text classifier and the student (vit) an image classifier" in problem
+    with pytest.raises(ValueError, match="choose a model_type of a text classifier for the student"):
         student_from_config(text, {"model_type": "resnet"})
     small_vocab = student_from_config(text, {"model_type": "bert", "vocab_size": 50})
     assert pairing_problems(text, small_vocab) == [

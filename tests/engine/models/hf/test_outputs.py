@@ -8,13 +8,18 @@ from engine.models.hf.build import build_hf_model
 from engine.models.hooks import LayerTaps
 from engine.plan.errors import JobFailed
 from engine.plan.hf_layers import HF_LAYERS
+from engine.plan.hf_models import HF_TASKS
 from tests.engine.hf_factories import tiny_inputs, tiny_spec
+from tests.lm_model_factories import lm_spec, lm_token_ids
 
 LAYERS = 4  # the tiny text encoders' and ViTs'; 2 stages in the others
 
 
 def run_both_ways(model_type: str):
-    """The model's numbered outputs tapped by name, and as transformers returns them."""
+    """The model's numbered outputs tapped by name, and as transformers returns them; a language model's
+    logits from its final hidden states."""
+    if HF_TASKS[model_type] == "causal-lm":
+        return _run_language_model_both_ways(model_type)
     spec = tiny_spec(model_type)
     torch.manual_seed(0)
     model = build_hf_model(spec, attn_implementation="eager").eval()
@@ -35,6 +40,19 @@ def run_both_ways(model_type: str):
             **inputs, output_hidden_states=True, output_attentions=layout.attention is not None
         )
     return taps, tapped, outputs.logits, outputs.hidden_states, getattr(outputs, "attentions", None) or ()
+
+
+def _run_language_model_both_ways(model_type: str):
+    spec = lm_spec(model_type)
+    torch.manual_seed(0)
+    model = build_hf_model(spec).eval()
+    count = spec.config.get("num_hidden_layers") or spec.config["n_layer"]
+    taps = LayerTaps(model, [f"hidden_states.{index}" for index in range(count + 1)], "teacher")
+    ids = lm_token_ids()
+    with torch.no_grad():
+        tapped = model.lm_head()(model(ids))
+        outputs = model.model(input_ids=ids, output_hidden_states=True)
+    return taps, tapped, outputs.logits, outputs.hidden_states, ()
 
 
 @pytest.mark.parametrize("model_type", sorted(HF_LAYERS))

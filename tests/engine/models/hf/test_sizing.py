@@ -11,6 +11,7 @@ import pytest
 from engine.models.hf.sizing import TooLarge, main, measure
 from engine.models.registry import build_model, count_parameters
 from tests.engine.hf_factories import CONFIGS, tiny_spec
+from tests.lm_model_factories import lm_spec
 
 
 @pytest.mark.parametrize("model_type", list(CONFIGS))
@@ -34,7 +35,7 @@ def test_a_model_too_large_to_build_is_refused_unbuilt():
 
 
 def test_the_api_measures_its_specs_in_a_process_of_their_own():
-    specs = [tiny_spec("vit"), tiny_spec("bert")]
+    specs = [tiny_spec("vit"), tiny_spec("bert"), lm_spec("gpt2")]
     done = subprocess.run(
         [sys.executable, "-m", "engine.models.hf.sizing"],
         input=json.dumps([spec.model_dump(mode="json") for spec in specs]),
