@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.plan.hf_archive import HFArchiveLimits
-from engine.plan.hf_models import HF_TASKS, SERVED
+from engine.plan.hf_models import HF_TASKS
 
 S3_SCHEME = "s3://"
 
@@ -150,10 +150,12 @@ class Settings(BaseSettings):
         "DISTILL_MAX_UPLOAD_BYTES: safetensors weights hardly compress).",
     )
     hf_model_types: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=tuple(HF_TASKS),
+        # A causal LM is read, built and counted, but no job trains one until the language-model training
+        # lands: until then the default takes the classifiers only.
+        default=tuple(name for name, task in HF_TASKS.items() if task != "causal-lm"),
         min_length=1,
         description="The `model_type`s of transformers an `hf` teacher may have, comma-separated "
-        f"(default: all the {SERVED} the service builds).",
+        "(default: every text and image classifier the service builds).",
     )
 
     @field_validator("hf_model_types", mode="before")

@@ -62,13 +62,7 @@ def lm_tokenizer_folder(
 ) -> Path:
     """The tokenizer saved in `directory`: a BOS before each text (`bos`), a padding token (`pad`), a chat
     template (None: none)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
+    tokenizer = byte_level_bpe(CORPUS, vocab_size=BPE_VOCAB, special_tokens=SPECIALS)
     if bos:
         tokenizer.post_processor = processors.TemplateProcessing(
             single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
@@ -84,6 +78,21 @@ def lm_tokenizer_folder(
     directory.mkdir(parents=True, exist_ok=True)
     wrapped.save_pretrained(directory)
     return directory
+
+
+def byte_level_bpe(corpus: list[str], *, vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """Byte-level BPE (GPT-2's kind: every byte has an id, so any text encodes) trained on `corpus`, the
+    special tokens first."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return tokenizer
 
 
 def write_jsonl(path: Path, records: list) -> Path:

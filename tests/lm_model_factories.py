@@ -9,11 +9,11 @@ The tokenizer's ids: <pad> 0, <s> 1, </s> 2, then the 256 bytes and the merges l
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 from engine.models.hf.build import build_hf_model
 from engine.plan.specs import HFSpec
+from tests.lm_factories import byte_level_bpe
 
 LM_VOCAB = 300
 PAD, BOS, EOS = 0, 1, 2
@@ -62,17 +62,8 @@ def lm_spec(model_type: str = "llama", **config) -> HFSpec:
 
 
 def lm_tokenizer(texts: list[str] = TEXTS) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-2's kind: every byte has an id, so any text encodes) with <pad>, <s> and </s>;
-    its chat template renders `role: content` lines."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=LM_VOCAB,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer)
+    """Byte-level BPE with <pad>, <s> and </s>; its chat template renders `role: content` lines."""
+    tokenizer = byte_level_bpe(texts, vocab_size=LM_VOCAB, special_tokens=["<pad>", "<s>", "</s>"])
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )

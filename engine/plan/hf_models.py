@@ -55,7 +55,6 @@ HF_TASKS: dict[str, HFTask] = (
     | dict.fromkeys(IMAGE_MODEL_TYPES, "image")
     | dict.fromkeys(CAUSAL_LM_MODEL_TYPES, "causal-lm")
 )
-SERVED = "text and image classifiers and causal language models"  # what HF_TASKS holds, in words
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # ImageNet-21k's 21,843 labels take some 600 KB of id2label
 # Config fields that size a model (layers, widths, heads, positions, vocabulary). One above this is no model
@@ -83,7 +82,7 @@ def check_hf_config(config: object, allowed: tuple[str, ...] | None = None) -> H
     permitted = HF_TASKS if allowed is None else [name for name in allowed if name in HF_TASKS]
     if not isinstance(model_type, str) or model_type not in permitted:
         raise HFConfigRejected(
-            f"model_type {model_type!r} is not one this server builds; it takes the {SERVED} of "
+            f"model_type {model_type!r} is not one this server takes; it takes these model types of "
             f"transformers: {', '.join(sorted(permitted))}"
         )
     remote = [key for key in REMOTE_CODE_KEYS if key in config]

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from core.models import File
 from engine.plan import archives
+from engine.plan.hf_models import HF_TASKS
 from tests.hf_archives import (
     ARCHIVES,
     HAND_MADE_PARAMETERS,
@@ -31,7 +32,9 @@ HOSTILE = hostile_archives()
 
 @pytest.fixture
 def test_limits(resources, monkeypatch):
-    """The server's archive limits as small as `tests.hf_archives.LIMITS`, and its bomb threshold."""
+    """The server's archive limits as small as `tests.hf_archives.LIMITS`, its bomb threshold, and every
+    model type (the hostile language models' flaws are their own, not their type)."""
+    monkeypatch.setattr(resources.settings, "hf_model_types", tuple(HF_TASKS))
     monkeypatch.setattr(resources.settings, "hf_max_archive_members", LIMITS.max_members)
     monkeypatch.setattr(resources.settings, "hf_max_member_bytes", LIMITS.max_member_bytes)
     monkeypatch.setattr(resources.settings, "hf_max_unpacked_bytes", LIMITS.max_unpacked_bytes)
@@ -73,8 +76,17 @@ def test_a_saved_image_classifier_in_a_folder(client):
     )
 
 
-def test_a_saved_causal_language_model_is_an_hf_teacher(client, resources):
+def test_a_saved_causal_language_model_is_an_hf_teacher_where_the_server_takes_its_type(
+    client, resources, monkeypatch
+):
     files, parameters = tiny_lm(tied=True)
+    refused = client.post(
+        "/v1/files",
+        files={"file": ("llama.zip", zip_archive(in_folder(files, "lm")))},
+        data={"purpose": "teacher"},
+    )
+    assert refused.status_code == 422 and "model_type 'llama' is not one this server takes" in refused.text
+    monkeypatch.setattr(resources.settings, "hf_model_types", (*resources.settings.hf_model_types, "llama"))
     body = upload_ok(client, zip_archive(in_folder(files, "lm")), "teacher", "llama.zip")
     assert body["model"] == {
         "model_type": "llama",
@@ -104,7 +116,7 @@ def test_the_server_narrows_the_model_types(client, resources, monkeypatch, noth
     error = assert_error(
         upload(client, zip_archive(hand_made()), "teacher", "bert.zip"), 422, "file", "invalid_file"
     )
-    assert "model_type 'bert' is not one this server builds" in error["message"]
+    assert "model_type 'bert' is not one this server takes" in error["message"]
 
 
 def test_a_zip_neither_pt2_nor_a_model_says_both(client, nothing_stored):

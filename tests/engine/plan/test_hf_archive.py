@@ -145,7 +145,7 @@ def test_files_at_the_top_win_over_a_folder_beside_them():
 
 
 def test_the_server_narrows_the_model_types():
-    with pytest.raises(HFArchiveRejected, match="'bert' is not one this server builds"):
+    with pytest.raises(HFArchiveRejected, match="'bert' is not one this server takes"):
         inspect(zip_archive(hand_made()), allowed=("vit", "resnet"))
 
 

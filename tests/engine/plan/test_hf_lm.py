@@ -24,7 +24,7 @@ def test_the_causal_language_models_of_the_issue_are_served():
 
 
 def test_an_unknown_model_type_is_refused_saying_what_the_server_takes():
-    with pytest.raises(HFConfigRejected, match="text and image classifiers and causal language models") as no:
+    with pytest.raises(HFConfigRejected, match="it takes these model types of transformers") as no:
         check_hf_config({"model_type": "gpt_neox"})
     assert "gpt2, llama" in str(no.value)
     with pytest.raises(HFConfigRejected, match="it takes .*: llama$"):
