@@ -28,6 +28,7 @@ from distill_client.errors import DistillError
 
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+GENERATION_CONFIG = "generation_config.json"  # a language model's
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -36,6 +37,8 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
     "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
 )
 SENTENCEPIECE_SUFFIX = ".model"  # spiece.model, sentencepiece.bpe.model, tokenizer.model
 STUDENT_FOLDER = "student.hf.zip"  # the job's artifact: the student as a save_pretrained folder
@@ -73,12 +76,15 @@ def archived_model_folder(folder: Path, on_converted: OnConverted | None = None)
 
 
 def _loaded_alongside(folder: Path) -> list[str]:
-    """The tokenizer's files and the preprocessor's config, where the folder has them."""
+    """The tokenizer's files and the preprocessor's or generation config, where the folder has them."""
     return sorted(
         path.name
         for path in folder.iterdir()
         if path.is_file()
-        and (path.name in (*TOKENIZER_FILES, PREPROCESSOR) or path.name.endswith(SENTENCEPIECE_SUFFIX))
+        and (
+            path.name in (*TOKENIZER_FILES, PREPROCESSOR, GENERATION_CONFIG)
+            or path.name.endswith(SENTENCEPIECE_SUFFIX)
+        )
     )
 
 

@@ -56,7 +56,7 @@ def inspected(archive: Path) -> HFFolder:
 
 
 def test_the_names_are_those_the_service_unpacks():
-    for name in ("CONFIG", "PREPROCESSOR", "TOKENIZER_FILES", "SENTENCEPIECE_SUFFIX"):
+    for name in ("CONFIG", "PREPROCESSOR", "GENERATION_CONFIG", "TOKENIZER_FILES", "SENTENCEPIECE_SUFFIX"):
         assert getattr(model_folder, name) == getattr(hf_archive, name), name
     assert (convert.WEIGHTS, convert.WEIGHTS_INDEX) == (hf_archive.WEIGHTS, hf_archive.WEIGHTS_INDEX)
 
