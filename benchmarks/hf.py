@@ -22,6 +22,7 @@ learning rate).
 Writes benchmarks/results/hf.json (with --quick: hf-quick.json) and prints the table.
 """
 
+import argparse
 import io
 import json
 import os
@@ -86,29 +87,17 @@ QUICK = Sizes(text_train=600, max_length=24, teacher_epochs=1, text_epochs=2, ba
 
 
 def main() -> None:
-    parser = argument_parser(__doc__, "hf")
-    parser.add_argument("--trec", type=Path, default=TREC6, help="folder with TREC-6's JSON Lines and labels")
+    parser = hf_argument_parser(__doc__, "hf")
     parser.add_argument("--quick", action="store_true", help="a smoke check of a few minutes")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads of this process and of the service it starts (OMP_NUM_THREADS); default: "
-        "torch's own, one per core. On a machine that other work shares, 1 keeps a process's threads "
-        "from waiting on each other whenever that work takes a core (ten times slower steps here)",
-    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the API and worker processes started below
+    configure(args.threads)
     sizes = QUICK if args.quick else FULL
     out = RESULTS / "hf-quick.json" if args.quick and args.out == RESULTS / "hf.json" else args.out
-    transformers_logging.set_verbosity_error()  # the missing classifier head of MiniLM is expected
-    transformers_logging.disable_progress_bar()
     with Timer() as clock, tempfile.TemporaryDirectory(prefix="distill-bench-hf-") as tmp:
         folder = Path(tmp)
         text, images = TextTask(args.trec, sizes, folder), ImageTask(args.data, sizes, folder)
         with service(args.url, args.api_key, folder / "home") as client:
-            result = {"text": text.run(client), "images": images.run(client)}
+            result = {name: run(task, client) for name, task in (("text", text), ("images", images))}
         students = result["text"]["students"]
         architecture = students["3 layers, distilled"]["job"]["teacher_architecture"]
         result["teacher_load_memory"] = teacher_load_memory(text.archive, architecture)
@@ -117,6 +106,28 @@ def main() -> None:
     result["goals"] = goals(result)
     write_result(out, result)
     print(report(result))
+
+
+def hf_argument_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
+    parser = argument_parser(doc, result_name)
+    parser.add_argument("--trec", type=Path, default=TREC6, help="folder with TREC-6's JSON Lines and labels")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of this process and of the service it starts (OMP_NUM_THREADS); default: "
+        "torch's own, one per core. On a machine that other work shares, 1 keeps a process's threads "
+        "from waiting on each other whenever that work takes a core (ten times slower steps here)",
+    )
+    return parser
+
+
+def configure(threads: int | None) -> None:
+    """The threads of this process and of the service it starts; transformers' logging quiet."""
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the API and worker processes started later
+    transformers_logging.set_verbosity_error()  # the missing classifier head of MiniLM is expected
+    transformers_logging.disable_progress_bar()
 
 
 # --- the jobs ---------------------------------------------------------------------------------
@@ -186,14 +197,62 @@ def requests(teacher: str, train: str, validation: str, students: dict, training
     }
 
 
+def run(task: "Task", client: ServiceClient) -> dict:
+    task.fine_tune()
+    return task.measure(client, task.jobs(client))
+
+
 def measured(runs: dict[str, dict], score) -> dict[str, dict]:
     return {name: {**score(run["folder"]), "job": run["job"]} for name, run in runs.items()}
 
 
-# --- text: MiniLM on TREC-6 -------------------------------------------------------------------
+# --- the two tasks ----------------------------------------------------------------------------
 
 
-class TextTask:
+class Task:
+    """A teacher made here, the data it and its students read, and the students' jobs."""
+
+    students: dict[str, dict]  # by name, the jobs' `student`
+    training: dict
+    dataset: dict  # the jobs' `dataset` fields besides the files
+
+    def fine_tune(self) -> None:
+        with Timer() as clock:
+            teacher = self.trained_teacher()
+        self.use_teacher(teacher, clock.seconds)
+
+    def use_teacher(self, folder: Path, training_seconds: float | None = None) -> None:
+        self.teacher, self.training_seconds, self.archive = folder, training_seconds, archived(folder)
+
+    def jobs(self, client: ServiceClient) -> dict[str, dict]:
+        """Each student's requests, distilled and alone, by name, the teacher and the data uploaded."""
+        ids = upload_files(client, {"teacher": self.archive, "train": self.train, "validation": self.test})
+        return requests(
+            ids["teacher"], ids["train"], ids["validation"], self.students, self.training, **self.dataset
+        )
+
+    def measure(self, client: ServiceClient, jobs: dict[str, dict]) -> dict:
+        """The jobs run, and the teacher and each downloaded student measured."""
+        runs = run_jobs(client, jobs, self.folder / "students")
+        return {
+            "teacher": {**self.scores(self.teacher), "training_seconds": self.training_seconds},
+            "students": measured(runs, self.scores),
+        }
+
+    def trained_teacher(self) -> Path:
+        """The teacher's save_pretrained folder."""
+        raise NotImplementedError
+
+    def scores(self, folder: Path) -> dict:
+        """A save_pretrained folder's test accuracy, parameters and latency."""
+        raise NotImplementedError
+
+
+class TextTask(Task):
+    """MiniLM fine-tuned on TREC-6, into TEXT_STUDENTS."""
+
+    students = TEXT_STUDENTS
+
     def __init__(self, trec: Path, sizes: Sizes, folder: Path):
         self.sizes, self.folder = sizes, folder
         self.train, self.test = folder / "trec6-train.jsonl", trec / "test.jsonl"
@@ -201,22 +260,14 @@ class TextTask:
         self.train.write_text("\n".join(lines) + "\n")
         self.names = list(json.loads((trec / "labels.json").read_text()).values())
         self.test_texts, self.test_labels = read_jsonl(self.test)
+        self.training = {"epochs": sizes.text_epochs, "batch_size": sizes.batch_size}
+        self.dataset = {"max_length": sizes.max_length}
 
-    def run(self, client: ServiceClient) -> dict:
+    def trained_teacher(self) -> Path:
+        texts, labels = read_jsonl(self.train)
         sizes = self.sizes
-        with Timer() as clock:
-            teacher = fine_tuned_minilm(self.folder / "minilm-trec6", *read_jsonl(self.train), self.names,
-                                        epochs=sizes.teacher_epochs, max_length=sizes.max_length)  # fmt: skip
-        self.archive = archived(teacher)
-        ids = upload_files(client, {"teacher": self.archive, "train": self.train, "validation": self.test})
-        training = {"epochs": sizes.text_epochs, "batch_size": sizes.batch_size}
-        jobs = requests(ids["teacher"], ids["train"], ids["validation"], TEXT_STUDENTS, training,
-                        max_length=sizes.max_length)  # fmt: skip
-        runs = run_jobs(client, jobs, self.folder / "students")
-        return {
-            "teacher": {**self.scores(teacher), "training_seconds": clock.seconds},
-            "students": measured(runs, self.scores),
-        }
+        return fine_tuned_minilm(self.folder / "minilm-trec6", texts, labels, self.names,
+                                 epochs=sizes.teacher_epochs, max_length=sizes.max_length)  # fmt: skip
 
     def scores(self, folder: Path) -> dict:
         return text_scores(folder, self.test_texts, self.test_labels, self.sizes.max_length)
@@ -227,10 +278,12 @@ def read_jsonl(path: Path) -> tuple[list[str], list[int]]:
     return [record["text"] for record in records], [record["label"] for record in records]
 
 
-# --- images: a ViT on MNIST into a MobileNetV2 ------------------------------------------------
+class ImageTask(Task):
+    """A ViT trained on MNIST, into a MobileNetV2."""
 
+    students = {"MobileNetV2": IMAGE_STUDENT}
+    dataset = {}
 
-class ImageTask:
     def __init__(self, mnist: Path, sizes: Sizes, folder: Path):
         self.sizes, self.folder = sizes, folder
         self.x, self.y = mnist_uint8(mnist, "train", sizes.vit_train)
@@ -238,23 +291,10 @@ class ImageTask:
         self.train, self.test = folder / "mnist-train.npz", folder / "mnist-test.npz"
         np.savez(self.train, x=self.x[: sizes.image_train], y=self.y[: sizes.image_train])
         np.savez(self.test, x=self.x_test, y=self.y_test)
+        self.training = {"epochs": sizes.image_epochs, "batch_size": 128}
 
-    def run(self, client: ServiceClient) -> dict:
-        sizes = self.sizes
-        with Timer() as clock:
-            teacher = trained_vit(self.folder / "vit-mnist", self.x, self.y, epochs=sizes.vit_epochs)
-        ids = upload_files(
-            client, {"teacher": archived(teacher), "train": self.train, "validation": self.test}
-        )
-        training = {"epochs": sizes.image_epochs, "batch_size": 128}
-        jobs = requests(
-            ids["teacher"], ids["train"], ids["validation"], {"MobileNetV2": IMAGE_STUDENT}, training
-        )
-        runs = run_jobs(client, jobs, self.folder / "students")
-        return {
-            "teacher": {**self.scores(teacher), "training_seconds": clock.seconds},
-            "students": measured(runs, self.scores),
-        }
+    def trained_teacher(self) -> Path:
+        return trained_vit(self.folder / "vit-mnist", self.x, self.y, epochs=self.sizes.vit_epochs)
 
     def scores(self, folder: Path) -> dict:
         return image_scores(folder, self.x_test, self.y_test)
