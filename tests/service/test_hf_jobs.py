@@ -63,11 +63,37 @@ def test_a_derived_student_is_counted_and_reads_the_teachers_labels(client, bert
     assert student["config"]["hidden_size"] == 4
     assert 0 < student["parameters"] < teacher["parameters"]
     assert student["activation_floats"] > 0
-    # Unset, the training is transformers' fine-tuning of a model that starts from the teacher's weights.
+    # Unset, the training is transformers' fine-tuning, at the rate of a start from narrowed teacher layers.
     training = request["training"]
-    assert (training["optimizer"], training["learning_rate"]) == ("adamw", 5e-5)
+    assert (training["optimizer"], training["learning_rate"]) == ("adamw", 2e-4)
     assert training["lr_schedule"] == "linear"
     assert (training["weight_decay"], training["warmup_epochs"]) == (0.01, 0.06)
+
+
+@pytest.mark.parametrize(
+    ("student", "learning_rate"),
+    [
+        ({"derive": {"depth": 0.5}}, 5e-5),  # whole layers of the teacher
+        ({"derive": {"depth": 0.5, "width": 0.5}}, 2e-4),  # narrowed ones
+        ({"derive": {"init": "random"}}, 2e-4),
+        ({"hf": SMALL_BERT}, 2e-4),
+    ],
+)
+def test_a_transformers_students_default_learning_rate_suits_its_start(
+    client, bert_teacher, texts, student, learning_rate
+):
+    response = submit(client, bert_teacher, texts, student, max_length=8)
+    assert response.status_code == 201, response.text
+    assert response.json()["request"]["training"]["learning_rate"] == learning_rate
+
+
+def test_an_image_student_from_random_weights_learns_at_1e_3(client):
+    files, _ = tiny_vit()
+    vit = upload(client, zip_archive(files), "teacher", "vit.zip")
+    images = upload(client, npz_bytes(x=np.zeros((8, 3, 8, 8), np.float32)), "dataset", "images.npz")
+    response = submit(client, vit, images, {"derive": {"init": "random"}})
+    assert response.status_code == 201, response.text
+    assert response.json()["request"]["training"]["learning_rate"] == 1e-3
 
 
 def test_counting_a_transformers_model_holds_no_database_connection(
