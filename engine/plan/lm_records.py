@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from engine.plan.parquet_columns import is_string, shown_columns
-from engine.plan.records import RecordRejected, json_object, shown
+from engine.plan.records import RecordRejected, check_has_records, json_object, shown
 
 ROLES = ("system", "user", "assistant")
 LEARNT_ROLE = "assistant"
@@ -92,9 +92,7 @@ class LMRecordChecks:
 
     def finish(self, *, lines_read: int | None = None) -> None:
         """The rules across lines, once the lines are read (`lines_read`: only that many, from the first)."""
-        if self.records == 0:
-            where = "" if lines_read is None else f" in its first {lines_read} lines"
-            raise RecordRejected(f"{self.file} has no records{where}: {ONE_OBJECT_PER_LINE}")
+        check_has_records(self.file, self.records, lines_read=lines_read, one_per_line=ONE_OBJECT_PER_LINE)
 
 
 def parse_lm_record(value: dict, where: str) -> LMRecord:

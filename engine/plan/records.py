@@ -55,9 +55,7 @@ class RecordChecks:
 
     def finish(self, *, lines_read: int | None = None) -> None:
         """The rules across lines, once the lines are read (`lines_read`: only that many, from the first)."""
-        if self.records == 0:
-            where = "" if lines_read is None else f" in its first {lines_read} lines"
-            raise RecordRejected(f"{self.file} has no records{where}: {ONE_OBJECT_PER_LINE}")
+        check_has_records(self.file, self.records, lines_read=lines_read)
         for field, fix in ALL_OR_NONE.items():
             if field in self.first_with and field in self.first_without:
                 raise RecordRejected(
@@ -88,6 +86,15 @@ def parse_record(line: bytes, number: int) -> Record:
             "unlabeled dataset"
         )
     return Record(text, label, text_pair)
+
+
+def check_has_records(
+    file: str, records: int, *, lines_read: int | None, one_per_line: str = ONE_OBJECT_PER_LINE
+) -> None:
+    """A file of `records` records (in its first `lines_read` lines, None: all) must have one."""
+    if records == 0:
+        where = "" if lines_read is None else f" in its first {lines_read} lines"
+        raise RecordRejected(f"{file} has no records{where}: {one_per_line}")
 
 
 def check_record_start(head: bytes, number: int, *, one_per_line: str = ONE_OBJECT_PER_LINE) -> None:
