@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.plan.errors import JobFailed
-from engine.plan.hf_inputs import position_embeddings
+from engine.plan.hf_inputs import position_embeddings, position_key
 from engine.plan.hf_models import HFTask, check_hf_config
 from engine.plan.scaling import layer_selection, scaled, spread_selection
 from engine.plan.specs import HFSpec
@@ -401,7 +401,7 @@ def _length_problems(teacher: HFSpec, student: HFSpec) -> list[str]:
         )
     positions, needed = position_embeddings(student.config), positions_needed(student)
     if _known(positions) and positions < needed:
-        key = "n_positions" if "n_positions" in student.config else "max_position_embeddings"
+        key = position_key(student.config)
         problems.append(
             f"the student ({student.model_type}) has {positions} {key} and its max_length "
             f"{student.max_length} needs {needed}: give the student {key} {needed}, or a smaller "

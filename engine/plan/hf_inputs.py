@@ -36,9 +36,15 @@ def folder_spec(
     return HFSpec(config=config, parameters=parameters, **inputs)
 
 
+def position_key(config: dict[str, Any]) -> str:
+    """The config key of the positions the model embeds (GPT-2 calls them `n_positions`)."""
+    gpt2_style = "n_positions" in config and "max_position_embeddings" not in config
+    return "n_positions" if gpt2_style else "max_position_embeddings"
+
+
 def position_embeddings(config: dict[str, Any]) -> int | None:
-    """The positions the model embeds, as its config gives them (GPT-2 calls them `n_positions`)."""
-    return config.get("max_position_embeddings", config.get("n_positions"))
+    """The positions the model embeds, as its config gives them."""
+    return config.get(position_key(config))
 
 
 def token_capacity(config: dict[str, Any], tokenizer_config: dict[str, Any] | None = None) -> int:
