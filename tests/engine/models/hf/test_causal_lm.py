@@ -17,6 +17,7 @@ from engine.plan.hf_design import derive_hf_spec
 from engine.plan.hf_inputs import folder_spec
 from engine.plan.hf_models import CAUSAL_LM_MODEL_TYPES
 from engine.plan.scaling import spread_selection
+from tests.engine.models.hf.test_teacher_init import assert_layers_copied
 from tests.lm_model_factories import LM_MAX_LENGTH, lm_folder, lm_spec, lm_token_ids
 
 
@@ -103,18 +104,8 @@ def test_a_student_of_the_teachers_depth_and_width_computes_its_logits(model_typ
 def test_a_shallower_student_starts_from_spread_layers_the_first_and_last_among_them(model_type):
     teacher, student, summary = teacher_and_student(model_type, depth=0.5, width=1.0)
     assert "teacher layers 0, 3" in summary and " 0 left as initialised" in summary
-    pattern, teacher_state = LAYER_KEYS[model_type], teacher.state_dict()
-    kept = spread_selection(4, 2)
-    layer_tensors = 0
-    for name, tensor in student.state_dict().items():
-        match = pattern.match(name)
-        if match:
-            layer_tensors += 1
-            teacher_name = f"{match[1]}{kept[int(match[2])]}{name[match.end(2) :]}"
-            assert torch.equal(tensor, teacher_state[teacher_name]), name
-        else:
-            assert torch.equal(tensor, teacher_state[name]), name  # embeddings, final norm, head
-    assert layer_tensors
+    # Embeddings, final norm and head: the teacher's.
+    assert_layers_copied(student, teacher, LAYER_KEYS[model_type], spread_selection(4, 2), others_too=True)
 
 
 def test_a_narrower_llama_starts_from_the_leading_heads_neurons_and_channels():

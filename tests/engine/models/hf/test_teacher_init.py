@@ -40,15 +40,23 @@ def test_a_student_of_half_the_depth_starts_from_every_second_teacher_layer(mode
     student_spec = derive_hf_spec(spec, depth=0.5, width=1.0)
     teacher, student = teacher_and_student(spec, student_spec)
     summary = initialise_hf_student(student, teacher)
-    pattern, teacher_state = LAYER_KEYS[model_type], teacher.state_dict()
-    layer_tensors = 0
+    assert_layers_copied(student, teacher, LAYER_KEYS[model_type], kept=[0, 2])
+    assert "0, 2" in summary and " 0 left as initialised" in summary
+
+
+def assert_layers_copied(student, teacher, pattern, kept: list[int], others_too: bool = False) -> None:
+    """Student layer i's tensors are teacher layer kept[i]'s (`pattern` names a layer's tensors); with
+    `others_too`, every other tensor is the teacher's of its name."""
+    teacher_state, layer_tensors = teacher.state_dict(), 0
     for name, tensor in student.state_dict().items():
         match = pattern.match(name)
         if match:
             layer_tensors += 1
-            teacher_name = f"{match[1]}{2 * int(match[2])}{name[match.end(2) :]}"
+            teacher_name = f"{match[1]}{kept[int(match[2])]}{name[match.end(2) :]}"
             assert torch.equal(tensor, teacher_state[teacher_name]), name
-    assert layer_tensors and "0, 2" in summary and " 0 left as initialised" in summary
+        elif others_too:
+            assert torch.equal(tensor, teacher_state[name]), name
+    assert layer_tensors
 
 
 def test_a_narrower_student_starts_from_the_leading_slices():
