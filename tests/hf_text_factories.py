@@ -2,11 +2,13 @@
 teacher's folder holds its tokenizer: a BERT-style WordPiece one ([PAD] is id 0) and a RoBERTa-style one
 (<pad> is id 1); BERT teachers fine-tuned on texts with labels, saved with their tokenizer.
 
-The tokenizers' trainer breaks ties in an order of its own, which may change between processes: teachers that
-must read the same ids share one saved tokenizer."""
+The tokenizers' trainer breaks ties in an order of its own, which changes between processes: the WordPiece
+vocabulary is built here instead (`wordpiece_vocabulary`), and teachers that must read the same ids share one
+saved tokenizer."""
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -26,13 +28,11 @@ SENTENCES = [
 def bert_tokenizer_folder(directory: Path, sentences: list[str] = SENTENCES) -> Path:
     """WordPiece with [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3: `[CLS] a [SEP]`, pairs `[CLS] a [SEP] b [SEP]`;
     its vocabulary learnt from `sentences`."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer()
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    tokenizer.train_from_iterator(
-        sentences, trainers.WordPieceTrainer(vocab_size=WORDPIECE_VOCAB, special_tokens=specials)
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    tokenizer = Tokenizer(
+        models.WordPiece(wordpiece_vocabulary(sentences, normalizer, pre_tokenizer), unk_token="[UNK]")
     )
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -42,6 +42,23 @@ def bert_tokenizer_folder(directory: Path, sentences: list[str] = SENTENCES) -> 
         tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
     )
     return _saved(wrapped, directory)
+
+
+def wordpiece_vocabulary(sentences: list[str], normalizer, pre_tokenizer) -> dict[str, int]:
+    """The specials, every character of the sentences (alone and as a word's continuation), then their most
+    frequent words (ties by the word), up to WORDPIECE_VOCAB ids: the same ids in every process, where the
+    trainer breaks frequency ties in an order of its own and teaches the same test other ids each run."""
+    words = Counter(
+        word
+        for sentence in sentences
+        for word, _span in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(sentence))
+    )
+    characters = sorted({character for word in words for character in word})
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *characters, *(f"##{c}" for c in characters)]
+    frequent = sorted((word for word in words if len(word) > 1), key=lambda word: (-words[word], word))
+    tokens = (pieces + frequent)[:WORDPIECE_VOCAB]
+    assert len(pieces) <= WORDPIECE_VOCAB, "more characters than ids: raise WORDPIECE_VOCAB"
+    return {token: index for index, token in enumerate(tokens)}
 
 
 def roberta_tokenizer_folder(directory: Path) -> Path:
