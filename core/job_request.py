@@ -18,6 +18,7 @@ from engine.plan.specs import (
     TeacherFormat,
     TeacherSource,
     TeacherWeight,
+    TextOptions,
     TrainingConfig,
 )
 
@@ -64,7 +65,7 @@ class StudentRef(Spec):
     )
 
 
-class DatasetRef(Spec):
+class DatasetRef(TextOptions):
     train_file_id: str = Field(max_length=64)
     validation_file_id: str | None = Field(
         default=None, max_length=64, description="Default: a seeded hold-out of the training file."
@@ -142,6 +143,7 @@ def engine_job(request: JobCreate) -> EngineJob:
         export=request.export,
         distillation=request.distillation,
         training=request.training,
+        text=TextOptions.model_validate(request.dataset.model_dump(include=set(TextOptions.model_fields))),
     )
 
 

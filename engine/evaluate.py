@@ -1,12 +1,18 @@
-"""Predictions and the metrics that compare the student with its teacher."""
+"""Predictions and the metrics that compare the student with its teacher: a classifier's on its predictions, a
+causal language model's token by token."""
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from engine.data.arrays import ArrayDataset, iterate_batches
+from engine.data.lm_text import LMDataset
+from engine.losses.token_divergences import forward_kl
+from engine.losses.token_level import LMHead, TeacherHead, token_level_losses
 
 
 @contextmanager
@@ -74,4 +80,64 @@ def final_metrics(
         "agreement": scores["agreement"],
         "accuracy_retention": scores["accuracy_retention"],
         "compression": teacher_parameters / student_parameters,
+    }
+
+
+class CausalLM(Protocol):
+    """`engine.models.hf.wrappers.HFCausalLM`: token ids and mask -> final hidden states, and its LM head."""
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor: ...
+
+    def lm_head(self) -> nn.Linear: ...
+
+
+def head_of(model: CausalLM) -> LMHead:
+    return LMHead.of(model.lm_head())
+
+
+def flat_hidden(model: CausalLM, batch: LMDataset) -> Tensor:
+    """The model's final hidden states of the batch's tokens, `[tokens, hidden]`."""
+    return model(batch.ids, batch.attention_mask).flatten(0, 1)
+
+
+def teacher_tokens(teacher: CausalLM, batch: LMDataset) -> TeacherHead:
+    """The teacher on the batch's tokens, its logits formed a chunk at a time by the losses."""
+    with torch.no_grad():
+        return TeacherHead(flat_hidden(teacher, batch), head_of(teacher))
+
+
+@torch.no_grad()
+def token_scores(
+    student: CausalLM, teacher: CausalLM, data: LMDataset, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Over the tokens of `data` whose label counts: `perplexity` (exp of the mean next-token cross-entropy),
+    `accuracy` (next-token), `kl_to_teacher` (the mean KL(teacher || student), nats) and `agreement` (the
+    share where both models' most likely token is the same); `tokens` counted. Measuring the teacher
+    against itself gives its own perplexity and accuracy."""
+    sums, tokens = {"cross_entropy": 0.0, "accuracy": 0.0, "kl_to_teacher": 0.0, "agreement": 0.0}, 0
+    with evaluating(student), evaluating(teacher):
+        for start in range(0, len(data), batch_size):
+            batch = data.take(slice(start, start + batch_size), device)
+            losses = token_level_losses(
+                hidden=flat_hidden(student, batch),
+                head=head_of(student),
+                labels=batch.labels.flatten(),
+                teacher=teacher_tokens(teacher, batch),
+                divergence=forward_kl,
+                temperature=1.0,
+            )
+            counted = {
+                "cross_entropy": losses.cross_entropy,
+                "accuracy": losses.accuracy,
+                "kl_to_teacher": losses.kl_to_teacher,
+                "agreement": losses.top1_agreement,
+            }
+            for name, value in counted.items():
+                sums[name] += float(value) * losses.tokens
+            tokens += losses.tokens
+    means = {name: total / max(tokens, 1) for name, total in sums.items()}
+    return {
+        "perplexity": math.exp(min(means.pop("cross_entropy"), 700.0)),  # exp(>709) overflows a float
+        **means,
+        "tokens": tokens,
     }

@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,12 +21,14 @@ from engine.export.onnx_model import INT8_ONNX_MODEL, ONNX_MODEL, export_onnx, o
 from engine.export.pretrained import export_pretrained
 from engine.export.pt2 import PROGRAM, export_student
 from engine.export.quantize import INT8_PROGRAM, export_int8, quantize_int8
+from engine.lm_pipeline import distill_language_model
 from engine.models.registry import count_parameters
 from engine.plan.errors import JobFailed
 from engine.plan.hf_models import PRETRAINED_ARTIFACT
-from engine.plan.specs import EngineJob, HFSpec, JobFiles
+from engine.plan.specs import EngineJob, HFSpec, JobFiles, is_causal_lm
 from engine.preparation import Setup, prepare, with_cached_outputs
 from engine.reporting import Reporter
+from engine.results import DistillResult
 from engine.runtime.compute import uncompile
 from engine.runtime.devices import resolve_device
 from engine.runtime.distributed import ONE_PROCESS, Ranks
@@ -41,13 +42,6 @@ METRICS_FILE = "metrics.json"
 CACHE_FOLDER = "teacher-cache"  # in the output folder, for the job's run only
 
 __all__ = ["Checkpoints", "DistillResult", "JobFiles", "Reporter", "TeacherCacheStore", "run_distillation"]
-
-
-@dataclass
-class DistillResult:
-    metrics: dict  # see evaluate.final_metrics
-    series: list[dict]  # {"step", "epoch", "name", "value"} for everything passed to reporter.metrics
-    artifacts: dict[str, Path]  # student.safetensors, student.json, student.pt2, metrics.json
 
 
 def run_distillation(
@@ -69,20 +63,36 @@ def run_distillation(
     `time_limit_exceeded` (default: none)."""
     started = time.perf_counter()
     device = torch.device("cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         reporter.phase("validating")
         job = with_tokenizer_ids(job, files)
         device = ranks.device or resolve_device(job.training.device)
-        with ranks.main_first():
-            setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache, ranks)
-        spec, seed = job.student_architecture, job.training.seed
-        student = build_student(setup, first_trial(job), spec, seed, reporter)
-        reporter.phase("running")
-        with ranks.main_first():
-            setup = with_cached_outputs(setup)
-        job_checkpoints = (checkpoints or Checkpoints()).for_job(job, out_dir, reporter, saves=ranks.main)
-        trained = train_students(setup, job, student, job_checkpoints, reporter, deadline)
-        return finish(setup, trained, out_dir, started, reporter) if ranks.main else None
+        checkpoints = checkpoints or Checkpoints()
+        if is_causal_lm(job.student_architecture):
+            result = distill_language_model(
+                job,
+                files,
+                out_dir,
+                reporter,
+                device=device,
+                checkpoints=checkpoints,
+                ranks=ranks,
+                deadline=deadline,
+            )
+        else:
+            result = distill_classifier(
+                job,
+                files,
+                out_dir,
+                reporter,
+                device=device,
+                checkpoints=checkpoints,
+                teacher_cache=teacher_cache,
+                ranks=ranks,
+                deadline=deadline,
+            )
+        return None if result is None else written(result, device, out_dir, started, reporter)
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.
         traceback.clear_frames(error.__traceback__)
@@ -93,6 +103,43 @@ def run_distillation(
         shutil.rmtree(out_dir / CACHE_FOLDER, ignore_errors=True)  # what the store keeps, it has copied
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def distill_classifier(
+    job: EngineJob,
+    files: JobFiles,
+    out_dir: Path,
+    reporter: Reporter,
+    *,
+    device: torch.device,
+    checkpoints: Checkpoints,
+    teacher_cache: TeacherCacheStore | None,
+    ranks: Ranks,
+    deadline: float | None,
+) -> DistillResult | None:
+    """Train, choose and export the student of a classifier's job."""
+    with ranks.main_first():
+        setup = prepare(job, files, device, reporter, out_dir / CACHE_FOLDER, teacher_cache, ranks)
+    spec, seed = job.student_architecture, job.training.seed
+    student = build_student(setup, first_trial(job), spec, seed, reporter)
+    reporter.phase("running")
+    with ranks.main_first():
+        setup = with_cached_outputs(setup)
+    job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
+    trained = train_students(setup, job, student, job_checkpoints, reporter, deadline)
+    return finish(setup, trained, out_dir, reporter) if ranks.main else None
+
+
+def written(
+    result: DistillResult, device: torch.device, out_dir: Path, started: float, reporter: Reporter
+) -> DistillResult:
+    """The result with its metrics file written, and the event that ends the job."""
+    seconds = time.perf_counter() - started
+    summary = {"final": result.metrics, "series": result.series, "device": str(device), "seconds": seconds}
+    result.artifacts[METRICS_FILE] = out_dir / METRICS_FILE
+    result.artifacts[METRICS_FILE].write_text(json.dumps(summary, indent=2) + "\n")
+    reporter.event(f"Finished in {seconds:.1f} s: {result.headline}; exported {', '.join(result.artifacts)}")
+    return result
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -110,10 +157,8 @@ def out_of_memory(error: BaseException, device: torch.device) -> JobFailed:
     )
 
 
-def finish(
-    setup: Setup, trained: Trained, out_dir: Path, started: float, reporter: Reporter
-) -> DistillResult:
-    """Export the best candidate on the validation set; write and report the job's metrics."""
+def finish(setup: Setup, trained: Trained, out_dir: Path, reporter: Reporter) -> DistillResult:
+    """Export the best candidate on the validation set, and measure it."""
     job, batch_size = trained.job, trained.job.training.batch_size
     scored = [
         (c, predict(c.student.model, setup.validation.x, batch_size, setup.device))
@@ -137,15 +182,11 @@ def finish(
     if "onnx" in job.export:
         metrics["onnx"] = onnx_exports(setup, job, artifacts, student_logits, out_dir)
     add_latencies(setup, student, metrics)
-    seconds = time.perf_counter() - started
-    summary = {"final": metrics, "series": trained.series, "device": str(setup.device), "seconds": seconds}
-    artifacts[METRICS_FILE] = out_dir / METRICS_FILE
-    artifacts[METRICS_FILE].write_text(json.dumps(summary, indent=2) + "\n")
-    reporter.event(
-        f"Finished in {seconds:.1f} s: student agreement with the teacher {metrics['agreement']:.2%}, "
-        f"{metrics['compression']:.1f}x fewer parameters; exported {', '.join(artifacts)}"
+    headline = (
+        f"student agreement with the teacher {metrics['agreement']:.2%}, {metrics['compression']:.1f}x fewer "
+        "parameters"
     )
-    return DistillResult(metrics=metrics, series=trained.series, artifacts=artifacts)
+    return DistillResult(metrics, trained.series, artifacts, headline)
 
 
 def job_metrics(

@@ -81,8 +81,21 @@ class LMDataset:
     def __len__(self) -> int:
         return self.ids.shape[0]
 
-    def subset(self, indices: Tensor) -> "LMDataset":
+    def subset(self, indices: Tensor | slice) -> "LMDataset":
         return LMDataset(self.ids[indices], self.labels[indices], self.attention_mask[indices])
+
+    def take(self, index: slice | Tensor, device: torch.device) -> "LMDataset":
+        """The blocks at `index` (positions, on any device), on `device`."""
+        if isinstance(index, Tensor):
+            index = index.to(self.ids.device)
+        return LMDataset(*(t[index].to(device, non_blocking=True) for t in self.tensors()))
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.ids, self.labels, self.attention_mask
+
+    def counted_tokens(self) -> int:
+        """The tokens whose label counts."""
+        return int((self.labels != IGNORE_INDEX).sum())
 
 
 class Piece(NamedTuple):
@@ -353,15 +366,16 @@ def _fitted(sample: Sample, max_length: int, truncation: Truncation) -> Sample:
     if truncation == "error":
         raise invalid(
             f"{sample.where.capitalize()} has {len(sample.ids):,} tokens, more than max_length "
-            f"({max_length:,}): raise max_length, shorten the record, or have such records truncated (`left` "
-            "keeps their end, `right` their start)"
+            f"({max_length:,}): raise dataset.max_length, shorten the record, or have such records truncated "
+            "(dataset.truncation `left` keeps their end, `right` their start)"
         )
     kept, part = (slice(-max_length, None), "last") if truncation == "left" else (slice(max_length), "first")
     fitted = Sample(sample.ids[kept], sample.learnt[kept], sample.where)
     if not fitted.learnt[1:].any():
         raise invalid(
             f"{sample.where.capitalize()} has {len(sample.ids):,} tokens, and its {part} {max_length:,}, "
-            f"which `{truncation}` truncation keeps, have none to learn: raise max_length or shorten it"
+            f"which `{truncation}` truncation keeps, have none to learn: raise dataset.max_length or "
+            "shorten it"
         )
     return fitted
 

@@ -104,6 +104,7 @@ class TokenLosses:
     kl_to_teacher: KL(teacher || student) at T = 1, over the same outcomes as the divergence (the top-k
         buckets for a top-k teacher, where it is a lower bound of the full KL); without gradient
     top1_agreement: the share of tokens where the student's most likely token is the teacher's; without
+    accuracy: the share of tokens whose label is the student's most likely token; without
     tokens: how many tokens counted
     """
 
@@ -111,6 +112,7 @@ class TokenLosses:
     cross_entropy: Tensor
     kl_to_teacher: Tensor
     top1_agreement: Tensor
+    accuracy: Tensor
     tokens: int
 
 
@@ -136,7 +138,7 @@ def token_level_losses(
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1; got {chunk_tokens}")
     positions = (labels != IGNORE_INDEX).nonzero().squeeze(-1)
-    totals = [0.0, 0.0, 0.0, 0.0]
+    totals = [0.0] * 5
     for chunk in positions.split(chunk_tokens):  # one empty chunk where no token counts: zeros with a graph
         sums = checkpoint(
             chunk_sums,
@@ -151,8 +153,7 @@ def token_level_losses(
         )
         totals = [total + value for total, value in zip(totals, sums, strict=True)]
     tokens = positions.numel()
-    divergence_mean, cross_entropy, kl, agreement = (total / max(tokens, 1) for total in totals)
-    return TokenLosses(divergence_mean, cross_entropy, kl, agreement, tokens)
+    return TokenLosses(*(total / max(tokens, 1) for total in totals), tokens=tokens)
 
 
 def chunk_sums(
@@ -164,17 +165,20 @@ def chunk_sums(
     teacher: TeacherTokens,
     divergence: Divergence,
     temperature: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The sums over the tokens at `positions` of the divergence * T^2, the cross-entropy, the KL at T = 1
-    and the top-1 agreements; the last two without gradient."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The sums over the tokens at `positions` of the divergence * T^2, the cross-entropy, the KL at T = 1,
+    the top-1 agreements and the correct predictions; the last three without gradient."""
     student_logits = head.logits(hidden.index_select(0, positions)).float()
     teacher_chunk = teacher.chunk(positions)
     teacher_log_probs, student_log_probs = teacher_chunk.distributions(
         student_logits, temperature=temperature
     )
     divergence_sum = divergence(teacher_log_probs, student_log_probs).sum() * temperature**2
-    cross_entropy = F.cross_entropy(student_logits, labels.index_select(0, positions), reduction="sum")
+    targets = labels.index_select(0, positions)
+    cross_entropy = F.cross_entropy(student_logits, targets, reduction="sum")
     with torch.no_grad():
         kl = forward_kl(*teacher_chunk.distributions(student_logits, temperature=1.0)).sum()
-        agreements = (student_logits.argmax(dim=-1) == teacher_chunk.top_tokens()).sum().float()
-    return divergence_sum, cross_entropy, kl, agreements
+        predicted = student_logits.argmax(dim=-1)
+        agreements = (predicted == teacher_chunk.top_tokens()).sum().float()
+        correct = (predicted == targets).sum().float()
+    return divergence_sum, cross_entropy, kl, agreements, correct

@@ -13,7 +13,14 @@ from engine.plan.design import layer_count
 from engine.plan.errors import JobFailed
 from engine.plan.hf_layers import TINYBERT_MODEL_TYPES, declared_layers
 from engine.plan.layer_map import check_layer_map
-from engine.plan.specs import ArchitectureSpec, EngineJob, TeacherSource, reads_token_ids
+from engine.plan.specs import (
+    ArchitectureSpec,
+    EngineJob,
+    TeacherSource,
+    TextOptions,
+    is_causal_lm,
+    reads_token_ids,
+)
 
 TINYBERT_FIELD = "distillation.transformer"
 
@@ -23,6 +30,7 @@ def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> No
     else `teachers.i`)."""
     fields = _teacher_fields(job.teachers, teacher_fields)
     _check_feature_teachers(job)
+    _check_language_model(job, fields)
     _check_classes(job, fields)
     _check_method(job)
     _check_families(job, fields)
@@ -85,6 +93,87 @@ def _teacher_fields(teachers: Sequence[TeacherSource], teacher_fields: Sequence[
     if teacher_fields is not None:
         return list(teacher_fields)
     return ["teacher"] if len(teachers) == 1 else [f"teachers.{i}" for i in range(len(teachers))]
+
+
+# What a causal language model's job cannot ask for yet, each with the request field and what to do instead.
+LANGUAGE_MODEL_UNSUPPORTED = (
+    ("distillation.soft_loss", lambda d, _t: d.soft_loss != "kl", "give `distillation.divergence` instead"),
+    (
+        "distillation.logit_standardization",
+        lambda d, _t: d.logit_standardization,
+        "set it to false",
+    ),
+    ("distillation.method", lambda d, _t: d.method != "standard", "use the `standard` method"),
+    ("distillation.features", lambda d, _t: bool(d.features), "remove the feature pairs"),
+    ("distillation.transformer", lambda d, _t: d.transformer is not None, "remove it"),
+    (
+        "distillation.temperature",
+        lambda d, t: "auto" in (d.temperature, d.alpha, t.learning_rate),
+        "give temperature, alpha and learning_rate as numbers (the `auto` search)",
+    ),
+)
+
+
+def _check_language_model(job: EngineJob, fields: list[str]) -> None:
+    """A causal language model learns from causal language models only (the vocabularies' match is the
+    pairing's rule), one teacher, by the token-level losses; the classifiers' other methods are refused by
+    name."""
+    student = job.student_architecture
+    lm_teachers = [is_causal_lm(teacher.architecture) for teacher in job.teachers]
+    if not is_causal_lm(student):
+        for name, value in job.text:
+            if value != TextOptions.model_fields[name].default:
+                raise JobFailed(
+                    "unsupported_combination",
+                    f"dataset.{name} says how a causal language model's records become blocks of tokens; "
+                    f"the student is a {_kind(student)}: remove dataset.{name}.",
+                    f"dataset.{name}",
+                )
+        if any(lm_teachers):
+            field = fields[lm_teachers.index(True)]
+            raise JobFailed(
+                "incompatible_architectures",
+                f"{field} is a causal language model but the student a {_kind(student)}: a language model "
+                "teaches a language model (student.derive, or student.hf with a causal LM model_type).",
+                "student.architecture",
+            )
+        return
+    if len(job.teachers) > 1:
+        raise JobFailed(
+            "unsupported_combination",
+            "a causal language model learns from one teacher here: give `teacher`, not several `teachers`.",
+            "teachers",
+        )
+    if not lm_teachers[0]:
+        raise JobFailed(
+            "incompatible_architectures",
+            f"the student is a causal language model, which learns the next-token distributions of a causal "
+            f"language model, but {fields[0]} is a {_teacher_kind(job.teachers[0])}: upload the teacher as a "
+            "transformers causal LM folder (save_pretrained).",
+            f"{fields[0]}.file_id",
+        )
+    distillation, training = job.distillation, job.training
+    for field, asks, instead in LANGUAGE_MODEL_UNSUPPORTED:
+        if asks(distillation, training):
+            raise JobFailed(
+                "unsupported_combination",
+                f"{field} is for classifiers; a causal language model learns by the token-level divergence "
+                f"(`distillation.divergence`) and the next-token cross-entropy: {instead}.",
+                field,
+            )
+    if job.export:
+        raise JobFailed(
+            "unsupported_combination",
+            f"export {job.export} (pt2, ONNX and int8 programs) is not made for causal language models yet: "
+            "the student comes as a transformers folder (student.hf.zip); set `export` to [].",
+            "export",
+        )
+
+
+def _teacher_kind(teacher: TeacherSource) -> str:
+    if teacher.architecture is None:
+        return f"{teacher.format} program"
+    return _kind(teacher.architecture)
 
 
 def _check_feature_teachers(job: EngineJob) -> None:

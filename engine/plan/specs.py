@@ -33,6 +33,7 @@ Temperature = Annotated[float, Field(ge=0.01, le=1000.0)]
 LossWeight = Annotated[float, Field(ge=0.0, le=1000.0)]
 LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
 SoftLoss = Literal["kl", "ce", "mse", "dkd", "dist"]
+TokenDivergence = Literal["forward_kl", "reverse_kl", "jsd"]  # engine.losses.token_divergences
 STANDARDIZABLE_SOFT_LOSSES = ("kl", "ce", "dkd")  # the KL-based losses that Sun et al. 2024 standardise
 MAX_LABELS = 100_000  # a classifier's (a causal language model's classes, its vocabulary, may be more)
 
@@ -208,6 +209,11 @@ def reads_token_ids(spec: ArchitectureSpec) -> bool:
     """Whether the model reads token ids (a transformer, a transformers text model or causal language model)
     rather than features."""
     return spec.family == "transformer" or (spec.family == "hf" and spec.task != "image")
+
+
+def is_causal_lm(spec: ArchitectureSpec | None) -> bool:
+    """Whether the model is a transformers causal language model, whose classes are its vocabulary."""
+    return isinstance(spec, HFSpec) and spec.task == "causal-lm"
 
 
 def vocabulary_size(spec: TransformerSpec | HFSpec) -> int | None:
@@ -428,6 +434,22 @@ class DistillationConfig(Spec):
         "exactly the uncached values; `float16` and `bfloat16` halve the size of large feature maps, "
         "rounding the features the student imitates.",
     )
+    divergence: TokenDivergence = Field(
+        default="forward_kl",
+        description="A causal language model's token-level divergence between the teacher's and the "
+        "student's next-token distributions at T, weighted by `alpha` (times T^2), beside the next-token "
+        "cross-entropy weighted by `beta`. `forward_kl`: KL(teacher || student), Hinton's KD, "
+        "mass-covering; `reverse_kl`: KL(student || teacher), mode-seeking (MiniLLM); `jsd`: the "
+        "generalized Jensen-Shannon divergence of GKD with `jsd_beta`, in TRL's convention.",
+    )
+    jsd_beta: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="`divergence: jsd`: the teacher's share of the mixture M = beta * teacher + (1 - beta) * "
+        "student; 0.5 is the symmetric Jensen-Shannon divergence; 0 and 1 are the forward and reverse KL "
+        "(TRL's GKDConfig.beta).",
+    )
     transformer: TransformerDistillation | None = Field(
         default=None,
         description="TinyBERT layer distillation between the student and the (first) teacher: two "
@@ -544,6 +566,24 @@ class TeacherSource(Spec):
     weight: TeacherWeight = Field(default=1.0, description="Share in the teacher ensemble.")
 
 
+class TextOptions(Spec):
+    """How a causal language model's records become blocks of `max_length` tokens (engine.data.lm_text)."""
+
+    packing: bool | None = Field(
+        default=None,
+        description="Causal language models: join the samples, each ending with the tokenizer's EOS, into "
+        "one stream cut into blocks of max_length tokens, as transformers' run_clm does. Default: packed for "
+        "`text` records, not for `prompt`/`completion` or `messages` (packed, a completion would read an "
+        "unrelated sample before its prompt).",
+    )
+    truncation: Literal["error", "left", "right"] = Field(
+        default="error",
+        description="Causal language models: an unpacked prompt and completion, or conversation, longer than "
+        "max_length is an error naming its record (`error`), or keeps its last (`left`) or first (`right`) "
+        "max_length tokens. An unpacked `text` goes on in the next block.",
+    )
+
+
 class EngineJob(Spec):
     """Everything the engine needs besides the files themselves (`JobFiles`)."""
 
@@ -553,6 +593,7 @@ class EngineJob(Spec):
     export: list[Literal["onnx", "int8"]] = []
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()
+    text: TextOptions = TextOptions()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -278,6 +280,17 @@ def start_learner(
     )
 
 
+@dataclass(frozen=True)
+class EpochTask:
+    """What an epoch of a run does for the kind of model it trains (a classifier, `CLASSIFICATION`; a causal
+    language model, `lm_loop.LANGUAGE_MODEL`): its steps, the values it reports after them (the first
+    student's losses and validation scores) and their summary in words."""
+
+    train_epoch: Callable[[Any, Run, EngineJob, Clock], None]  # (setup, run, job, clock)
+    epoch_values: Callable[[Any, list[Learner], int], dict[str, float]]  # (setup, learners, batch_size)
+    summary: Callable[[int, int, dict[str, float], str], str]  # (epoch, epochs, values, run name)
+
+
 def train_run(
     setup: Setup,
     run: Run,
@@ -286,21 +299,23 @@ def train_run(
     clock: Clock,
     name: str = "",
     until: int | None = None,
+    task: EpochTask | None = None,
 ) -> list[dict]:
-    """Train the run from the epoch it reached to epoch `until` (default: the job's last); returns the
-    points it reported on the way. To the checkpoints each call is a run of its own."""
-    until = until or job.training.epochs
+    """Train the run from the epoch it reached to epoch `until` (default: the job's last), an epoch as
+    `task` says (default: a classifier's); returns the points it reported on the way. To the checkpoints
+    each call is a run of its own."""
+    until, task = until or job.training.epochs, task or CLASSIFICATION
     reported = len(run.series)
     if clock.begin_run(run):
         return run.series[reported:]
     while run.epoch < until:
         if run.order is None:
             clock.begin_epoch(len(setup.train))
-        train_epoch(setup, run, job, clock)
-        values = epoch_values(setup, run.learners, job.training.batch_size)
+        task.train_epoch(setup, run, job, clock)
+        values = task.epoch_values(setup, run.learners, job.training.batch_size)
         if job.distillation.final_temperature is not None:
             values["temperature"] = temperature_at(job.distillation, run.step, run.total_steps)
-        reporter.event(epoch_summary(run.epoch + 1, until, values, name))
+        reporter.event(task.summary(run.epoch + 1, until, values, name))
         values = {f"{name}_{metric}" if name else metric: value for metric, value in values.items()}
         reporter.metrics(clock.epoch, clock.step, values)
         run.series += [
@@ -465,4 +480,12 @@ def epoch_summary(epoch: int, epochs: int, values: dict[str, float], run: str) -
     parts.append(f"agreement with the teacher {values['validation_agreement']:.2%}")
     if "mutual_agreement" in values:
         parts.append(f"students agree on {values['mutual_agreement']:.2%}")
+    return epoch_line(epoch, epochs, run, parts)
+
+
+def epoch_line(epoch: int, epochs: int, run: str, parts: list[str]) -> str:
+    """`Epoch 2/3: ...`, or `Trial2 Epoch 2/3: ...` for a run with a name."""
     return f"{run.capitalize() + ' ' if run else ''}Epoch {epoch}/{epochs}: " + ", ".join(parts)
+
+
+CLASSIFICATION = EpochTask(train_epoch, epoch_values, epoch_summary)

@@ -10,6 +10,7 @@ from engine.evaluate import evaluating
 from engine.losses.features import FeatureDistiller, sample_shapes
 from engine.losses.objective import Objective
 from engine.losses.tinybert import capture_paths, transformer_term, uses_tinybert
+from engine.losses.token_objective import TokenObjective
 from engine.models.hf.build import build_hf_model
 from engine.models.hf.outputs import attention_implementation
 from engine.models.hf.teacher_init import initialise_hf_student
@@ -31,7 +32,7 @@ class Student:
     spec: ArchitectureSpec
     model: nn.Module
     taps: LayerTaps
-    objective: Objective
+    objective: Objective | TokenObjective  # a classifier's, or a causal language model's
 
 
 def build_student(

@@ -1,0 +1,91 @@
+"""A causal language model's epoch: each step, the student's final hidden states and the teacher's on the same
+blocks, the token-level losses a chunk of tokens at a time (`TokenObjective`); after the epoch, the student
+measured on the validation blocks against the teacher (`evaluate.token_scores`)."""
+
+import math
+
+import torch
+
+from engine.data.lm_text import IGNORE_INDEX
+from engine.evaluate import flat_hidden, head_of, teacher_tokens, token_scores
+from engine.lm_preparation import LMSetup
+from engine.losses.token_objective import TokenObjective
+from engine.models.hf.teacher_init import initialise_hf_student
+from engine.models.hooks import LayerTaps
+from engine.models.registry import count_parameters
+from engine.plan.errors import JobFailed
+from engine.plan.specs import EngineJob
+from engine.reporting import Reporter
+from engine.runtime.compute import compile_model
+from engine.train.loop import Clock, EpochTask, Learner, Run, epoch_line, loss_values, temperature_at
+from engine.train.students import Student, build_learner
+
+
+def build_lm_student(setup: LMSetup, job: EngineJob, reporter: Reporter) -> Student:
+    """The student at random initialisation from the job's seed, or initialised from the teacher's layers."""
+    spec = job.student_architecture
+    torch.manual_seed(job.training.seed)  # right before building: the student's init depends on the seed only
+    model = build_learner(spec, []).to(setup.device)
+    reporter.event(f"Student built (hf {spec.model_type}): {count_parameters(model):,} parameters")
+    if job.student_init == "teacher":
+        reporter.event(initialise_hf_student(model, setup.teacher))
+    if job.training.compile:
+        compile_model(model, reporter)
+    return Student(
+        spec, model, LayerTaps(model, [], "student"), TokenObjective(job.distillation).to(setup.device)
+    )
+
+
+def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> None:
+    """The rest of the run's epoch, from the batch it reached; each learner's means weigh a batch by the
+    tokens it learnt."""
+    (learner,) = run.learners
+    learner.student.model.train()
+    for index in setup.ranks.batches(run.order, job.training.batch_size, run.batch):
+        clock.tick()
+        batch = setup.train.take(index, setup.device)
+        labels = batch.labels.flatten()
+        temperature = temperature_at(job.distillation, run.step, run.total_steps)
+        with setup.precision.autocast():
+            teacher = teacher_tokens(setup.teacher, batch)
+            hidden = flat_hidden(learner.model, batch)
+            terms = learner.objective(hidden, head_of(learner.student.model), labels, teacher, temperature)
+        losses = loss_values(terms, setup.ranks)
+        if not math.isfinite(losses["loss"]):
+            raise divergence(losses["loss"], clock, job)
+        learner.descend(terms["loss"])
+        learner.means.add(losses, weight=int((labels != IGNORE_INDEX).sum()))
+
+
+def lm_epoch_values(setup: LMSetup, learners: list[Learner], batch_size: int) -> dict[str, float]:
+    """The student's training losses, and its validation perplexity, next-token accuracy, KL to the teacher
+    and top-1 agreement with it."""
+    (learner,) = learners
+    scores = token_scores(learner.student.model, setup.teacher, setup.validation, batch_size, setup.device)
+    return learner.means.means() | {
+        "validation_perplexity": scores["perplexity"],
+        "validation_accuracy": scores["accuracy"],
+        "validation_kl": scores["kl_to_teacher"],
+        "validation_agreement": scores["agreement"],
+    }
+
+
+def lm_epoch_summary(epoch: int, epochs: int, values: dict[str, float], run: str) -> str:
+    parts = [
+        f"loss {values['loss']:.4f}",
+        f"validation perplexity {values['validation_perplexity']:.3f}",
+        f"KL to the teacher {values['validation_kl']:.4f}",
+        f"top-1 agreement {values['validation_agreement']:.2%}",
+    ]
+    return epoch_line(epoch, epochs, run, parts)
+
+
+def divergence(loss: float, clock: Clock, job: EngineJob) -> JobFailed:
+    return JobFailed(
+        "loss_diverged",
+        f"the loss became {loss} at epoch {clock.epoch}, step {clock.step}: training diverged. Try a lower "
+        f"learning_rate (now {job.training.learning_rate})",
+    )
+
+
+LANGUAGE_MODEL = EpochTask(train_lm_epoch, lm_epoch_values, lm_epoch_summary)
