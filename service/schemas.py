@@ -93,7 +93,7 @@ class FileObject(BaseModel):
     def of(cls, row) -> "FileObject":
         """The body of a file's row (a `File`, or a row of its columns, `details` among them)."""
         body = cls.model_validate(row, from_attributes=True)
-        if row.details is None:
+        if row.format != "hf":  # a dataset's details are its records' shape
             return body
         return body.model_copy(update={"model": HFModel.of(HFFolder.model_validate(row.details))})
 
