@@ -9,10 +9,15 @@ from pydantic import Field
 
 from engine.plan.specs import Spec
 
-# A dotted path into the job's metrics: each is measured on the validation set.
+# A dotted path into the job's metrics: each is measured on the validation set. A causal language model's
+# accuracy and agreement are next-token ones; its perplexities and `kl_to_teacher` (the mean token KL of the
+# student's next-token distribution from the teacher's, in nats) are measured for it alone.
 GateMetric = Literal[
     "student.accuracy",
     "teacher.accuracy",
+    "student.perplexity",
+    "teacher.perplexity",
+    "kl_to_teacher",
     "agreement",
     "accuracy_retention",
     "compression",
@@ -23,11 +28,16 @@ GateMetric = Literal[
     "speedup.batch_1",
     "speedup.batch_64",
 ]
+LANGUAGE_MODEL_METRICS = ("student.perplexity", "teacher.perplexity", "kl_to_teacher")
 OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 class Gate(Spec):
-    metric: GateMetric = Field(description="A final metric, as a dotted path into the job's `metrics`.")
+    metric: GateMetric = Field(
+        description="A final metric, as a dotted path into the job's `metrics`. `student.perplexity`, "
+        "`teacher.perplexity` and `kl_to_teacher` (mean token KL(teacher || student), nats) are a causal "
+        "language model's; its accuracy and agreement are next-token ones."
+    )
     op: Literal[">=", ">", "<=", "<"]
     value: float = Field(allow_inf_nan=False, description="The threshold the metric is compared with.")
 

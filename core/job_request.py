@@ -81,8 +81,9 @@ class DatasetRef(TextOptions):
         default=None,
         ge=1,
         le=8192,
-        description="Text for a transformers (`hf`) student: the tokens per sample, longer text truncated. "
-        "Default: 128, or fewer where a model places fewer.",
+        description="Text for a transformers (`hf`) student: the tokens per sample, longer text truncated (a "
+        "causal language model's: the tokens of each block it learns from). Default: 128, or fewer where a "
+        "model places fewer.",
     )
 
 

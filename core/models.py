@@ -36,7 +36,8 @@ class File(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(512))
     samples: Mapped[int | None] = mapped_column(BigInteger)  # a dataset's, read at upload (JSON Lines: lines)
-    details: Mapped[dict | None] = mapped_column(JSONType)  # an `hf` teacher's `HFFolder`, read at upload
+    # Read at upload: an `hf` teacher's `HFFolder`; a JSON Lines or Parquet dataset's `{"records": shape}`
+    details: Mapped[dict | None] = mapped_column(JSONType)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 
 from core.config import Settings
 from core.errors import RequestError, not_found, unprocessable
+from core.gates import LANGUAGE_MODEL_METRICS
 from core.hf_sizes import measured
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentDerivation, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File, Job
 from engine.plan.design import derive_spec
 from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobFailed
-from engine.plan.hf_design import SPEC_KEYS, pairing_problems, student_from_config
+from engine.plan.hf_design import SPEC_KEYS, TASKS_IN_WORDS, pairing_problems, student_from_config
 from engine.plan.hf_inputs import DEFAULT_TEXT_LENGTH, folder_spec
+from engine.plan.lm_records import SHAPE_NAMES, SHAPES, ChatRecord, PromptRecord
 from engine.plan.rules import check_job, initialising_teacher_architecture
-from engine.plan.specs import ArchitectureSpec, HFSpec
+from engine.plan.specs import ArchitectureSpec, HFSpec, reads_token_ids
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
 # What a job may change from the one it resumes from (`resume_from`): nothing it trains.
@@ -30,7 +32,19 @@ DATASET_FORMATS = {
     "transformer": ("npz", "jsonl"),
     "hf text": ("npz", "jsonl", "parquet"),
     "hf image": ("npz", "parquet"),
+    "hf causal-lm": ("jsonl", "parquet"),
 }
+LM_READS = (
+    "a causal language model learns from text records (`text`, `prompt` and `completion`, or chat "
+    "`messages`), which the teacher folder's tokenizer tokenizes"
+)
+# A dataset file's records (`File.details["records"]`) that only a causal language model learns from: their
+# fields, in words.
+LM_ONLY_RECORDS = {SHAPE_NAMES[shape]: SHAPES[shape][0] for shape in (PromptRecord, ChatRecord)}
+MESSAGES = SHAPE_NAMES[ChatRecord]
+# The chat template beside tokenizer_config.json (transformers 4.43 and later), which AutoTokenizer reads as
+# it reads the config's `chat_template` (a processor's chat_template.json it does not).
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,9 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     resolved = _with_transformers_training(resolved)
     resolved = _with_time_bound(resolved, settings)
     _check_dataset_formats(resolved, {role: file.format for role, file in datasets.items()})
+    _check_dataset_records(resolved, datasets)
     _check_tokenizer(resolved, {role: file.format for role, file in datasets.items()}, teacher_rows)
+    _check_chat_template(resolved, datasets, teacher_rows[0])
     _check_gates(resolved)
     job = engine_job(resolved)
     try:
@@ -170,6 +186,14 @@ def _check_gates(request: JobCreate) -> None:
             raise unprocessable(
                 "invalid_request",
                 'A gate on int8.accuracy needs the int8 student: add "int8" to export.',
+                param=f"gates.{number}.metric",
+            )
+        if gate.metric in LANGUAGE_MODEL_METRICS and not _is_language_model(request.student.architecture):
+            raise unprocessable(
+                "invalid_request",
+                f"A gate on {gate.metric} needs a causal language model student, which the job measures it "
+                f"for; the student is {_student_kind(request.student.architecture)}: gate on its accuracy "
+                "or agreement instead.",
                 param=f"gates.{number}.metric",
             )
 
@@ -337,17 +361,18 @@ def _configured_student(teacher, config: dict) -> HFSpec:
 
 
 def _text_length(student: HFSpec, request: JobCreate) -> HFSpec:
-    """A text student reads `dataset.max_length` tokens (default: 128, fewer where a model places fewer)."""
-    if student.task != "text":
+    """A student of token ids (a text classifier, a causal language model: its blocks) reads
+    `dataset.max_length` tokens (default: 128, fewer where a model places fewer)."""
+    if student.task == "image":
         return student
     capacities = [student.max_length or DEFAULT_TEXT_LENGTH]
-    capacities += [t.architecture.max_length for _f, t in request.teacher_refs() if _is_text(t.architecture)]
+    capacities += [
+        teacher.architecture.max_length
+        for _field, teacher in request.teacher_refs()
+        if teacher.architecture is not None and reads_token_ids(teacher.architecture)
+    ]
     length = request.dataset.max_length or min(DEFAULT_TEXT_LENGTH, *capacities)
     return student.model_copy(update={"max_length": length})
-
-
-def _is_text(spec) -> bool:
-    return isinstance(spec, HFSpec) and spec.task == "text"
 
 
 def _check_pairing(request: JobCreate, student: HFSpec, who: str, param: str) -> None:
@@ -400,7 +425,7 @@ def _completed_peer(teacher: ArchitectureSpec | None, peer: HFSpec, field: str, 
     who = f"The peer {field}"
     _check_pairing(request, peer, who, field)  # what the request gives: its task, inputs and sizes
     given = {key: getattr(peer, key) for key in SPEC_KEYS if getattr(peer, key) is not None}
-    if peer.task == "text":  # it reads the student's token ids
+    if peer.task != "image":  # it reads the student's token ids
         given["max_length"] = getattr(request.student.architecture, "max_length", None) or peer.max_length
     try:
         completed = student_from_config(teacher, peer.config | given)
@@ -439,19 +464,87 @@ def _with_counted_models(request: JobCreate) -> JobCreate:
 
 def _check_dataset_formats(request: JobCreate, dataset_formats: dict[str, str]) -> None:
     """A transformer reads token ids (npz, or JSON Lines with a tokenizer), a transformers model its task's
-    data, every other family features (npz)."""
+    data (a causal language model text only), every other family features (npz)."""
     student = request.student.architecture
     kind = f"hf {student.task}" if isinstance(student, HFSpec) else student.family
     readable = DATASET_FORMATS.get(kind, ("npz",))
+    advice = (
+        f"{LM_READS}, never from arrays: write the dataset as JSON Lines or Parquet"
+        if kind == "hf causal-lm"
+        else "text needs a transformer or a transformers text student"
+    )
     for role, file_format in dataset_formats.items():
         if file_format not in readable:
             raise unprocessable(
                 "incompatible_dataset",
-                f"dataset.{role}_file_id is a {file_format!r} file, which a {student.family} student does "
-                f"not read (it reads {' or '.join(readable)}): text needs a transformer or a "
-                "transformers text student.",
+                f"dataset.{role}_file_id is a {file_format!r} file, which {_student_kind(student)} does not "
+                f"read (it reads {' or '.join(readable)}): {advice}.",
                 param=f"dataset.{role}_file_id",
             )
+
+
+def _student_kind(student: ArchitectureSpec) -> str:
+    """`a mlp classifier`, `a causal language model (llama)`."""
+    if isinstance(student, HFSpec):
+        return f"{TASKS_IN_WORDS[student.task]} ({student.model_type})"
+    return f"a {student.family} classifier"
+
+
+def _is_language_model(spec: ArchitectureSpec) -> bool:
+    return isinstance(spec, HFSpec) and spec.task == "causal-lm"
+
+
+def _check_dataset_records(request: JobCreate, datasets: dict[str, File]) -> None:
+    """Prompts and completions or conversations train a causal language model, which reads no images. A
+    file's records are what its upload check found (nothing for a file uploaded before it recorded them)."""
+    student = request.student.architecture
+    for role, file in datasets.items():
+        records, param = (file.details or {}).get("records"), f"dataset.{role}_file_id"
+        if _is_language_model(student) and records == "image":
+            raise unprocessable(
+                "incompatible_dataset",
+                f"{param} holds images (an `image` column), which {_student_kind(student)} does not read: "
+                f"{LM_READS}.",
+                param=param,
+            )
+        if not _is_language_model(student) and records in LM_ONLY_RECORDS:
+            raise unprocessable(
+                "incompatible_dataset",
+                f"{param} holds {LM_ONLY_RECORDS[records]} records, which train a causal language model (a "
+                f"student of an `hf` causal-lm teacher), but the student is {_student_kind(student)}, which "
+                f"reads {_classifier_reads(student)}: give it such a dataset, or distil a causal language "
+                "model.",
+                param=param,
+            )
+
+
+def _classifier_reads(student: ArchitectureSpec) -> str:
+    if isinstance(student, HFSpec) and student.task == "image":
+        return "images (an `image` column, optionally `label`)"
+    return "`text` (optionally `text_pair`) and `label` fields"
+
+
+def _check_chat_template(request: JobCreate, datasets: dict[str, File], teacher: File) -> None:
+    """A causal language model's conversations are rendered with the first teacher folder's chat template."""
+    if not _is_language_model(request.student.architecture) or _has_chat_template(teacher.details or {}):
+        return
+    for role, file in datasets.items():
+        if (file.details or {}).get("records") == MESSAGES:
+            raise unprocessable(
+                "chat_template_missing",
+                f"dataset.{role}_file_id holds chat `messages`, which are rendered with the tokenizer's chat "
+                "template, and the teacher folder's tokenizer has none: set one and save it with the model "
+                '(`tokenizer.chat_template = "{% for message in messages %}..."; '
+                "tokenizer.save_pretrained(folder)`), then upload the folder again; or write the records as "
+                "`prompt` and `completion`.",
+                param=f"dataset.{role}_file_id",
+            )
+
+
+def _has_chat_template(folder: dict) -> bool:
+    """Whether the tokenizer of an `hf` teacher's folder (what its upload check read) has a chat template."""
+    in_config = (folder.get("tokenizer_config") or {}).get("chat_template")
+    return bool(in_config) or CHAT_TEMPLATE_FILE in folder.get("tokenizer_files", [])
 
 
 def _check_tokenizer(request: JobCreate, dataset_formats: dict[str, str], teachers: list[File]) -> None:
@@ -468,7 +561,7 @@ def _check_tokenizer(request: JobCreate, dataset_formats: dict[str, str], teache
                 "remove dataset.tokenizer_file_id.",
                 param="dataset.tokenizer_file_id",
             )
-        if text_roles and student.task == "text" and not (teachers[0].details or {}).get("tokenizer_files"):
+        if text_roles and reads_token_ids(student) and not (teachers[0].details or {}).get("tokenizer_files"):
             raise unprocessable(
                 "tokenizer_required",
                 f"dataset.{text_roles[0]}_file_id is text, which is tokenized by the teacher folder's own "

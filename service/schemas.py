@@ -93,7 +93,7 @@ class FileObject(BaseModel):
     def of(cls, row) -> "FileObject":
         """The body of a file's row (a `File`, or a row of its columns, `details` among them)."""
         body = cls.model_validate(row, from_attributes=True)
-        if row.details is None:
+        if row.format != "hf":  # a dataset's details are its records' shape
             return body
         return body.model_copy(update={"model": HFModel.of(HFFolder.model_validate(row.details))})
 
@@ -122,7 +122,15 @@ class Latency(BaseModel):
 
 
 class ModelMetrics(BaseModel):
-    accuracy: float | None
+    accuracy: float | None = Field(
+        description="On the validation labels (null without labels); a causal language model's: next-token "
+        "accuracy."
+    )
+    perplexity: float | None = Field(
+        default=None,
+        description="A causal language model's: exp of its mean next-token cross-entropy on the validation "
+        "tokens (a classifier's: null).",
+    )
     parameters: int
     latency_ms: Latency | None = Field(default=None, description="On the worker's device (`latency_device`).")
 
@@ -192,6 +200,12 @@ class SearchResult(BaseModel):
     )
 
 
+class GenerationSample(BaseModel):
+    prompt: str = Field(description="The start of a validation sample.")
+    teacher: str = Field(description="What the teacher wrote after it.")
+    student: str = Field(description="What the student wrote after it.")
+
+
 class GateResult(BaseModel):
     metric: str
     op: str
@@ -223,9 +237,27 @@ class TeacherCacheMetrics(BaseModel):
 
 
 class JobMetrics(BaseModel):
+    task: Literal["causal-lm"] | None = Field(
+        default=None,
+        description="`causal-lm`: a causal language model's metrics, its accuracy and agreement next-token "
+        "ones; null: a classifier's.",
+    )
     teacher: ModelMetrics
     student: ModelMetrics
-    agreement: float
+    agreement: float = Field(
+        description="Top-1 agreement with the teacher(s): a causal language model's on each next token."
+    )
+    kl_to_teacher: float | None = Field(
+        default=None,
+        description="A causal language model's mean token KL(teacher || student) at temperature 1, in nats.",
+    )
+    tokens: int | None = Field(
+        default=None, description="A causal language model's validation tokens, over which it was measured."
+    )
+    samples: list[GenerationSample] | None = Field(
+        default=None,
+        description="A causal language model's: a few generations of the teacher and the student.",
+    )
     accuracy_retention: float | None
     compression: float
     int8: Int8Metrics | None = Field(default=None, description="When `export` asked for `int8`.")

@@ -35,9 +35,11 @@ from engine.plan.hf_archive import (
     archive_kind,
     inspect_hf_archive,
 )
+from engine.plan.lm_records import ONE_OBJECT_PER_LINE as LM_ONE_OBJECT_PER_LINE
+from engine.plan.lm_records import SHAPE_NAMES, SHAPE_OF_FIELD, LMRecordChecks, TextRecord, lm_columns
 from engine.plan.onnx_file import OnnxFileRejected, check_onnx_stream
 from engine.plan.parquet_columns import ParquetRejected, check_columns
-from engine.plan.records import RecordChecks, RecordRejected, check_record_start
+from engine.plan.records import ONE_OBJECT_PER_LINE, RecordChecks, RecordRejected, check_record_start
 from engine.plan.safetensors_header import SafetensorsRejected, read_safetensors_header
 
 PICKLE_HINT = (
@@ -50,10 +52,14 @@ JSONL_CHECKED_LINES = 100
 CHUNK_BYTES = 1024 * 1024
 MAX_JSONL_LINE_BYTES = 1024 * 1024
 DATASET_HINT = (
-    "A dataset is JSON Lines text (`text`, optionally `text_pair` and `label`), a Parquet file (a `text` "
-    "or an `image` column, optionally `label`) or an .npz file (numpy.savez) with an array `x` [N, ...] "
-    "and optionally `y` [N]"
+    "A dataset is JSON Lines text (`text`, optionally `text_pair` and `label`; for a causal language model "
+    "`text`, `prompt` and `completion`, or chat `messages`), a Parquet file (a `text` or an `image` column, "
+    "optionally `label`; or a language model's columns of the same names) or an .npz file (numpy.savez) "
+    "with an array `x` [N, ...] and optionally `y` [N]"
 )
+# The fields only a causal language model's records have: a JSON Lines file whose first record has one, or a
+# Parquet file with such a column, is checked as a language model's dataset, any other as a classifier's.
+LM_FIELDS = frozenset(field for field, shape in SHAPE_OF_FIELD.items() if shape is not TextRecord)
 
 PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last 4 bytes
 # The footer (the schema and where each row group's columns are) is all the check reads, and all it holds in
@@ -75,7 +81,9 @@ class UploadRejected(Exception):
 class Detected(NamedTuple):
     format: str
     samples: int | None = None  # a dataset's: an .npz's rows of `x`, a JSON Lines file's lines, Parquet rows
-    details: dict[str, Any] | None = None  # an `hf` teacher's: its `HFFolder`
+    # An `hf` teacher's: its `HFFolder`. A JSON Lines or Parquet dataset's: `{"records": ...}`, the shape of
+    # its records: `text`, `prompt_completion`, `messages` (a language model's) or `image`.
+    details: dict[str, Any] | None = None
 
 
 def detect_format(purpose: str, f: BinaryIO, settings: Settings) -> Detected:
@@ -180,26 +188,38 @@ def _dataset_format(f: BinaryIO) -> Detected:
         return Detected("npz", _npz_samples(f))
     f.seek(0)
     if f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
-        return Detected("parquet", _parquet_rows(f))
-    _check_jsonl(f)
-    return Detected("jsonl", _lines(f))
+        rows, records = _parquet_dataset(f)
+        return Detected("parquet", rows, details={"records": records})
+    records = _check_jsonl(f)
+    return Detected("jsonl", _lines(f), details=None if records is None else {"records": records})
 
 
-def _parquet_rows(f: BinaryIO) -> int:
-    """The rows of a Parquet file whose columns make a dataset, from its footer only."""
+def _parquet_dataset(f: BinaryIO) -> tuple[int, str]:
+    """The rows of a Parquet file whose columns make a dataset, and the shape of its records, from its
+    footer only."""
     _check_parquet_footer_size(f)
     try:
         parquet = pq.ParquetFile(f)
         rows, schema = parquet.metadata.num_rows, parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise UploadRejected(f"The Parquet file is damaged ({exc}): upload it again.") from None
-    try:
-        check_columns(schema)
-    except ParquetRejected as rejected:
-        raise UploadRejected(f"{rejected}.") from None
+    records = _parquet_records(schema)
     if rows == 0:
         raise UploadRejected("The Parquet file has no rows: a dataset needs at least one.")
-    return rows
+    return rows, records
+
+
+def _parquet_records(schema: pa.Schema) -> str:
+    """The shape of the records the columns make: a language model's, or else a classifier's text (which a
+    language model reads too) or images."""
+    try:
+        if LM_FIELDS.intersection(schema.names):
+            shape, _columns = lm_columns(schema)
+            return SHAPE_NAMES[shape]
+        columns = check_columns(schema)
+    except (ParquetRejected, RecordRejected) as rejected:
+        raise UploadRejected(f"{rejected}.") from None
+    return "text" if columns.text else "image"
 
 
 def _check_parquet_footer_size(f: BinaryIO) -> None:
@@ -279,24 +299,55 @@ def _check_npz_members(members: list[zipfile.ZipInfo], archive_bytes: int) -> No
         )
 
 
-def _check_jsonl(f: BinaryIO) -> None:
-    """Checks the first lines only; a line too long to read whole ends the check (the engine reads it)."""
-    records = RecordChecks()
-    f.seek(0)
+def _check_jsonl(f: BinaryIO) -> str | None:
+    """Checks the first lines, as a language model's records where the first one has a field that only those
+    have, else as a classifier's; the shape of the records read (None where a line too long to check came
+    before any)."""
+    language_model = bool(LM_FIELDS & _fields(_first_record_line(f)))
+    records = LMRecordChecks() if language_model else RecordChecks()
     try:
-        for number in range(1, JSONL_CHECKED_LINES + 1):
-            line = f.readline(MAX_JSONL_LINE_BYTES)
-            if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
-                check_record_start(line, number)
-                return
-            if not line:
-                break
-            records.read(line, number)
-        records.finish(lines_read=JSONL_CHECKED_LINES)
+        _check_first_lines(f, records, LM_ONE_OBJECT_PER_LINE if language_model else ONE_OBJECT_PER_LINE)
     except RecordRejected as rejected:
-        # Before any record, the file may not be meant as JSON Lines at all.
-        hint = f" {DATASET_HINT}." if records.records == 0 else ""
+        # Before any record, the file may not be meant as JSON Lines at all (a language model's first line
+        # is a JSON object with its fields).
+        hint = f" {DATASET_HINT}." if records.records == 0 and not language_model else ""
         raise UploadRejected(f"{rejected}.{hint}") from None
+    if language_model:
+        return SHAPE_NAMES[records.first[0]]
+    return "text" if records.records else None
+
+
+def _check_first_lines(f: BinaryIO, records: RecordChecks | LMRecordChecks, one_per_line: str) -> None:
+    """Checks the first lines only; a line too long to read whole ends the check (the engine reads it)."""
+    f.seek(0)
+    for number in range(1, JSONL_CHECKED_LINES + 1):
+        line = f.readline(MAX_JSONL_LINE_BYTES)
+        if len(line) == MAX_JSONL_LINE_BYTES and not line.endswith(b"\n"):
+            check_record_start(line, number, one_per_line=one_per_line)
+            return
+        if not line:
+            break
+        records.read(line, number)
+    records.finish(lines_read=JSONL_CHECKED_LINES)
+
+
+def _first_record_line(f: BinaryIO) -> bytes:
+    """The first line that is not blank, among the lines checked (empty where there is none)."""
+    f.seek(0)
+    for _number in range(JSONL_CHECKED_LINES):
+        line = f.readline(MAX_JSONL_LINE_BYTES)
+        if line.strip() or not line:
+            return line
+    return b""
+
+
+def _fields(line: bytes) -> set[str]:
+    """The fields of the JSON object a line holds; none where it holds none (the checks say why)."""
+    try:
+        value = json.loads(line.decode("utf-8-sig"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, cut short
+        return set()
+    return set(value) if isinstance(value, dict) else set()
 
 
 def _lines(f: BinaryIO) -> int:

@@ -55,6 +55,8 @@ SHAPES: dict[type, tuple[str, str]] = {
     ),
 }
 FIELDS = {TextRecord: ("text",), PromptRecord: ("prompt", "completion"), ChatRecord: ("messages",)}
+# Each shape by the name the service records for a dataset file (`details["records"]`).
+SHAPE_NAMES = {TextRecord: "text", PromptRecord: "prompt_completion", ChatRecord: "messages"}
 SHAPE_OF_FIELD = {field: shape for shape, fields in FIELDS.items() for field in fields}
 ONE_SHAPE = "each record one of " + ", ".join(example for _fields, example in SHAPES.values())
 ONE_OBJECT_PER_LINE = f"write one JSON object per line, {ONE_SHAPE}"

@@ -39,3 +39,17 @@ def test_the_summary_says_each_gate_and_how_many_passed():
     assert summary(results) == (
         "Gates: 1 of 2 passed: compression 16.2 >= 20 failed; student.accuracy 0.93 >= 0.9 passed."
     )
+
+
+def test_a_causal_language_models_perplexity_and_kl_are_gated():
+    metrics = {"task": "causal-lm", "student": {"perplexity": 15.0, "accuracy": 0.37},
+               "teacher": {"perplexity": 12.3}, "kl_to_teacher": 0.31, "agreement": 0.62}  # fmt: skip
+    results = evaluate(
+        [
+            gate("student.perplexity", "<=", 16),
+            gate("teacher.perplexity", "<", 12),
+            gate("kl_to_teacher", "<", 0.5),
+        ],
+        metrics,
+    )
+    assert [(r["value"], r["passed"]) for r in results] == [(15.0, True), (12.3, False), (0.31, True)]

@@ -1,5 +1,7 @@
 """A job's model card, from its request, metrics, files and artifacts."""
 
+import json
+
 from core.model_card import CardFile, model_card
 
 REQUEST = {
@@ -67,6 +69,47 @@ def test_a_transformers_students_card_carries_the_hubs_metadata_and_runs_in_a_pi
     assert '"name": "student accuracy", "value": 0.94' in metadata
     assert '"name": "teacher accuracy", "value": 0.96' in metadata
     assert 'pipeline("text-classification", model="student.hf")' in card
+    assert card.index("## How to run it") < card.index("pipeline(") < card.index("torch.export.load")
     local = request["teacher"]["architecture"]["config"] | {"_name_or_path": "/home/me/teacher"}
     request["teacher"]["architecture"]["config"] = local
     assert "base_model" not in model_card("job-1", request, METRICS, files, ["student.hf.zip"])
+
+
+LM_REQUEST = REQUEST | {
+    "teacher": {"file_id": "file-t", "architecture": {"family": "hf", "config": {"model_type": "llama"}}},
+    "student": {"architecture": {"family": "hf", "config": {"model_type": "llama"}, "max_length": 64}},
+    "distillation": REQUEST["distillation"] | {"divergence": "jsd", "jsd_beta": 0.5},
+}
+LM_METRICS = {
+    "task": "causal-lm",
+    "teacher": {"perplexity": 12.3, "accuracy": 0.41, "parameters": 4_000_000,
+                "latency_ms": {"batch_1": 2.0, "batch_64": 0.1}},
+    "student": {"perplexity": 15.0, "accuracy": 0.37, "parameters": 1_000_000,
+                "latency_ms": {"batch_1": 0.5, "batch_64": 0.03}},
+    "agreement": 0.62, "kl_to_teacher": 0.31, "accuracy_retention": 0.9, "compression": 4.0,
+    "speedup": {"batch_1": 4.0, "batch_64": 3.3}, "latency_device": "cpu", "tokens": 12_345,
+    "samples": [{"prompt": "To be, or", "teacher": " not to be", "student": " not to\nbe"},
+                {"prompt": "say ```", "teacher": "```python", "student": "ok"}],
+}  # fmt: skip
+
+
+def test_a_causal_language_models_card_gives_perplexities_kl_and_generations():
+    card = model_card("job-1", LM_REQUEST, LM_METRICS, FILES, ["student.hf.zip"])
+    metadata = card.split("---")[1]
+    assert 'pipeline_tag: "text-generation"' in metadata
+    assert "student_perplexity: 15.0\nteacher_perplexity: 12.3\nstudent_accuracy: 0.37" in metadata
+    hub = json.loads(metadata.split("model-index: ")[1].splitlines()[0])[0]["results"][0]
+    assert hub["task"] == {"type": "text-generation"}
+    assert hub["metrics"] == [
+        {"type": "perplexity", "name": "student perplexity", "value": 15.0},
+        {"type": "perplexity", "name": "teacher perplexity", "value": 12.3},
+    ]
+    assert "method: temperature 4.0, alpha 0.9, beta 0.1, token divergence `jsd` (jsd_beta 0.5)." in card
+    assert "| perplexity | 12.3 | 15 |" in card and "| next-token accuracy | 41.00% | 37.00% |" in card
+    assert "- top-1 next-token agreement with the teacher: 62.00%" in card
+    assert "- KL(teacher || student): 0.31 nats per token, on 12,345 validation tokens" in card
+    assert "```text\nprompt:  To be, or\nteacher:  not to be\nstudent:  not to\n         be\n```" in card
+    assert "````text\nprompt:  say ```\nteacher: ```python\nstudent: ok\n````" in card  # fenced off
+    assert 'generate = pipeline("text-generation", model="student.hf")' in card
+    assert 'AutoModelForCausalLM.from_pretrained("student.hf")' in card
+    assert "torch.export" not in card and "soft loss" not in card

@@ -1,6 +1,7 @@
 """Jobs with an `hf` teacher, as the API resolves them at submission: the teacher's spec from its folder, a
 student derived from it or given as a transformers config, both counted for the job's bounds, and each
-pairing or data mistake a 422 that names the field."""
+pairing or data mistake a 422 that names the field. Causal language models too: their records, their
+tokenizer and chat template, their length and gates."""
 
 import json
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 
 from core import hf_sizes, request_rules
-from tests.hf_archives import TOKENIZER_FILES, tiny_bert, tiny_vit, zip_archive
+from tests.hf_archives import TOKENIZER_FILES, tiny_bert, tiny_lm, tiny_vit, zip_archive
+from tests.lm_factories import CHATS, PROMPTS
+from tests.lm_factories import TEXTS as LM_TEXTS
 
-from .helpers import npz_bytes
+from .helpers import npz_bytes, parquet_bytes
 
 TEXTS = "".join(json.dumps({"text": f"a b {i}", "label": "LABEL_1"}) + "\n" for i in range(8))
 INVALID = "invalid_model_config"
@@ -34,7 +37,9 @@ def texts(client) -> dict:
     return upload(client, TEXTS.encode(), "dataset", "texts.jsonl")
 
 
-def submit(client, teacher: dict, dataset: dict, student: dict, distillation=None, **dataset_fields):
+def submit(
+    client, teacher: dict, dataset: dict, student: dict, distillation=None, gates=(), **dataset_fields
+):
     body = {
         "teacher": {"file_id": teacher["id"]},
         "student": student,
@@ -42,6 +47,7 @@ def submit(client, teacher: dict, dataset: dict, student: dict, distillation=Non
         "distillation": distillation or {},
         "training": {"epochs": 1},
         "export": [],
+        "gates": list(gates),
     }
     return client.post("/v1/jobs", json=body)
 
@@ -239,3 +245,159 @@ def test_an_hf_peer_that_cannot_learn_from_the_teacher_is_refused(
     client, bert_teacher, texts, peer, code, param
 ):
     refused(mutual_with(client, bert_teacher, texts, peer), code, param)
+
+
+# Causal language models
+
+
+def jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(record) + "\n" for record in records).encode()
+
+
+def parquet(records: list[dict]) -> bytes:
+    return parquet_bytes({name: [record[name] for record in records] for name in records[0]})
+
+
+LM_DATASETS = {"text": LM_TEXTS, "prompt_completion": PROMPTS, "messages": CHATS}
+
+
+def upload_lm(client, resources, files: dict[str, bytes], name: str) -> dict:
+    """A causal language model's folder, uploaded where the server takes llama (not a default type yet)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resources.settings, "hf_model_types", (*resources.settings.hf_model_types, "llama"))
+        return upload(client, zip_archive(files), "teacher", name)
+
+
+def llama_files(*, without: tuple[str, ...] = (), **changed: bytes) -> dict[str, bytes]:
+    files, _parameters = tiny_lm(tied=False)
+    return {name: content for name, content in files.items() if name not in without} | changed
+
+
+@pytest.fixture(scope="module")
+def llama_teacher(client, resources) -> dict:
+    return upload_lm(client, resources, llama_files(), "llama.zip")
+
+
+@pytest.fixture(scope="module")
+def lm_data(client) -> dict[str, dict]:
+    """Each shape of a language model's records, uploaded as JSON Lines and as Parquet."""
+    files = {}
+    for shape, records in LM_DATASETS.items():
+        files[f"{shape}.jsonl"] = upload(client, jsonl(records), "dataset", f"{shape}.jsonl")
+        files[f"{shape}.parquet"] = upload(client, parquet(records), "dataset", f"{shape}.parquet")
+    return files
+
+
+@pytest.mark.parametrize(
+    "name", [f"{shape}.{kind}" for shape in LM_DATASETS for kind in ("jsonl", "parquet")]
+)
+def test_a_causal_language_model_learns_from_text_prompts_and_conversations(
+    client, llama_teacher, lm_data, name
+):
+    response = submit(client, llama_teacher, lm_data[name], {"derive": {"depth": 0.5}})
+    assert response.status_code == 201, response.text
+    student = response.json()["request"]["student"]["architecture"]
+    assert (student["config"]["model_type"], student["config"]["num_hidden_layers"]) == ("llama", 2)
+    assert student["max_length"] == 64  # the teacher's positions, under the default of 128
+
+
+def test_a_causal_language_model_reads_the_blocks_asked_for(client, llama_teacher, lm_data):
+    response = submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, max_length=16)
+    assert response.status_code == 201, response.text
+    assert response.json()["request"]["student"]["architecture"]["max_length"] == 16
+    too_long = submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, max_length=65)
+    message = refused(too_long, "incompatible_student", "student.derive")
+    assert "give dataset.max_length 64 or less" in message
+
+
+def test_a_causal_language_model_reads_no_arrays(client, llama_teacher):
+    arrays = upload(client, npz_bytes(x=np.zeros((8, 16), np.int64)), "dataset", "ids.npz")
+    message = refused(
+        submit(client, llama_teacher, arrays, {"derive": {}}), "incompatible_dataset", "dataset.train_file_id"
+    )
+    assert "which a causal language model (llama) does not read (it reads jsonl or parquet)" in message
+    assert "never from arrays: write the dataset as JSON Lines or Parquet" in message
+
+
+def test_a_causal_language_model_reads_no_images(client, llama_teacher, lm_data):
+    images = upload(client, parquet_bytes({"image": [b"png"]}), "dataset", "images.parquet")
+    body = {
+        "teacher": {"file_id": llama_teacher["id"]},
+        "student": {"derive": {}},
+        "dataset": {"train_file_id": lm_data["text.jsonl"]["id"], "validation_file_id": images["id"]},
+    }
+    message = refused(
+        client.post("/v1/jobs", json=body), "incompatible_dataset", "dataset.validation_file_id"
+    )
+    assert "holds images" in message and "learns from text records" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [("prompt_completion.jsonl", "`prompt` and `completion`"), ("messages.parquet", "`messages`")],
+)
+def test_a_classifier_refuses_a_language_models_records(client, bert_teacher, lm_data, name, fields):
+    message = refused(
+        submit(client, bert_teacher, lm_data[name], {"derive": {}}),
+        "incompatible_dataset",
+        "dataset.train_file_id",
+    )
+    assert f"holds {fields} records, which train a causal language model" in message
+    assert "the student is a text classifier (bert), which reads `text` (optionally `text_pair`)" in message
+
+
+def test_a_classifier_reads_a_language_models_text(client, bert_teacher, lm_data):
+    response = submit(client, bert_teacher, lm_data["text.parquet"], {"derive": {}}, max_length=8)
+    assert response.status_code == 201, response.text
+
+
+def test_a_causal_language_model_needs_the_teachers_tokenizer(client, resources, lm_data):
+    bare = upload_lm(
+        client,
+        resources,
+        llama_files(without=("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")),
+        "bare.zip",
+    )
+    message = refused(
+        submit(client, bare, lm_data["prompt_completion.jsonl"], {"derive": {}}),
+        "tokenizer_required",
+        "dataset.train_file_id",
+    )
+    assert "tokenizer.save_pretrained(folder)" in message
+
+
+def test_conversations_need_the_teachers_chat_template(client, resources, lm_data):
+    without = upload_lm(client, resources, llama_files(without=("chat_template.jinja",)), "plain.zip")
+    message = refused(
+        submit(client, without, lm_data["messages.jsonl"], {"derive": {}}),
+        "chat_template_missing",
+        "dataset.train_file_id",
+    )
+    assert "tokenizer.chat_template = " in message and "tokenizer.save_pretrained(folder)" in message
+    assert submit(client, without, lm_data["prompt_completion.jsonl"], {"derive": {}}).status_code == 201
+    config = json.loads(llama_files()["tokenizer_config.json"]) | {"chat_template": "{{ messages }}"}
+    in_config = upload_lm(
+        client,
+        resources,
+        llama_files(
+            without=("chat_template.jinja",), **{"tokenizer_config.json": json.dumps(config).encode()}
+        ),
+        "in-config.zip",
+    )
+    assert submit(client, in_config, lm_data["messages.jsonl"], {"derive": {}}).status_code == 201
+
+
+def test_perplexity_and_kl_gates_are_a_causal_language_models(
+    client, bert_teacher, texts, llama_teacher, lm_data
+):
+    gates = [{"metric": "agreement", "op": ">=", "value": 0.5}] + [
+        {"metric": metric, "op": "<", "value": 9} for metric in ("student.perplexity", "kl_to_teacher")
+    ]
+    response = submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, gates=gates)
+    assert response.status_code == 201, response.text
+    message = refused(
+        submit(client, bert_teacher, texts, {"derive": {}}, gates=gates, max_length=8),
+        "invalid_request",
+        "gates.1.metric",
+    )
+    assert "A gate on student.perplexity needs a causal language model student" in message

@@ -1,5 +1,5 @@
-"""Parquet datasets uploaded: accepted as `parquet` with their row count, read from the footer alone, or a 422
-that names the columns found and what a dataset needs."""
+"""Parquet datasets uploaded: accepted as `parquet` with their row count and the shape of their records, read
+from the footer alone, or a 422 that names the columns found and what a dataset needs."""
 
 import io
 import os
@@ -13,13 +13,21 @@ from core.config import Settings
 from core.models import File
 from service import upload_formats
 from service.upload_formats import UploadRejected, detect_format
+from tests.lm_factories import CHATS, PROMPTS
 from tests.service.helpers import assert_error, newest_id, parquet_bytes, stored_objects, upload, upload_ok
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # `datasets`' Image feature
 
 
+def columns_of(records: list[dict]) -> dict[str, pa.ChunkedArray]:
+    """The records as the `datasets` library writes them: a list of dicts is a list of structs."""
+    table = pa.Table.from_pylist(records)
+    return dict(zip(table.column_names, table.columns, strict=True))
+
+
+# (columns, rows, the shape of the records)
 ACCEPTED = {
-    "text and label names": ({"text": ["a good film", "a dull film"], "label": ["pos", "neg"]}, 2),
+    "text and label names": ({"text": ["a good film", "a dull film"], "label": ["pos", "neg"]}, 2, "text"),
     "pairs, class ids, other columns": (
         {
             "text": ["a"] * 3,
@@ -28,19 +36,32 @@ ACCEPTED = {
             "idx": [1, 2, 3],
         },
         3,
+        "text",
     ),
-    "unlabeled text": ({"text": ["a"] * 5}, 5),
-    "datasets' image struct": ({"image": pa.array([{"bytes": b"png", "path": "a.png"}], IMAGE_TYPE)}, 1),
-    "image bytes and label": ({"image": pa.array([b"png", b"jpg"], pa.binary()), "label": [3, 4]}, 2),
+    "unlabeled text": ({"text": ["a"] * 5}, 5, "text"),
+    "datasets' image struct": (
+        {"image": pa.array([{"bytes": b"png", "path": "a.png"}], IMAGE_TYPE)},
+        1,
+        "image",
+    ),
+    "image bytes and label": (
+        {"image": pa.array([b"png", b"jpg"], pa.binary()), "label": [3, 4]},
+        2,
+        "image",
+    ),
+    "prompts and completions": (columns_of(PROMPTS) | {"source": ["x"] * 3}, 3, "prompt_completion"),
+    "chat messages": (columns_of(CHATS), 2, "messages"),
 }
 
 
-@pytest.mark.parametrize("columns, rows", ACCEPTED.values(), ids=ACCEPTED.keys())
-def test_a_parquet_dataset_is_accepted_with_its_rows(client, resources, columns, rows):
+@pytest.mark.parametrize("columns, rows, records", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_a_parquet_dataset_is_accepted_with_its_rows(client, resources, columns, rows, records):
     body = upload_ok(client, parquet_bytes(columns, row_group_size=2), "dataset", "train.parquet")
-    assert body["format"] == "parquet" and body["purpose"] == "dataset"
+    assert body["format"] == "parquet" and body["purpose"] == "dataset" and body["model"] is None
     with resources.database.sessions() as session:
-        assert session.scalar(select(File.samples).where(File.id == body["id"])) == rows
+        row = session.execute(select(File.samples, File.details).where(File.id == body["id"])).one()
+    assert (row.samples, row.details) == (rows, {"records": records})
+    assert client.get(f"/v1/files/{body['id']}").json() == body
 
 
 TEXT = {"text": ["a", "b"]}
@@ -55,6 +76,18 @@ REJECTED = {
     "label floats": (parquet_bytes(TEXT | {"label": [0.5, 1.0]}), ["Column `label` holds double"]),
     "image not bytes": (parquet_bytes({"image": ["a.png"]}), ["Column `image` holds string"]),
     "no rows": (parquet_bytes({"text": pa.array([], pa.string())}), ["no rows"]),
+    "prompt without completion": (
+        parquet_bytes({"prompt": ["2 + 2 ="]}),
+        ["columns are `prompt`", "`prompt` and `completion` columns (strings)"],
+    ),
+    "text and prompts": (
+        parquet_bytes(TEXT | {"prompt": ["a", "b"], "completion": ["c", "d"]}),
+        ["columns of more than one shape, `text` and `prompt` and `completion`: keep one"],
+    ),
+    "messages not a list of structs": (
+        parquet_bytes({"messages": ["hello"]}),
+        ["Column `messages` holds string", "lists of {role, content} structs"],
+    ),
     "truncated": (parquet_bytes(TEXT)[:-5], ["truncated"]),
     "footer length beyond the file": (
         parquet_bytes(TEXT)[:-8] + struct.pack("<I", 10**9) + b"PAR1",

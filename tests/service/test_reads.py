@@ -64,6 +64,22 @@ def test_a_succeeded_job_reads_as_stored(client, resources, queued_job):
     assert body == as_fastapi_encodes(JobObject, JobObject.model_validate(job))
 
 
+def test_a_causal_language_models_metrics_read_whole(client, resources, queued_job):
+    metrics = METRICS | {
+        "task": "causal-lm",
+        "teacher": METRICS["teacher"] | {"perplexity": 12.3},
+        "student": METRICS["student"] | {"perplexity": 15},
+        "kl_to_teacher": 0.31,
+        "tokens": 12_345,
+        "samples": [{"prompt": "To be", "teacher": ", or not", "student": " or not"}],
+    }
+    end_job(resources, queued_job["id"], "succeeded", metrics=metrics)
+    read = client.get(f"/v1/jobs/{queued_job['id']}").json()["metrics"]
+    assert (read["task"], read["kl_to_teacher"], read["tokens"]) == ("causal-lm", 0.31, 12_345)
+    assert (read["teacher"]["perplexity"], read["student"]["perplexity"]) == (12.3, 15.0)
+    assert read["samples"] == metrics["samples"]
+
+
 def test_a_failed_job_reads_with_its_error(client, resources, queued_job):
     error = {"code": "loss_diverged", "message": "The loss became NaN at epoch 3: lower the temperature."}
     end_job(resources, queued_job["id"], "failed", error=error)
