@@ -1,7 +1,7 @@
-"""The causal language model `benchmarks.llm` distils, made here with plain transformers and PyTorch and saved as a
-user uploads one: a byte-level BPE tokenizer trained on tinyshakespeare's training text, a llama-style model of a
-few million parameters trained on it, nanoGPT-style (blocks of the text, AdamW, cosine decay), and the text's
-records and blocks as the jobs and the measurements read them."""
+"""The causal language model `benchmarks.llm` distils, made here with plain transformers and PyTorch and saved
+as a user uploads one: a byte-level BPE tokenizer trained on tinyshakespeare's training text, a llama-style
+model of a few million parameters trained on it, nanoGPT-style (blocks of the text, AdamW, cosine decay), and
+the text's records and blocks as the jobs and the measurements read them."""
 
 import math
 import time
@@ -50,16 +50,21 @@ def blocks(stream: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def trained_llama(
-    out: Path, tokenizer: PreTrainedTokenizerFast, train: torch.Tensor, config: dict, *, epochs: int, batch_size: int
+    out: Path,
+    tokenizer: PreTrainedTokenizerFast,
+    train: torch.Tensor,
+    config: dict,
+    *,
+    epochs: int,
+    batch_size: int,
 ) -> tuple[Path, list[float]]:
     """A llama of `config` trained on the training blocks `train` [N, L]: AdamW (lr 1e-3, weight decay 0.1,
     betas 0.9/0.95), 5% warm-up then cosine decay to a tenth; saved with the tokenizer and a generation
     config. Returns the folder and each epoch's mean training loss."""
     torch.manual_seed(0)
-    vocab = len(tokenizer)
+    eos = tokenizer.eos_token_id
     model = LlamaForCausalLM(
-        LlamaConfig(vocab_size=vocab, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                    **config)  # fmt: skip
+        LlamaConfig(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, **config)
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
     steps = epochs * math.ceil(len(train) / batch_size)
@@ -86,7 +91,8 @@ def trained_llama(
             scheduler.step()
             total += loss.item() * len(batch)
         losses.append(total / len(train))
-        print(f"teacher epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f} ({time.perf_counter() - started:.0f} s)")
+        seconds = time.perf_counter() - started
+        print(f"teacher epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f} ({seconds:.0f} s)")
     model.eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, do_sample=True, top_k=50

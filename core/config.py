@@ -150,12 +150,10 @@ class Settings(BaseSettings):
         "DISTILL_MAX_UPLOAD_BYTES: safetensors weights hardly compress).",
     )
     hf_model_types: Annotated[tuple[str, ...], NoDecode] = Field(
-        # A causal LM is read, built and counted, but no job trains one until the language-model training
-        # lands: until then the default takes the classifiers only.
-        default=tuple(name for name, task in HF_TASKS.items() if task != "causal-lm"),
+        default=tuple(HF_TASKS),
         min_length=1,
         description="The `model_type`s of transformers an `hf` teacher may have, comma-separated "
-        "(default: every text and image classifier the service builds).",
+        "(default: every text and image classifier and causal language model the service builds).",
     )
 
     @field_validator("hf_model_types", mode="before")

@@ -22,7 +22,7 @@ from engine.plan.hf_design import SPEC_KEYS, TASKS_IN_WORDS, pairing_problems, s
 from engine.plan.hf_inputs import DEFAULT_TEXT_LENGTH, folder_spec
 from engine.plan.lm_records import SHAPE_NAMES, SHAPES, ChatRecord, PromptRecord
 from engine.plan.rules import check_job, initialising_teacher_architecture
-from engine.plan.specs import ArchitectureSpec, HFSpec, reads_token_ids
+from engine.plan.specs import ArchitectureSpec, HFSpec, is_causal_lm, reads_token_ids
 
 FileLookup = Callable[[str], File | None]  # a file of the caller's tenant by id, or None
 # What a job may change from the one it resumes from (`resume_from`): nothing it trains.
@@ -76,6 +76,7 @@ def resolve_job(request: JobCreate, find_file: FileLookup, settings: Settings) -
     resolved = _with_hf_peers(resolved)
     resolved = _with_counted_models(resolved)
     resolved = _with_transformers_training(resolved)
+    resolved = _with_language_model_defaults(resolved)
     resolved = _with_time_bound(resolved, settings)
     _check_dataset_formats(resolved, {role: file.format for role, file in datasets.items()})
     _check_dataset_records(resolved, datasets)
@@ -162,6 +163,19 @@ def _with_transformers_training(request: JobCreate) -> JobCreate:
     return request.model_copy(update={"training": training.model_copy(update=unset)})
 
 
+def _with_language_model_defaults(request: JobCreate) -> JobCreate:
+    """A causal language model's job, where the request leaves these unset: no pt2 or ONNX programs (the
+    student comes as its transformers folder) and its next-token distributions compared at T = 1, as they
+    are sampled from (a vocabulary's tail softened at the classifiers' T = 4 would outweigh its head)."""
+    if not is_causal_lm(request.student.architecture):
+        return request
+    distillation = request.distillation
+    update = {} if "export" in request.model_fields_set else {"export": []}
+    if "temperature" not in distillation.model_fields_set:
+        update["distillation"] = distillation.model_copy(update={"temperature": 1.0})
+    return request.model_copy(update=update)
+
+
 def _transformers_learning_rate(derive: StudentDerivation | None, student: HFSpec) -> float:
     """As measured by `make bench-hf` (3 epochs): 5e-5 for whole layers of the teacher (a 3-layer MiniLM:
     94% of TREC-6 at 5e-5); 2e-4 for the teacher's layers narrowed, less of a start (half as wide: 80% at
@@ -188,7 +202,7 @@ def _check_gates(request: JobCreate) -> None:
                 'A gate on int8.accuracy needs the int8 student: add "int8" to export.',
                 param=f"gates.{number}.metric",
             )
-        if gate.metric in LANGUAGE_MODEL_METRICS and not _is_language_model(request.student.architecture):
+        if gate.metric in LANGUAGE_MODEL_METRICS and not is_causal_lm(request.student.architecture):
             raise unprocessable(
                 "invalid_request",
                 f"A gate on {gate.metric} needs a causal language model student, which the job measures it "
@@ -490,24 +504,20 @@ def _student_kind(student: ArchitectureSpec) -> str:
     return f"a {student.family} classifier"
 
 
-def _is_language_model(spec: ArchitectureSpec) -> bool:
-    return isinstance(spec, HFSpec) and spec.task == "causal-lm"
-
-
 def _check_dataset_records(request: JobCreate, datasets: dict[str, File]) -> None:
     """Prompts and completions or conversations train a causal language model, which reads no images. A
     file's records are what its upload check found (nothing for a file uploaded before it recorded them)."""
     student = request.student.architecture
     for role, file in datasets.items():
         records, param = (file.details or {}).get("records"), f"dataset.{role}_file_id"
-        if _is_language_model(student) and records == "image":
+        if is_causal_lm(student) and records == "image":
             raise unprocessable(
                 "incompatible_dataset",
                 f"{param} holds images (an `image` column), which {_student_kind(student)} does not read: "
                 f"{LM_READS}.",
                 param=param,
             )
-        if not _is_language_model(student) and records in LM_ONLY_RECORDS:
+        if not is_causal_lm(student) and records in LM_ONLY_RECORDS:
             raise unprocessable(
                 "incompatible_dataset",
                 f"{param} holds {LM_ONLY_RECORDS[records]} records, which train a causal language model (a "
@@ -526,7 +536,7 @@ def _classifier_reads(student: ArchitectureSpec) -> str:
 
 def _check_chat_template(request: JobCreate, datasets: dict[str, File], teacher: File) -> None:
     """A causal language model's conversations are rendered with the first teacher folder's chat template."""
-    if not _is_language_model(request.student.architecture) or _has_chat_template(teacher.details or {}):
+    if not is_causal_lm(request.student.architecture) or _has_chat_template(teacher.details or {}):
         return
     for role, file in datasets.items():
         if (file.details or {}).get("records") == MESSAGES:

@@ -59,6 +59,8 @@ class Progress:
         latest = {point.name: point.value for point in self.client.metrics(self.job_id)}
         if "loss" in latest:
             parts.append(f"loss {latest['loss']:.4f}")
+        if "validation_perplexity" in latest:  # a causal language model's
+            parts.append(f"perplexity {latest['validation_perplexity']:.3f}")
         if "validation_accuracy" in latest:
             parts.append(f"accuracy {latest['validation_accuracy']:.2%}")
         if progress.get("eta_seconds") is not None:

@@ -108,20 +108,23 @@ def logits_of(model: nn.Module):
 @torch.no_grad()
 def sample_generations(setup: LMSetup, student: nn.Module, reporter: Reporter) -> list[dict]:
     """The teacher's and the student's greedy continuations of the first validation blocks' prompts, in the
-    events and the metrics."""
+    events and the metrics: each prompt as text, encoded and its continuation decoded as transformers'
+    `pipeline("text-generation")` does, so that the student folder writes the same there."""
     tokenizer = load_lm_tokenizer(setup.tokenizer_folder)
     samples = []
     student.eval()  # for good: it is exported next
     for block in range(min(SAMPLES, len(setup.validation))):
-        prompt = prompt_ids(setup.validation.ids[block], setup.validation.labels[block])
+        prompt = tokenizer.decode(
+            prompt_ids(setup.validation.ids[block], setup.validation.labels[block]), skip_special_tokens=True
+        )
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
         texts = {
-            who: tokenizer.decode(greedy(model, prompt, setup.device), skip_special_tokens=True)
+            who: continuation(tokenizer, ids, greedy(model, ids, setup.device))
             for who, model in (("teacher", setup.teacher), ("student", student))
         }
-        samples.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True)} | texts)
+        samples.append({"prompt": prompt} | texts)
         reporter.event(
-            f"Sample {block + 1}: {samples[-1]['prompt']!r} -> teacher {texts['teacher']!r}; "
-            f"student {texts['student']!r}"
+            f"Sample {block + 1}: {prompt!r} -> teacher {texts['teacher']!r}; student {texts['student']!r}"
         )
     return samples
 
@@ -134,16 +137,22 @@ def prompt_ids(ids: Tensor, labels: Tensor) -> Tensor:
     return ids[: first if first > 1 else PROMPT_TOKENS]
 
 
-def greedy(model: nn.Module, prompt: Tensor, device: torch.device) -> Tensor:
-    """The model's NEW_TOKENS most likely next tokens after `prompt`, one at a time (greedy decoding)."""
+def greedy(model: nn.Module, ids: Tensor, device: torch.device) -> Tensor:
+    """The prompt `ids` [1, L] and the model's NEW_TOKENS most likely next tokens after it, one at a time."""
     language_model = model.model
-    ids = prompt.unsqueeze(0).to(device)
     config = language_model.generation_config
-    generated = language_model.generate(
+    ids = ids.to(device)
+    return language_model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
         max_new_tokens=NEW_TOKENS,
         do_sample=False,
         pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.eos_token_id,
-    )
-    return generated[0, len(prompt) :].cpu()
+    )[0].cpu()
+
+
+def continuation(tokenizer, prompt: Tensor, generated: Tensor) -> str:
+    """The text after the prompt's, as the pipeline cuts it: the whole sequence decoded, less the prompt's
+    decoded length (a byte-level token split between the two decodes whole)."""
+    prompt_length = len(tokenizer.decode(prompt[0], skip_special_tokens=True))
+    return tokenizer.decode(generated, skip_special_tokens=True)[prompt_length:]

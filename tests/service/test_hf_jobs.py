@@ -261,11 +261,8 @@ def parquet(records: list[dict]) -> bytes:
 LM_DATASETS = {"text": LM_TEXTS, "prompt_completion": PROMPTS, "messages": CHATS}
 
 
-def upload_lm(client, resources, files: dict[str, bytes], name: str) -> dict:
-    """A causal language model's folder, uploaded where the server takes llama (not a default type yet)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(resources.settings, "hf_model_types", (*resources.settings.hf_model_types, "llama"))
-        return upload(client, zip_archive(files), "teacher", name)
+def upload_lm(client, files: dict[str, bytes], name: str) -> dict:
+    return upload(client, zip_archive(files), "teacher", name)
 
 
 def llama_files(*, without: tuple[str, ...] = (), **changed: bytes) -> dict[str, bytes]:
@@ -275,7 +272,7 @@ def llama_files(*, without: tuple[str, ...] = (), **changed: bytes) -> dict[str,
 
 @pytest.fixture(scope="module")
 def llama_teacher(client, resources) -> dict:
-    return upload_lm(client, resources, llama_files(), "llama.zip")
+    return upload_lm(client, llama_files(), "llama.zip")
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +305,24 @@ def test_a_causal_language_model_reads_the_blocks_asked_for(client, llama_teache
     too_long = submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, max_length=65)
     message = refused(too_long, "incompatible_student", "student.derive")
     assert "give dataset.max_length 64 or less" in message
+
+
+def test_a_causal_language_model_job_defaults_to_its_folder_alone_and_temperature_one(
+    client, llama_teacher, lm_data
+):
+    body = {
+        "teacher": {"file_id": llama_teacher["id"]},
+        "student": {"derive": {}},
+        "dataset": {"train_file_id": lm_data["text.jsonl"]["id"]},
+    }
+    resolved = client.post("/v1/jobs", json=body).json()["request"]
+    assert resolved["export"] == [] and resolved["distillation"]["temperature"] == 1.0
+    asked = body | {"distillation": {"temperature": 2.0, "divergence": "jsd"}, "export": ["onnx"]}
+    message = refused(client.post("/v1/jobs", json=asked), "unsupported_combination", "export")
+    assert "set `export` to []" in message
+    asked["export"] = []
+    resolved = client.post("/v1/jobs", json=asked).json()["request"]
+    assert resolved["distillation"]["temperature"] == 2.0 and resolved["distillation"]["divergence"] == "jsd"
 
 
 def test_a_causal_language_model_reads_no_arrays(client, llama_teacher):
@@ -351,10 +366,9 @@ def test_a_classifier_reads_a_language_models_text(client, bert_teacher, lm_data
     assert response.status_code == 201, response.text
 
 
-def test_a_causal_language_model_needs_the_teachers_tokenizer(client, resources, lm_data):
+def test_a_causal_language_model_needs_the_teachers_tokenizer(client, lm_data):
     bare = upload_lm(
         client,
-        resources,
         llama_files(without=("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")),
         "bare.zip",
     )
@@ -366,8 +380,8 @@ def test_a_causal_language_model_needs_the_teachers_tokenizer(client, resources,
     assert "tokenizer.save_pretrained(folder)" in message
 
 
-def test_conversations_need_the_teachers_chat_template(client, resources, lm_data):
-    without = upload_lm(client, resources, llama_files(without=("chat_template.jinja",)), "plain.zip")
+def test_conversations_need_the_teachers_chat_template(client, lm_data):
+    without = upload_lm(client, llama_files(without=("chat_template.jinja",)), "plain.zip")
     message = refused(
         submit(client, without, lm_data["messages.jsonl"], {"derive": {}}),
         "chat_template_missing",
@@ -378,7 +392,6 @@ def test_conversations_need_the_teachers_chat_template(client, resources, lm_dat
     config = json.loads(llama_files()["tokenizer_config.json"]) | {"chat_template": "{{ messages }}"}
     in_config = upload_lm(
         client,
-        resources,
         llama_files(
             without=("chat_template.jinja",), **{"tokenizer_config.json": json.dumps(config).encode()}
         ),
