@@ -206,6 +206,16 @@ def argument_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of this process and of the service it starts (OMP_NUM_THREADS); default: "
+        "torch's own, one per core. On a machine that other work shares, 1 keeps a process's threads "
+        "from waiting on each other whenever that work takes a core (ten times slower steps here)",
+    )
+
+
 def write_result(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

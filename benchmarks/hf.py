@@ -42,6 +42,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     Timer,
+    add_threads_option,
     argument_parser,
     machine,
     read_idx,
@@ -111,13 +112,7 @@ def main() -> None:
 def hf_argument_parser(doc: str, result_name: str) -> argparse.ArgumentParser:
     parser = argument_parser(doc, result_name)
     parser.add_argument("--trec", type=Path, default=TREC6, help="folder with TREC-6's JSON Lines and labels")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads of this process and of the service it starts (OMP_NUM_THREADS); default: "
-        "torch's own, one per core. On a machine that other work shares, 1 keeps a process's threads "
-        "from waiting on each other whenever that work takes a core (ten times slower steps here)",
-    )
+    add_threads_option(parser)
     return parser
 
 

@@ -32,6 +32,7 @@ from engine.results import DistillResult
 from engine.runtime.compute import uncompile
 from engine.runtime.devices import resolve_device
 from engine.runtime.distributed import ONE_PROCESS, Ranks
+from engine.runtime.memory import peak_memory, reset_peak_memory
 from engine.teachers.cache import TeacherCacheStore
 from engine.train.checkpoints import Checkpoints
 from engine.train.methods import Candidate, Trained, train_students
@@ -68,6 +69,7 @@ def run_distillation(
         reporter.phase("validating")
         job = with_tokenizer_ids(job, files)
         device = ranks.device or resolve_device(job.training.device)
+        reset_peak_memory(device)
         checkpoints = checkpoints or Checkpoints()
         if is_causal_lm(job.student_architecture):
             result = distill_language_model(
@@ -133,8 +135,9 @@ def distill_classifier(
 def written(
     result: DistillResult, device: torch.device, out_dir: Path, started: float, reporter: Reporter
 ) -> DistillResult:
-    """The result with its metrics file written, and the event that ends the job."""
+    """The result with its peak memory and its metrics file written, and the event that ends the job."""
     seconds = time.perf_counter() - started
+    result.metrics["peak_memory"] = peak_memory(device)
     summary = {"final": result.metrics, "series": result.series, "device": str(device), "seconds": seconds}
     result.artifacts[METRICS_FILE] = out_dir / METRICS_FILE
     result.artifacts[METRICS_FILE].write_text(json.dumps(summary, indent=2) + "\n")

@@ -236,6 +236,14 @@ class TeacherCacheMetrics(BaseModel):
     )
 
 
+class PeakMemory(BaseModel):
+    process_bytes: int | None = Field(
+        description="The job's process's most resident memory, from the job's start (Linux's VmHWM, reset as "
+        "the job starts); null where the system does not say."
+    )
+    cuda_bytes: int | None = Field(description="On CUDA, the most its tensors took on the device; else null.")
+
+
 class JobMetrics(BaseModel):
     task: Literal["causal-lm"] | None = Field(
         default=None,
@@ -274,6 +282,9 @@ class JobMetrics(BaseModel):
     gates: list[GateResult] | None = Field(default=None, description="The request's `gates`, evaluated.")
     teacher_cache: TeacherCacheMetrics | None = Field(
         default=None, description="Where the teachers' outputs came from (`distillation.teacher_cache`)."
+    )
+    peak_memory: PeakMemory | None = Field(
+        default=None, description="What the job's training process held at its peak (rank 0's, over several)."
     )
 
 

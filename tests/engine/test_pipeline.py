@@ -57,7 +57,11 @@ def test_student_learns_the_task(distilled):
 def test_final_metrics_have_the_documented_shape(distilled):
     metrics = distilled[0].metrics
     assert set(metrics) == {"teacher", "student", "agreement", "accuracy_retention", "compression", "speedup",
-                            "latency_device", "teacher_cache"}  # fmt: skip
+                            "latency_device", "teacher_cache", "peak_memory"}  # fmt: skip
+    assert metrics["peak_memory"]["cuda_bytes"] is None
+    assert (
+        10 * 2**20 < metrics["peak_memory"]["process_bytes"] < 8 * 2**30
+    )  # torch alone takes more than 10 MiB
     assert set(metrics["student"]) == {"accuracy", "parameters", "latency_ms"}
     assert metrics["teacher"]["parameters"] == 8 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4
     assert metrics["student"]["parameters"] == 8 * 16 + 16 + 16 * 4 + 4

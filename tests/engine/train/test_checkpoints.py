@@ -47,7 +47,14 @@ def killed_then_finished(job, task, folder: Path, kills: list[int], every_second
     return attempt(job, task, folder / "last", reporter, store, every_seconds), reporter, store
 
 
-TIMINGS = {"latency_ms", "speedup", "latency_device", "seconds", "saved_seconds"}  # read from a clock
+TIMINGS = {
+    "latency_ms",
+    "speedup",
+    "latency_device",
+    "seconds",
+    "saved_seconds",
+    "peak_memory",
+}  # read from a clock
 
 
 def without_timings(metrics: dict) -> dict:
