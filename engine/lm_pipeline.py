@@ -2,6 +2,7 @@
 student trained by the token-level losses (`train.lm_loop`), measured against the teacher on the validation
 blocks, shown generating beside it, and exported as a transformers folder."""
 
+import copy
 from pathlib import Path
 
 import torch
@@ -10,9 +11,12 @@ from torch import Tensor, nn
 from engine.data.lm_text import IGNORE_INDEX, load_lm_tokenizer
 from engine.evaluate import token_scores
 from engine.export.latency import latency_ms, speedup
+from engine.export.onnx_language_model import export_language_model_onnx, language_model_onnx_metrics
+from engine.export.onnx_model import ONNX_MODEL
 from engine.export.pretrained import export_pretrained
 from engine.lm_preparation import LMSetup, prepare_language_model
 from engine.models.registry import count_parameters
+from engine.plan.errors import JobFailed
 from engine.plan.hf_models import PRETRAINED_ARTIFACT
 from engine.plan.specs import EngineJob, JobFiles
 from engine.reporting import Reporter
@@ -58,6 +62,8 @@ def distill_language_model(
     metrics = lm_metrics(setup, model, job.training.batch_size)
     metrics["samples"] = sample_generations(setup, model, reporter)
     artifacts = {PRETRAINED_ARTIFACT: export_pretrained(model, student.spec, setup.tokenizer_folder, out_dir)}
+    if "onnx" in job.export:
+        metrics["onnx"] = onnx_export(setup, model, student.spec.max_length, out_dir, artifacts, reporter)
     student_scores, teacher_scores = metrics["student"], metrics["teacher"]
     headline = (
         f"student validation perplexity {student_scores['perplexity']:.3f} (the teacher's "
@@ -65,6 +71,23 @@ def distill_language_model(
         f"{metrics['compression']:.1f}x fewer parameters"
     )
     return DistillResult(metrics, series, artifacts, headline)
+
+
+def onnx_export(
+    setup: LMSetup, model: nn.Module, max_length: int, out_dir: Path, artifacts: dict, reporter: Reporter
+) -> dict | None:
+    """`student.onnx` checked with ONNX Runtime against the student; where the exporter fails on the model,
+    an event says why and the job goes on without it (None)."""
+    language_model = copy.deepcopy(model.model).to("cpu").eval()
+    try:
+        path = export_language_model_onnx(language_model, max_length, out_dir)
+    except JobFailed as failed:
+        reporter.event(
+            f"No student.onnx: {failed.message}; the transformers folder is the student", "warning"
+        )
+        return None
+    artifacts[ONNX_MODEL] = path
+    return language_model_onnx_metrics(path, language_model, setup.validation)
 
 
 def lm_metrics(setup: LMSetup, student: nn.Module, batch_size: int) -> dict:

@@ -161,11 +161,11 @@ def _check_language_model(job: EngineJob, fields: list[str]) -> None:
                 f"(`distillation.divergence`) and the next-token cross-entropy: {instead}.",
                 field,
             )
-    if job.export:
+    if "int8" in job.export:
         raise JobFailed(
             "unsupported_combination",
-            f"export {job.export} (pt2, ONNX and int8 programs) is not made for causal language models yet: "
-            "the student comes as a transformers folder (student.hf.zip); set `export` to [].",
+            "export `int8` (an int8 pt2 program) is not made for causal language models: the student comes "
+            "as a transformers folder (student.hf.zip), and as student.onnx with `onnx`; remove `int8`.",
             "export",
         )
 

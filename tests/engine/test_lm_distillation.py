@@ -6,6 +6,7 @@ import math
 import zipfile
 from pathlib import Path
 
+import onnxruntime
 import pytest
 import torch
 from safetensors.torch import load
@@ -109,6 +110,28 @@ def test_the_student_folder_generates_in_transformers_as_the_job_showed(lm_task,
     assert result.metrics["student"]["parameters"] == sum(p.numel() for p in model.parameters())
 
 
+def test_the_student_as_onnx_agrees_with_it_and_a_failed_export_is_an_event(lm_task, tmp_path, monkeypatch):
+    job = lm_job(lm_task[0]).model_copy(update={"export": ["onnx"]})
+    result, _ = distill(job, lm_task, tmp_path / "onnx")
+    onnx = result.metrics["onnx"]
+    assert onnx["agreement"] == 1.0 and onnx["max_abs_difference"] < 1e-3 and onnx["bytes"] > 0
+    session = onnxruntime.InferenceSession(
+        str(result.artifacts["student.onnx"]), providers=["CPUExecutionProvider"]
+    )
+    ids = lm_token_ids(count=3, length=5)  # another batch size and length than the export's example
+    (logits,) = session.run(None, {session.get_inputs()[0].name: ids.numpy()})
+    assert logits.shape == (3, 5, LM_VOCAB)
+
+    def fails(*_args, **_kwargs):
+        raise JobFailed("export_failed", "the student could not be exported to ONNX (RuntimeError: no)")
+
+    monkeypatch.setattr("engine.export.onnx_language_model.export_onnx", fails)
+    result, reporter = distill(job, lm_task, tmp_path / "failed")
+    assert result.metrics["onnx"] is None and "student.onnx" not in result.artifacts
+    assert ("warning", "No student.onnx: the student could not be exported to ONNX (RuntimeError: no); the "
+            "transformers folder is the student") in reporter.events  # fmt: skip
+
+
 def test_a_killed_worker_resumes_to_the_same_student(lm_task, tmp_path):
     job = lm_job(lm_task[0])
     uninterrupted, _ = distill(job, lm_task, tmp_path / "whole")
@@ -171,7 +194,7 @@ REFUSED = {
     "a classifier's soft loss": ({"distillation": {"soft_loss": "dkd"}}, "distillation.soft_loss"),
     "mutual learning": ({"distillation": {"method": "mutual"}}, "distillation.method"),
     "the auto search": ({"distillation": {"temperature": "auto"}}, "distillation.temperature"),
-    "programs to export": ({"export": ["onnx"]}, "export"),
+    "an int8 program": ({"export": ["onnx", "int8"]}, "export"),
 }
 
 
