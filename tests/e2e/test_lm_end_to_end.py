@@ -1,7 +1,8 @@
-"""A causal language model in, a smaller one out, as a user runs it: `distill run` with a job file that
-names a llama's `save_pretrained` folder and text as JSON Lines; the student derived from it through the real
-API and worker, token-level KD; the student folder `distill run -o` unpacks generates in a Python that holds
-torch and transformers but none of the service's packages, writing what the job showed it writing."""
+"""A causal language model in, a smaller one out, as the README's tour runs it: `distill run` with the job
+file of `examples/toy_language_model.py`, which names a llama's `save_pretrained` folder and text as JSON
+Lines; the student derived from it through the real API and worker, token-level KD; the student folder
+`distill run -o` unpacks generates in a Python that holds torch and transformers but none of the service's
+packages, writing what the job showed it writing."""
 
 import json
 import subprocess
@@ -10,8 +11,8 @@ import sysconfig
 
 import pytest
 
-from tests.lm_factories import write_jsonl
-from tests.lm_model_factories import TEXTS, lm_folder
+from examples import toy_language_model
+from tests.stack import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +33,9 @@ print(json.dumps(generated[0]["generated_text"]))
 """
 
 
-def test_a_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp_path):
-    lm_folder(tmp_path / "my-llama", "llama")
-    write_jsonl(tmp_path / "train.jsonl", [{"text": text} for text in TEXTS * 2])
-    (tmp_path / "job.yaml").write_text(
-        "teacher: {file: my-llama}\n"  # the folder save_pretrained wrote: the CLI archives it
-        "student: {derive: {depth: 0.5}}\n"
-        "dataset: {train_file: train.jsonl, max_length: 16}\n"
-        "distillation: {divergence: jsd, alpha: 1.0, beta: 0.0}\n"
-        "training: {epochs: 2, batch_size: 4, learning_rate: 0.003}\n"
-        "gates: [{metric: kl_to_teacher, op: '<', value: 100}]\n"
-    )
+def test_the_tours_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp_path):
+    toy_language_model.main(tmp_path)  # my-llama/, train.jsonl, validation.jsonl, job.yaml
+    assert toy_language_model.JOB in (ROOT / "README.md").read_text(), "the README's tour runs another job"
     env = {**stack.env, "DISTILL_URL": stack.url}
     ran = subprocess.run(
         [sys.executable, "-m", "cli", "run", "job.yaml", "-o", "out"],
