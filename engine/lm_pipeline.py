@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.data.lm_text import IGNORE_INDEX, load_lm_tokenizer
+from engine.data.lm_text import load_lm_tokenizer
 from engine.evaluate import token_scores
 from engine.export.latency import latency_ms, speedup
 from engine.export.onnx_language_model import export_language_model_onnx, language_model_onnx_metrics
@@ -24,6 +24,7 @@ from engine.results import DistillResult
 from engine.runtime.compute import uncompile
 from engine.runtime.distributed import Ranks
 from engine.train.checkpoints import Checkpoints, QuietWhileReplaying
+from engine.train.generation import block_prompts
 from engine.train.lm_loop import LANGUAGE_MODEL, build_lm_student
 from engine.train.loop import Clock, start_run, steps_per_epoch, train_run
 
@@ -136,10 +137,9 @@ def sample_generations(setup: LMSetup, student: nn.Module, reporter: Reporter) -
     tokenizer = load_lm_tokenizer(setup.tokenizer_folder)
     samples = []
     student.eval()  # for good: it is exported next
-    for block in range(min(SAMPLES, len(setup.validation))):
-        prompt = tokenizer.decode(
-            prompt_ids(setup.validation.ids[block], setup.validation.labels[block]), skip_special_tokens=True
-        )
+    prompts = block_prompts(setup.validation.subset(slice(SAMPLES)), PROMPT_TOKENS)
+    for block, prompt_tokens in enumerate(prompts):
+        prompt = tokenizer.decode(prompt_tokens, skip_special_tokens=True)
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         texts = {
             who: continuation(tokenizer, ids, greedy(model, ids, setup.device))
@@ -150,14 +150,6 @@ def sample_generations(setup: LMSetup, student: nn.Module, reporter: Reporter) -
             f"Sample {block + 1}: {prompt!r} -> teacher {texts['teacher']!r}; student {texts['student']!r}"
         )
     return samples
-
-
-def prompt_ids(ids: Tensor, labels: Tensor) -> Tensor:
-    """A block's prompt: the tokens before its first learnt one (a prompt's, or a conversation's before the
-    assistant's turn), else, for plain text, its first PROMPT_TOKENS."""
-    learnt = (labels != IGNORE_INDEX).nonzero()
-    first = int(learnt[0]) + 1 if len(learnt) else len(ids)
-    return ids[: first if first > 1 else PROMPT_TOKENS]
 
 
 def greedy(model: nn.Module, ids: Tensor, device: torch.device) -> Tensor:
