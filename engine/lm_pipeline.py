@@ -1,6 +1,7 @@
-"""A causal language model's job, from files to artifacts: phase "validating" (`lm_preparation`), then the
-student trained by the token-level losses (`train.lm_loop`), measured against the teacher on the validation
-blocks, shown generating beside it, and exported as a transformers folder."""
+"""A causal language model's job, from files to artifacts: phase "validating" (`lm_preparation`, and with
+sequence-level KD the teacher's completions of the training prompts, `train.sequence_level`), then the student
+trained by the token-level losses (`train.lm_loop`), measured against the teacher on the validation blocks,
+shown generating beside it, and exported as a transformers folder."""
 
 import copy
 from pathlib import Path
@@ -27,6 +28,7 @@ from engine.train.checkpoints import Checkpoints, QuietWhileReplaying
 from engine.train.generation import block_prompts
 from engine.train.lm_loop import LANGUAGE_MODEL, build_lm_student
 from engine.train.loop import Clock, start_run, steps_per_epoch, train_run
+from engine.train.sequence_level import GENERATIONS_ARTIFACT, with_teacher_generations
 
 SAMPLES = 3  # generations shown at the end, from the first validation blocks
 PROMPT_TOKENS = 16  # of a block with no prompt of its own (plain text)
@@ -47,6 +49,9 @@ def distill_language_model(
     """Train and export the student of a causal language model's job (see `pipeline.run_distillation`)."""
     with ranks.main_first():
         setup = prepare_language_model(job, files, device, reporter, ranks)
+    generations = None
+    if job.distillation.sequence_level is not None:
+        setup, generations = with_teacher_generations(setup, job, out_dir, reporter, deadline)
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
     job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
@@ -63,6 +68,8 @@ def distill_language_model(
     metrics = lm_metrics(setup, model, job.training.batch_size)
     metrics["samples"] = sample_generations(setup, model, reporter)
     artifacts = {PRETRAINED_ARTIFACT: export_pretrained(model, student.spec, setup.tokenizer_folder, out_dir)}
+    if generations is not None:
+        artifacts[GENERATIONS_ARTIFACT] = generations
     if "onnx" in job.export:
         metrics["onnx"] = onnx_export(setup, model, student.spec.max_length, out_dir, artifacts, reporter)
     student_scores, teacher_scores = metrics["student"], metrics["teacher"]
