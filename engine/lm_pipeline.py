@@ -1,6 +1,7 @@
-"""A causal language model's job, from files to artifacts: phase "validating" (`lm_preparation`), then the
-student trained by the token-level losses (`train.lm_loop`), measured against the teacher on the validation
-blocks, shown generating beside it, and exported as a transformers folder."""
+"""A causal language model's job, from files to artifacts: phase "validating" (`lm_preparation`, and with
+sequence-level KD the teacher's completions of the training prompts, `train.sequence_level`), then the student
+trained by the token-level losses (`train.lm_loop`), measured against the teacher on the validation blocks,
+shown generating beside it, and exported as a transformers folder."""
 
 import copy
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.data.lm_text import IGNORE_INDEX, load_lm_tokenizer
+from engine.data.lm_text import load_lm_tokenizer
 from engine.evaluate import token_scores
 from engine.export.latency import latency_ms, speedup
 from engine.export.onnx_language_model import export_language_model_onnx, language_model_onnx_metrics
@@ -24,8 +25,10 @@ from engine.results import DistillResult
 from engine.runtime.compute import uncompile
 from engine.runtime.distributed import Ranks
 from engine.train.checkpoints import Checkpoints, QuietWhileReplaying
+from engine.train.generation import block_prompts
 from engine.train.lm_loop import LANGUAGE_MODEL, build_lm_student
 from engine.train.loop import Clock, start_run, steps_per_epoch, train_run
+from engine.train.sequence_level import GENERATIONS_ARTIFACT, with_teacher_generations
 
 SAMPLES = 3  # generations shown at the end, from the first validation blocks
 PROMPT_TOKENS = 16  # of a block with no prompt of its own (plain text)
@@ -46,6 +49,9 @@ def distill_language_model(
     """Train and export the student of a causal language model's job (see `pipeline.run_distillation`)."""
     with ranks.main_first():
         setup = prepare_language_model(job, files, device, reporter, ranks)
+    generations = None
+    if job.distillation.sequence_level is not None:
+        setup, generations = with_teacher_generations(setup, job, out_dir, reporter, deadline)
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
     job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
@@ -62,6 +68,8 @@ def distill_language_model(
     metrics = lm_metrics(setup, model, job.training.batch_size)
     metrics["samples"] = sample_generations(setup, model, reporter)
     artifacts = {PRETRAINED_ARTIFACT: export_pretrained(model, student.spec, setup.tokenizer_folder, out_dir)}
+    if generations is not None:
+        artifacts[GENERATIONS_ARTIFACT] = generations
     if "onnx" in job.export:
         metrics["onnx"] = onnx_export(setup, model, student.spec.max_length, out_dir, artifacts, reporter)
     student_scores, teacher_scores = metrics["student"], metrics["teacher"]
@@ -136,10 +144,9 @@ def sample_generations(setup: LMSetup, student: nn.Module, reporter: Reporter) -
     tokenizer = load_lm_tokenizer(setup.tokenizer_folder)
     samples = []
     student.eval()  # for good: it is exported next
-    for block in range(min(SAMPLES, len(setup.validation))):
-        prompt = tokenizer.decode(
-            prompt_ids(setup.validation.ids[block], setup.validation.labels[block]), skip_special_tokens=True
-        )
+    prompts = block_prompts(setup.validation.subset(slice(SAMPLES)), PROMPT_TOKENS)
+    for block, prompt_tokens in enumerate(prompts):
+        prompt = tokenizer.decode(prompt_tokens, skip_special_tokens=True)
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         texts = {
             who: continuation(tokenizer, ids, greedy(model, ids, setup.device))
@@ -150,14 +157,6 @@ def sample_generations(setup: LMSetup, student: nn.Module, reporter: Reporter) -
             f"Sample {block + 1}: {prompt!r} -> teacher {texts['teacher']!r}; student {texts['student']!r}"
         )
     return samples
-
-
-def prompt_ids(ids: Tensor, labels: Tensor) -> Tensor:
-    """A block's prompt: the tokens before its first learnt one (a prompt's, or a conversation's before the
-    assistant's turn), else, for plain text, its first PROMPT_TOKENS."""
-    learnt = (labels != IGNORE_INDEX).nonzero()
-    first = int(learnt[0]) + 1 if len(learnt) else len(ids)
-    return ids[: first if first > 1 else PROMPT_TOKENS]
 
 
 def greedy(model: nn.Module, ids: Tensor, device: torch.device) -> Tensor:

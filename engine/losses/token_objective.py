@@ -21,8 +21,16 @@ class TokenObjective(nn.Module):
         self.divergence = TOKEN_DIVERGENCES[distillation.divergence](distillation.jsd_beta)
 
     def forward(
-        self, hidden: Tensor, head: LMHead, labels: Tensor, teacher: TeacherTokens, temperature: float
+        self,
+        hidden: Tensor,
+        head: LMHead,
+        labels: Tensor,
+        teacher: TeacherTokens,
+        temperature: float,
+        *,
+        cross_entropy: bool = True,
     ) -> dict[str, Tensor]:
+        """`cross_entropy`: whether the loss has the cross-entropy term (`hard_loss` is reported anyway)."""
         losses = token_level_losses(
             hidden=hidden,
             head=head,
@@ -31,8 +39,11 @@ class TokenObjective(nn.Module):
             divergence=self.divergence,
             temperature=temperature,
         )
+        loss = self.alpha * losses.divergence
+        if cross_entropy:
+            loss = loss + self.beta * losses.cross_entropy
         return {
-            "loss": self.alpha * losses.divergence + self.beta * losses.cross_entropy,
+            "loss": loss,
             "soft_loss": losses.divergence,
             "hard_loss": losses.cross_entropy,
             "kl_to_teacher": losses.kl_to_teacher,

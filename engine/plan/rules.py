@@ -16,6 +16,7 @@ from engine.plan.layer_map import check_layer_map
 from engine.plan.specs import (
     ArchitectureSpec,
     EngineJob,
+    Sampling,
     TeacherSource,
     TextOptions,
     is_causal_lm,
@@ -129,6 +130,15 @@ def _check_language_model(job: EngineJob, fields: list[str]) -> None:
                     f"the student is a {_kind(student)}: remove dataset.{name}.",
                     f"dataset.{name}",
                 )
+        generated = _generations(job)
+        if generated:
+            name = generated[0][0]
+            raise JobFailed(
+                "unsupported_combination",
+                f"distillation.{name} distils a causal language model on generated text; the student is a "
+                f"{_kind(student)}: remove distillation.{name}.",
+                f"distillation.{name}",
+            )
         if any(lm_teachers):
             field = fields[lm_teachers.index(True)]
             raise JobFailed(
@@ -167,6 +177,36 @@ def _check_language_model(job: EngineJob, fields: list[str]) -> None:
             "export `int8` (an int8 pt2 program) is not made for causal language models: the student comes "
             "as a transformers folder (student.hf.zip), and as student.onnx with `onnx`; remove `int8`.",
             "export",
+        )
+    _check_generations(job)
+
+
+def _generations(job: EngineJob) -> list[tuple[str, Sampling]]:
+    """The generation-based objectives the job asks for, by field name in `distillation`."""
+    distillation = job.distillation
+    asked = {"sequence_level": distillation.sequence_level, "on_policy": distillation.on_policy}
+    return [(name, sampling) for name, sampling in asked.items() if sampling is not None]
+
+
+def _check_generations(job: EngineJob) -> None:
+    """A text block's prompt leaves room for a generated token and the EOS; on-policy steps learn by the
+    divergence alone."""
+    max_length = job.student_architecture.max_length
+    for name, sampling in _generations(job):
+        if sampling.prompt_tokens is not None and sampling.prompt_tokens > max_length - 2:
+            raise JobFailed(
+                "unsupported_combination",
+                f"distillation.{name}.prompt_tokens is {sampling.prompt_tokens}, but a block holds "
+                f"dataset.max_length {max_length} tokens, which must leave room for a generated token and "
+                f"the EOS: give at most {max_length - 2}, or raise dataset.max_length.",
+                f"distillation.{name}.prompt_tokens",
+            )
+    if job.distillation.on_policy is not None and job.distillation.alpha == 0:
+        raise JobFailed(
+            "unsupported_combination",
+            "distillation.on_policy's steps learn the teacher's distributions on the student's own tokens by "
+            "the divergence, which alpha 0 turns off: give alpha > 0, or remove distillation.on_policy.",
+            "distillation.alpha",
         )
 
 

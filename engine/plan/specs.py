@@ -355,6 +355,79 @@ class DISTWeights(TermWeights):
     )
 
 
+class Sampling(Spec):
+    """How a causal language model continues the prompts of the training blocks: a prompt is the tokens before
+    a block's first learnt one (a `prompt` record's, a conversation's up to the assistant's turn), or, for
+    plain `text`, the block's first `prompt_tokens`."""
+
+    max_new_tokens: int = Field(
+        default=64,
+        ge=1,
+        le=8192,
+        description="Tokens generated after each prompt at most, fewer where the prompt and its "
+        "continuation would outgrow dataset.max_length; a continuation ends at the tokenizer's EOS.",
+    )
+    temperature: float = Field(
+        default=1.0, ge=0.0, le=100.0, description="The sampling temperature; 0: greedy decoding."
+    )
+    prompt_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="`text` records: each block's first this many tokens are its prompt, at most "
+        "dataset.max_length - 2 (room for a token and the EOS). Default: a quarter of max_length. Records "
+        "with prompts (`prompt` and `completion`, `messages`) bring their own.",
+    )
+
+
+class SequenceLevel(Sampling):
+    """Sequence-level knowledge distillation (Kim & Rush 2016): the teacher completes the training prompts
+    before the first step, and the student learns from the prompts and the teacher's completions."""
+
+    temperature: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="The sampling temperature; 0 (the default): greedy decoding, the nearest to the paper's "
+        "beam search.",
+    )
+    top_p: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling: from the fewest tokens with this mass.",
+    )
+    samples_per_prompt: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Completions the teacher samples for each prompt, each a record (temperature > 0).",
+    )
+
+    @model_validator(mode="after")
+    def _samples_differ(self) -> Self:
+        if self.samples_per_prompt > 1 and self.temperature == 0:
+            raise ValueError(
+                f"samples_per_prompt {self.samples_per_prompt} with temperature 0 (greedy decoding) would "
+                "give the same completion each time: set temperature > 0, or samples_per_prompt 1"
+            )
+        return self
+
+
+class OnPolicy(Sampling):
+    """On-policy distillation (GKD, Agarwal et al. 2024): on a share of the steps the student samples
+    continuations of the batch's prompts and learns the teacher's next-token distributions on its own
+    tokens."""
+
+    share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="GKD's lambda: the share of training steps whose batch is the student's own "
+        "continuations of the batch's prompts, drawn step by step from the run's seeded generator.",
+    )
+
+
 class DistillationConfig(Spec):
     """Hinton et al. (2015): loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + beta * CE(s, y),
     plus the weighted feature losses of `features`; `soft_loss` chooses another soft term than the KL."""
@@ -449,6 +522,28 @@ class DistillationConfig(Spec):
         description="`divergence: jsd`: the teacher's share of the mixture M = beta * teacher + (1 - beta) * "
         "student; 0.5 is the symmetric Jensen-Shannon divergence; 0 and 1 are the forward and reverse KL "
         "(TRL's GKDConfig.beta).",
+    )
+    sequence_level: SequenceLevel | None = Field(
+        default=None,
+        description="Causal language models: sequence-level KD (Kim & Rush 2016). Before the first step the "
+        "teacher completes every training block's prompt as these settings say (seeded by training.seed; "
+        "the time counts against training.max_seconds), and the student trains on the prompts and the "
+        "teacher's completions instead of the dataset's blocks, learning the completions' tokens by the "
+        "token-level divergence (`alpha`) and the cross-entropy (`beta`). Every completion ends with the "
+        "EOS, one cut at max_new_tokens or dataset.max_length too. The completions are the artifact "
+        "`teacher_generations.jsonl`, `prompt` and `completion` records: upload it as a dataset and a later "
+        "job trains on the very same blocks without generating them again (dataset.packing and truncation "
+        "left at their defaults). Validation stays on the dataset. Default: off.",
+    )
+    on_policy: OnPolicy | None = Field(
+        default=None,
+        description="Causal language models: on-policy distillation (GKD, Agarwal et al. 2024). On a `share` "
+        "of the steps the student samples continuations of the batch's prompts (in eval mode, without "
+        "gradient, seeded from the run's generator, so that a resumed job is the same), and learns by "
+        "`divergence` (`jsd` or `reverse_kl`, usually) the teacher's next-token distributions on its "
+        "sampled tokens, weighted by `alpha`; the cross-entropy (`beta`) is not applied to them, being the "
+        "student's own tokens (`hard_loss` still reports it). The other steps learn from the batch as usual. "
+        "Default: off.",
     )
     transformer: TransformerDistillation | None = Field(
         default=None,

@@ -1,6 +1,7 @@
 """A causal language model's epoch: each step, the student's final hidden states and the teacher's on the same
-blocks, the token-level losses a chunk of tokens at a time (`TokenObjective`); after the epoch, the student
-measured on the validation blocks against the teacher (`evaluate.token_scores`)."""
+blocks, the token-level losses a chunk of tokens at a time (`TokenObjective`), on the batch's blocks or, on an
+on-policy step, on the student's own continuations of their prompts (`on_policy`); after the epoch, the
+student measured on the validation blocks against the teacher (`evaluate.token_scores`)."""
 
 import math
 
@@ -18,6 +19,7 @@ from engine.plan.specs import EngineJob
 from engine.reporting import Reporter
 from engine.runtime.compute import compile_model
 from engine.train.loop import Clock, EpochTask, Learner, Run, epoch_line, loss_values, temperature_at
+from engine.train.on_policy import on_policy_steps
 from engine.train.students import Student, build_learner
 
 
@@ -41,15 +43,27 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
     tokens it learnt."""
     (learner,) = run.learners
     learner.student.model.train()
+    on_policy = on_policy_steps(setup, job)
     for index in setup.ranks.batches(run.order, job.training.batch_size, run.batch):
         clock.tick()
         batch = setup.train.take(index, setup.device)
+        seed = None if on_policy is None else on_policy.draw(run.generator)
+        if seed is not None:
+            with setup.precision.autocast():
+                batch = on_policy.sampled(learner.student.model, batch, seed)
         labels = batch.labels.flatten()
         temperature = temperature_at(job.distillation, run.step, run.total_steps)
         with setup.precision.autocast():
             teacher = teacher_tokens(setup.teacher, batch)
             hidden = flat_hidden(learner.model, batch)
-            terms = learner.objective(hidden, head_of(learner.student.model), labels, teacher, temperature)
+            terms = learner.objective(
+                hidden,
+                head_of(learner.student.model),
+                labels,
+                teacher,
+                temperature,
+                cross_entropy=seed is None,  # never on the student's own tokens
+            )
         losses = loss_values(terms, setup.ranks)
         if not math.isfinite(losses["loss"]):
             raise divergence(losses["loss"], clock, job)

@@ -1,4 +1,5 @@
-"""Fixtures: a trained teacher for a small blob-classification task, and jobs that distill it."""
+"""Fixtures: a trained teacher for a small blob-classification task, and jobs that distill it; a causal
+language model's teacher folder and text."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from safetensors.torch import save_file
 
 from engine.models.registry import build_model
 from engine.plan.specs import EngineJob
+from tests.lm_factories import write_jsonl
+from tests.lm_model_factories import TEXTS, lm_folder
 
 from .factories import STUDENT_SPEC, TEACHER_SPEC, gaussian_blobs, train_classifier
 
@@ -66,3 +69,12 @@ def make_job():
         return EngineJob.model_validate(fields | overrides)
 
     return make
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def lm_task(request, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny causal language model's teacher folder of each model type, and a file of its text."""
+    folder = tmp_path_factory.mktemp(request.param)
+    teacher = lm_folder(folder / "teacher", request.param)
+    train = write_jsonl(folder / "train.jsonl", [{"text": text} for text in TEXTS * 2])
+    return teacher, train

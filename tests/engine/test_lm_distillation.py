@@ -30,14 +30,6 @@ from tests.lm_model_factories import LM_MAX_LENGTH, LM_VOCAB, TEXTS, lm_folder, 
 EPOCHS = 3
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def lm_task(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    teacher = lm_folder(folder / "teacher", request.param)
-    train = write_jsonl(folder / "train.jsonl", [{"text": text} for text in TEXTS * 2])
-    return teacher, train
-
-
 def lm_job(teacher: Path, **distillation) -> EngineJob:
     teacher_spec = spec_of(teacher)
     student = derive_spec(teacher_spec, 0.5, 1.0).model_copy(update={"max_length": LM_MAX_LENGTH})
@@ -132,8 +124,15 @@ def test_the_student_as_onnx_agrees_with_it_and_a_failed_export_is_an_event(lm_t
             "transformers folder is the student") in reporter.events  # fmt: skip
 
 
-def test_a_killed_worker_resumes_to_the_same_student(lm_task, tmp_path):
-    job = lm_job(lm_task[0])
+# GKD's steps on the student's own samples (which draw from the run's generator) resume as the others do.
+ON_POLICY = {"share": 0.5, "max_new_tokens": 8, "prompt_tokens": 4}
+
+
+@pytest.mark.parametrize(
+    "objective", [{}, {"divergence": "jsd", "on_policy": ON_POLICY}], ids=["token-level", "on-policy"]
+)
+def test_a_killed_worker_resumes_to_the_same_student(lm_task, tmp_path, objective):
+    job = lm_job(lm_task[0], **objective)
     uninterrupted, _ = distill(job, lm_task, tmp_path / "whole")
     store = FolderStore(tmp_path / "store")
     with pytest.raises(WorkerKilled):

@@ -89,6 +89,8 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "validation_file_id": None,
         "tokenizer_file_id": None,
         "max_length": None,
+        "packing": None,
+        "truncation": "error",
     }
     assert request["distillation"] == {
         "temperature": 4.0,
@@ -117,6 +119,10 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "logit_standardization": False,
         "teacher_cache": "auto",
         "teacher_cache_precision": "float32",
+        "divergence": "forward_kl",
+        "jsd_beta": 0.5,
+        "sequence_level": None,
+        "on_policy": None,
         "transformer": None,
     }
     assert request["training"] == TRAINING_DEFAULTS
