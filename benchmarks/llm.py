@@ -62,6 +62,19 @@ STUDENT = {"derive": {"depth": 0.5, "width": 0.5, "init": "teacher"}}
 OBJECTIVES = {
     "alone": {"alpha": 0.0, "beta": 1.0},
     "token-level KD": {"alpha": 1.0, "beta": 0.0, "divergence": "forward_kl"},
+    # The teacher continues each block's first quarter; the student learns its completions token by token.
+    "sequence-level KD": {
+        "alpha": 0.5,
+        "beta": 0.5,
+        "sequence_level": {"temperature": 1.0, "max_new_tokens": 96},
+    },
+    # Half the steps on the student's own continuations of the blocks' first quarter (GKD's JSD).
+    "on-policy KD": {
+        "alpha": 1.0,
+        "beta": 0.0,
+        "divergence": "jsd",
+        "on_policy": {"share": 0.5, "max_new_tokens": 32},
+    },
 }
 GENERATED_TOKENS = 64
 
