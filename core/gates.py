@@ -11,13 +11,16 @@ from engine.plan.specs import Spec
 
 # A dotted path into the job's metrics: each is measured on the validation set. A causal language model's
 # accuracy and agreement are next-token ones; its perplexities and `kl_to_teacher` (the mean token KL of the
-# student's next-token distribution from the teacher's, in nats) are measured for it alone.
+# student's next-token distribution from the teacher's, in nats) are measured for it alone, and with its
+# `alone_reference` the reference's perplexity and the share of the gap to the teacher distillation closed.
 GateMetric = Literal[
     "student.accuracy",
     "teacher.accuracy",
     "student.perplexity",
     "teacher.perplexity",
     "kl_to_teacher",
+    "alone.perplexity",
+    "gap_closed",
     "agreement",
     "accuracy_retention",
     "compression",
@@ -29,6 +32,7 @@ GateMetric = Literal[
     "speedup.batch_64",
 ]
 LANGUAGE_MODEL_METRICS = ("student.perplexity", "teacher.perplexity", "kl_to_teacher")
+ALONE_REFERENCE_METRICS = ("alone.perplexity", "gap_closed")  # with distillation.alone_reference
 OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
@@ -36,7 +40,8 @@ class Gate(Spec):
     metric: GateMetric = Field(
         description="A final metric, as a dotted path into the job's `metrics`. `student.perplexity`, "
         "`teacher.perplexity` and `kl_to_teacher` (mean token KL(teacher || student), nats) are a causal "
-        "language model's; its accuracy and agreement are next-token ones."
+        "language model's; its accuracy and agreement are next-token ones. `alone.perplexity` and "
+        "`gap_closed` need `distillation.alone_reference`."
     )
     op: Literal[">=", ">", "<=", "<"]
     value: float = Field(allow_inf_nan=False, description="The threshold the metric is compared with.")

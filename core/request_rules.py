@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from core.config import Settings
 from core.errors import RequestError, not_found, unprocessable
-from core.gates import LANGUAGE_MODEL_METRICS
+from core.gates import ALONE_REFERENCE_METRICS, LANGUAGE_MODEL_METRICS
 from core.hf_sizes import measured
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentDerivation, StudentRef, TeacherRef, engine_job, teacher_sources
@@ -200,6 +200,13 @@ def _check_gates(request: JobCreate) -> None:
             raise unprocessable(
                 "invalid_request",
                 'A gate on int8.accuracy needs the int8 student: add "int8" to export.',
+                param=f"gates.{number}.metric",
+            )
+        if gate.metric in ALONE_REFERENCE_METRICS and not request.distillation.alone_reference:
+            raise unprocessable(
+                "invalid_request",
+                f"A gate on {gate.metric} needs the reference trained alone: set "
+                "distillation.alone_reference to true.",
                 param=f"gates.{number}.metric",
             )
         if gate.metric in LANGUAGE_MODEL_METRICS and not is_causal_lm(request.student.architecture):

@@ -19,6 +19,7 @@ from engine.lm_preparation import LMSetup, prepare_language_model
 from engine.models.registry import count_parameters
 from engine.plan.errors import JobFailed
 from engine.plan.hf_models import PRETRAINED_ARTIFACT
+from engine.plan.sizes import planned_epochs
 from engine.plan.specs import EngineJob, JobFiles
 from engine.reporting import Reporter
 from engine.results import DistillResult
@@ -49,23 +50,29 @@ def distill_language_model(
     """Train and export the student of a causal language model's job (see `pipeline.run_distillation`)."""
     with ranks.main_first():
         setup = prepare_language_model(job, files, device, reporter, ranks)
-    generations = None
+    generations, data = None, setup  # what the student trains on, and the data as it was uploaded
     if job.distillation.sequence_level is not None:
         setup, generations = with_teacher_generations(setup, job, out_dir, reporter, deadline)
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
     job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
-    clock = Clock(
-        reporter, job.training.epochs, steps_per_epoch(setup, job), job_checkpoints, ranks, deadline
-    )
+    epochs, epoch_steps = planned_epochs(job), steps_per_epoch(setup, job)
+    clock = Clock(reporter, epochs, epoch_steps, job_checkpoints, ranks, deadline)
     training_reporter = QuietWhileReplaying(reporter, job_checkpoints)
-    run = start_run(setup, [student], job)
-    series = train_run(setup, run, job, training_reporter, clock, task=LANGUAGE_MODEL)
+    series = train_run(
+        setup, start_run(setup, [student], job), job, training_reporter, clock, task=LANGUAGE_MODEL
+    )
+    alone = None
+    if job.distillation.alone_reference:
+        alone, alone_series = trained_alone(data, job, training_reporter, clock)
+        series += alone_series
     if not ranks.main:
         return None
     model = student.model
     uncompile(model)
     metrics = lm_metrics(setup, model, job.training.batch_size)
+    if alone is not None:
+        metrics |= alone_metrics(setup, alone, metrics, job.training.batch_size)
     metrics["samples"] = sample_generations(setup, model, reporter)
     artifacts = {PRETRAINED_ARTIFACT: export_pretrained(model, student.spec, setup.tokenizer_folder, out_dir)}
     if generations is not None:
@@ -78,7 +85,41 @@ def distill_language_model(
         f"{teacher_scores['perplexity']:.3f}), top-1 agreement {metrics['agreement']:.2%}, "
         f"{metrics['compression']:.1f}x fewer parameters"
     )
+    if alone is not None:
+        closed = "none" if metrics["gap_closed"] is None else f"{metrics['gap_closed']:.0%}"
+        headline += (
+            f"; trained alone it reaches {metrics['alone']['perplexity']:.3f}: distillation closed {closed} "
+            "of the gap to the teacher"
+        )
     return DistillResult(metrics, series, artifacts, headline)
+
+
+def trained_alone(
+    setup: LMSetup, job: EngineJob, reporter: Reporter, clock: Clock
+) -> tuple[nn.Module, list[dict]]:
+    """The same student, from the same start, trained on the data as uploaded (`setup`) by the next-token
+    cross-entropy alone: the run named `alone`."""
+    distillation = job.distillation.model_copy(
+        update={"alpha": 0.0, "beta": 1.0, "on_policy": None, "alone_reference": False}
+    )
+    alone_job = job.model_copy(update={"distillation": distillation})
+    reporter.event("Training the reference: the same student on the next-token cross-entropy alone")
+    student = build_lm_student(setup, alone_job, reporter)
+    run = start_run(setup, [student], alone_job)
+    series = train_run(setup, run, alone_job, reporter, clock, name="alone", task=LANGUAGE_MODEL)
+    return student.model, series
+
+
+def alone_metrics(setup: LMSetup, alone: nn.Module, metrics: dict, batch_size: int) -> dict:
+    """`alone`: the reference's perplexity and accuracy; `gap_closed`: (alone - student) / (alone - teacher)
+    perplexity, None where the reference is as good as the teacher."""
+    scores = token_scores(alone, setup.teacher, setup.validation, batch_size, setup.device)
+    reference, student, teacher = scores["perplexity"], metrics["student"], metrics["teacher"]
+    gap = reference - teacher["perplexity"]
+    return {
+        "alone": {"perplexity": reference, "accuracy": scores["accuracy"]},
+        "gap_closed": (reference - student["perplexity"]) / gap if gap > 0 else None,
+    }
 
 
 def onnx_export(

@@ -236,6 +236,11 @@ class TeacherCacheMetrics(BaseModel):
     )
 
 
+class AloneMetrics(BaseModel):
+    perplexity: float = Field(description="Validation perplexity.")
+    accuracy: float = Field(description="Validation next-token accuracy.")
+
+
 class PeakMemory(BaseModel):
     process_bytes: int | None = Field(
         description="The job's process's most resident memory, from the job's start (Linux's VmHWM, reset as "
@@ -265,6 +270,16 @@ class JobMetrics(BaseModel):
     samples: list[GenerationSample] | None = Field(
         default=None,
         description="A causal language model's: a few generations of the teacher and the student.",
+    )
+    alone: AloneMetrics | None = Field(
+        default=None,
+        description="A causal language model's reference (`distillation.alone_reference`): the same student "
+        "trained on the next-token cross-entropy alone.",
+    )
+    gap_closed: float | None = Field(
+        default=None,
+        description="With `alone_reference`: (alone - student) / (alone - teacher) validation perplexity, "
+        "the share of the gap the distillation closed; null where the reference is as good as the teacher.",
     )
     accuracy_retention: float | None
     compression: float

@@ -122,6 +122,13 @@ def _check_language_model(job: EngineJob, fields: list[str]) -> None:
     student = job.student_architecture
     lm_teachers = [is_causal_lm(teacher.architecture) for teacher in job.teachers]
     if not is_causal_lm(student):
+        if job.distillation.alone_reference:
+            raise JobFailed(
+                "unsupported_combination",
+                "distillation.alone_reference trains a causal language model's reference; for a "
+                f"{_kind(student)}, submit the same job with alpha 0 and beta 1 beside it.",
+                "distillation.alone_reference",
+            )
         for name, value in job.text:
             if value != TextOptions.model_fields[name].default:
                 raise JobFailed(

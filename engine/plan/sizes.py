@@ -126,10 +126,10 @@ def cohort(job: EngineJob) -> list[ArchitectureSpec]:
 
 def planned_epochs(job: EngineJob) -> int:
     """The epochs the job's runs go through one after another: the `auto` trials, then the main run (once
-    per generation)."""
+    per generation), and a language model's reference trained alone."""
     distillation = job.distillation
-    generations = distillation.generations if distillation.method == "born_again" else 1
-    return search_epochs(job) + job.training.epochs * generations
+    runs = distillation.generations if distillation.method == "born_again" else 1
+    return search_epochs(job) + job.training.epochs * (runs + distillation.alone_reference)
 
 
 def model_epochs(job: EngineJob) -> int:

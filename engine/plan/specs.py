@@ -545,6 +545,15 @@ class DistillationConfig(Spec):
         "student's own tokens (`hard_loss` still reports it). The other steps learn from the batch as usual. "
         "Default: off.",
     )
+    alone_reference: bool = Field(
+        default=False,
+        description="A causal language model's job also trains the same student, from the same start and as "
+        "many epochs, on the next-token cross-entropy alone (alpha 0, beta 1, no generations): the "
+        "reference that says what distillation brought. Its series are named `alone_...`; `metrics.alone` "
+        "holds its validation perplexity and accuracy, and `metrics.gap_closed` the share of the "
+        "perplexity gap between it and the teacher that the distilled student closed. The job trains "
+        "twice as long; its exported student is the distilled one.",
+    )
     transformer: TransformerDistillation | None = Field(
         default=None,
         description="TinyBERT layer distillation between the student and the (first) teacher: two "

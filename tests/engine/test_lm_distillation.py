@@ -128,24 +128,43 @@ def test_the_student_as_onnx_agrees_with_it_and_a_failed_export_is_an_event(lm_t
 ON_POLICY = {"share": 0.5, "max_new_tokens": 8, "prompt_tokens": 4}
 
 
-@pytest.mark.parametrize(
-    "objective", [{}, {"divergence": "jsd", "on_policy": ON_POLICY}], ids=["token-level", "on-policy"]
-)
-def test_a_killed_worker_resumes_to_the_same_student(lm_task, tmp_path, objective):
+RESUMED = {  # the objective, the step the worker dies at, the job's steps
+    "token-level": ({}, 5, 18),
+    "on-policy": ({"divergence": "jsd", "on_policy": ON_POLICY}, 5, 18),
+    "the reference alone, killed in its run": ({"alone_reference": True}, 25, 36),
+}
+
+
+@pytest.mark.parametrize("objective, kill_at, steps", RESUMED.values(), ids=RESUMED.keys())
+def test_a_killed_worker_resumes_to_the_same_student(lm_task, tmp_path, objective, kill_at, steps):
     job = lm_job(lm_task[0], **objective)
     uninterrupted, _ = distill(job, lm_task, tmp_path / "whole")
     store = FolderStore(tmp_path / "store")
     with pytest.raises(WorkerKilled):
-        distill(job, lm_task, tmp_path / "killed", KilledAt(kill_at=5), Checkpoints(store, 0.0))
+        distill(job, lm_task, tmp_path / "killed", KilledAt(kill_at=kill_at), Checkpoints(store, 0.0))
     resumed, reporter = distill(job, lm_task, tmp_path / "resumed", checkpoints=Checkpoints(store, 0.0))
 
-    assert any(
-        message.startswith("Resumed from the checkpoint at step 3 of 18") for _l, message in reporter.events
-    )
+    resumed_at = f"Resumed from the checkpoint at step {kill_at - 2} of {steps}"
+    assert any(message.startswith(resumed_at) for _level, message in reporter.events)
     assert without_timings(resumed.metrics) == without_timings(uninterrupted.metrics)
     assert resumed.series == uninterrupted.series
     weights = [student_weights(result) for result in (resumed, uninterrupted)]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[1])
+
+
+def test_the_alone_reference_is_the_student_a_job_on_the_labels_alone_trains(lm_task, tmp_path):
+    result, reporter = distill(lm_job(lm_task[0], alone_reference=True), lm_task, tmp_path / "both")
+    alone, alone_reporter = distill(lm_job(lm_task[0], alpha=0.0, beta=1.0), lm_task, tmp_path / "alone")
+
+    metrics = result.metrics
+    assert series(reporter, "alone_validation_perplexity") == series(alone_reporter, "validation_perplexity")
+    assert metrics["alone"]["perplexity"] == pytest.approx(alone.metrics["student"]["perplexity"], rel=1e-6)
+    gap = metrics["alone"]["perplexity"] - metrics["teacher"]["perplexity"]
+    closed = (metrics["alone"]["perplexity"] - metrics["student"]["perplexity"]) / gap if gap > 0 else None
+    assert metrics["gap_closed"] == (None if closed is None else pytest.approx(closed))
+    assert len(series(reporter, "validation_perplexity")) == EPOCHS
+    epoch, epochs, step, total_steps = reporter.progress_calls[-1]
+    assert (epoch, epochs, step) == (2 * EPOCHS, 2 * EPOCHS, total_steps)
 
 
 def test_prompts_teach_only_their_completions_and_prompt_the_samples(tmp_path):

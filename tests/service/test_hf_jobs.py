@@ -414,3 +414,14 @@ def test_perplexity_and_kl_gates_are_a_causal_language_models(
         "gates.1.metric",
     )
     assert "A gate on student.perplexity needs a causal language model student" in message
+    gap = [{"metric": "gap_closed", "op": ">=", "value": 0.4}]
+    message = refused(
+        submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, gates=gap),
+        "invalid_request",
+        "gates.0.metric",
+    )
+    assert "set distillation.alone_reference to true" in message
+    response = submit(
+        client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, {"alone_reference": True}, gates=gap
+    )
+    assert response.status_code == 201, response.text
