@@ -19,6 +19,7 @@ from engine.models.hf.lora import merge_lora
 from engine.models.registry import count_parameters
 from engine.plan.errors import JobFailed
 from engine.plan.hf_models import LORA_ARTIFACT, PRETRAINED_ARTIFACT
+from engine.plan.lora_adapters import ADAPTER_BASES
 from engine.plan.specs import EngineJob, JobFiles
 from engine.reporting import Reporter
 from engine.results import DistillResult
@@ -91,7 +92,7 @@ def merged_lora(setup: LMSetup, student: Student, out_dir: Path, artifacts: dict
     reporter.event(
         f"LoRA adapters merged into the student's weights (student.hf.zip; logits within {difference:.2g} of "
         f"the adapted model's). The adapter alone (student.lora.zip) applies to "
-        f"{student.lora.figures['applies_to']}"
+        f"{ADAPTER_BASES[student.lora.figures['base']]}"
     )
     return student.lora.figures | {"merge_max_abs_difference": difference}
 

@@ -24,6 +24,7 @@ from engine.models.hf.lora import LoraStudent, lora_summary
 from engine.models.hf.quiet import no_progress_bars
 from engine.plan.hf_archive import GENERATION_CONFIG
 from engine.plan.hf_models import LORA_ARTIFACT, PRETRAINED_ARTIFACT
+from engine.plan.lora_adapters import ADAPTER_BASES
 from engine.plan.specs import HFSpec
 
 PRETRAINED_FOLDER = "student.hf"
@@ -68,9 +69,9 @@ def export_adapter(lora: LoraStudent, out_dir: Path) -> Path:
     """`student.lora.zip` in `out_dir`: the LoRA student's adapter as peft saves it, before it is merged."""
     folder = out_dir / LORA_FOLDER
     lora.peft_model.save_pretrained(folder)
-    (folder / "README.md").write_text(  # in place of peft's template
-        f"# A LoRA adapter\n\n{lora_summary(lora.figures)}.\n\nIt applies to {lora.figures['applies_to']}.\n"
-    )
+    base = ADAPTER_BASES[lora.figures["base"]]
+    readme = f"# A LoRA adapter\n\n{lora_summary(lora.figures)}.\n\nIt applies to {base}.\n"
+    (folder / "README.md").write_text(readme)  # in place of peft's template
     return archive_folder(folder, out_dir / LORA_ARTIFACT)
 
 

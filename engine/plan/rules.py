@@ -13,7 +13,7 @@ from engine.plan.design import layer_count
 from engine.plan.errors import JobFailed
 from engine.plan.hf_layers import TINYBERT_MODEL_TYPES, declared_layers
 from engine.plan.layer_map import check_layer_map
-from engine.plan.lora_targets import DECODER_LINEAR_LAYERS, targets_a_layer
+from engine.plan.lora_adapters import DECODER_LINEAR_LAYERS, targets_a_layer
 from engine.plan.specs import (
     ArchitectureSpec,
     EngineJob,

@@ -22,7 +22,7 @@ from engine.models.hf.teacher_init import initialise_hf_student
 from engine.plan.design import derive_spec
 from engine.plan.errors import JobFailed
 from engine.plan.hf_models import CAUSAL_LM_MODEL_TYPES
-from engine.plan.lora_targets import DECODER_LINEAR_LAYERS
+from engine.plan.lora_adapters import DECODER_LINEAR_LAYERS
 from engine.plan.rules import check_job
 from engine.plan.specs import EngineJob, LoraConfig
 from engine.train.checkpoints import Checkpoints
@@ -199,14 +199,14 @@ def test_the_adapters_of_each_model_type_train_alone_under_the_wrapper(model_typ
     assert lora.figures["trainable_parameters"] == sum(
         parameter.numel() for parameter in student.parameters() if parameter.requires_grad
     )
-    assert "the derived student's initial weights" in lora.figures["applies_to"]
+    assert lora.figures["base"] == "derived"
 
 
 def test_the_adapters_apply_to_the_teacher_where_the_student_copies_it():
     teacher = build_hf_model(lm_spec("llama"))
     student = build_hf_model(lm_spec("llama"))
     student.load_state_dict(teacher.state_dict())
-    assert "the teacher itself" in add_lora(student, LoraConfig(), teacher).figures["applies_to"]
+    assert add_lora(student, LoraConfig(), teacher).figures["base"] == "teacher"
 
 
 def test_a_lora_student_compiles_whole_and_its_gradients_reach_the_adapters_alone():

@@ -17,13 +17,6 @@ TARGETS_FIELD = "student.lora.target_modules"
 DEFAULT_TARGETS = {"phi3": ["qkv_proj"]}
 # Whose linear layers are transformers' Conv1D, of weights [in, out] (peft's `fan_in_fan_out`).
 CONV1D_MODEL_TYPES = ("gpt2",)
-# What the adapter applies to, by whether the student started as a copy of the teacher.
-APPLIES_TO = {
-    True: "the teacher itself: the student started as a copy of it (student.derive depth 1, width 1), so "
-    "peft's PeftModel.from_pretrained(teacher, adapter) is the student",
-    False: "the derived student's initial weights (the teacher's layers, cut as student.derive says), which "
-    "no artifact holds: student.hf.zip is that student with the adapter merged in",
-}
 
 
 @dataclass(frozen=True)
@@ -39,7 +32,7 @@ def add_lora(model: nn.Module, config: LoraConfig, teacher: nn.Module) -> LoraSt
     """Inject the adapters of `config` into the wrapped transformers model `model.model` (in place), freezing
     every other weight; `teacher`, the wrapped teacher, tells whether the adapter applies to it."""
     language_model = model.model
-    copies_teacher = same_weights(model, teacher)
+    base = "teacher" if same_weights(model, teacher) else "derived"  # what the adapter applies to
     model_type = language_model.config.model_type
     lora = peft.LoraConfig(
         r=config.r,
@@ -58,7 +51,7 @@ def add_lora(model: nn.Module, config: LoraConfig, teacher: nn.Module) -> LoraSt
             "`q_proj`.",
             TARGETS_FIELD,
         ) from None
-    return LoraStudent(peft_model, lora_figures(peft_model, copies_teacher))
+    return LoraStudent(peft_model, lora_figures(peft_model, base))
 
 
 def same_weights(model: nn.Module, other: nn.Module) -> bool:
@@ -69,8 +62,9 @@ def same_weights(model: nn.Module, other: nn.Module) -> bool:
     )
 
 
-def lora_figures(peft_model: peft.PeftModel, copies_teacher: bool) -> dict:
-    """The adapters' settings and size, for the job's events and metrics, and what the adapter applies to."""
+def lora_figures(peft_model: peft.PeftModel, base: str) -> dict:
+    """The adapters' settings and size, for the job's events and metrics, and what the adapter applies to
+    (`base`: a key of `lora_adapters.ADAPTER_BASES`)."""
     config = peft_model.peft_config[peft_model.active_adapter]
     trainable, total = peft_model.get_nb_trainable_parameters()
     return {
@@ -80,7 +74,7 @@ def lora_figures(peft_model: peft.PeftModel, copies_teacher: bool) -> dict:
         "target_modules": sorted(config.target_modules),
         "trainable_parameters": trainable,
         "parameters": total,
-        "applies_to": APPLIES_TO[copies_teacher],
+        "base": base,
     }
 
 
