@@ -14,6 +14,7 @@ from engine.plan.specs import (
     ArchitectureSpec,
     DistillationConfig,
     EngineJob,
+    LoraConfig,
     Spec,
     TeacherFormat,
     TeacherSource,
@@ -62,6 +63,13 @@ class StudentRef(Spec):
         "the rest take transformers' defaults). Its labels (`num_labels`, `id2label`, `label2id`), its "
         "text length or image size and normalisation are the (first) teacher's, an `hf` teacher. The "
         "resolved request holds it as `architecture` (family `hf`).",
+    )
+    lora: LoraConfig | None = Field(
+        default=None,
+        description="A causal language model student trained as a LoRA student (peft): its initial weights, "
+        "those of `derive` with init `teacher` (depth 1 and width 1: a copy of the teacher), stay frozen and "
+        "only low-rank adapters on its decoder's linear layers train; they are merged into plain weights "
+        "for `student.hf.zip`, and kept as peft's adapter folder in `student.lora.zip`.",
     )
 
 
@@ -141,6 +149,7 @@ def engine_job(request: JobCreate) -> EngineJob:
         teachers=teacher_sources(request),
         student_architecture=request.student.architecture,
         student_init=request.student.derive.init if request.student.derive else "random",
+        student_lora=request.student.lora,
         export=request.export,
         distillation=request.distillation,
         training=request.training,

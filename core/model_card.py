@@ -2,7 +2,8 @@
 was distilled from what and how, on which data (by sha256), what it measured, its gates, and how to run
 the student with PyTorch and with ONNX Runtime. A causal language model's card (its metrics have `task`
 `causal-lm`) reports perplexity, next-token accuracy and agreement, the KL to the teacher and a few sample
-generations, and runs the student in a `text-generation` pipeline."""
+generations, and runs the student in a `text-generation` pipeline; a LoRA student's card says what its
+adapter, `student.lora.zip`, applies to."""
 
 import json
 import re
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from core.gates import describe
-from engine.plan.hf_models import PRETRAINED_ARTIFACT
+from engine.plan.hf_models import LORA_ARTIFACT, PRETRAINED_ARTIFACT
+from engine.plan.lora_adapters import ADAPTER_BASES
 
 MODEL_CARD = "README.md"
 CAUSAL_LM = "causal-lm"
@@ -73,6 +75,8 @@ def model_card(job_id: str, request: dict, metrics: dict, files: list[CardFile],
     if metrics.get("gates"):
         sections.append("## Gates\n\n" + "\n".join(f"- {describe(gate)}" for gate in metrics["gates"]))
     sections.append(_usage(student, artifacts, task))
+    if LORA_ARTIFACT in artifacts:
+        sections.append(_adapter(metrics["lora"]))
     return "\n\n".join(sections) + "\n"
 
 
@@ -272,4 +276,23 @@ def _pretrained_usage(task: str) -> str:
         f"`DIR/student.hf/`), which holds this card:\n\n```python\n{imports}\n\n"
         f'{name} = pipeline("{PIPELINE_TAGS[task]}", model="student.hf")\n{printed}\n```\n\n'
         f'or `AutoModelFor{kind}.from_pretrained("student.hf")`.'
+    )
+
+
+def _adapter(lora: dict) -> str:
+    """A LoRA student's adapter, kept apart from the merged student: what it holds and what it applies to;
+    where that is the teacher, how peft puts them together."""
+    text = (
+        f"## The LoRA adapter\n\n`{LORA_ARTIFACT}` holds the adapter alone, as peft saves it "
+        f"(`adapter_config.json`, `adapter_model.safetensors`): rank {lora['r']}, alpha {lora['alpha']:g} on "
+        f"{', '.join(f'`{target}`' for target in lora['target_modules'])}, {lora['trainable_parameters']:,} "
+        f"trained parameters; every other weight stayed as it started. `{PRETRAINED_ARTIFACT}` is the "
+        f"student with it merged in. It applies to {ADAPTER_BASES[lora['base']]}."
+    )
+    if lora["base"] != "teacher":
+        return text
+    return (
+        f"{text}\n\n```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+        'teacher = AutoModelForCausalLM.from_pretrained("teacher")  # the teacher\'s folder\n'
+        f'student = PeftModel.from_pretrained(teacher, "student.lora")  # {LORA_ARTIFACT}, unpacked\n```'
     )

@@ -14,7 +14,7 @@ from core.errors import RequestError, not_found, unprocessable
 from core.gates import ALONE_REFERENCE_METRICS, LANGUAGE_MODEL_METRICS
 from core.hf_sizes import measured
 from core.job_bounds import TeacherFile, check_bounds
-from core.job_request import JobCreate, StudentDerivation, StudentRef, TeacherRef, engine_job, teacher_sources
+from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File, Job
 from engine.plan.design import derive_spec
 from engine.plan.errors import TIME_LIMIT_EXCEEDED, JobFailed
@@ -155,7 +155,7 @@ def _with_transformers_training(request: JobCreate) -> JobCreate:
     defaults = {
         "optimizer": "adamw",
         "weight_decay": 0.01,
-        "learning_rate": _transformers_learning_rate(request.student.derive, student),
+        "learning_rate": _transformers_learning_rate(request.student, student),
         "lr_schedule": "linear",
         "warmup_epochs": round(0.06 * training.epochs, 3),
     }
@@ -176,11 +176,15 @@ def _with_language_model_defaults(request: JobCreate) -> JobCreate:
     return request.model_copy(update=update)
 
 
-def _transformers_learning_rate(derive: StudentDerivation | None, student: HFSpec) -> float:
+def _transformers_learning_rate(given: StudentRef, student: HFSpec) -> float:
     """As measured by `make bench-hf` (3 epochs): 5e-5 for whole layers of the teacher (a 3-layer MiniLM:
     94% of TREC-6 at 5e-5); 2e-4 for the teacher's layers narrowed, less of a start (half as wide: 80% at
     5e-5, 90% at 2e-4); from random weights 2e-4 for text and 1e-3 for images (a MobileNetV2 on MNIST:
-    82% at 2e-4, 96% at 1e-3)."""
+    82% at 2e-4, 96% at 1e-3). A LoRA student's adapters: 2e-4, as the LoRA paper's GPT-2 and peft's
+    examples train them (their updates start at 0 and stay low-rank)."""
+    if given.lora is not None:
+        return 2e-4
+    derive = given.derive
     if derive is not None and derive.init == "teacher":
         return 5e-5 if derive.width == 1.0 else 2e-4
     return 1e-3 if student.task == "image" else 2e-4

@@ -14,11 +14,13 @@ from engine.evaluate import token_scores
 from engine.export.latency import latency_ms, speedup
 from engine.export.onnx_language_model import export_language_model_onnx, language_model_onnx_metrics
 from engine.export.onnx_model import ONNX_MODEL
-from engine.export.pretrained import export_pretrained
+from engine.export.pretrained import export_adapter, export_pretrained
 from engine.lm_preparation import LMSetup, prepare_language_model
+from engine.models.hf.lora import merge_lora
 from engine.models.registry import count_parameters
 from engine.plan.errors import JobFailed
-from engine.plan.hf_models import PRETRAINED_ARTIFACT
+from engine.plan.hf_models import LORA_ARTIFACT, PRETRAINED_ARTIFACT
+from engine.plan.lora_adapters import ADAPTER_BASES
 from engine.plan.sizes import planned_epochs
 from engine.plan.specs import EngineJob, JobFiles
 from engine.reporting import Reporter
@@ -30,6 +32,7 @@ from engine.train.generation import block_prompts
 from engine.train.lm_loop import LANGUAGE_MODEL, build_lm_student
 from engine.train.loop import Clock, start_run, steps_per_epoch, train_run
 from engine.train.sequence_level import GENERATIONS_ARTIFACT, with_teacher_generations
+from engine.train.students import Student
 
 SAMPLES = 3  # generations shown at the end, from the first validation blocks
 PROMPT_TOKENS = 16  # of a block with no prompt of its own (plain text)
@@ -70,11 +73,13 @@ def distill_language_model(
         return None
     model = student.model
     uncompile(model)
-    metrics = lm_metrics(setup, model, job.training.batch_size)
+    artifacts: dict[str, Path] = {}
+    lora = {} if student.lora is None else {"lora": merged_lora(setup, student, out_dir, artifacts, reporter)}
+    metrics = lm_metrics(setup, model, job.training.batch_size) | lora
     if alone is not None:
         metrics |= alone_metrics(setup, alone, metrics, job.training.batch_size)
     metrics["samples"] = sample_generations(setup, model, reporter)
-    artifacts = {PRETRAINED_ARTIFACT: export_pretrained(model, student.spec, setup.tokenizer_folder, out_dir)}
+    artifacts[PRETRAINED_ARTIFACT] = export_pretrained(model, student.spec, setup.tokenizer_folder, out_dir)
     if generations is not None:
         artifacts[GENERATIONS_ARTIFACT] = generations
     if "onnx" in job.export:
@@ -120,6 +125,25 @@ def alone_metrics(setup: LMSetup, alone: nn.Module, metrics: dict, batch_size: i
         "alone": {"perplexity": reference, "accuracy": scores["accuracy"]},
         "gap_closed": (reference - student["perplexity"]) / gap if gap > 0 else None,
     }
+
+
+@torch.no_grad()
+def merged_lora(setup: LMSetup, student: Student, out_dir: Path, artifacts: dict, reporter: Reporter) -> dict:
+    """A LoRA student's adapter saved apart (`student.lora.zip`), then merged into its weights, which are
+    plain transformers ones from then on; the adapters' figures, and the largest difference the merge made
+    to the logits of the first validation blocks (rounding)."""
+    artifacts[LORA_ARTIFACT] = export_adapter(student.lora, out_dir)
+    model, blocks = student.model.eval(), setup.validation.ids[:SAMPLES].to(setup.device)
+    logits = logits_of(model)
+    before = logits(blocks)
+    merge_lora(student.lora)
+    difference = float((logits(blocks) - before).abs().max())
+    reporter.event(
+        f"LoRA adapters merged into the student's weights (student.hf.zip; logits within {difference:.2g} of "
+        f"the adapted model's). The adapter alone (student.lora.zip) applies to "
+        f"{ADAPTER_BASES[student.lora.figures['base']]}"
+    )
+    return student.lora.figures | {"merge_max_abs_difference": difference}
 
 
 def onnx_export(

@@ -249,6 +249,25 @@ class PeakMemory(BaseModel):
     cuda_bytes: int | None = Field(description="On CUDA, the most its tensors took on the device; else null.")
 
 
+class LoraMetrics(BaseModel):
+    r: int = Field(description="The adapters' rank.")
+    alpha: float = Field(description="Their scale is alpha / r.")
+    dropout: float
+    target_modules: list[str] = Field(
+        description="The ends of the module names adapted (peft's choice where the request gave none)."
+    )
+    trainable_parameters: int = Field(description="The adapters' parameters: the only ones trained.")
+    parameters: int = Field(description="The student's, with its adapters.")
+    base: Literal["teacher", "derived"] = Field(
+        description="What `student.lora.zip` applies to: `teacher`, the teacher itself (the student started "
+        "as a copy of it); `derived`, the derived student's initial weights, which no artifact holds."
+    )
+    merge_max_abs_difference: float = Field(
+        description="The largest difference between the logits of the merged student (`student.hf.zip`) and "
+        "the adapted one, on the first validation blocks: rounding."
+    )
+
+
 class JobMetrics(BaseModel):
     task: Literal["causal-lm"] | None = Field(
         default=None,
@@ -285,6 +304,7 @@ class JobMetrics(BaseModel):
     compression: float
     int8: Int8Metrics | None = Field(default=None, description="When `export` asked for `int8`.")
     onnx: OnnxMetrics | None = Field(default=None, description="When `export` asked for `onnx`.")
+    lora: LoraMetrics | None = Field(default=None, description="A LoRA student's (`student.lora`) adapters.")
     speedup: Latency | None = Field(
         default=None, description="Teacher latency / student latency, per batch size."
     )

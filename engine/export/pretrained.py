@@ -9,6 +9,9 @@ to the student's input_shape, scales to [0, 1] and normalises with its mean and 
 trained), and a causal language model's `generation_config.json` (the teacher's where its folder has one:
 its sampling defaults and special token ids, which are the student's too). The service adds the job's
 model card as `README.md`.
+
+A LoRA student's adapter comes apart too, as `student.lora.zip`: peft's adapter folder (`adapter_config.json`,
+`adapter_model.safetensors`) and a README that says what it applies to.
 """
 
 import zipfile
@@ -17,12 +20,15 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, ViTImageProcessorPil
 
+from engine.models.hf.lora import LoraStudent, lora_summary
 from engine.models.hf.quiet import no_progress_bars
 from engine.plan.hf_archive import GENERATION_CONFIG
-from engine.plan.hf_models import PRETRAINED_ARTIFACT
+from engine.plan.hf_models import LORA_ARTIFACT, PRETRAINED_ARTIFACT
+from engine.plan.lora_adapters import ADAPTER_BASES
 from engine.plan.specs import HFSpec
 
 PRETRAINED_FOLDER = "student.hf"
+LORA_FOLDER = "student.lora"
 
 
 def export_pretrained(model: nn.Module, spec: HFSpec, teacher_folder: Path | None, out_dir: Path) -> Path:
@@ -57,6 +63,16 @@ def save_pretrained_folder(
     else:
         image_processor(spec).save_pretrained(out_dir)
     return out_dir
+
+
+def export_adapter(lora: LoraStudent, out_dir: Path) -> Path:
+    """`student.lora.zip` in `out_dir`: the LoRA student's adapter as peft saves it, before it is merged."""
+    folder = out_dir / LORA_FOLDER
+    lora.peft_model.save_pretrained(folder)
+    base = ADAPTER_BASES[lora.figures["base"]]
+    readme = f"# A LoRA adapter\n\n{lora_summary(lora.figures)}.\n\nIt applies to {base}.\n"
+    (folder / "README.md").write_text(readme)  # in place of peft's template
+    return archive_folder(folder, out_dir / LORA_ARTIFACT)
 
 
 def image_processor(spec: HFSpec) -> ViTImageProcessorPil:

@@ -13,6 +13,7 @@ from typing import Literal
 
 HFTask = Literal["text", "image", "causal-lm"]
 PRETRAINED_ARTIFACT = "student.hf.zip"  # a transformers student's save_pretrained folder, zipped
+LORA_ARTIFACT = "student.lora.zip"  # a LoRA student's adapter as peft saves it, zipped
 
 TEXT_MODEL_TYPES = (
     "albert",

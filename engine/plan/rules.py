@@ -13,6 +13,7 @@ from engine.plan.design import layer_count
 from engine.plan.errors import JobFailed
 from engine.plan.hf_layers import TINYBERT_MODEL_TYPES, declared_layers
 from engine.plan.layer_map import check_layer_map
+from engine.plan.lora_adapters import DECODER_LINEAR_LAYERS, targets_a_layer
 from engine.plan.specs import (
     ArchitectureSpec,
     EngineJob,
@@ -32,6 +33,7 @@ def check_job(job: EngineJob, teacher_fields: Sequence[str] | None = None) -> No
     fields = _teacher_fields(job.teachers, teacher_fields)
     _check_feature_teachers(job)
     _check_language_model(job, fields)
+    _check_lora(job)
     _check_classes(job, fields)
     _check_method(job)
     _check_families(job, fields)
@@ -215,6 +217,42 @@ def _check_generations(job: EngineJob) -> None:
             "the divergence, which alpha 0 turns off: give alpha > 0, or remove distillation.on_policy.",
             "distillation.alpha",
         )
+
+
+LORA_FIELD = "student.lora"
+
+
+def _check_lora(job: EngineJob) -> None:
+    """LoRA adapts a causal language model that starts from the teacher's weights (on random ones, low-rank
+    updates of untrained layers would learn next to nothing), in the linear layers of its decoder layers."""
+    lora, student = job.student_lora, job.student_architecture
+    if lora is None:
+        return
+    if not is_causal_lm(student):
+        raise JobFailed(
+            "unsupported_combination",
+            f"{LORA_FIELD} adapts a causal language model; the student is a {_kind(student)}, which trains "
+            f"whole: remove {LORA_FIELD}.",
+            LORA_FIELD,
+        )
+    if job.student_init != "teacher":
+        raise JobFailed(
+            "unsupported_combination",
+            f"{LORA_FIELD} trains low-rank updates of a student that starts from the teacher's weights, and "
+            "this one starts at random: give the student as student.derive with init `teacher` "
+            f"(depth 1 and width 1 for a copy of the teacher), or remove {LORA_FIELD}.",
+            LORA_FIELD,
+        )
+    for number, target in enumerate(lora.target_modules or []):
+        if not targets_a_layer(target, student.model_type):
+            layers = ", ".join(DECODER_LINEAR_LAYERS[student.model_type])
+            raise JobFailed(
+                "unsupported_combination",
+                f"{LORA_FIELD}.target_modules names {target!r}, which is none of a {student.model_type} "
+                f"decoder layer's linear layers ({layers}): name those (or their ends, such as `q_proj`); "
+                "the embeddings and the LM head are not adapted.",
+                f"{LORA_FIELD}.target_modules.{number}",
+            )
 
 
 def _teacher_kind(teacher: TeacherSource) -> str:

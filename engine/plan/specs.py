@@ -688,12 +688,41 @@ class TextOptions(Spec):
     )
 
 
+LoraTarget = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
+
+
+class LoraConfig(Spec):
+    """A LoRA student (Hu et al. 2021, with `peft`): the student's initial weights (the teacher's, a derived
+    student's) stay frozen, and next to each targeted linear layer W a low-rank update B @ A (A `[r, in]`,
+    B `[out, r]`, B starting at 0) learns, the layer computing W x + (alpha / r) * B A x. Only A and B train;
+    at the end they are merged into W (`student.hf.zip`: plain weights) and kept apart too
+    (`student.lora.zip`: peft's adapter folder)."""
+
+    r: int = Field(default=8, ge=1, le=1024, description="The rank of each update B @ A.")
+    alpha: float = Field(
+        default=16.0, gt=0.0, le=100_000.0, description="The update's scale is alpha / r (LoRA's lora_alpha)."
+    )
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapters' input while they train."
+    )
+    target_modules: list[LoraTarget] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="The linear layers adapted, by the end of their module names (`q_proj` adapts every "
+        "layer's `self_attn.q_proj`): a decoder layer's own, not the embeddings or the LM head. Default: "
+        "peft's choice for the model type (the attention's `q_proj` and `v_proj`; GPT-2's `c_attn`), and "
+        "Phi-3's fused `qkv_proj`, for which peft has none.",
+    )
+
+
 class EngineJob(Spec):
     """Everything the engine needs besides the files themselves (`JobFiles`)."""
 
     teachers: list[TeacherSource] = Field(min_length=1, max_length=64)
     student_architecture: ArchitectureSpec
     student_init: Literal["random", "teacher"] = "random"
+    student_lora: LoraConfig | None = None
     export: list[Literal["onnx", "int8"]] = []
     distillation: DistillationConfig = DistillationConfig()
     training: TrainingConfig = TrainingConfig()

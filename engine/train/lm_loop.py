@@ -11,6 +11,7 @@ from engine.data.lm_text import IGNORE_INDEX
 from engine.evaluate import flat_hidden, head_of, teacher_tokens, token_scores
 from engine.lm_preparation import LMSetup
 from engine.losses.token_objective import TokenObjective
+from engine.models.hf.lora import add_lora, lora_summary
 from engine.models.hf.teacher_init import initialise_hf_student
 from engine.models.hooks import LayerTaps
 from engine.models.registry import count_parameters
@@ -24,18 +25,22 @@ from engine.train.students import Student, build_learner
 
 
 def build_lm_student(setup: LMSetup, job: EngineJob, reporter: Reporter) -> Student:
-    """The student at random initialisation from the job's seed, or initialised from the teacher's layers."""
+    """The student at random initialisation from the job's seed, or initialised from the teacher's layers;
+    with `student_lora`, those weights frozen and LoRA adapters on them."""
     spec = job.student_architecture
     torch.manual_seed(job.training.seed)  # right before building: the student's init depends on the seed only
     model = build_learner(spec, []).to(setup.device)
     reporter.event(f"Student built (hf {spec.model_type}): {count_parameters(model):,} parameters")
     if job.student_init == "teacher":
         reporter.event(initialise_hf_student(model, setup.teacher))
+    lora = None
+    if job.student_lora is not None:
+        lora = add_lora(model, job.student_lora, setup.teacher)
+        reporter.event(lora_summary(lora.figures))
     if job.training.compile:
         compile_model(model, reporter)
-    return Student(
-        spec, model, LayerTaps(model, [], "student"), TokenObjective(job.distillation).to(setup.device)
-    )
+    objective = TokenObjective(job.distillation).to(setup.device)
+    return Student(spec, model, LayerTaps(model, [], "student"), objective, lora)
 
 
 def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> None:

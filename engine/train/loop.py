@@ -269,7 +269,9 @@ def start_run(setup: Setup, students: list[Student], job: EngineJob) -> Run:
 def start_learner(
     setup: Setup, student: Student, config: TrainingConfig, *, total_steps: int, warmup_steps: int
 ) -> Learner:
-    optimizer = make_optimizer([*student.model.parameters(), *student.objective.parameters()], config)
+    parameters = [*student.model.parameters(), *student.objective.parameters()]
+    # Of a LoRA student, its adapters: its other weights are frozen.
+    optimizer = make_optimizer([p for p in parameters if p.requires_grad], config)
     return Learner(
         student,
         model=setup.ranks.parallel(student.model),

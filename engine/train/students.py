@@ -12,6 +12,7 @@ from engine.losses.objective import Objective
 from engine.losses.tinybert import capture_paths, transformer_term, uses_tinybert
 from engine.losses.token_objective import TokenObjective
 from engine.models.hf.build import build_hf_model
+from engine.models.hf.lora import LoraStudent
 from engine.models.hf.outputs import attention_implementation
 from engine.models.hf.teacher_init import initialise_hf_student
 from engine.models.hooks import LayerTaps
@@ -33,6 +34,7 @@ class Student:
     model: nn.Module
     taps: LayerTaps
     objective: Objective | TokenObjective  # a classifier's, or a causal language model's
+    lora: LoraStudent | None = None  # a causal language model's LoRA adapters, around its model's
 
 
 def build_student(

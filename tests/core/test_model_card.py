@@ -113,3 +113,21 @@ def test_a_causal_language_models_card_gives_perplexities_kl_and_generations():
     assert 'generate = pipeline("text-generation", model="student.hf")' in card
     assert 'AutoModelForCausalLM.from_pretrained("student.hf")' in card
     assert "torch.export" not in card and "soft loss" not in card
+
+
+def test_a_lora_students_card_says_what_its_adapter_applies_to():
+    lora = {"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
+            "trainable_parameters": 4_096, "parameters": 1_004_096}  # fmt: skip
+    artifacts = ["student.hf.zip", "student.lora.zip"]
+    copy = model_card(
+        "job-1", LM_REQUEST, LM_METRICS | {"lora": lora | {"base": "teacher"}}, FILES, artifacts
+    )
+    assert "## The LoRA adapter\n\n`student.lora.zip` holds the adapter alone" in copy
+    assert "rank 8, alpha 16 on `q_proj`, `v_proj`, 4,096 trained parameters" in copy
+    assert "It applies to the teacher itself" in copy
+    assert 'student = PeftModel.from_pretrained(teacher, "student.lora")' in copy
+    derived = model_card(
+        "job-1", LM_REQUEST, LM_METRICS | {"lora": lora | {"base": "derived"}}, FILES, artifacts
+    )
+    assert "It applies to the derived student's initial weights" in derived and "PeftModel" not in derived
+    assert "LoRA" not in model_card("job-1", LM_REQUEST, LM_METRICS, FILES, ["student.hf.zip"])

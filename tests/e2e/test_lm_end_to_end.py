@@ -2,16 +2,24 @@
 file of `examples/toy_language_model.py`, which names a llama's `save_pretrained` folder and text as JSON
 Lines; the student derived from it through the real API and worker, token-level KD; the student folder
 `distill run -o` unpacks generates in a Python that holds torch and transformers but none of the service's
-packages, writing what the job showed it writing."""
+packages, writing what the job showed it writing. A LoRA copy of the teacher comes out merged and as an
+adapter that peft puts on the teacher folder."""
 
 import json
 import subprocess
 import sys
 import sysconfig
+import zipfile
+from pathlib import Path
 
 import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
 
 from examples import toy_language_model
+from tests.lm_factories import write_jsonl
+from tests.lm_model_factories import TEXTS, lm_folder, lm_token_ids
 from tests.stack import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -33,20 +41,26 @@ print(json.dumps(generated[0]["generated_text"]))
 """
 
 
-def test_the_tours_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp_path):
-    toy_language_model.main(tmp_path)  # my-llama/, train.jsonl, validation.jsonl, job.yaml
-    assert toy_language_model.JOB in (ROOT / "README.md").read_text(), "the README's tour runs another job"
+def distill_run(stack, folder: Path, job_lines: str) -> dict:
+    """`distill run job.yaml -o out` in `folder` with the job file's lines; the job it ran."""
+    (folder / "job.yaml").write_text(job_lines)
     env = {**stack.env, "DISTILL_URL": stack.url}
     ran = subprocess.run(
         [sys.executable, "-m", "cli", "run", "job.yaml", "-o", "out"],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert ran.returncode == 0, f"{ran.stderr}\n{stack.logs()}"
-    job = stack.client.job(ran.stderr.split("submitted ")[1].split()[0])
+    return stack.client.job(ran.stderr.split("submitted ")[1].split()[0])
+
+
+def test_the_tours_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp_path):
+    toy_language_model.main(tmp_path)  # my-llama/, train.jsonl, validation.jsonl, job.yaml
+    assert toy_language_model.JOB in (ROOT / "README.md").read_text(), "the README's tour runs another job"
+    job = distill_run(stack, tmp_path, toy_language_model.JOB)
     teacher = stack.client.get(f"/v1/files/{job['request']['teacher']['file_id']}").json()
     assert (teacher["format"], teacher["model"]["task"]) == ("hf", "causal-lm")
     student = job["request"]["student"]["architecture"]
@@ -82,3 +96,33 @@ def test_the_tours_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp
     )
     assert generated.returncode == 0, generated.stderr
     assert json.loads(generated.stdout) == sample["student"]
+
+
+def test_a_lora_copy_of_a_llama_comes_out_merged_and_as_an_adapter_of_the_llama(stack, tmp_path):
+    teacher = lm_folder(tmp_path / "my-llama", "llama")
+    write_jsonl(tmp_path / "train.jsonl", [{"text": text} for text in TEXTS * 2])
+    job = distill_run(
+        stack,
+        tmp_path,
+        "teacher: {file: my-llama}\n"
+        "student: {derive: {depth: 1, width: 1}, lora: {r: 4}}\n"
+        "dataset: {train_file: train.jsonl, max_length: 16}\n"
+        "distillation: {alpha: 0.5, beta: 0.5}\n"  # a copy of the teacher learns what the data adds
+        "training: {epochs: 1, batch_size: 4, learning_rate: 0.01}\n",
+    )
+    names = {
+        artifact["name"] for artifact in stack.client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
+    }
+    assert {"student.hf.zip", "student.lora.zip", "README.md"} <= names
+    assert job["metrics"]["lora"]["base"] == "teacher"
+    out = tmp_path / "out"
+    assert "## The LoRA adapter" in (out / "student.hf" / "README.md").read_text()
+    with zipfile.ZipFile(out / "student.lora.zip") as adapter:
+        adapter.extractall(out / "student.lora")
+    merged = AutoModelForCausalLM.from_pretrained(out / "student.hf").eval()
+    adapted = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(teacher), out / "student.lora"
+    ).eval()
+    ids = lm_token_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, rtol=0, atol=1e-5)

@@ -425,3 +425,44 @@ def test_perplexity_and_kl_gates_are_a_causal_language_models(
         client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, {"alone_reference": True}, gates=gap
     )
     assert response.status_code == 201, response.text
+
+
+def test_a_lora_student_resolves_with_its_adapters_and_their_learning_rate(client, llama_teacher, lm_data):
+    copy = {
+        "derive": {"depth": 1, "width": 1},
+        "lora": {"r": 4, "target_modules": ["q_proj", "mlp.down_proj"]},
+    }
+    response = submit(client, llama_teacher, lm_data["text.jsonl"], copy)
+    assert response.status_code == 201, response.text
+    request = response.json()["request"]
+    assert request["student"]["lora"] == {
+        "r": 4,
+        "alpha": 16.0,
+        "dropout": 0.0,
+        "target_modules": ["q_proj", "mlp.down_proj"],
+    }
+    student, teacher = request["student"]["architecture"], request["teacher"]["architecture"]
+    assert student["parameters"] == teacher["parameters"]  # a copy of the teacher, adapted
+    assert request["training"]["learning_rate"] == 2e-4
+    defaults = submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {"depth": 0.5}, "lora": {}})
+    assert defaults.json()["request"]["student"]["lora"]["target_modules"] is None
+
+
+@pytest.mark.parametrize(
+    ("student", "param", "words"),
+    [
+        ({"derive": {"init": "random"}, "lora": {}}, "student.lora", "this one starts at random"),
+        ({"hf": {"model_type": "llama"}, "lora": {}}, "student.lora", "this one starts at random"),
+        ({"derive": {}, "lora": {"target_modules": ["lm_head"]}}, "student.lora.target_modules.0", "q_proj"),
+    ],
+)
+def test_a_lora_student_that_cannot_learn_so_is_refused(
+    client, llama_teacher, lm_data, student, param, words
+):
+    response = submit(client, llama_teacher, lm_data["text.jsonl"], student)
+    assert words in refused(response, "unsupported_combination", param)
+
+
+def test_a_classifier_is_no_lora_student(client, bert_teacher, texts):
+    response = submit(client, bert_teacher, texts, {"derive": {}, "lora": {}}, max_length=8)
+    assert "adapts a causal language model" in refused(response, "unsupported_combination", "student.lora")
