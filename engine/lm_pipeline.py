@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from engine.data.lm_text import IGNORE_INDEX, load_lm_tokenizer
-from engine.evaluate import token_scores
+from engine.evaluate import LiveTeacher, token_scores
 from engine.export.latency import latency_ms, speedup
 from engine.export.pretrained import export_pretrained
-from engine.lm_preparation import LMSetup, prepare_language_model
+from engine.lm_preparation import LMSetup, prepare_language_model, with_cached_tokens
 from engine.models.registry import count_parameters
 from engine.plan.hf_models import PRETRAINED_ARTIFACT
 from engine.plan.specs import EngineJob, JobFiles
@@ -19,6 +19,7 @@ from engine.reporting import Reporter
 from engine.results import DistillResult
 from engine.runtime.compute import uncompile
 from engine.runtime.distributed import Ranks
+from engine.teachers.cache import CACHE_FOLDER, TeacherCacheStore
 from engine.train.checkpoints import Checkpoints, QuietWhileReplaying
 from engine.train.lm_loop import LANGUAGE_MODEL, build_lm_student
 from engine.train.loop import Clock, start_run, steps_per_epoch, train_run
@@ -36,14 +37,19 @@ def distill_language_model(
     *,
     device: torch.device,
     checkpoints: Checkpoints,
+    teacher_cache: TeacherCacheStore | None,
     ranks: Ranks,
     deadline: float | None,
 ) -> DistillResult | None:
     """Train and export the student of a causal language model's job (see `pipeline.run_distillation`)."""
     with ranks.main_first():
-        setup = prepare_language_model(job, files, device, reporter, ranks)
+        setup = prepare_language_model(
+            job, files, device, reporter, ranks, folder=out_dir / CACHE_FOLDER, cache_store=teacher_cache
+        )
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
+    with ranks.main_first():
+        setup = with_cached_tokens(setup)
     job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
     clock = Clock(
         reporter, job.training.epochs, steps_per_epoch(setup, job), job_checkpoints, ranks, deadline
@@ -69,8 +75,8 @@ def distill_language_model(
 
 def lm_metrics(setup: LMSetup, student: nn.Module, batch_size: int) -> dict:
     """The job's headline result: both models' perplexity, next-token accuracy, size and latency; how close
-    the student came to the teacher."""
-    scores = token_scores(student, setup.teacher, setup.validation, batch_size, setup.device)
+    the student came to the teacher, over the whole vocabulary whatever the top_k; the teacher cache's use."""
+    scores = token_scores(student, LiveTeacher(setup.teacher), setup.validation, batch_size, setup.device)
     teacher = setup.teacher_scores
     sizes = {"teacher": count_parameters(setup.teacher), "student": count_parameters(student)}
     sample = setup.validation.ids[:1]
@@ -91,6 +97,7 @@ def lm_metrics(setup: LMSetup, student: nn.Module, batch_size: int) -> dict:
         "speedup": speedup(latencies["teacher"], latencies["student"]),
         "latency_device": str(setup.device),
         "tokens": scores["tokens"],
+        "teacher_cache": setup.cache.summary(),
     }
 
 

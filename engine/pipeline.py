@@ -76,6 +76,7 @@ def run_distillation(
                 reporter,
                 device=device,
                 checkpoints=checkpoints,
+                teacher_cache=teacher_cache,
                 ranks=ranks,
                 deadline=deadline,
             )
