@@ -4,6 +4,7 @@ causal language model's token by token."""
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from engine.data.arrays import ArrayDataset, iterate_batches
 from engine.data.lm_text import LMDataset
 from engine.losses.token_divergences import forward_kl
-from engine.losses.token_level import LMHead, TeacherHead, token_level_losses
+from engine.losses.token_level import LMHead, TeacherHead, TeacherTokens, TopKHead, token_level_losses
 
 
 @contextmanager
@@ -100,29 +101,52 @@ def flat_hidden(model: CausalLM, batch: LMDataset) -> Tensor:
     return model(batch.ids, batch.attention_mask).flatten(0, 1)
 
 
-def teacher_tokens(teacher: CausalLM, batch: LMDataset) -> TeacherHead:
-    """The teacher on the batch's tokens, its logits formed a chunk at a time by the losses."""
+def teacher_tokens(teacher: CausalLM, batch: LMDataset, top_k: int | None = None) -> TeacherHead | TopKHead:
+    """The teacher on the batch's tokens, its logits formed a chunk at a time by the losses: over the whole
+    vocabulary, or read as its `top_k` tokens and the rest's mass."""
     with torch.no_grad():
-        return TeacherHead(flat_hidden(teacher, batch), head_of(teacher))
+        hidden, head = flat_hidden(teacher, batch), head_of(teacher)
+    return TeacherHead(hidden, head) if top_k is None else TopKHead(hidden, head, top_k)
+
+
+class BlockTeacher(Protocol):
+    """The teacher over one dataset's blocks, as the losses read it."""
+
+    def tokens(self, index: slice | Tensor, batch: LMDataset) -> TeacherTokens:
+        """The teacher on the tokens of `batch`, the dataset's blocks at `index`."""
+
+
+@dataclass(frozen=True)
+class LiveTeacher:
+    """The teacher run on each batch (`teacher_tokens`); `teachers.lm_cache.CachedTopK` reads the same
+    top-k values from its table."""
+
+    model: CausalLM
+    top_k: int | None = None
+
+    def tokens(self, index: slice | Tensor, batch: LMDataset) -> TeacherTokens:
+        return teacher_tokens(self.model, batch, self.top_k)
 
 
 @torch.no_grad()
 def token_scores(
-    student: CausalLM, teacher: CausalLM, data: LMDataset, batch_size: int, device: torch.device
+    student: CausalLM, teacher: BlockTeacher, data: LMDataset, batch_size: int, device: torch.device
 ) -> dict[str, float]:
     """Over the tokens of `data` whose label counts: `perplexity` (exp of the mean next-token cross-entropy),
-    `accuracy` (next-token), `kl_to_teacher` (the mean KL(teacher || student), nats) and `agreement` (the
-    share where both models' most likely token is the same); `tokens` counted. Measuring the teacher
-    against itself gives its own perplexity and accuracy."""
+    `accuracy` (next-token), `kl_to_teacher` (the mean KL(teacher || student), nats; over the top-k buckets
+    for a top-k teacher, a lower bound of the full KL) and `agreement` (the share where both models' most
+    likely token is the same); `tokens` counted. Measuring the teacher against itself (`LiveTeacher`) gives
+    its own perplexity and accuracy."""
     sums, tokens = {"cross_entropy": 0.0, "accuracy": 0.0, "kl_to_teacher": 0.0, "agreement": 0.0}, 0
-    with evaluating(student), evaluating(teacher):
+    with evaluating(student):  # a teacher is frozen in eval mode
         for start in range(0, len(data), batch_size):
-            batch = data.take(slice(start, start + batch_size), device)
+            index = slice(start, start + batch_size)
+            batch = data.take(index, device)
             losses = token_level_losses(
                 hidden=flat_hidden(student, batch),
                 head=head_of(student),
                 labels=batch.labels.flatten(),
-                teacher=teacher_tokens(teacher, batch),
+                teacher=teacher.tokens(index, batch),
                 divergence=forward_kl,
                 temperature=1.0,
             )

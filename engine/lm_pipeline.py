@@ -10,12 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from engine.data.lm_text import load_lm_tokenizer
-from engine.evaluate import token_scores
+from engine.evaluate import LiveTeacher, token_scores
 from engine.export.latency import latency_ms, speedup
 from engine.export.onnx_language_model import export_language_model_onnx, language_model_onnx_metrics
 from engine.export.onnx_model import ONNX_MODEL
 from engine.export.pretrained import export_adapter, export_pretrained
-from engine.lm_preparation import LMSetup, prepare_language_model
+from engine.lm_preparation import LMSetup, prepare_language_model, with_cached_tokens
 from engine.models.hf.lora import merge_lora
 from engine.models.registry import count_parameters
 from engine.plan.errors import JobFailed
@@ -27,6 +27,7 @@ from engine.reporting import Reporter
 from engine.results import DistillResult
 from engine.runtime.compute import uncompile
 from engine.runtime.distributed import Ranks
+from engine.teachers.cache import CACHE_FOLDER, TeacherCacheStore
 from engine.train.checkpoints import Checkpoints, QuietWhileReplaying
 from engine.train.generation import block_prompts
 from engine.train.lm_loop import LANGUAGE_MODEL, build_lm_student
@@ -47,17 +48,23 @@ def distill_language_model(
     *,
     device: torch.device,
     checkpoints: Checkpoints,
+    teacher_cache: TeacherCacheStore | None,
     ranks: Ranks,
     deadline: float | None,
 ) -> DistillResult | None:
     """Train and export the student of a causal language model's job (see `pipeline.run_distillation`)."""
     with ranks.main_first():
-        setup = prepare_language_model(job, files, device, reporter, ranks)
-    generations, data = None, setup  # what the student trains on, and the data as it was uploaded
+        setup = prepare_language_model(
+            job, files, device, reporter, ranks, folder=out_dir / CACHE_FOLDER, cache_store=teacher_cache
+        )
+    generations, uploaded = None, setup
     if job.distillation.sequence_level is not None:
         setup, generations = with_teacher_generations(setup, job, out_dir, reporter, deadline)
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
+    with ranks.main_first():
+        setup = with_cached_tokens(setup)
+    data = setup if generations is None else uploaded  # the data as it was uploaded, for the reference
     job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
     epochs, epoch_steps = planned_epochs(job), steps_per_epoch(setup, job)
     clock = Clock(reporter, epochs, epoch_steps, job_checkpoints, ranks, deadline)
@@ -118,7 +125,7 @@ def trained_alone(
 def alone_metrics(setup: LMSetup, alone: nn.Module, metrics: dict, batch_size: int) -> dict:
     """`alone`: the reference's perplexity and accuracy; `gap_closed`: (alone - student) / (alone - teacher)
     perplexity, None where the reference is as good as the teacher."""
-    scores = token_scores(alone, setup.teacher, setup.validation, batch_size, setup.device)
+    scores = token_scores(alone, LiveTeacher(setup.teacher), setup.validation, batch_size, setup.device)
     reference, student, teacher = scores["perplexity"], metrics["student"], metrics["teacher"]
     gap = reference - teacher["perplexity"]
     return {
@@ -165,8 +172,8 @@ def onnx_export(
 
 def lm_metrics(setup: LMSetup, student: nn.Module, batch_size: int) -> dict:
     """The job's headline result: both models' perplexity, next-token accuracy, size and latency; how close
-    the student came to the teacher."""
-    scores = token_scores(student, setup.teacher, setup.validation, batch_size, setup.device)
+    the student came to the teacher, over the whole vocabulary whatever the top_k; the teacher cache's use."""
+    scores = token_scores(student, LiveTeacher(setup.teacher), setup.validation, batch_size, setup.device)
     teacher = setup.teacher_scores
     sizes = {"teacher": count_parameters(setup.teacher), "student": count_parameters(student)}
     sample = setup.validation.ids[:1]
@@ -187,6 +194,7 @@ def lm_metrics(setup: LMSetup, student: nn.Module, batch_size: int) -> dict:
         "speedup": speedup(latencies["teacher"], latencies["student"]),
         "latency_device": str(setup.device),
         "tokens": scores["tokens"],
+        "teacher_cache": setup.cache.summary(),
     }
 
 

@@ -33,14 +33,13 @@ from engine.runtime.compute import uncompile
 from engine.runtime.devices import resolve_device
 from engine.runtime.distributed import ONE_PROCESS, Ranks
 from engine.runtime.memory import peak_memory, reset_peak_memory
-from engine.teachers.cache import TeacherCacheStore
+from engine.teachers.cache import CACHE_FOLDER, TeacherCacheStore
 from engine.train.checkpoints import Checkpoints
 from engine.train.methods import Candidate, Trained, train_students
 from engine.train.search import first_trial
 from engine.train.students import build_student
 
 METRICS_FILE = "metrics.json"
-CACHE_FOLDER = "teacher-cache"  # in the output folder, for the job's run only
 
 __all__ = ["Checkpoints", "DistillResult", "JobFiles", "Reporter", "TeacherCacheStore", "run_distillation"]
 
@@ -79,6 +78,7 @@ def run_distillation(
                 reporter,
                 device=device,
                 checkpoints=checkpoints,
+                teacher_cache=teacher_cache,
                 ranks=ranks,
                 deadline=deadline,
             )

@@ -87,7 +87,7 @@ def prepare(
     teachers = load_teachers(job, files, train, device, reporter)
     check_labels(train, validation, job, reporter)  # after the teachers: a wrong num_classes is likelier
     cache = TeacherCache(job, files, cache_store, folder, precision, reporter)
-    cache.decide(teachers, train, validation)
+    cache.decide(cache.bypass_reason(teachers, train, validation))
     if cache.used:
         teacher_validation_logits = cache.teachers(teachers, "validation", validation).log_probabilities(
             batch_size

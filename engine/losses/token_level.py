@@ -6,7 +6,8 @@ each chunk of tokens gets its logits, its divergence to the teacher and its next
 `torch.utils.checkpoint`, which keeps no activation of the chunk for backward but recomputes them there
 (the student's and the teacher's chunk logits: one more LM-head pass of each). The teacher comes as its
 logits (`TeacherLogits`), its hidden states and LM head (`TeacherHead`, computed a chunk at a time too) or
-its top-k form (`top_k.TopKTeacher`, from the cache).
+its top-k form (`top_k.TopKTeacher`: from the cache, or `TopKHead`, formed a chunk at a time as the cache
+forms it).
 
 Only the tokens whose label is not `IGNORE_INDEX` count, in every term: padding, and the prompt where the
 data has prompts and completions.
@@ -22,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from engine.data.lm_text import IGNORE_INDEX
 from engine.losses.token_divergences import Divergence, forward_kl
+from engine.losses.top_k import TopKTeacher, top_k_teacher
 
 # Unless asked otherwise, a chunk holds as many tokens as make 2^24 logits (64 MiB in float32; the peak holds
 # about a dozen such [chunk, vocab] tensors, the JSD's backward the most): memory does not grow with the
@@ -92,6 +94,20 @@ class TeacherHead:
     @torch.no_grad()
     def chunk(self, positions: Tensor) -> TeacherLogits:
         return TeacherLogits(self.head.logits(self.hidden.index_select(0, positions)))
+
+
+@dataclass(frozen=True)
+class TopKHead:
+    """The teacher's final hidden states and LM head read in its top-k form, a chunk at a time: the values
+    the cache keeps for those tokens (`top_k_teacher` of their logits, its float16 rounding included)."""
+
+    hidden: Tensor
+    head: LMHead
+    k: int
+
+    @torch.no_grad()
+    def chunk(self, positions: Tensor) -> TopKTeacher:
+        return top_k_teacher(self.head.logits(self.hidden.index_select(0, positions)), self.k)
 
 
 @dataclass(frozen=True)

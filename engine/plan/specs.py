@@ -523,6 +523,18 @@ class DistillationConfig(Spec):
         "student; 0.5 is the symmetric Jensen-Shannon divergence; 0 and 1 are the forward and reverse KL "
         "(TRL's GKDConfig.beta).",
     )
+    top_k: int | None = Field(
+        default=64,
+        ge=1,
+        description="A causal language model's teacher is read as its k most likely next tokens at each "
+        "position and the rest of the vocabulary as one outcome (their log-probabilities kept in float16), "
+        "with or without the teacher cache, so the student is the same either way; the divergence is then "
+        "over those k + 1 outcomes (at most the full one, equal when k covers the vocabulary), and so is the "
+        "per-epoch `validation_kl` (the job's final `kl_to_teacher` is over the whole vocabulary). With "
+        "`teacher_cache: auto` the teacher runs once over the training and validation blocks and its top-k "
+        "tables are kept for later jobs. A k over the vocabulary reads the whole vocabulary (k = its size). "
+        "null: the whole vocabulary, exactly, with the teacher run on every batch (never cached).",
+    )
     sequence_level: SequenceLevel | None = Field(
         default=None,
         description="Causal language models: sequence-level KD (Kim & Rush 2016). Before the first step the "

@@ -1,8 +1,10 @@
 """One teacher's outputs over a whole dataset, a row per sample, kept in files: written in one pass, read
 back memory-mapped, so that every epoch reads them instead of running the teacher again.
 
-A table's folder holds one raw file per tensor (the logits, each tapped layer) and `manifest.json`, which
-names each tensor's file, dtype and shape; the manifest is written last, so a folder without one is torn.
+A table is named tensors: a classifier teacher's logits and tapped layers (`cache`), a causal language
+model's top-k token ids and log-probabilities at each position of a block (`lm_cache`). Its folder holds one
+raw file per tensor and `manifest.json`, which names each tensor's file, dtype and shape; the manifest is
+written last, so a folder without one is torn.
 """
 
 import json
@@ -14,13 +16,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from engine.losses.features import sample_shapes
-
 MANIFEST = "manifest.json"
-LOGITS = "logits"
-DTYPES = {str(dtype): dtype for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)}
+DTYPES = {
+    str(dtype): dtype
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.int64)
+}
 
-Teacher = Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]  # x -> (logits, tapped layers' outputs)
+Outputs = Callable[[slice], dict[str, Tensor]]  # the rows of some samples -> each tensor's rows, as stored
 
 
 class TornTable(Exception):
@@ -29,74 +31,67 @@ class TornTable(Exception):
 
 @dataclass(frozen=True)
 class TeacherTable:
-    logits: Tensor  # float32 [N, classes]
-    layers: dict[str, Tensor]  # by layer path, [N, ...]
+    tensors: dict[str, Tensor]  # by name, a row per sample: [N, ...]
     seconds: float  # what computing it took
 
-    def rows(self, index: slice | Tensor, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
-        """The rows at `index` (positions, on any device), on `device`."""
-        if isinstance(index, Tensor):
-            index = index.to(self.logits.device)
-        logits = self.logits[index].to(device, non_blocking=True)
-        return logits, {
-            path: values[index].to(device, non_blocking=True) for path, values in self.layers.items()
-        }
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def rows(self, index: slice | Tensor, device: torch.device) -> dict[str, Tensor]:
+        """Each tensor's rows at `index` (positions, on any device), on `device`."""
+        rows = {}
+        for name, values in self.tensors.items():
+            at = index.to(values.device) if isinstance(index, Tensor) else index
+            rows[name] = values[at].to(device, non_blocking=True)
+        return rows
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.logits, *self.layers.values()))
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     def to(self, device: torch.device) -> "TeacherTable":
-        layers = {path: values.to(device) for path, values in self.layers.items()}
-        return TeacherTable(self.logits.to(device), layers, self.seconds)
+        return TeacherTable({name: values.to(device) for name, values in self.tensors.items()}, self.seconds)
 
 
 def write_table(
-    folder: Path,
-    teacher: Teacher,
-    x: Tensor,
-    batch_size: int,
-    device: torch.device,
-    layer_dtype: torch.dtype | None,
-    tick: Callable[[], None],
+    folder: Path, outputs: Outputs, samples: int, batch_size: int, tick: Callable[[], None]
 ) -> dict:
-    """Run `teacher` over every sample of `x`, `batch_size` at a time (`tick` before each batch), appending
-    each output to its file in `folder`; floating layer outputs are stored as `layer_dtype` (None: as they
-    come). Returns the manifest."""
+    """Compute the outputs of every one of `samples`, `batch_size` at a time (`tick` before each batch),
+    appending each tensor to its file in `folder`. Returns the manifest."""
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    names: dict[str, str] = {}  # tensor -> file
+    files: dict[str, str] = {}  # tensor -> file
     streams, entries = {}, {}
     try:
-        for start in range(0, len(x), batch_size):
+        for start in range(0, samples, batch_size):
             tick()
-            logits, layers = teacher(x[start : start + batch_size].to(device))
-            if not names:
-                sample_shapes(layers, "teacher")  # each tapped layer gives one tensor
-                names = {LOGITS: "logits.bin"} | {path: f"layer-{k}.bin" for k, path in enumerate(layers)}
-                streams = {name: (folder / file).open("wb") for name, file in names.items()}
-            outputs = {LOGITS: logits} | {p: stored(v, layer_dtype) for p, v in layers.items()}
-            for name, value in outputs.items():
+            values = outputs(slice(start, start + batch_size))
+            if not files:
+                files = {name: file_name(name, index) for index, name in enumerate(values)}
+                streams = {name: (folder / file).open("wb") for name, file in files.items()}
+            for name, value in values.items():
                 streams[name].write(value.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy())
                 entries[name] = {"dtype": str(value.dtype), "sample_shape": list(value.shape[1:])}
     finally:
         for stream in streams.values():
             stream.close()
     manifest = {
-        "samples": len(x),
+        "samples": samples,
         "seconds": time.perf_counter() - started,
-        "tensors": {name: {"file": names[name], **entry} for name, entry in entries.items()},
+        "tensors": {name: {"file": files[name], **entry} for name, entry in entries.items()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
-def stored(value: Tensor, dtype: torch.dtype | None) -> Tensor:
-    return value.to(dtype) if dtype is not None and value.is_floating_point() else value
+def file_name(name: str, index: int) -> str:
+    """`logits.bin` for a tensor named like a variable; a layer's path (`features.3`) by its number."""
+    return f"{name}.bin" if name.isidentifier() else f"tensor-{index}.bin"
 
 
-def read_table(folder: Path) -> TeacherTable:
-    """The table in `folder`, memory-mapped (nothing is read until a row is); TornTable if it is not whole."""
+def read_table(folder: Path, names: tuple[str, ...]) -> TeacherTable:
+    """The table in `folder`, memory-mapped (nothing is read until a row is); TornTable if it is not whole or
+    lacks one of the tensors `names`."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         tensors = {
@@ -104,10 +99,10 @@ def read_table(folder: Path) -> TeacherTable:
         }
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise TornTable(f"{folder.name}: {error}") from None
-    logits = tensors.pop(LOGITS, None)
-    if logits is None:
-        raise TornTable(f"{folder.name}: no logits")
-    return TeacherTable(logits, tensors, float(manifest.get("seconds", 0.0)))
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise TornTable(f"{folder.name}: no {', '.join(missing)}")
+    return TeacherTable(tensors, float(manifest.get("seconds", 0.0)))
 
 
 def mapped(folder: Path, entry: dict, samples: int) -> Tensor:

@@ -8,7 +8,7 @@ import math
 import torch
 
 from engine.data.lm_text import IGNORE_INDEX
-from engine.evaluate import flat_hidden, head_of, teacher_tokens, token_scores
+from engine.evaluate import LiveTeacher, flat_hidden, head_of, token_scores
 from engine.lm_preparation import LMSetup
 from engine.losses.token_objective import TokenObjective
 from engine.models.hf.lora import add_lora, lora_summary
@@ -59,7 +59,9 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
         labels = batch.labels.flatten()
         temperature = temperature_at(job.distillation, run.step, run.total_steps)
         with setup.precision.autocast():
-            teacher = teacher_tokens(setup.teacher, batch)
+            # The cache's tables hold the teacher on the dataset's blocks, not on the student's samples.
+            source = setup.training_teacher if seed is None else LiveTeacher(setup.teacher, setup.top_k)
+            teacher = source.tokens(index, batch)
             hidden = flat_hidden(learner.model, batch)
             terms = learner.objective(
                 hidden,
@@ -78,9 +80,10 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
 
 def lm_epoch_values(setup: LMSetup, learners: list[Learner], batch_size: int) -> dict[str, float]:
     """The student's training losses, and its validation perplexity, next-token accuracy, KL to the teacher
-    and top-1 agreement with it."""
+    and top-1 agreement with it (the teacher read as the training reads it: its top-k form, with a top_k)."""
     (learner,) = learners
-    scores = token_scores(learner.student.model, setup.teacher, setup.validation, batch_size, setup.device)
+    student, teacher = learner.student.model, setup.validation_teacher
+    scores = token_scores(student, teacher, setup.validation, batch_size, setup.device)
     return learner.means.means() | {
         "validation_perplexity": scores["perplexity"],
         "validation_accuracy": scores["accuracy"],

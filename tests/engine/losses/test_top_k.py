@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.losses.token_level import IGNORE_INDEX, LMHead, TeacherLogits
+from engine.losses.token_level import IGNORE_INDEX, LMHead, TeacherLogits, TopKHead
 from engine.losses.top_k import TopKTeacher, softened, top_k_teacher
 from tests.engine.losses.token_factories import (
     DIVERGENCES,
@@ -49,6 +49,15 @@ def test_k_covering_the_vocabulary_leaves_the_rest_a_probability_of_zero():
 def test_the_top_tokens_are_the_teachers_most_likely():
     logits = teacher_logits()
     assert torch.equal(top_k_teacher(logits, 3).top_tokens(), logits.argmax(dim=-1))
+
+
+def test_the_teacher_run_on_a_batch_gives_the_losses_and_gradients_of_its_stored_top_k_form():
+    batch, k = token_batch(), 8
+    run = TopKHead(batch.teacher_hidden, LMHead.of(batch.teacher_head), k)  # formed a chunk at a time
+    stored = top_k_teacher(batch.teacher_logits(), k)  # formed at once, as the cache stores it
+    ran, read = losses(batch, teacher=run), losses(batch, teacher=stored)
+    assert torch.equal(ran.divergence, read.divergence) and torch.equal(ran.kl_to_teacher, read.kl_to_teacher)
+    assert all(map(torch.equal, gradients(ran.divergence, batch), gradients(read.divergence, batch)))
 
 
 @pytest.mark.parametrize("k", [0, VOCAB + 1])

@@ -166,7 +166,16 @@ def key_of(make_job, files=None, layers=(), part="train", dataset=None, arithmet
     job = make_job(**overrides)
     files = files or JobFiles([__file__], __file__)
     dataset = dataset or ArrayDataset(torch.zeros(10, FEATURES), None)
-    return entry_key(job, files, lambda path: f"sha-of-{path}", 0, part, dataset, list(layers), arithmetic)
+    return entry_key(
+        job,
+        files,
+        lambda path: f"sha-of-{path}",
+        teacher=0,
+        part=part,
+        inputs=dataset.x,
+        layers=list(layers),
+        arithmetic=arithmetic,
+    )
 
 
 def test_the_key_changes_with_what_the_outputs_depend_on_and_nothing_else(make_job):
