@@ -82,6 +82,7 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "architecture": {**mlp_spec(hidden_sizes=[4]), "dropout": 0.0, "activation": "relu"},
         "derive": None,
         "hf": None,
+        "lora": None,
     }
     assert request["export"] == ["onnx"]
     assert request["dataset"] == {
@@ -121,8 +122,10 @@ def test_create_job_fills_every_default(client, teacher_file, dataset_file):
         "teacher_cache_precision": "float32",
         "divergence": "forward_kl",
         "jsd_beta": 0.5,
+        "top_k": 64,
         "sequence_level": None,
         "on_policy": None,
+        "alone_reference": False,
         "transformer": None,
     }
     assert request["training"] == TRAINING_DEFAULTS

@@ -90,6 +90,8 @@ def test_a_tinybert_job_over_text_is_created_with_every_default(
         "validation_file_id": None,
         "tokenizer_file_id": tokenizer_file["id"],
         "max_length": None,
+        "packing": None,
+        "truncation": "error",
     }
     assert request["distillation"]["transformer"] == TINYBERT_DEFAULTS
     assert request["student"]["architecture"]["num_layers"] == 1
