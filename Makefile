@@ -70,7 +70,7 @@ bench-hf: $(STAMP)
 	nice -n 5 $(BIN)/python -m benchmarks.hf --threads 1
 
 # A llama trained on tinyshakespeare distilled into a quarter of it, each objective a job, the students measured
-# outside the service; the token-level loss's memory at growing vocabularies: about N minutes on 2 CPU cores.
+# outside the service; the token-level loss's memory at growing vocabularies: about 30 minutes on 2 CPU cores.
 bench-llm: $(STAMP)
 	nice -n 5 $(BIN)/python -m benchmarks.llm --threads 1
 

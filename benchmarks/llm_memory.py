@@ -4,19 +4,20 @@ vocabularies.
 Each measurement runs in a fresh process: a student's final hidden states `[tokens, hidden]` (requiring
 grad, as a model's output does) and an LM head `[vocab, hidden]` with its gradient buffer already
 allocated, then one forward and backward of `token_level_losses` against a teacher given by its hidden
-states and head (the way a job's teacher comes). The figure is the process's peak resident memory above
-what it held before the loss: the logits and everything computed from them, not the models. The chunk holds
-2^24 logits (64 MiB in float32) whatever the vocabulary, so the chunked peak should stay flat as the
-vocabulary grows, where the unchunked one grows with tokens x vocabulary.
+states and head (the way a job's teacher comes). The figure is the process's peak resident memory (its
+high-water mark, reset right before) above what it held before the loss: the logits and everything computed
+from them, not the models. The chunk holds 2^24 logits (64 MiB in float32) whatever the vocabulary, so the
+chunked peak should stay flat as the vocabulary grows, where the unchunked one grows with tokens x
+vocabulary.
 
     .venv/bin/python -m benchmarks.llm_memory [--tokens 4096] [--hidden 256]
 """
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
+from pathlib import Path
 
 VOCABULARIES = (8_192, 32_768, 131_072)
 MIB = 2**20
@@ -28,6 +29,7 @@ def measure(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
 
     from engine.losses.token_divergences import forward_kl
     from engine.losses.token_level import CHUNK_LOGITS, LMHead, TeacherHead, token_level_losses
+    from engine.runtime.memory import peak_memory, reset_peak_memory
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -36,7 +38,8 @@ def measure(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
     weight.grad, student_hidden.grad = torch.zeros_like(weight), torch.zeros_like(student_hidden)
     teacher = TeacherHead(torch.randn(tokens, hidden), LMHead(torch.randn(vocab, hidden) * 0.02))
     labels = torch.randint(vocab, (tokens,))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reset_peak_memory(torch.device("cpu"))  # the high-water mark back to what is resident now
+    before = resident_bytes()
     losses = token_level_losses(
         hidden=student_hidden,
         head=LMHead(weight),
@@ -47,7 +50,7 @@ def measure(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
         chunk_tokens=None if chunked else tokens,
     )
     (losses.divergence + losses.cross_entropy).backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory(torch.device("cpu"))["process_bytes"]
     chunk_tokens = max(1, CHUNK_LOGITS // vocab) if chunked else tokens
     return {
         "vocab": vocab,
@@ -56,6 +59,14 @@ def measure(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
         "chunk_logits_mib": round(min(chunk_tokens, tokens) * vocab * 4 / MIB, 1),
         "peak_growth_mib": round((peak - before) / MIB, 1),
     }
+
+
+def resident_bytes() -> int:
+    """What the process holds now (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status: the figures need Linux")
 
 
 def in_a_child(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
