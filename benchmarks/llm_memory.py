@@ -17,7 +17,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 VOCABULARIES = (8_192, 32_768, 131_072)
 MIB = 2**20
@@ -29,7 +28,7 @@ def measure(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
 
     from engine.losses.token_divergences import forward_kl
     from engine.losses.token_level import CHUNK_LOGITS, LMHead, TeacherHead, token_level_losses
-    from engine.runtime.memory import peak_memory, reset_peak_memory
+    from engine.runtime.memory import peak_memory, reset_peak_memory, resident_bytes
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -59,14 +58,6 @@ def measure(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:
         "chunk_logits_mib": round(min(chunk_tokens, tokens) * vocab * 4 / MIB, 1),
         "peak_growth_mib": round((peak - before) / MIB, 1),
     }
-
-
-def resident_bytes() -> int:
-    """What the process holds now (VmRSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status: the figures need Linux")
 
 
 def in_a_child(tokens: int, hidden: int, vocab: int, chunked: bool) -> dict:

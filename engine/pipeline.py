@@ -70,30 +70,18 @@ def run_distillation(
         device = ranks.device or resolve_device(job.training.device)
         reset_peak_memory(device)
         checkpoints = checkpoints or Checkpoints()
-        if is_causal_lm(job.student_architecture):
-            result = distill_language_model(
-                job,
-                files,
-                out_dir,
-                reporter,
-                device=device,
-                checkpoints=checkpoints,
-                teacher_cache=teacher_cache,
-                ranks=ranks,
-                deadline=deadline,
-            )
-        else:
-            result = distill_classifier(
-                job,
-                files,
-                out_dir,
-                reporter,
-                device=device,
-                checkpoints=checkpoints,
-                teacher_cache=teacher_cache,
-                ranks=ranks,
-                deadline=deadline,
-            )
+        distill = distill_language_model if is_causal_lm(job.student_architecture) else distill_classifier
+        result = distill(
+            job,
+            files,
+            out_dir,
+            reporter,
+            device=device,
+            checkpoints=checkpoints,
+            teacher_cache=teacher_cache,
+            ranks=ranks,
+            deadline=deadline,
+        )
         return None if result is None else written(result, device, out_dir, started, reporter)
     except BaseException as error:
         # The traceback's frames would keep the models and batches (GPU memory) alive.

@@ -22,15 +22,21 @@ def peak_memory(device: torch.device) -> dict[str, int | None]:
     """`process_bytes`: the most resident memory since the last reset (None where unknown); `cuda_bytes`: the
     most the tensors took on the device (None off CUDA)."""
     cuda = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {"process_bytes": _high_water_mark(), "cuda_bytes": cuda}
+    return {"process_bytes": _status_bytes("VmHWM"), "cuda_bytes": cuda}
 
 
-def _high_water_mark() -> int | None:
+def resident_bytes() -> int | None:
+    """What the process holds now (Linux's VmRSS); None where the system does not say."""
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int | None:
+    """A memory figure of `/proc/self/status` (reported in kB), in bytes; None where there is none."""
     try:
         lines = STATUS.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024  # reported in kB
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
     return None
