@@ -5,25 +5,16 @@ unpacks loads in a Python that holds torch and transformers but none of the serv
 `pipeline` scores on the validation texts what the job reported."""
 
 import json
-import subprocess
-import sys
-import sysconfig
 
 import pytest
 
+from tests.e2e.outside import distill_run, in_a_bare_python
 from tests.hf_text_factories import dog_texts, fine_tuned_bert_folder, write_jsonl
 
 pytestmark = pytest.mark.e2e
 
-# Only the third-party packages: `-I -S` leaves out the working directory, the environment and the .pth
-# files that put the project's own packages on the path.
-SCORE_IN_A_BARE_PYTHON = """
-import json, sys
-try:
-    import engine
-    sys.exit("the project's packages are importable")
-except ImportError:
-    pass
+SCORE = """
+import json
 from transformers import pipeline
 folder, texts, labels = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 classify = pipeline("text-classification", model=folder)
@@ -38,25 +29,16 @@ def test_a_fine_tuned_bert_folder_in_a_from_pretrained_student_out(stack, tmp_pa
     fine_tuned_bert_folder(tmp_path / "my-model", texts, labels)
     write_jsonl(tmp_path / "train.jsonl", texts, labels)
     write_jsonl(tmp_path / "val.jsonl", val_texts, val_labels)
-    (tmp_path / "job.yaml").write_text(
+    job = distill_run(
+        stack,
+        tmp_path,
         "teacher: {file: my-model}\n"  # the folder save_pretrained wrote: the CLI archives it
         "student: {derive: {depth: 0.5}}\n"
         "dataset: {train_file: train.jsonl, validation_file: val.jsonl, max_length: 16}\n"
         "distillation: {temperature: 2.0, alpha: 0.5, beta: 0.5}\n"
         "training: {epochs: 3, batch_size: 32, learning_rate: 0.001}\n"
-        "export: []\n"
+        "export: []\n",
     )
-    env = {**stack.env, "DISTILL_URL": stack.url}
-    ran = subprocess.run(
-        [sys.executable, "-m", "cli", "run", "job.yaml", "-o", "out"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, f"{ran.stderr}\n{stack.logs()}"
-    job = stack.client.job(ran.stderr.split("submitted ")[1].split()[0])
     teacher = stack.client.get(f"/v1/files/{job['request']['teacher']['file_id']}").json()
     model = teacher["model"]
     assert (teacher["format"], model["model_type"], model["task"]) == ("hf", "bert", "text")
@@ -70,20 +52,5 @@ def test_a_fine_tuned_bert_folder_in_a_from_pretrained_student_out(stack, tmp_pa
     card = (folder / "README.md").read_text()
     assert 'pipeline_tag: "text-classification"' in card and job["id"] in card
     assert json.loads((folder / "config.json").read_text())["id2label"] == {"0": "plain", "1": "dog"}
-    purelib = sysconfig.get_paths()["purelib"]
-    scored = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            "-c",
-            f"import sys; sys.path.append({purelib!r})\n{SCORE_IN_A_BARE_PYTHON}",
-        ]
-        + [str(folder), json.dumps(val_texts), json.dumps(val_labels)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert scored.returncode == 0, scored.stderr
-    assert json.loads(scored.stdout) == pytest.approx(metrics["student"]["accuracy"], abs=1 / len(val_labels))
+    scored = in_a_bare_python(SCORE, str(folder), json.dumps(val_texts), json.dumps(val_labels), cwd=tmp_path)
+    assert json.loads(scored) == pytest.approx(metrics["student"]["accuracy"], abs=1 / len(val_labels))

@@ -6,11 +6,7 @@ packages, writing what the job showed it writing. A LoRA copy of the teacher com
 adapter that peft puts on the teacher folder."""
 
 import json
-import subprocess
-import sys
-import sysconfig
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,43 +14,21 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from examples import toy_language_model
+from tests.e2e.outside import distill_run, in_a_bare_python
 from tests.lm_factories import write_jsonl
 from tests.lm_model_factories import TEXTS, lm_folder, lm_token_ids
 from tests.stack import ROOT
 
 pytestmark = pytest.mark.e2e
 
-# Only the third-party packages: `-I -S` leaves out the working directory, the environment and the .pth
-# files that put the project's own packages on the path.
-GENERATE_IN_A_BARE_PYTHON = """
-import json, sys
-try:
-    import engine
-    sys.exit("the project's packages are importable")
-except ImportError:
-    pass
+GENERATE = """
+import json
 from transformers import pipeline
 folder, prompt = sys.argv[1], sys.argv[2]
 generate = pipeline("text-generation", model=folder)
 generated = generate(prompt, max_new_tokens=24, do_sample=False, return_full_text=False)
 print(json.dumps(generated[0]["generated_text"]))
 """
-
-
-def distill_run(stack, folder: Path, job_lines: str) -> dict:
-    """`distill run job.yaml -o out` in `folder` with the job file's lines; the job it ran."""
-    (folder / "job.yaml").write_text(job_lines)
-    env = {**stack.env, "DISTILL_URL": stack.url}
-    ran = subprocess.run(
-        [sys.executable, "-m", "cli", "run", "job.yaml", "-o", "out"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ran.returncode == 0, f"{ran.stderr}\n{stack.logs()}"
-    return stack.client.job(ran.stderr.split("submitted ")[1].split()[0])
 
 
 def test_the_tours_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp_path):
@@ -77,25 +51,9 @@ def test_the_tours_llama_folder_in_a_smaller_llama_that_generates_out(stack, tmp
     card = (folder / "README.md").read_text()
     assert 'pipeline_tag: "text-generation"' in card and job["id"] in card
     assert (folder / "generation_config.json").is_file() and (folder / "tokenizer.json").is_file()
-    purelib = sysconfig.get_paths()["purelib"]
     sample = metrics["samples"][0]
-    generated = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            "-c",
-            f"import sys; sys.path.append({purelib!r})\n{GENERATE_IN_A_BARE_PYTHON}",
-            str(folder),
-            sample["prompt"],
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert generated.returncode == 0, generated.stderr
-    assert json.loads(generated.stdout) == sample["student"]
+    generated = in_a_bare_python(GENERATE, str(folder), sample["prompt"], cwd=tmp_path)
+    assert json.loads(generated) == sample["student"]
 
 
 def test_a_lora_copy_of_a_llama_comes_out_merged_and_as_an_adapter_of_the_llama(stack, tmp_path):
