@@ -63,7 +63,7 @@ def distill_language_model(
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
     with ranks.main_first():
-        setup = with_cached_tokens(setup)
+        setup = with_cached_tokens(setup, job)
     data = setup if generations is None else uploaded  # the data as it was uploaded, for the reference
     job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
     epochs, epoch_steps = planned_epochs(job), steps_per_epoch(setup, job)

@@ -120,12 +120,19 @@ def load_blocks(job: EngineJob, files: JobFiles, reporter: Reporter) -> tuple[LM
     return train, validation
 
 
-def with_cached_tokens(setup: LMSetup) -> LMSetup:
-    """The setup reading the teacher over the training blocks from its table, where the cache serves."""
-    if not setup.cache.used:
+def with_cached_tokens(setup: LMSetup, job: EngineJob) -> LMSetup:
+    """The setup reading the teacher over the training blocks from its table, where the cache serves and the
+    training reads the teacher."""
+    if not setup.cache.used or not reads_teacher(job):
         return setup
     table = cached_top_k(setup.cache, setup.teacher, "train", setup.train, setup.top_k)
     return dataclasses.replace(setup, training_teacher=table)
+
+
+def reads_teacher(job: EngineJob) -> bool:
+    """Whether the training steps on the dataset's blocks read the teacher: not where `alpha` is 0 (the
+    student trained alone, or its reference), whose steps cost what plain fine-tuning costs."""
+    return job.distillation.alpha != 0
 
 
 def top_k_line(requested: int | None, top_k: int | None) -> str:

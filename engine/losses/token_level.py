@@ -112,24 +112,24 @@ class TopKHead:
 
 @dataclass(frozen=True)
 class TokenLosses:
-    """Means over the tokens that count (0 where none does).
+    """Means over the tokens that count (0 where none does); the teacher's three are None without a teacher.
 
+    cross_entropy: the student's next-token cross-entropy with the labels; with gradient
+    accuracy: the share of tokens whose label is the student's most likely token; without gradient
+    tokens: how many tokens counted
     divergence: D(teacher_T || student_T) * T^2, the T^2 keeping its gradients' scale whatever T, as the
         classifiers' KD (`functions.kl_loss`) does; with gradient
-    cross_entropy: the student's next-token cross-entropy with the labels; with gradient
     kl_to_teacher: KL(teacher || student) at T = 1, over the same outcomes as the divergence (the top-k
         buckets for a top-k teacher, where it is a lower bound of the full KL); without gradient
     top1_agreement: the share of tokens where the student's most likely token is the teacher's; without
-    accuracy: the share of tokens whose label is the student's most likely token; without
-    tokens: how many tokens counted
     """
 
-    divergence: Tensor
     cross_entropy: Tensor
-    kl_to_teacher: Tensor
-    top1_agreement: Tensor
     accuracy: Tensor
     tokens: int
+    divergence: Tensor | None = None
+    kl_to_teacher: Tensor | None = None
+    top1_agreement: Tensor | None = None
 
 
 def token_level_losses(
@@ -137,7 +137,7 @@ def token_level_losses(
     hidden: Tensor,
     head: LMHead,
     labels: Tensor,
-    teacher: TeacherTokens,
+    teacher: TeacherTokens | None,
     divergence: Divergence,
     temperature: float,
     chunk_tokens: int | None = None,
@@ -147,14 +147,15 @@ def token_level_losses(
 
     hidden: the student's final hidden states `[tokens, hidden]` (the batch's sequences flattened);
     labels: `[tokens]`, each token's next token, `IGNORE_INDEX` where it does not count; teacher: on the
-    same `[tokens]`; divergence: one of `token_divergences.TOKEN_DIVERGENCES`.
+    same `[tokens]`, or None for the cross-entropy and accuracy only; divergence: one of
+    `token_divergences.TOKEN_DIVERGENCES`.
     """
     if chunk_tokens is None:
         chunk_tokens = default_chunk_tokens(len(head.weight))
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1; got {chunk_tokens}")
     positions = (labels != IGNORE_INDEX).nonzero().squeeze(-1)
-    totals = [0.0] * 5
+    totals: dict[str, Tensor | float] = {}
     for chunk in positions.split(chunk_tokens):  # one empty chunk where no token counts: zeros with a graph
         sums = checkpoint(
             chunk_sums,
@@ -167,9 +168,9 @@ def token_level_losses(
             divergence=divergence,
             temperature=temperature,
         )
-        totals = [total + value for total, value in zip(totals, sums, strict=True)]
+        totals = {name: totals.get(name, 0.0) + value for name, value in sums.items()}
     tokens = positions.numel()
-    return TokenLosses(*(total / max(tokens, 1) for total in totals), tokens=tokens)
+    return TokenLosses(**{name: total / max(tokens, 1) for name, total in totals.items()}, tokens=tokens)
 
 
 def chunk_sums(
@@ -178,23 +179,30 @@ def chunk_sums(
     *,
     head: LMHead,
     labels: Tensor,
-    teacher: TeacherTokens,
+    teacher: TeacherTokens | None,
     divergence: Divergence,
     temperature: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The sums over the tokens at `positions` of the divergence * T^2, the cross-entropy, the KL at T = 1,
-    the top-1 agreements and the correct predictions; the last three without gradient."""
+) -> dict[str, Tensor]:
+    """The sums over the tokens at `positions` of the cross-entropy and the correct predictions and, with a
+    teacher, of the divergence * T^2, the KL at T = 1 and the top-1 agreements; named as `TokenLosses`'
+    fields, those but the cross-entropy and the divergence without gradient."""
     student_logits = head.logits(hidden.index_select(0, positions)).float()
+    targets = labels.index_select(0, positions)
+    with torch.no_grad():
+        predicted = student_logits.argmax(dim=-1)
+    sums = {
+        "cross_entropy": F.cross_entropy(student_logits, targets, reduction="sum"),
+        "accuracy": (predicted == targets).sum().float(),
+    }
+    if teacher is None:
+        return sums
     teacher_chunk = teacher.chunk(positions)
     teacher_log_probs, student_log_probs = teacher_chunk.distributions(
         student_logits, temperature=temperature
     )
-    divergence_sum = divergence(teacher_log_probs, student_log_probs).sum() * temperature**2
-    targets = labels.index_select(0, positions)
-    cross_entropy = F.cross_entropy(student_logits, targets, reduction="sum")
+    sums["divergence"] = divergence(teacher_log_probs, student_log_probs).sum() * temperature**2
     with torch.no_grad():
-        kl = forward_kl(*teacher_chunk.distributions(student_logits, temperature=1.0)).sum()
-        predicted = student_logits.argmax(dim=-1)
-        agreements = (predicted == teacher_chunk.top_tokens()).sum().float()
-        correct = (predicted == targets).sum().float()
-    return divergence_sum, cross_entropy, kl, agreements, correct
+        at_one = teacher_chunk.distributions(student_logits, temperature=1.0)
+        sums["kl_to_teacher"] = forward_kl(*at_one).sum()
+        sums["top1_agreement"] = (predicted == teacher_chunk.top_tokens()).sum().float()
+    return sums

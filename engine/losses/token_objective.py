@@ -11,9 +11,10 @@ from engine.plan.specs import DistillationConfig
 
 class TokenObjective(nn.Module):
     """Called with the student's final hidden states `[tokens, hidden]` and LM head, the labels `[tokens]` and
-    the teacher on the same tokens; returns the loss and its terms: `soft_loss` (the divergence * T^2),
-    `hard_loss` (the cross-entropy), and, without gradient, `kl_to_teacher` (at T = 1) and
-    `top1_agreement`."""
+    the teacher on the same tokens; returns the loss and its terms: `hard_loss` (the cross-entropy) and,
+    with a teacher, `soft_loss` (the divergence * T^2) and, without gradient, `kl_to_teacher` (at T = 1) and
+    `top1_agreement`. Without one (None: a step whose `alpha` is 0), the loss is the cross-entropy's
+    alone."""
 
     def __init__(self, distillation: DistillationConfig):
         super().__init__()
@@ -25,7 +26,7 @@ class TokenObjective(nn.Module):
         hidden: Tensor,
         head: LMHead,
         labels: Tensor,
-        teacher: TeacherTokens,
+        teacher: TeacherTokens | None,
         temperature: float,
         *,
         cross_entropy: bool = True,
@@ -39,11 +40,11 @@ class TokenObjective(nn.Module):
             divergence=self.divergence,
             temperature=temperature,
         )
-        loss = self.alpha * losses.divergence
-        if cross_entropy:
-            loss = loss + self.beta * losses.cross_entropy
+        loss = self.beta * losses.cross_entropy if cross_entropy else 0.0
+        if teacher is None:
+            return {"loss": loss, "hard_loss": losses.cross_entropy}
         return {
-            "loss": loss,
+            "loss": loss + self.alpha * losses.divergence,
             "soft_loss": losses.divergence,
             "hard_loss": losses.cross_entropy,
             "kl_to_teacher": losses.kl_to_teacher,

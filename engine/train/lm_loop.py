@@ -9,7 +9,7 @@ import torch
 
 from engine.data.lm_text import IGNORE_INDEX
 from engine.evaluate import LiveTeacher, flat_hidden, head_of, token_scores
-from engine.lm_preparation import LMSetup
+from engine.lm_preparation import LMSetup, reads_teacher
 from engine.losses.token_objective import TokenObjective
 from engine.models.hf.lora import add_lora, lora_summary
 from engine.models.hf.teacher_init import initialise_hf_student
@@ -59,9 +59,11 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
         labels = batch.labels.flatten()
         temperature = temperature_at(job.distillation, run.step, run.total_steps)
         with setup.precision.autocast():
-            # The cache's tables hold the teacher on the dataset's blocks, not on the student's samples.
-            source = setup.training_teacher if seed is None else LiveTeacher(setup.teacher, setup.top_k)
-            teacher = source.tokens(index, batch)
+            teacher = None
+            if seed is not None:  # the cache's tables hold the teacher on the dataset's blocks, not samples
+                teacher = LiveTeacher(setup.teacher, setup.top_k).tokens(index, batch)
+            elif reads_teacher(job):
+                teacher = setup.training_teacher.tokens(index, batch)
             hidden = flat_hidden(learner.model, batch)
             terms = learner.objective(
                 hidden,

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+from engine import evaluate
 from engine.losses.token_level import LMHead, TeacherLogits
 from engine.losses.token_objective import TokenObjective
 from engine.models.hf.build import build_hf_model
@@ -65,6 +66,28 @@ def test_distillation_brings_the_student_closer_to_the_teacher_than_fine_tuning(
     assert distilled.metrics["agreement"] > fine_tuned.metrics["agreement"]
     # The teacher's random weights know nothing of the data: the student taught by the data alone fits it.
     assert fine_tuned.metrics["student"]["perplexity"] < distilled.metrics["student"]["perplexity"]
+
+
+def test_a_student_trained_alone_never_runs_the_teacher_on_its_training_blocks(
+    lm_task, tmp_path, monkeypatch
+):
+    teacher_reads, read = [], evaluate.teacher_tokens
+    monkeypatch.setattr(evaluate, "teacher_tokens", lambda *args: teacher_reads.append(1) or read(*args))
+
+    def reads(**distillation) -> tuple[int, int, set[str]]:
+        teacher_reads.clear()
+        _, reporter = distill(lm_job(lm_task[0], **distillation), lm_task, tmp_path / str(distillation))
+        names = {name for _epoch, _step, values in reporter.metric_calls for name in values}
+        return len(teacher_reads), reporter.progress_calls[-1][3], names
+
+    for cache in ("off", "auto"):
+        distilled, steps, distilled_series = reads(alpha=0.5, beta=0.5, teacher_cache=cache)
+        alone, _, alone_series = reads(alpha=0.0, beta=1.0, teacher_cache=cache)
+        # Without the cache the teacher runs on each training step; with it, once over the training blocks
+        # for its table, one batch a step of an epoch. Either way it measures the student on the validation.
+        assert alone == distilled - (steps if cache == "off" else steps // EPOCHS)
+        assert {"soft_loss", "kl_to_teacher", "top1_agreement"} <= distilled_series
+        assert not {"soft_loss", "kl_to_teacher", "top1_agreement"} & alone_series
 
 
 def test_the_job_reports_each_loss_and_the_teacher_beside_the_student(lm_task, tmp_path):
