@@ -5,6 +5,7 @@ MEDIA_TYPES = {
     "npz": "application/zip",
     "parquet": "application/vnd.apache.parquet",
     "pt2": "application/zip",
+    "zip": "application/zip",  # student.hf.zip, student.lora.zip
     "json": "application/json",
     "md": "text/markdown; charset=utf-8",
 }

@@ -17,7 +17,7 @@ from distill_client.client import Client
 from distill_client.convert import PICKLED, as_safetensors
 from distill_client.errors import APIError, DistillError, WaitTimeout
 from distill_client.job_files import local_files, read_job_file, with_file_ids
-from distill_client.model_folder import STUDENT_FOLDER, unpack_model_folder
+from distill_client.model_folder import FOLDER_ARTIFACTS, unpack_model_folder
 from distill_client.objects import File, Job
 from distill_client.progress import Progress, UploadProgress
 
@@ -229,7 +229,8 @@ def artifacts() -> None:
 @pass_context
 def artifacts_download(context: Context, job_id: str, names: tuple[str, ...], folder: Path) -> None:
     """Download the job's artifacts NAMES (default: all), each checked against its sha256; student.hf.zip
-    is also unpacked into the folder student.hf, which transformers' from_pretrained loads."""
+    is also unpacked into the folder student.hf, which transformers' from_pretrained loads, and
+    student.lora.zip into student.lora, which peft's PeftModel.from_pretrained loads."""
     for path in download(context.client, job_id, names, folder):
         context.show({"path": str(path)}, str(path))
 
@@ -288,13 +289,14 @@ def say_converted(pickled: list[str], converted: list[str]) -> None:
 
 
 def download(client: Client, job_id: str, names: tuple[str, ...], folder: Path) -> list[Path]:
-    """The artifacts downloaded into `folder`, and the student's transformers folder unpacked from
-    `student.hf.zip` where that is one of them."""
+    """The artifacts downloaded into `folder`, and the folders among them unpacked beside their zips: the
+    student's transformers folder from `student.hf.zip`, a LoRA student's adapter from `student.lora.zip`."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = names or [artifact.name for artifact in client.list_artifacts(job_id)]
     paths = [client.download_artifact(job_id, name, folder / name) for name in wanted]
-    if STUDENT_FOLDER in wanted:
-        paths.append(unpack_model_folder(folder / STUDENT_FOLDER, folder / Path(STUDENT_FOLDER).stem))
+    for name in wanted:
+        if marker := FOLDER_ARTIFACTS.get(name):
+            paths.append(unpack_model_folder(folder / name, folder / Path(name).stem, marker=marker))
     return paths
 
 

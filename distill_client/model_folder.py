@@ -42,6 +42,9 @@ TOKENIZER_FILES = (
 )
 SENTENCEPIECE_SUFFIX = ".model"  # spiece.model, sentencepiece.bpe.model, tokenizer.model
 STUDENT_FOLDER = "student.hf.zip"  # the job's artifact: the student as a save_pretrained folder
+# The job's artifacts that are folders, unpacked after download beside their zips: each with the file that
+# makes it one (`from_pretrained` and peft's `PeftModel.from_pretrained` load these).
+FOLDER_ARTIFACTS = {STUDENT_FOLDER: CONFIG, "student.lora.zip": "adapter_config.json"}
 READ_CHUNK_BYTES = 1024 * 1024
 
 OnConverted = Callable[[list[str], list[str]], None]
@@ -121,16 +124,16 @@ def _add(zipped: zipfile.ZipFile, path: Path, name: str) -> None:
     zipped.write(path, name, compress_type=compression)  # a link is archived as the file it points to
 
 
-def unpack_model_folder(archive: Path, destination: Path) -> Path:
-    """Unpack the zip of a model folder (a job's `student.hf.zip`) into the folder `destination`, which
-    it replaces; returns `destination`, which `from_pretrained` loads. Refuses members with absolute paths,
-    `..`, links or anything but files and folders, members holding other bytes than they declare, and
-    more declared bytes than the disk has free; a zip whose files all lie in one folder is unpacked from
-    inside it. A refused zip leaves `destination` as it was."""
+def unpack_model_folder(archive: Path, destination: Path, *, marker: str = CONFIG) -> Path:
+    """Unpack the zip of a model folder (a job's `student.hf.zip`; `marker`: the file it must hold) into the
+    folder `destination`, which it replaces; returns `destination`, which `from_pretrained` loads. Refuses
+    members with absolute paths, `..`, links or anything but files and folders, members holding other bytes
+    than they declare, and more declared bytes than the disk has free; a zip whose files all lie in one folder
+    is unpacked from inside it. A refused zip leaves `destination` as it was."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
-        _unpack(archive, staging)
+        _unpack(archive, staging, marker)
     except BaseException:
         shutil.rmtree(staging)
         raise
@@ -140,7 +143,7 @@ def unpack_model_folder(archive: Path, destination: Path) -> Path:
     return destination
 
 
-def _unpack(archive: Path, folder: Path) -> None:
+def _unpack(archive: Path, folder: Path, marker: str) -> None:
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [info for info in zipped.infolist() if not info.is_dir()]
@@ -148,8 +151,8 @@ def _unpack(archive: Path, folder: Path) -> None:
             if len(files) < len(members):
                 raise ModelFolderError(f"{archive} holds a file twice: refused")
             root = _common_folder(list(files))
-            if root + CONFIG not in files:
-                raise ModelFolderError(f"{archive} holds no {CONFIG}: it is no model folder")
+            if root + marker not in files:
+                raise ModelFolderError(f"{archive} holds no {marker}: it is no model folder")
             declared, free = sum(i.file_size for i in members), shutil.disk_usage(folder).free
             if declared > free:
                 raise ModelFolderError(f"{archive} unpacks to {declared} bytes, more than the {free} free")

@@ -6,7 +6,6 @@ packages, writing what the job showed it writing. A LoRA copy of the teacher com
 adapter that peft puts on the teacher folder."""
 
 import json
-import zipfile
 
 import pytest
 import torch
@@ -68,15 +67,13 @@ def test_a_lora_copy_of_a_llama_comes_out_merged_and_as_an_adapter_of_the_llama(
         "distillation: {alpha: 0.5, beta: 0.5}\n"  # a copy of the teacher learns what the data adds
         "training: {epochs: 1, batch_size: 4, learning_rate: 0.01}\n",
     )
-    names = {
-        artifact["name"] for artifact in stack.client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
-    }
-    assert {"student.hf.zip", "student.lora.zip", "README.md"} <= names
+    artifacts = stack.client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
+    types = {artifact["name"]: artifact["content_type"] for artifact in artifacts}
+    assert types["student.hf.zip"] == types["student.lora.zip"] == "application/zip"
+    assert types["README.md"].startswith("text/markdown")
     assert job["metrics"]["lora"]["base"] == "teacher"
     out = tmp_path / "out"
     assert "## The LoRA adapter" in (out / "student.hf" / "README.md").read_text()
-    with zipfile.ZipFile(out / "student.lora.zip") as adapter:
-        adapter.extractall(out / "student.lora")
     merged = AutoModelForCausalLM.from_pretrained(out / "student.hf").eval()
     adapted = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(teacher), out / "student.lora"
