@@ -15,11 +15,19 @@ from engine.models.hf.lora import add_lora, lora_summary
 from engine.models.hf.teacher_init import initialise_hf_student
 from engine.models.hooks import LayerTaps
 from engine.models.registry import count_parameters
-from engine.plan.errors import JobFailed
 from engine.plan.specs import EngineJob
 from engine.reporting import Reporter
 from engine.runtime.compute import compile_model
-from engine.train.loop import Clock, EpochTask, Learner, Run, epoch_line, loss_values, temperature_at
+from engine.train.loop import (
+    Clock,
+    EpochTask,
+    Learner,
+    Run,
+    epoch_line,
+    loss_values,
+    temperature_at,
+    training_diverged,
+)
 from engine.train.on_policy import on_policy_steps
 from engine.train.students import Student, build_learner
 
@@ -75,7 +83,7 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
             )
         losses = loss_values(terms, setup.ranks)
         if not math.isfinite(losses["loss"]):
-            raise divergence(losses["loss"], clock, job)
+            raise training_diverged(losses["loss"], temperature, clock, job)
         learner.descend(terms["loss"])
         learner.means.add(losses, weight=int((labels != IGNORE_INDEX).sum()))
 
@@ -102,14 +110,6 @@ def lm_epoch_summary(epoch: int, epochs: int, values: dict[str, float], run: str
         f"top-1 agreement {values['validation_agreement']:.2%}",
     ]
     return epoch_line(epoch, epochs, run, parts)
-
-
-def divergence(loss: float, clock: Clock, job: EngineJob) -> JobFailed:
-    return JobFailed(
-        "loss_diverged",
-        f"the loss became {loss} at epoch {clock.epoch}, step {clock.step}: training diverged. Try a lower "
-        f"learning_rate (now {job.training.learning_rate})",
-    )
 
 
 LANGUAGE_MODEL = EpochTask(train_lm_epoch, lm_epoch_values, lm_epoch_summary)

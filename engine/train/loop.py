@@ -459,10 +459,15 @@ def divergence(
             "to train on. Standardize them (zero mean, unit variance per feature) and upload them again; a "
             f"lower learning_rate (now {learning_rate}) would not help",
         )
+    return training_diverged(loss, temperature, clock, job)
+
+
+def training_diverged(loss: float, temperature: float, clock: Clock, job: EngineJob) -> JobFailed:
+    """A loss that is not finite where neither the teacher nor the data is to blame."""
     return JobFailed(
         "loss_diverged",
-        f"the loss became {loss} {where}, at temperature {temperature:.3g}: training diverged. Try a lower "
-        f"learning_rate (now {learning_rate})",
+        f"the loss became {loss} at epoch {clock.epoch}, step {clock.step}, at temperature "
+        f"{temperature:.3g}: training diverged. Try a lower learning_rate (now {job.training.learning_rate})",
     )
 
 
