@@ -11,6 +11,7 @@ from core.media_types import media_type
         ("npz", "application/zip"),
         ("parquet", "application/vnd.apache.parquet"),
         ("pt2", "application/zip"),
+        ("zip", "application/zip"),
         ("json", "application/json"),
         ("md", "text/markdown; charset=utf-8"),
         ("safetensors", "application/octet-stream"),
