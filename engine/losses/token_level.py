@@ -14,6 +14,7 @@ data has prompts and completions.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import torch
@@ -156,12 +157,15 @@ def token_level_losses(
         raise ValueError(f"chunk_tokens must be >= 1; got {chunk_tokens}")
     positions = (labels != IGNORE_INDEX).nonzero().squeeze(-1)
     totals: dict[str, Tensor | float] = {}
-    for chunk in positions.split(chunk_tokens):  # one empty chunk where no token counts: zeros with a graph
-        sums = checkpoint(
-            chunk_sums,
+    chunks = positions.split(chunk_tokens)  # one empty chunk where no token counts: zeros with a graph
+    for number, chunk in enumerate(chunks, start=1):
+        # The last chunk's activations are the first that the backward pass frees, before it recomputes any
+        # other chunk's: kept, they cost no more memory than a recomputed chunk, and save its recomputation.
+        last = number == len(chunks)
+        compute = chunk_sums if last else partial(checkpoint, chunk_sums, use_reentrant=False)
+        sums = compute(
             hidden,
             chunk,
-            use_reentrant=False,
             head=head,
             labels=labels,
             teacher=teacher,
@@ -202,7 +206,11 @@ def chunk_sums(
     )
     sums["divergence"] = divergence(teacher_log_probs, student_log_probs).sum() * temperature**2
     with torch.no_grad():
-        at_one = teacher_chunk.distributions(student_logits, temperature=1.0)
+        at_one = (
+            (teacher_log_probs, student_log_probs)
+            if temperature == 1
+            else teacher_chunk.distributions(student_logits, temperature=1.0)
+        )
         sums["kl_to_teacher"] = forward_kl(*at_one).sum()
         sums["top1_agreement"] = (predicted == teacher_chunk.top_tokens()).sum().float()
     return sums
