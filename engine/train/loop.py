@@ -208,6 +208,11 @@ class Clock:
         self.run.begin_epoch(num_samples)
         self.epoch += 1
 
+    @property
+    def where(self) -> str:
+        """Where the job is, for its messages."""
+        return f"at epoch {self.epoch}, step {self.step}"
+
     def tick(self) -> None:
         """A step of the run begins: the job's next."""
         halt = Halt(self.ranks.largest(self._halt_here()))  # one all-reduce a step, over several ranks
@@ -444,7 +449,7 @@ def divergence(
 ) -> JobFailed:
     """Why the loss of the batch `x` is not finite, as far as the batch tells: the teacher, the data's
     scale, or the training itself."""
-    where, learning_rate = f"at epoch {clock.epoch}, step {clock.step}", job.training.learning_rate
+    where, learning_rate = clock.where, job.training.learning_rate
     if not torch.isfinite(teachers.logits).all():
         return JobFailed(
             "loss_diverged",
@@ -466,8 +471,8 @@ def training_diverged(loss: float, temperature: float, clock: Clock, job: Engine
     """A loss that is not finite where neither the teacher nor the data is to blame."""
     return JobFailed(
         "loss_diverged",
-        f"the loss became {loss} at epoch {clock.epoch}, step {clock.step}, at temperature "
-        f"{temperature:.3g}: training diverged. Try a lower learning_rate (now {job.training.learning_rate})",
+        f"the loss became {loss} {clock.where}, at temperature {temperature:.3g}: training diverged. Try a "
+        f"lower learning_rate (now {job.training.learning_rate})",
     )
 
 
