@@ -18,8 +18,7 @@ keeps, `service.kept_bodies`), so an app made with `create_app(settings)` serves
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPBearer
+from fastapi import Depends, Request
 
 from core.config import Settings
 from core.db import Database
@@ -30,53 +29,49 @@ from core.storage import Storage
 from service.kept_bodies import KeptBodies
 
 
-async def get_resources(request: Request) -> Resources:
+def resources_of(request: Request) -> Resources:
     return request.app.state.resources
 
 
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
+# Each reads the app's state itself rather than through a dependency on `Resources`: FastAPI solves every
+# dependency of a route at each request, and a read route's nested ones cost more than its query.
+async def get_resources(request: Request) -> Resources:
+    return resources_of(request)
 
 
-async def get_settings(resources: ResourcesDep) -> Settings:
-    return resources.settings
+async def get_settings(request: Request) -> Settings:
+    return resources_of(request).settings
 
 
-async def get_database(resources: ResourcesDep) -> Database:
-    return resources.database
+async def get_database(request: Request) -> Database:
+    return resources_of(request).database
 
 
-async def get_storage(resources: ResourcesDep) -> Storage:
-    return resources.storage
+async def get_storage(request: Request) -> Storage:
+    return resources_of(request).storage
 
 
-async def get_queue(resources: ResourcesDep) -> JobQueue:
-    return resources.queue
+async def get_queue(request: Request) -> JobQueue:
+    return resources_of(request).queue
 
 
 async def get_kept_bodies(request: Request) -> KeptBodies:
     return request.app.state.kept_bodies
 
 
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 KeptBodiesDep = Annotated[KeptBodies, Depends(get_kept_bodies)]
 
-# Documents the scheme in the OpenAPI document; `KeyCheck` reads the header itself to say what is wrong.
-bearer_scheme = HTTPBearer(
-    auto_error=False,
-    description="An API key (`distill keys create --tenant NAME`); required when the server runs with "
-    "`DISTILL_AUTH=on`.",
-)
 
-
-async def get_tenant(
-    request: Request, settings: SettingsDep, _documented: Annotated[object, Security(bearer_scheme)] = None
-) -> str:
+async def get_tenant(request: Request) -> str:
     """The tenant every resource of this request belongs to: the API key's tenant when auth is on
-    (`key_check.KeyCheck` found it before the body was read), else the single-user default tenant."""
-    if settings.auth == "off":
+    (`key_check.KeyCheck` found it before the body was read; `service.openapi` documents the scheme), else
+    the single-user default tenant."""
+    if resources_of(request).settings.auth == "off":
         return DEFAULT_TENANT
     return request.state.tenant_id
 

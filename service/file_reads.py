@@ -49,7 +49,7 @@ def page_body(
 ) -> bytes:
     """A page of the tenant's files (of `purpose`, if given), encoded."""
     rows, has_more = PAGES.page(connection, tenant_id, purpose, after, limit)
-    return encoded_page(file_bodies(connection, [row.id for row in rows], kept), has_more)
+    return encoded_page(file_bodies(connection, [file_id for (file_id,) in rows], kept), has_more)
 
 
 def file_bodies(connection: Connection, ids: list[str], kept: KeptBodies) -> list[bytes]:

@@ -12,6 +12,7 @@ from service.body_limits import BodySizeLimit
 from service.errors import install_error_handlers
 from service.kept_bodies import KeptBodies
 from service.key_check import KeyCheck
+from service.openapi import with_bearer_scheme
 from service.prometheus import RequestMetrics, make_registry
 from service.routes import dashboard, files, health, index, jobs, prometheus
 
@@ -42,4 +43,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (index, health, files, jobs, prometheus, dashboard):
         app.include_router(module.router)
+    app.openapi = with_bearer_scheme(app)
     return app

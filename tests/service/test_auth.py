@@ -162,7 +162,11 @@ def test_health_and_docs_need_no_key(anonymous):
         "scheme": "bearer",
         "description": document["components"]["securitySchemes"]["HTTPBearer"]["description"],
     }
-    assert {"HTTPBearer": []} in document["paths"]["/v1/jobs"]["post"]["security"]
+    paths = document["paths"]
+    operations = [(path, operation) for path, item in paths.items() for operation in item.values()]
+    for path, operation in operations:  # every /v1 operation needs the key (`KeyCheck`), nothing else does
+        assert operation.get("security") == ([{"HTTPBearer": []}] if path.startswith("/v1/") else None), path
+    assert any(path == "/v1/jobs/{job_id}" for path, _ in operations)
 
 
 def test_a_valid_key_is_accepted_and_its_use_noted(settings, alice, alice_key):
