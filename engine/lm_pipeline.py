@@ -72,6 +72,8 @@ def distill_language_model(
     series = train_run(
         setup, start_run(setup, [student], job), job, training_reporter, clock, task=LANGUAGE_MODEL
     )
+    student.taps.remove()  # the paired layers are read no more: not by the export, nor by the samples
+    setup.teacher_taps.remove()
     alone = None
     if job.distillation.alone_reference:
         alone, alone_series = trained_alone(data, job, training_reporter, clock)
@@ -112,7 +114,7 @@ def trained_alone(
     """The same student, from the same start, trained on the data as uploaded (`setup`) by the next-token
     cross-entropy alone: the run named `alone`."""
     distillation = job.distillation.model_copy(
-        update={"alpha": 0.0, "beta": 1.0, "on_policy": None, "alone_reference": False}
+        update={"alpha": 0.0, "beta": 1.0, "on_policy": None, "features": [], "alone_reference": False}
     )
     alone_job = job.model_copy(update={"distillation": distillation})
     reporter.event("Training the reference: the same student on the next-token cross-entropy alone")

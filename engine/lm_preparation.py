@@ -13,6 +13,7 @@ from engine.data.arrays import split_holdout
 from engine.data.datasets import file_format
 from engine.data.lm_text import LMDataset, load_lm_dataset
 from engine.evaluate import BlockTeacher, LiveTeacher, head_of, token_scores
+from engine.models.hooks import LayerTaps
 from engine.models.registry import count_parameters
 from engine.plan.rules import check_job
 from engine.plan.specs import EngineJob, JobFiles
@@ -39,6 +40,7 @@ class LMSetup:
     cache: TeacherCache  # whether the teacher's top-k tables serve, and what they cost and saved
     training_teacher: BlockTeacher  # the teacher over `train` as the losses read it: run, or from its table
     validation_teacher: BlockTeacher  # the same over `validation`, for the per-epoch scores
+    teacher_taps: LayerTaps  # the teacher's layers that feature pairs read, at each run of it
     ranks: Ranks = ONE_PROCESS
 
 
@@ -62,6 +64,7 @@ def prepare_language_model(
     train, validation = load_blocks(job, files, reporter)
     teacher = load_teacher(teacher_folder, source.format, source.architecture).to(device)
     reporter.event(f"Teacher loaded ({source.format}): {count_parameters(teacher):,} parameters")
+    teacher_taps = LayerTaps(teacher, [pair.teacher for pair in job.distillation.features], "teacher")
     precision = configure(device, job.training)
     scores = token_scores(teacher, LiveTeacher(teacher), validation, job.training.batch_size, device)
     reporter.event(
@@ -86,6 +89,7 @@ def prepare_language_model(
         cache=cache,
         training_teacher=live,
         validation_teacher=validation_teacher,
+        teacher_taps=teacher_taps,
         ranks=ranks,
     )
 
@@ -130,9 +134,10 @@ def with_cached_tokens(setup: LMSetup, job: EngineJob) -> LMSetup:
 
 
 def reads_teacher(job: EngineJob) -> bool:
-    """Whether the training steps on the dataset's blocks read the teacher: not where `alpha` is 0 (the
-    student trained alone, or its reference), whose steps cost what plain fine-tuning costs."""
-    return job.distillation.alpha != 0
+    """Whether the training steps on the dataset's blocks read the teacher: not where `alpha` is 0 and no
+    feature pair reads its layers (the student trained alone, or its reference), whose steps cost what plain
+    fine-tuning costs."""
+    return job.distillation.alpha != 0 or bool(job.distillation.features)
 
 
 def top_k_line(requested: int | None, top_k: int | None) -> str:

@@ -107,7 +107,6 @@ LANGUAGE_MODEL_UNSUPPORTED = (
         "set it to false",
     ),
     ("distillation.method", lambda d, _t: d.method != "standard", "use the `standard` method"),
-    ("distillation.features", lambda d, _t: bool(d.features), "remove the feature pairs"),
     ("distillation.transformer", lambda d, _t: d.transformer is not None, "remove it"),
     (
         "distillation.temperature",

@@ -40,6 +40,8 @@ def bypass_reason(
     be kept."""
     if off := cache.switched_off():
         return off
+    if cache.job.distillation.features:
+        return "distillation.features reads the teacher's hidden states, which are not kept"
     if top_k is None:
         return (
             "distillation.top_k is null: the teacher's whole next-token distributions are read, which are "

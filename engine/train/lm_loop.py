@@ -8,9 +8,10 @@ import math
 import torch
 
 from engine.data.lm_text import IGNORE_INDEX
-from engine.evaluate import LiveTeacher, flat_hidden, head_of, token_scores
+from engine.evaluate import LiveTeacher, evaluating, flat_hidden, head_of, token_scores
 from engine.lm_preparation import LMSetup, reads_teacher
-from engine.losses.token_objective import TokenObjective
+from engine.losses.features import FeatureDistiller, sample_shapes
+from engine.losses.token_objective import TokenObjective, token_layers
 from engine.models.hf.lora import add_lora, lora_summary
 from engine.models.hf.teacher_init import initialise_hf_student
 from engine.models.hooks import LayerTaps
@@ -45,10 +46,27 @@ def build_lm_student(setup: LMSetup, job: EngineJob, reporter: Reporter) -> Stud
     if job.student_lora is not None:
         lora = add_lora(model, job.student_lora, setup.teacher)
         reporter.event(lora_summary(lora.figures))
+    taps = LayerTaps(model, [pair.student for pair in job.distillation.features], "student")
+    features = lm_feature_distiller(setup, job, model, taps)
     if job.training.compile:
         compile_model(model, reporter)
-    objective = TokenObjective(job.distillation).to(setup.device)
-    return Student(spec, model, LayerTaps(model, [], "student"), objective, lora)
+    objective = TokenObjective(job.distillation, features).to(setup.device)
+    return Student(spec, model, taps, objective, lora)
+
+
+def lm_feature_distiller(
+    setup: LMSetup, job: EngineJob, model: torch.nn.Module, taps: LayerTaps
+) -> FeatureDistiller | None:
+    """The feature pairs' projections, sized from the paired layers' outputs on two training blocks."""
+    pairs = job.distillation.features
+    if not pairs:
+        return None
+    probe = setup.train.take(slice(0, 2), setup.device)
+    with evaluating(model), torch.no_grad():
+        flat_hidden(model, probe)
+        flat_hidden(setup.teacher, probe)
+    teacher_shapes = sample_shapes(setup.teacher_taps.outputs, "teacher")
+    return FeatureDistiller(pairs, sample_shapes(taps.outputs, "student"), [teacher_shapes])
 
 
 def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> None:
@@ -73,6 +91,12 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
             elif reads_teacher(job):
                 teacher = setup.training_teacher.tokens(index, batch)
             hidden = flat_hidden(learner.model, batch)
+            layers = None
+            if job.distillation.features:  # the teacher ran on this batch above, its taps recording
+                layers = tuple(
+                    token_layers(taps.outputs, batch.attention_mask)
+                    for taps in (learner.student.taps, setup.teacher_taps)
+                )
             terms = learner.objective(
                 hidden,
                 head_of(learner.student.model),
@@ -80,6 +104,7 @@ def train_lm_epoch(setup: LMSetup, run: Run, job: EngineJob, clock: Clock) -> No
                 teacher,
                 temperature,
                 cross_entropy=seed is None,  # never on the student's own tokens
+                layers=layers,
             )
         losses = loss_values(terms, setup.ranks)
         if not math.isfinite(losses["loss"]):

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from engine import evaluate
 from engine.losses.token_level import LMHead, TeacherLogits
-from engine.losses.token_objective import TokenObjective
+from engine.losses.token_objective import TokenObjective, token_layers
 from engine.models.hf.build import build_hf_model
 from engine.pipeline import JobFiles, run_distillation
 from engine.plan.design import derive_spec
@@ -31,9 +31,10 @@ from tests.lm_model_factories import LM_MAX_LENGTH, LM_VOCAB, TEXTS, lm_folder, 
 EPOCHS = 3
 
 
-def lm_job(teacher: Path, **distillation) -> EngineJob:
+def lm_job(teacher: Path, width: float = 1.0, **distillation) -> EngineJob:
+    """A student of half the teacher's layers and `width` of its width, learning from it by `distillation`."""
     teacher_spec = spec_of(teacher)
-    student = derive_spec(teacher_spec, 0.5, 1.0).model_copy(update={"max_length": LM_MAX_LENGTH})
+    student = derive_spec(teacher_spec, 0.5, width).model_copy(update={"max_length": LM_MAX_LENGTH})
     return EngineJob.model_validate(
         {
             "teachers": [{"format": "hf", "architecture": teacher_spec}],
@@ -147,6 +148,12 @@ def test_the_student_as_onnx_agrees_with_it_and_a_failed_export_is_an_event(lm_t
             "transformers folder is the student") in reporter.events  # fmt: skip
 
 
+FEATURES = [
+    {"student": "hidden_states.1", "teacher": "hidden_states.2", "loss": "cosine"},
+    {"student": "hidden_states.2", "teacher": "hidden_states.4", "weight": 2.0},  # the last, normed
+]
+
+
 # GKD's steps on the student's own samples (which draw from the run's generator) resume as the others do.
 ON_POLICY = {"share": 0.5, "max_new_tokens": 8, "prompt_tokens": 4}
 
@@ -154,6 +161,7 @@ ON_POLICY = {"share": 0.5, "max_new_tokens": 8, "prompt_tokens": 4}
 RESUMED = {  # the objective, the step the worker dies at, the job's steps
     "token-level": ({}, 5, 18),
     "on-policy": ({"divergence": "jsd", "on_policy": ON_POLICY}, 5, 18),
+    "hidden-state pairs, projected": ({"features": FEATURES, "width": 0.5}, 5, 18),
     "the reference alone, killed in its run": ({"alone_reference": True}, 25, 36),
 }
 
@@ -208,6 +216,34 @@ def test_prompts_teach_only_their_completions_and_prompt_the_samples(tmp_path):
         tokenizer.decode(tokenizer(record["prompt"]).input_ids, skip_special_tokens=True)
         for record in records
     ]
+
+
+def test_hidden_state_pairs_pull_the_students_layers_to_the_teachers(lm_task, tmp_path):
+    job = lm_job(lm_task[0], width=0.5, alpha=0.5, beta=0.5, features=FEATURES, alone_reference=True)
+    result, reporter = distill(job, lm_task, tmp_path / "features")
+
+    feature_loss = series(reporter, "feature_loss")
+    assert len(feature_loss) == EPOCHS and feature_loss[-1] < feature_loss[0]
+    assert not series(reporter, "alone_feature_loss")  # the reference learns from the text alone
+    assert any("distillation.features reads the teacher's hidden states" in m for _l, m in reporter.events)
+    featureless, _ = distill(lm_job(lm_task[0], width=0.5, alpha=0.5, beta=0.5), lm_task, tmp_path / "plain")
+    assert student_weights(result).keys() == student_weights(featureless).keys()  # no projection exported
+
+
+def test_the_feature_losses_leave_padding_out():
+    outputs = {"layer": torch.randn(2, 5, 3)}
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    tokens = token_layers(outputs, mask)["layer"]
+    assert torch.equal(tokens, torch.cat([outputs["layer"][0, :3], outputs["layer"][1]]))
+
+
+def test_a_numbered_output_a_decoder_has_not_is_refused_by_name(lm_task, tmp_path):
+    features = [{"student": "hidden_states.1", "teacher": "attentions.0"}]
+    with pytest.raises(
+        JobFailed, match="has no attentions.0: its numbered outputs are hidden_states.0 to"
+    ) as no:
+        distill(lm_job(lm_task[0], features=features), lm_task, tmp_path)
+    assert no.value.code == "unknown_layer"
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
