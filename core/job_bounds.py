@@ -19,6 +19,7 @@ from engine.plan.sizes import (
     model_epochs,
     model_training_bytes,
     parameter_count,
+    trained_samples,
 )
 from engine.plan.specs import EngineJob
 
@@ -114,12 +115,19 @@ def _check_compute(job: EngineJob, train_samples: int | None, epoch_limit: int, 
             f"{change}.",
             param="training.epochs",
         )
-    if train_samples is not None and train_samples * epochs > sample_limit:
+    if train_samples is None:
+        return
+    samples = trained_samples(job, train_samples)
+    if samples * epochs > sample_limit:
+        of, fewer = "", "train on fewer samples"
+        if samples != train_samples:
+            of = f" (the teacher's completions of {train_samples:,})"
+            fewer = "ask for fewer distillation.sequence_level.samples_per_prompt"
         raise unprocessable(
             "too_many_epochs",
-            f"{what} over {train_samples:,} training samples: {train_samples * epochs:,} sample-epochs, more "
+            f"{what} over {samples:,} training samples{of}: {samples * epochs:,} sample-epochs, more "
             f"than this server runs for one job ({sample_limit:,}, DISTILL_MAX_JOB_SAMPLE_EPOCHS): {change}, "
-            "or train on fewer samples.",
+            f"or {fewer}.",
             param="training.epochs",
         )
 

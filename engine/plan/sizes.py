@@ -135,3 +135,10 @@ def planned_epochs(job: EngineJob) -> int:
 def model_epochs(job: EngineJob) -> int:
     """The planned epochs counting each model of a cohort: what the job asks to compute."""
     return planned_epochs(job) + (len(cohort(job)) - 1) * job.training.epochs
+
+
+def trained_samples(job: EngineJob, train_samples: int) -> int:
+    """The samples an epoch passes through the students: the training file's, or with `sequence_level` the
+    teacher's completions of them, `samples_per_prompt` each."""
+    sequence_level = job.distillation.sequence_level
+    return train_samples * (1 if sequence_level is None else sequence_level.samples_per_prompt)

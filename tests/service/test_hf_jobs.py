@@ -298,6 +298,21 @@ def test_a_causal_language_model_learns_from_text_prompts_and_conversations(
     assert student["max_length"] == 64  # the teacher's positions, under the default of 128
 
 
+def test_the_teachers_completions_are_the_samples_the_bound_counts(
+    client, llama_teacher, lm_data, resources, monkeypatch
+):
+    prompts, completions = len(PROMPTS), {"temperature": 1.0, "samples_per_prompt": 3}
+    monkeypatch.setattr(resources.settings, "max_job_sample_epochs", 3 * prompts)  # one epoch of 3 a prompt
+    dataset = lm_data["prompt_completion.jsonl"]
+    response = submit(client, llama_teacher, dataset, {"derive": {}}, {"sequence_level": completions})
+    assert response.status_code == 201, response.text
+    completions["samples_per_prompt"] = 4
+    response = submit(client, llama_teacher, dataset, {"derive": {}}, {"sequence_level": completions})
+    message = refused(response, "too_many_epochs", "training.epochs")
+    assert f"over {4 * prompts} training samples (the teacher's completions of {prompts})" in message
+    assert "ask for fewer distillation.sequence_level.samples_per_prompt" in message
+
+
 def test_a_causal_language_model_reads_the_blocks_asked_for(client, llama_teacher, lm_data):
     response = submit(client, llama_teacher, lm_data["text.jsonl"], {"derive": {}}, max_length=16)
     assert response.status_code == 201, response.text
