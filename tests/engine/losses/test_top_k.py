@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.losses.token_level import IGNORE_INDEX, LMHead, TeacherLogits, TopKHead
-from engine.losses.top_k import TopKTeacher, softened, top_k_teacher
+from engine.losses.top_k import TopKTeacher, bucket_log_probs, softened, top_k_teacher
 from tests.engine.losses.token_factories import (
     DIVERGENCES,
     VOCAB,
@@ -44,6 +44,22 @@ def test_the_top_k_form_holds_the_k_most_likely_tokens_and_the_rest_of_the_mass(
 
 def test_k_covering_the_vocabulary_leaves_the_rest_a_probability_of_zero():
     assert (top_k_teacher(teacher_logits(), VOCAB).log_probs[:, -1] == -math.inf).all()
+
+
+@pytest.mark.parametrize("k", [1, 5, VOCAB - 1, VOCAB])
+def test_the_buckets_and_their_gradients_are_those_of_a_logsumexp_over_the_other_tokens(k):
+    log_probs = F.log_softmax(teacher_logits().double() * 4, dim=-1).requires_grad_()  # some tokens near 0
+    token_ids = log_probs.detach().topk(k, dim=-1).indices
+    others = log_probs.scatter(-1, token_ids, torch.finfo(log_probs.dtype).min).logsumexp(-1, keepdim=True)
+    reference = torch.cat([log_probs.gather(-1, token_ids), others], dim=-1)
+    buckets = bucket_log_probs(log_probs, token_ids)
+    weights = torch.rand_like(buckets)
+    torch.testing.assert_close(buckets, reference, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(*(gradients_of(b, log_probs, weights) for b in (buckets, reference)))
+
+
+def gradients_of(outputs: torch.Tensor, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return torch.autograd.grad((outputs * weights).sum(), inputs, retain_graph=True)[0]
 
 
 def test_the_top_tokens_are_the_teachers_most_likely():
@@ -165,10 +181,10 @@ def test_softening_gives_the_rest_less_than_its_exact_share_above_temperature_on
 
 def test_the_top_k_and_the_full_teacher_take_the_same_student():
     batch = token_batch()
-    student_logits = LMHead.of(batch.head).logits(batch.hidden)
-    _, full_student = TeacherLogits(batch.teacher_logits()).distributions(student_logits, temperature=1.0)
+    student = F.log_softmax(LMHead.of(batch.head).logits(batch.hidden), dim=-1)
+    _, full_student = TeacherLogits(batch.teacher_logits()).distributions(student, temperature=1.0)
     top_k = top_k_teacher(batch.teacher_logits(), 4)
-    _, bucket_student = top_k.distributions(student_logits, temperature=1.0)
+    _, bucket_student = top_k.distributions(student, temperature=1.0)
     top = full_student.gather(-1, top_k.token_ids.long())
     torch.testing.assert_close(bucket_student[:, :-1], top)
     torch.testing.assert_close(bucket_student[:, -1], torch.log1p(-top.exp().sum(-1)), rtol=1e-4, atol=1e-6)
