@@ -57,15 +57,17 @@ def distill_language_model(
         setup = prepare_language_model(
             job, files, device, reporter, ranks, folder=out_dir / CACHE_FOLDER, cache_store=teacher_cache
         )
+    job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
     generations, uploaded = None, setup
     if job.distillation.sequence_level is not None:
-        setup, generations = with_teacher_generations(setup, job, out_dir, reporter, deadline)
+        setup, generations = with_teacher_generations(
+            setup, job, out_dir, reporter, deadline, checkpoints=job_checkpoints
+        )
     student = build_lm_student(setup, job, reporter)
     reporter.phase("running")
     with ranks.main_first():
         setup = with_cached_tokens(setup, job)
     data = setup if generations is None else uploaded  # the data as it was uploaded, for the reference
-    job_checkpoints = checkpoints.for_job(job, out_dir, reporter, saves=ranks.main)
     epochs, epoch_steps = planned_epochs(job), steps_per_epoch(setup, job)
     clock = Clock(reporter, epochs, epoch_steps, job_checkpoints, ranks, deadline)
     training_reporter = QuietWhileReplaying(reporter, job_checkpoints)

@@ -4,7 +4,7 @@ A change to what a checkpoint or a run's state (`loop.Run.state_dict`) holds bum
 `UPGRADES` the step from the layout before it, so that a job an older worker checkpointed resumes.
 """
 
-LAYOUT = 2  # a checkpoint says its layout; one of layout 1 did not
+LAYOUT = 3  # a checkpoint says its layout; one of layout 1 did not
 
 
 def upgraded(saved: dict, layout: int) -> dict:
@@ -44,4 +44,9 @@ def run_from_layout_1(run: dict) -> dict:
     }
 
 
-UPGRADES = {1: from_layout_1}  # each layout's step to the next
+def from_layout_2(saved: dict) -> dict:
+    """Layout 3 adds what a job keeps of its own besides its runs (`JobCheckpoints.keep`)."""
+    return saved | {"kept": {}}
+
+
+UPGRADES = {1: from_layout_1, 2: from_layout_2}  # each layout's step to the next

@@ -51,13 +51,15 @@ class Resumable(Protocol):
 
 @dataclass
 class Restored:
-    """What the last attempt saved: where it was, the runs it finished, the run it was in."""
+    """What the last attempt saved: where it was, the runs it finished, the run it was in, and what it kept
+    of its own (`JobCheckpoints.keep`)."""
 
     epoch: int
     step: int
     finished: list[dict]
     live: dict | None
     rng: dict
+    kept: dict
 
 
 class Checkpoints:
@@ -98,7 +100,9 @@ class Checkpoints:
             return None
         with loading_checkpoint():
             saved = upgraded(saved, layout)
-            return Restored(saved["epoch"], saved["step"], saved["finished"], saved["live"], saved["rng"])
+            return Restored(
+                saved["epoch"], saved["step"], saved["finished"], saved["live"], saved["rng"], saved["kept"]
+            )
 
 
 class JobCheckpoints:
@@ -118,6 +122,7 @@ class JobCheckpoints:
         self.settings, self.path, self.fingerprint, self.reporter = settings, path, fingerprint, reporter
         self.restored, self.saves = restored, saves
         self.finished: list[dict] = []
+        self.kept: dict = {} if restored is None else restored.kept
         self.replaying = restored is not None  # until the job reaches a run the last attempt had not finished
         self._runs_begun = 0
         self._last_save = time.monotonic()
@@ -144,6 +149,12 @@ class JobCheckpoints:
         self.finished.append(run.finished_state())
         self.save(epoch, step, None)
 
+    def keep(self, name: str, value) -> None:
+        """Keep `value` (what `torch.load` reads back with `weights_only`: tensors, text, numbers) in this and
+        every later checkpoint, saved now: work before the first run that a resumed job need not redo."""
+        self.kept[name] = value
+        self.save(epoch=0, step=0, live=None)
+
     def due(self) -> bool:
         return self.saves and time.monotonic() - self._last_save >= self.settings.every_seconds
 
@@ -158,6 +169,7 @@ class JobCheckpoints:
             "finished": self.finished,
             "live": live,
             "rng": rng_states(),
+            "kept": self.kept,
         }
         try:
             torch.save(state, self.path)

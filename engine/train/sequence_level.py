@@ -12,8 +12,10 @@ later job reads the file as this one does, with the dataset options' defaults; o
 (or nothing: a prompt that fills its block) is left out, as a dataset's completion must have something to
 learn.
 
-The generation counts against the job's time bound and stops on a cancel, checked between batches. A job
-that resumes from a checkpoint generates again: the same completions, seeded by `training.seed`."""
+The generation counts against the job's time bound and stops on a cancel, checked between batches. Once
+done, the completions are kept in the job's checkpoint, saved then: a job that resumes from it (after a lost
+worker, or a resubmission that goes on past the time bound) reads them from there instead of generating
+again."""
 
 import json
 import time
@@ -29,6 +31,7 @@ from engine.plan.errors import JobCancelled, JobFailed, time_limit_exceeded
 from engine.plan.lm_records import PromptRecord
 from engine.plan.specs import EngineJob
 from engine.reporting import Reporter
+from engine.train.checkpoints import JobCheckpoints
 from engine.train.generation import SpecialIds, block_prompts, continue_prompts, prompt_tokens_of
 
 GENERATIONS_ARTIFACT = "teacher_generations.jsonl"
@@ -37,12 +40,24 @@ PROGRESS_EVENTS = 10  # at most, over the generation
 
 
 def with_teacher_generations(
-    setup: LMSetup, job: EngineJob, out_dir: Path, reporter: Reporter, deadline: float | None
+    setup: LMSetup,
+    job: EngineJob,
+    out_dir: Path,
+    reporter: Reporter,
+    deadline: float | None,
+    *,
+    checkpoints: JobCheckpoints,
 ) -> tuple[LMSetup, Path]:
     """The setup whose training blocks are the prompts and the teacher's completions, and the file of
-    them."""
+    them: generated and kept in the checkpoint, or read from the one the job resumes from."""
     path = out_dir / GENERATIONS_ARTIFACT
-    write_generations(setup, job, path, reporter, deadline)
+    kept = checkpoints.kept.get(GENERATIONS_ARTIFACT)
+    if kept is None:
+        write_generations(setup, job, path, reporter, deadline)
+        checkpoints.keep(GENERATIONS_ARTIFACT, path.read_text(encoding="utf-8"))
+    else:
+        path.write_text(kept, encoding="utf-8")
+        reporter.event("The teacher's completions are the checkpoint's: they are not generated again")
     # read as a later job that uploads the file reads it: its records fit the blocks as they are
     train = load_lm_dataset(
         path, "jsonl", setup.tokenizer_folder, max_length=job.student_architecture.max_length, param=FIELD

@@ -17,10 +17,11 @@ from engine.plan.lm_records import LMRecordChecks, PromptRecord
 from engine.plan.rules import check_job
 from engine.plan.specs import DistillationConfig, EngineJob
 from engine.teachers.loading import load_teacher
+from engine.train.checkpoints import Checkpoints
 from engine.train.generation import SpecialIds, continue_prompts, continued_blocks
 from engine.train.on_policy import OnPolicySteps
 from engine.train.sequence_level import GENERATIONS_ARTIFACT, added_prefix, generation_record
-from tests.engine.factories import RecordingReporter, series
+from tests.engine.factories import FolderStore, KilledAt, RecordingReporter, WorkerKilled, series
 from tests.engine.test_hf_methods import spec_of
 from tests.engine.test_lm_distillation import EPOCHS, ON_POLICY, distill, lm_job, student_weights
 from tests.lm_factories import lm_tokenizer_folder, write_jsonl
@@ -156,6 +157,23 @@ def test_sequence_level_teaches_the_teachers_completions_which_a_later_job_train
     second = run_distillation(lm_job(teacher), files, tmp_path / "second", RecordingReporter())
     assert second.series == first.series
     weights = [student_weights(result) for result in (first, second)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[1])
+
+
+def test_a_resumed_job_reads_the_teachers_completions_from_its_checkpoint(lm_task, tmp_path):
+    job = lm_job(lm_task[0], sequence_level=SEQUENCE_LEVEL)
+    uninterrupted, _ = distill(job, lm_task, tmp_path / "whole")
+    store = FolderStore(tmp_path / "store")
+    with pytest.raises(WorkerKilled):  # after the checkpoint saved once the completions were written, alone
+        distill(job, lm_task, tmp_path / "killed", KilledAt(kill_at=4), Checkpoints(store, 3600.0))
+    resumed, reporter = distill(job, lm_task, tmp_path / "resumed", checkpoints=Checkpoints(store, 0.0))
+
+    messages = [message for _level, message in reporter.events]
+    assert "The teacher's completions are the checkpoint's: they are not generated again" in messages
+    assert not any(message.startswith("The teacher completed") for message in messages)
+    generations = [result.artifacts[GENERATIONS_ARTIFACT].read_bytes() for result in (resumed, uninterrupted)]
+    assert generations[0] == generations[1] and resumed.series == uninterrupted.series
+    weights = [student_weights(result) for result in (resumed, uninterrupted)]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[1])
 
 
