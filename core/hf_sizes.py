@@ -12,9 +12,10 @@ import subprocess
 import sys
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 from core.errors import RequestError, unprocessable
-from engine.plan.specs import HFSpec
+from engine.plan.specs import HFSpec, LoraConfig
 
 SIZING_SECONDS = 60.0
 CONCURRENT_SIZINGS = 2  # each child holds torch and transformers, some 400 MB
@@ -22,24 +23,45 @@ KEPT_SIZES = 256
 COUNTED = {"parameters", "activation_floats"}
 _slots = threading.BoundedSemaphore(CONCURRENT_SIZINGS)
 _lock = threading.Lock()
-_known: OrderedDict[str, dict] = OrderedDict()  # a spec's JSON (without its sizes) -> its sizes or error
+_known: OrderedDict[str, dict] = OrderedDict()  # a model's document (without its sizes) -> its sizes or error
 
 
-def measured(specs: list[tuple[HFSpec, str]]) -> list[HFSpec]:
-    """Each spec with its `parameters` and `activation_floats` counted here (whatever the request said),
-    given with the request's field it came from; a 422 naming the field of one transformers cannot build."""
-    keys = [spec.model_dump_json(exclude=COUNTED) for spec, _param in specs]
+class Model(NamedTuple):
+    """A transformers model of a request: its spec, the request's field it came from, its LoRA adapters."""
+
+    spec: HFSpec
+    param: str
+    lora: LoraConfig | None = None
+
+
+def measured(models: list[Model]) -> list[Model]:
+    """Each model with its `parameters` and `activation_floats` (and its adapters' `parameters`) counted here,
+    whatever the request said; a 422 naming the field of one transformers cannot build."""
+    keys = [_document(model) for model in models]
     with _lock:
         missing = [key for key in dict.fromkeys(keys) if key not in _known]
     if missing:
-        first = specs[keys.index(missing[0])][1]
+        first = models[keys.index(missing[0])].param
         _remember(zip(missing, _count(missing, first), strict=True))
     with _lock:
         answers = [_known[key] for key in keys]
-    for (_spec, param), answer in zip(specs, answers, strict=True):
+    for model, answer in zip(models, answers, strict=True):
         if "error" in answer:
-            raise invalid_config(param, answer["error"])
-    return [spec.model_copy(update=answer) for (spec, _param), answer in zip(specs, answers, strict=True)]
+            raise invalid_config(model.param, answer["error"])
+    return [_counted(model, answer) for model, answer in zip(models, answers, strict=True)]
+
+
+def _document(model: Model) -> str:
+    """What the child measures, as JSON: also the key its answer is kept by."""
+    spec = model.spec.model_dump_json(exclude=COUNTED)
+    lora = "null" if model.lora is None else model.lora.model_dump_json(exclude={"parameters"})
+    return f'{{"spec": {spec}, "lora": {lora}}}'
+
+
+def _counted(model: Model, answer: dict) -> Model:
+    spec = model.spec.model_copy(update={name: answer[name] for name in COUNTED})
+    lora = model.lora and model.lora.model_copy(update={"parameters": answer["adapter_parameters"]})
+    return model._replace(spec=spec, lora=lora)
 
 
 def invalid_config(param: str, reason: str) -> RequestError:
@@ -60,9 +82,9 @@ def _remember(answers) -> None:
             _known.popitem(last=False)
 
 
-def _count(spec_jsons: list[str], param: str) -> list[dict]:
-    """One child's answers for the specs; a failure of the child itself is a 422 naming `param`."""
-    documents = "[" + ",".join(spec_jsons) + "]"
+def _count(documents: list[str], param: str) -> list[dict]:
+    """One child's answers for the models; a failure of the child itself is a 422 naming `param`."""
+    documents = "[" + ",".join(documents) + "]"
     with _slots:
         try:
             run = subprocess.run(
@@ -77,7 +99,4 @@ def _count(spec_jsons: list[str], param: str) -> list[dict]:
     if run.returncode != 0:
         lines = run.stderr.strip().splitlines()
         raise invalid_config(param, lines[-1] if lines else f"the sizing process ended with {run.returncode}")
-    return [
-        answer if "error" in answer else {name: int(answer[name]) for name in COUNTED}
-        for answer in json.loads(run.stdout)
-    ]
+    return json.loads(run.stdout)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from core.config import Settings
 from core.errors import RequestError, not_found, unprocessable
 from core.gates import ALONE_REFERENCE_METRICS, LANGUAGE_MODEL_METRICS
-from core.hf_sizes import measured
+from core.hf_sizes import Model, measured
 from core.job_bounds import TeacherFile, check_bounds
 from core.job_request import JobCreate, StudentRef, TeacherRef, engine_job, teacher_sources
 from core.models import File, Job
@@ -466,23 +466,31 @@ def _student_field(student: StudentRef) -> str:
 
 
 def _with_counted_models(request: JobCreate) -> JobCreate:
-    """Every transformers model with its parameters and activations counted, for the job's bounds."""
+    """Every transformers model with its parameters and activations counted (a LoRA student's adapters too),
+    for the job's bounds."""
     student, distillation = request.student, request.distillation
-    models = [(f"{field}.architecture", teacher.architecture) for field, teacher in request.teacher_refs()]
-    models.append((_student_field(student), student.architecture))
-    models += [(f"distillation.peers.{number}", peer) for number, peer in enumerate(distillation.peers)]
-    hf = [(spec, field) for field, spec in models if isinstance(spec, HFSpec)]
+    models = [
+        Model(teacher.architecture, f"{field}.architecture") for field, teacher in request.teacher_refs()
+    ]
+    lora = student.lora if is_causal_lm(student.architecture) else None  # else refused by the job's rules
+    models.append(Model(student.architecture, _student_field(student), lora))
+    models += [Model(peer, f"distillation.peers.{number}") for number, peer in enumerate(distillation.peers)]
+    hf = [model for model in models if isinstance(model.spec, HFSpec)]
     counted = iter(measured(hf)) if hf else iter(())
-    specs = [next(counted) if isinstance(spec, HFSpec) else spec for _field, spec in models]
+    models = [next(counted) if isinstance(model.spec, HFSpec) else model for model in models]
     teachers = [
-        teacher.model_copy(update={"architecture": spec})
-        for (_field, teacher), spec in zip(request.teacher_refs(), specs, strict=False)
+        teacher.model_copy(update={"architecture": model.spec})
+        for (_field, teacher), model in zip(request.teacher_refs(), models, strict=False)
     ]
     count = len(teachers)
     return _with_teachers(request, teachers).model_copy(
         update={
-            "student": student.model_copy(update={"architecture": specs[count]}),
-            "distillation": distillation.model_copy(update={"peers": specs[count + 1 :]}),
+            "student": student.model_copy(
+                update={"architecture": models[count].spec, "lora": models[count].lora or student.lora}
+            ),
+            "distillation": distillation.model_copy(
+                update={"peers": [model.spec for model in models[count + 1 :]]}
+            ),
         }
     )
 

@@ -99,9 +99,16 @@ def _measured(spec: HFSpec, field: str) -> int:
     return value
 
 
-def model_training_bytes(spec: ArchitectureSpec | HFSpec, optimizer: str, batch_size: int) -> int:
-    """A learner: its weights, gradients and optimizer state, and the activations of one batch."""
-    parameters = parameter_count(spec) * TRAINING_COPIES[optimizer]
+def model_training_bytes(
+    spec: ArchitectureSpec | HFSpec, optimizer: str, batch_size: int, adapters: int | None = None
+) -> int:
+    """A learner: its weights, gradients and optimizer state, and the activations of one batch; with LoRA
+    `adapters` (their parameters), the model's frozen weights once and the adapters' copies."""
+    weights = parameter_count(spec)
+    if adapters is None:
+        parameters = weights * TRAINING_COPIES[optimizer]
+    else:
+        parameters = weights + adapters * TRAINING_COPIES[optimizer]
     return FLOAT_BYTES * (parameters + batch_size * activation_floats(spec))
 
 

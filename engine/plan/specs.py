@@ -726,6 +726,12 @@ class LoraConfig(Spec):
         "peft's choice for the model type (the attention's `q_proj` and `v_proj`; GPT-2's `c_attn`), and "
         "Phi-3's fused `qkv_proj`, for which peft has none.",
     )
+    parameters: int | None = Field(
+        default=None,
+        ge=0,
+        description="The adapters' parameters, which alone train: counted by the service at submission "
+        "(whatever the request says), for the job's memory bound.",
+    )
 
 
 class EngineJob(Spec):

@@ -450,6 +450,8 @@ def test_a_lora_student_resolves_with_its_adapters_and_their_learning_rate(clien
     response = submit(client, llama_teacher, lm_data["text.jsonl"], copy)
     assert response.status_code == 201, response.text
     request = response.json()["request"]
+    # 4 layers, each q_proj (32 -> 32) and down_proj (64 -> 32) adapted by A [4, in] and B [out, 4]
+    assert request["student"]["lora"].pop("parameters") == 4 * (4 * (32 + 32) + 4 * (64 + 32))
     assert request["student"]["lora"] == {
         "r": 4,
         "alpha": 16.0,
@@ -469,6 +471,11 @@ def test_a_lora_student_resolves_with_its_adapters_and_their_learning_rate(clien
         ({"derive": {"init": "random"}, "lora": {}}, "student.lora", "this one starts at random"),
         ({"hf": {"model_type": "llama"}, "lora": {}}, "student.lora", "this one starts at random"),
         ({"derive": {}, "lora": {"target_modules": ["lm_head"]}}, "student.lora.target_modules.0", "q_proj"),
+        (
+            {"derive": {}, "lora": {"target_modules": ["nowhere"]}},
+            "student.lora.target_modules.0",
+            "'nowhere'",
+        ),
     ],
 )
 def test_a_lora_student_that_cannot_learn_so_is_refused(

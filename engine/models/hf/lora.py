@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import peft
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from engine.plan.errors import JobFailed
 from engine.plan.specs import LoraConfig
@@ -31,8 +32,14 @@ class LoraStudent:
 def add_lora(model: nn.Module, config: LoraConfig, teacher: nn.Module) -> LoraStudent:
     """Inject the adapters of `config` into the wrapped transformers model `model.model` (in place), freezing
     every other weight; `teacher`, the wrapped teacher, tells whether the adapter applies to it."""
-    language_model = model.model
     base = "teacher" if same_weights(model, teacher) else "derived"  # what the adapter applies to
+    peft_model = with_adapters(model.model, config)
+    return LoraStudent(peft_model, lora_figures(peft_model, base))
+
+
+def with_adapters(language_model: PreTrainedModel, config: LoraConfig) -> peft.PeftModel:
+    """peft's model around `language_model`, the adapters of `config` injected into it in place (on the meta
+    device too, where the service counts them); `unsupported_combination` where no module is targeted."""
     model_type = language_model.config.model_type
     lora = peft.LoraConfig(
         r=config.r,
@@ -43,7 +50,7 @@ def add_lora(model: nn.Module, config: LoraConfig, teacher: nn.Module) -> LoraSt
         task_type=peft.TaskType.CAUSAL_LM,
     )
     try:
-        peft_model = peft.get_peft_model(language_model, lora)
+        return peft.get_peft_model(language_model, lora)
     except ValueError as error:  # no module matches a target
         raise JobFailed(
             "unsupported_combination",
@@ -51,7 +58,6 @@ def add_lora(model: nn.Module, config: LoraConfig, teacher: nn.Module) -> LoraSt
             "`q_proj`.",
             TARGETS_FIELD,
         ) from None
-    return LoraStudent(peft_model, lora_figures(peft_model, base))
 
 
 def same_weights(model: nn.Module, other: nn.Module) -> bool:

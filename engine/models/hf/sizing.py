@@ -5,9 +5,13 @@ A causal language model's pass is the wrapper's (`HFCausalLM`): token ids to fin
 the `[max_length, vocab]` logits, which the token-level losses form a chunk of tokens at a time (their
 memory is bounded by the chunk, `engine.losses.token_level.CHUNK_LOGITS`, not by the sequence).
 
+With a LoRA config, also the adapters' parameters (`adapter_parameters`), which alone train: peft injects
+them into the meta model as it does into the student.
+
 The API, which never imports torch, runs this as `python -m engine.models.hf.sizing` with a JSON list of
-HFSpecs on stdin (and a timeout); for each it prints `{"parameters": .., "activation_floats": ..}`, or
-`{"error": ..}` with the reason for a config that does not build or would be too large to build at all.
+`{"spec": HFSpec, "lora": LoraConfig or null}` on stdin (and a timeout); for each it prints
+`{"parameters": .., "activation_floats": .., "adapter_parameters": .. or null}`, or `{"error": ..}` with the
+reason for a config that does not build or would be too large to build at all.
 """
 
 import json
@@ -20,8 +24,10 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from engine.models.hf.build import build_hf_model
+from engine.models.hf.lora import with_adapters
+from engine.plan.errors import JobFailed
 from engine.plan.sizes import FLOAT_BYTES
-from engine.plan.specs import HFSpec
+from engine.plan.specs import HFSpec, LoraConfig
 
 # Refused before anything is built: building the modules of a larger model takes the measuring process's
 # memory and time, though its tensors take none.
@@ -52,21 +58,32 @@ MULTIPLIED_WIDTH = 1280
 class Sizes:
     parameters: int
     activation_floats: int
+    adapter_parameters: int | None = None  # a LoRA student's adapters
 
 
 class TooLarge(ValueError):
     """The config would build a model beyond MAX_PARAMETERS."""
 
 
-def measure(spec: HFSpec) -> Sizes:
+def measure(spec: HFSpec, lora: LoraConfig | None = None) -> Sizes:
     """The spec's parameters (as the built model counts them) and its activation floats per sample (an
     estimate from above: every tensor autograd saves in a training forward pass, parameters left out, each
-    storage once). Raises TooLarge before building a model beyond MAX_PARAMETERS."""
+    storage once); with `lora`, its adapters' parameters (None where they target no module). Raises TooLarge
+    before building a model beyond MAX_PARAMETERS."""
     check_buildable(spec)
     with torch.device("meta"):
         model = build_hf_model(spec, attn_implementation="eager")
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    return Sizes(parameters, math.ceil(_saved_floats(model.train(), _probe(spec)) / PROBE_BATCH))
+    activations = math.ceil(_saved_floats(model.train(), _probe(spec)) / PROBE_BATCH)
+    if lora is None:
+        return Sizes(parameters, activations)
+    try:
+        with torch.device("meta"):
+            adapted = with_adapters(model.model, lora)
+    except JobFailed:  # adapters that target no module: the job's rules refuse them, naming the field
+        return Sizes(parameters, activations)
+    adapters = sum(parameter.numel() for parameter in adapted.parameters() if parameter.requires_grad)
+    return Sizes(parameters, activations, adapters)
 
 
 def check_buildable(spec: HFSpec) -> None:
@@ -139,8 +156,9 @@ def _same(tensor: Tensor) -> Tensor:
 def main() -> None:
     answers = []
     for document in json.loads(sys.stdin.read()):
+        lora = document["lora"] and LoraConfig.model_validate(document["lora"])
         try:
-            answers.append(asdict(measure(HFSpec.model_validate(document))))
+            answers.append(asdict(measure(HFSpec.model_validate(document["spec"]), lora)))
         except Exception as error:  # the answer to the API: why this spec has no sizes
             answers.append({"error": f"{type(error).__name__}: {error}"})
     print(json.dumps(answers))

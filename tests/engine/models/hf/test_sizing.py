@@ -5,11 +5,14 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
+from engine.models.hf.lora import with_adapters
 from engine.models.hf.sizing import TooLarge, main, measure
 from engine.models.registry import build_model, count_parameters
+from engine.plan.specs import HFSpec, LoraConfig
 from tests.engine.hf_factories import CONFIGS, tiny_spec
 from tests.lm_model_factories import lm_spec
 
@@ -34,26 +37,41 @@ def test_a_model_too_large_to_build_is_refused_unbuilt():
         measure(huge)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_a_lora_students_adapters_are_those_the_student_trains(model_type):
+    lora = LoraConfig(r=4)
+    model = build_model(lm_spec(model_type))
+    trained = sum(p.numel() for p in with_adapters(model.model, lora).parameters() if p.requires_grad)
+    assert measure(lm_spec(model_type), lora).adapter_parameters == trained > 0
+    assert measure(lm_spec(model_type), LoraConfig(r=8)).adapter_parameters == 2 * trained
+
+
 def test_the_api_measures_its_specs_in_a_process_of_their_own():
     specs = [tiny_spec("vit"), tiny_spec("bert"), lm_spec("gpt2")]
+    loras = [None, None, LoraConfig()]
     done = subprocess.run(
         [sys.executable, "-m", "engine.models.hf.sizing"],
-        input=json.dumps([spec.model_dump(mode="json") for spec in specs]),
+        input=json.dumps([document(spec, lora) for spec, lora in zip(specs, loras, strict=True)]),
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [
-        {"parameters": count_parameters(build_model(s)), "activation_floats": measure(s).activation_floats}
-        for s in specs
-    ]
+    assert json.loads(done.stdout) == [asdict(measure(s, lora)) for s, lora in zip(specs, loras, strict=True)]
+    assert json.loads(done.stdout)[0]["parameters"] == count_parameters(build_model(specs[0]))
 
 
 def test_the_process_answers_why_a_spec_has_no_sizes(monkeypatch, capsys):
     huge = tiny_spec("vit", num_hidden_layers=500, hidden_size=65_536)
-    documents = [huge.model_dump(mode="json"), tiny_spec("vit").model_dump(mode="json")]
+    nowhere = LoraConfig(target_modules=["nowhere"])
+    documents = [document(huge), document(tiny_spec("vit")), document(lm_spec("llama"), nowhere)]
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(documents)))
     main()
-    refused, measured = json.loads(capsys.readouterr().out)
+    refused, measured, untargeted = json.loads(capsys.readouterr().out)
     assert refused["error"].startswith("TooLarge: the vit config's layers")
     assert measured["parameters"] > 0
+    assert untargeted["adapter_parameters"] is None  # the job's rules refuse it, naming the field
+
+
+def document(spec: HFSpec, lora: LoraConfig | None = None) -> dict:
+    """What the API sends the sizing process for a model."""
+    return {"spec": spec.model_dump(mode="json"), "lora": lora and lora.model_dump(mode="json")}
