@@ -58,6 +58,16 @@ def test_the_buckets_and_their_gradients_are_those_of_a_logsumexp_over_the_other
     torch.testing.assert_close(*(gradients_of(b, log_probs, weights) for b in (buckets, reference)))
 
 
+def test_a_student_sure_of_the_teachers_tokens_still_gives_the_rest_a_finite_log_probability():
+    logits = torch.tensor([[0.0, 0.0, -200.0, -300.0]], requires_grad=True)  # the rest's mass underflows
+    buckets = bucket_log_probs(F.log_softmax(logits, dim=-1), torch.tensor([[0, 1]]))
+    assert buckets[0, -1].item() == pytest.approx(math.log(torch.finfo(torch.float32).tiny))
+    teacher = torch.tensor([[0.45, 0.45, 0.1]]).log()  # a teacher whose rest has a tenth of the mass
+    divergence = F.kl_div(buckets, teacher, log_target=True, reduction="sum")
+    divergence.backward()
+    assert math.isfinite(divergence.item()) and torch.isfinite(logits.grad).all()
+
+
 def gradients_of(outputs: torch.Tensor, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.autograd.grad((outputs * weights).sum(), inputs, retain_graph=True)[0]
 
