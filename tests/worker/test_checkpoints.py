@@ -117,6 +117,7 @@ def test_a_checkpoint_the_job_cannot_resume_from_fails_it_saying_what_to_do(
             "finished": [],
             "live": unfit,
             "rng": {},
+            "kept": {},
         },
         saved,
     )
