@@ -77,12 +77,11 @@ def _check_parameters(job: EngineJob, teacher_parameters: list[tuple[str, int]],
 def _check_memory(job: EngineJob, teacher_parameters: list[int], dataset_bytes: int, limit: int) -> None:
     training = job.training
     batch_size = device_share(training.batch_size, training.devices)  # each process holds the models whole
-    lora = job.student_lora
-    adapters = [None if lora is None else lora.parameters] + [None] * (len(cohort(job)) - 1)  # the student's
+    lora = None if job.student_lora is None else job.student_lora.parameters  # the student's: cohort's first
     needs = {
         "the students in training": sum(
-            model_training_bytes(spec, training.optimizer, batch_size, adapters=count)
-            for spec, count in zip(cohort(job), adapters, strict=True)
+            model_training_bytes(spec, training.optimizer, batch_size, adapters=None if number else lora)
+            for number, spec in enumerate(cohort(job))
         ),
         "the teachers": sum(
             frozen_model_bytes(parameters, source.architecture, batch_size)
